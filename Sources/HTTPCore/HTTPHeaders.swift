@@ -1,0 +1,46 @@
+/// An ordered list of header fields.
+///
+/// Names are stored lower-cased: field names are case-insensitive (RFC 9110 section 5.1) and
+/// HTTP/2 requires them lower-case on the wire (RFC 9113 section 8.2.1), so both protocol paths
+/// produce the same value and lookups need no case folding.
+public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
+    public typealias Field = (name: String, value: String)
+    public private(set) var fields: [Field]
+
+    public init() { fields = [] }
+    public init(_ fields: [Field]) { self.fields = fields.map { ($0.name.lowercased(), $0.value) } }
+    public init(dictionaryLiteral elements: (String, String)...) {
+        fields = elements.map { ($0.0.lowercased(), $0.1) }
+    }
+
+    public var count: Int { fields.count }
+    public func makeIterator() -> IndexingIterator<[Field]> { fields.makeIterator() }
+
+    /// The first value of `name` (any case), or nil.
+    public subscript(name: String) -> String? {
+        let key = name.lowercased()
+        for f in fields where f.name == key { return f.value }
+        return nil
+    }
+
+    /// Every value of `name`, in order of appearance.
+    public func values(_ name: String) -> [String] {
+        let key = name.lowercased()
+        return fields.compactMap { $0.name == key ? $0.value : nil }
+    }
+
+    /// Appends a field; `name` must be a valid token (it is lower-cased here).
+    public mutating func add(_ name: String, _ value: String) { fields.append((name.lowercased(), value)) }
+
+    /// Replaces every field called `name` with one field.
+    public mutating func set(_ name: String, _ value: String) {
+        let key = name.lowercased()
+        fields.removeAll { $0.name == key }
+        fields.append((key, value))
+    }
+
+    public mutating func remove(_ name: String) {
+        let key = name.lowercased()
+        fields.removeAll { $0.name == key }
+    }
+}

@@ -1,0 +1,1 @@
+print("moe-metricsd: not yet wired")

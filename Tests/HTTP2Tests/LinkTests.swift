@@ -1,0 +1,8 @@
+import Testing
+import HTTP2
+
+@Test func linksSystemNGHTTP2() {
+    let parts = linkedNGHTTP2Version().split(separator: ".").compactMap { Int($0) }
+    #expect(parts.count == 3)
+    #expect((parts.first ?? 0) >= 1)
+}

@@ -1,0 +1,3 @@
+import Testing
+// Placeholder until this test target's real tests land.
+@Test func placeholder() { #expect(1 + 1 == 2) }
