@@ -1,0 +1,107 @@
+/// One MoE layer's routing outcome for one batch, as a worker reports it.
+///
+/// The core fields mirror torsh's `RoutingDecision` as serde_json writes it; the envelope fields
+/// (`layer`, `worker`, `step`, `topK`, `expertCapacity`, `capacityFactor`, `latencyMs`) travel in
+/// the same JSON object. A value of this type has passed every check that needs no layer state
+/// (see `DecisionDecoder`); checks against a layer (its expert count, the caps) happen on ingest.
+public struct RoutingDecision: Sendable, Equatable {
+    /// Target layer name: 1 to 64 characters of `[A-Za-z0-9_.:-]` (an integer is written in
+    /// decimal). Nil when the request path names the layer instead.
+    public var layer: String?
+    /// The rank or host that sent it (an integer is written in decimal).
+    public var worker: String?
+    public var step: Int64?
+    public var topK: Int?
+    /// Per-expert capacity in tokens used for this batch, when the worker knows it.
+    public var expertCapacity: Int?
+    public var capacityFactor: Double?
+    /// Routing latency the worker measured, finite and non-negative.
+    public var latencyMs: Double?
+    /// Tokens each expert received (`expert_capacities` in torsh, alias `tokens_per_expert`);
+    /// its length is the layer's expert count.
+    public var expertCounts: [UInt64]
+    public var totalTokens: UInt64
+    public var tokensDropped: UInt64
+    public var loadBalanceLoss: Loss
+    public var routerZLoss: Loss
+    public var auxiliaryLoss: Loss
+    /// Number of per-token assignment lists that were sent and validated (they are not kept).
+    public var assignmentCount: Int
+
+    public init(layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil,
+                expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil,
+                expertCounts: [UInt64], totalTokens: UInt64, tokensDropped: UInt64 = 0,
+                loadBalanceLoss: Loss = .absent, routerZLoss: Loss = .absent, auxiliaryLoss: Loss = .absent,
+                assignmentCount: Int = 0) {
+        self.layer = layer
+        self.worker = worker
+        self.step = step
+        self.topK = topK
+        self.expertCapacity = expertCapacity
+        self.capacityFactor = capacityFactor
+        self.latencyMs = latencyMs
+        self.expertCounts = expertCounts
+        self.totalTokens = totalTokens
+        self.tokensDropped = tokensDropped
+        self.loadBalanceLoss = loadBalanceLoss
+        self.routerZLoss = routerZLoss
+        self.auxiliaryLoss = auxiliaryLoss
+        self.assignmentCount = assignmentCount
+    }
+}
+
+/// A loss value as sent: a number, `null` (serde's spelling of NaN or infinity), or not sent.
+///
+/// Non-finite losses are counted (a diverging run must be visible) but kept out of the averages,
+/// sums and counts, so one bad batch does not poison the numbers.
+public enum Loss: Sendable, Equatable {
+    case absent
+    case nonFinite
+    case value(Double)
+
+    public var finiteValue: Double? {
+        if case .value(let v) = self { return v }
+        return nil
+    }
+}
+
+/// Why a decision or a batch was refused. Nothing of a refused batch is applied.
+///
+/// The domain names the kind of failure; the daemon maps kinds to HTTP statuses
+/// (malformed 400, invalid 422, conflict 409, limits 507).
+public struct DecisionError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Equatable {
+        /// Not JSON, or not the shape of a decision (wrong type, missing required field).
+        case malformed
+        /// Well-formed but impossible values (negative count, dropped > total, probability > 1).
+        case invalid
+        /// The expert count disagrees with what the layer already holds.
+        case conflict
+        /// Accepting it would exceed the configured layer cap.
+        case tooManyLayers
+        /// Accepting it would exceed the configured expert cap.
+        case tooManyExperts
+    }
+
+    public var kind: Kind
+    public var message: String
+    /// The offending field as a JSON path within one decision, e.g. `tokens_dropped` or
+    /// `expert_assignments[3][0].probability`.
+    public var field: String?
+    /// The decision's position in a batch (array element or NDJSON line, from 0).
+    public var index: Int?
+
+    public init(_ kind: Kind, _ message: String, field: String? = nil, index: Int? = nil) {
+        self.kind = kind
+        self.message = message
+        self.field = field
+        self.index = index
+    }
+
+    public var description: String {
+        var s = message
+        if let field { s += " (field \(field))" }
+        if let index { s += " (decision \(index))" }
+        return s
+    }
+}
