@@ -1,0 +1,148 @@
+import CNGHTTP2
+import HTTPCore
+
+/// nghttp2's callbacks. Each reaches the session through the user-data pointer, which holds
+/// `Unmanaged.passUnretained(self)`: the session owns the nghttp2 session and outlives it, so no
+/// retain is needed (the pattern swift-nio uses for its C parsers). Callbacks copy the bytes they
+/// are given, may submit frames, and never call `mem_recv`/`mem_send` (nghttp2 forbids re-entry).
+extension HTTP2ServerSession {
+    static func from(_ userData: UnsafeMutableRawPointer?) -> HTTP2ServerSession {
+        Unmanaged<HTTP2ServerSession>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    static func installCallbacks(_ callbacks: OpaquePointer?) {
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
+            guard let frame else { return 0 }
+            let hd = frame.pointee.hd
+            if hd.type == UInt8(NGHTTP2_HEADERS.rawValue) && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                let me = HTTP2ServerSession.from(userData)
+                me.streams[hd.stream_id] = HTTP2Stream(id: hd.stream_id)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, userData in
+            guard let frame, let name, let value else { return 0 }
+            let me = HTTP2ServerSession.from(userData)
+            guard let stream = me.streams[frame.pointee.hd.stream_id] else { return 0 }
+            me.onHeader(stream, name: UnsafeBufferPointer(start: name, count: namelen),
+                        value: UnsafeBufferPointer(start: value, count: valuelen),
+                        isRequest: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, userData in
+            guard let data else { return 0 }
+            let me = HTTP2ServerSession.from(userData)
+            guard let stream = me.streams[streamID] else { return 0 }
+            me.onData(stream, UnsafeBufferPointer(start: data, count: len))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
+            guard let frame else { return 0 }
+            let hd = frame.pointee.hd
+            guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue) else { return 0 }
+            let me = HTTP2ServerSession.from(userData)
+            guard let stream = me.streams[hd.stream_id] else { return 0 }
+            if hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
+                me.enqueue(stream)
+            } else if stream.rejection != nil && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
+                // Rejected at the header section: answer now rather than wait for a body we
+                // would discard (RFC 9113 section 8.1 allows a response before the request ends).
+                stream.resetAfterResponse = true
+                me.enqueue(stream)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { session, frame, userData in
+            guard let session, let frame else { return 0 }
+            let hd = frame.pointee.hd
+            guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return 0 }
+            let me = HTTP2ServerSession.from(userData)
+            guard let stream = me.streams[hd.stream_id], stream.resetAfterResponse else { return 0 }
+            stream.resetAfterResponse = false
+            if nghttp2_session_get_stream_remote_close(session, hd.stream_id) == 0 {
+                // The response is complete and the client is still sending a body we refused:
+                // ask it to stop without an error (RFC 9113 section 8.1).
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id,
+                                          NGHTTP2_NO_ERROR.rawValue)
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, _, userData in
+            let me = HTTP2ServerSession.from(userData)
+            me.streams[streamID] = nil
+            return 0
+        }
+    }
+
+    /// The data provider of every response: copies from the stream's buffer (nghttp2's
+    /// `mem_send` cannot use NO_COPY, which needs a send callback).
+    static let readResponseBody: nghttp2_data_source_read_callback = { _, streamID, buf, length, dataFlags, _, userData in
+        let me = HTTP2ServerSession.from(userData)
+        guard let stream = me.streams[streamID], let buf, let dataFlags else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        let count = min(length, stream.responseBody.count - stream.responseOffset)
+        if count > 0 {
+            stream.responseBody.withUnsafeBufferPointer { src in
+                buf.update(from: src.baseAddress! + stream.responseOffset, count: count)
+            }
+            stream.responseOffset += count
+        }
+        if stream.responseOffset == stream.responseBody.count {
+            dataFlags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            stream.responseBody = []
+            stream.responseOffset = 0
+        }
+        return count
+    }
+
+    func enqueue(_ stream: HTTP2Stream) {
+        guard !stream.queued else { return }
+        stream.queued = true
+        ready.append(stream.id)
+    }
+
+    func onHeader(_ stream: HTTP2Stream, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>,
+                  isRequest: Bool) {
+        guard stream.rejection == nil else { return }
+        stream.headerListSize += name.count + value.count + 32
+        if stream.headerListSize > limits.maxHeaderBytes {
+            stream.reject(431, "header list larger than \(limits.maxHeaderBytes) bytes")
+            return
+        }
+        // Trailers count against the limits but are not part of the request value.
+        guard isRequest else { return }
+        if name.first == UInt8(ascii: ":") {
+            let value = String(decoding: value, as: UTF8.self)
+            switch String(decoding: name, as: UTF8.self) {
+            case ":method": stream.method = value
+            case ":path": stream.path = value
+            case ":authority": stream.authority = value
+            default: break
+            }
+            return
+        }
+        if stream.headers.count >= limits.maxHeaderCount {
+            stream.reject(431, "more than \(limits.maxHeaderCount) header fields")
+            return
+        }
+        let nameString = String(decoding: name, as: UTF8.self)
+        let valueString = String(decoding: value, as: UTF8.self)
+        if nameString == "content-length", let declared = Int(valueString), declared > limits.maxBodyBytes {
+            stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
+            return
+        }
+        stream.headers.append((nameString, valueString))
+    }
+
+    func onData(_ stream: HTTP2Stream, _ data: UnsafeBufferPointer<UInt8>) {
+        guard stream.rejection == nil else { return }
+        if stream.body.count + data.count > limits.maxBodyBytes {
+            stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
+            stream.resetAfterResponse = true
+            enqueue(stream)
+            return
+        }
+        stream.body.append(contentsOf: data)
+    }
+}

@@ -1,0 +1,256 @@
+import CNGHTTP2
+import HTTPCore
+
+/// One HTTP/2 cleartext (h2c, prior knowledge) connection, bridged to libnghttp2 over bytes.
+///
+/// The transport detects the client preface (RFC 9113 section 3.4) and hands this session every
+/// byte from the first one; nghttp2 checks the preface itself. The session never touches a socket:
+/// `receive` feeds `nghttp2_session_mem_recv`, then every completed stream is answered by the
+/// handler, then `nghttp2_session_mem_send` is drained into `output`. Following nghttp2's own
+/// examples, `mem_recv`/`mem_send` are never called from inside a callback, and `mem_send` is
+/// always drained after receiving or submitting so nothing is left queued.
+///
+/// Limits, in HTTP/2 terms:
+/// - `maxConcurrentStreams` is advertised as SETTINGS_MAX_CONCURRENT_STREAMS; nghttp2 refuses
+///   streams beyond it with RST_STREAM(REFUSED_STREAM) (RFC 9113 section 5.1.2).
+/// - `maxHeaderBytes` is advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2
+///   does not enforce its own advertised value); over it, or over `maxHeaderCount`, the stream
+///   gets a 431 response.
+/// - A body over `maxBodyBytes` (declared by content-length or counted as DATA arrives) gets a
+///   413 response at once, followed by RST_STREAM(NO_ERROR) so the client stops sending.
+/// - Idle connections (no open stream) are closed after `idleTimeoutSeconds`, and a connection
+///   whose open streams make no progress for `bodyTimeoutSeconds`, with GOAWAY(NO_ERROR).
+/// - Flow control: 1 MiB stream windows and a 16 MiB connection window, so a large POST is
+///   not throttled to the 64 KiB default (RFC 9113 section 6.9.2) round trip by round trip.
+public final class HTTP2ServerSession: ConnectionSession {
+    /// SETTINGS_INITIAL_WINDOW_SIZE we advertise for every stream.
+    public static let streamWindowBytes: Int32 = 1 << 20
+    /// The connection-level receive window, raised by WINDOW_UPDATE right after SETTINGS.
+    public static let connectionWindowBytes: Int32 = 16 << 20
+
+    private let handler: any HTTPHandler
+    let limits: HTTPLimits
+    private var session: OpaquePointer?
+    var streams: [Int32: HTTP2Stream] = [:]
+    /// Streams whose request is complete (or rejected), in arrival order, answered after mem_recv.
+    var ready: [Int32] = []
+    private var lastActivity: UInt64
+    private var shuttingDown = false
+    /// Set when nghttp2 reported a fatal error: the connection is done whatever it wants.
+    private var failed = false
+
+    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64) {
+        self.handler = handler
+        self.limits = limits
+        self.lastActivity = now
+
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        HTTP2ServerSession.installCallbacks(callbacks)
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        var s: OpaquePointer?
+        let rv = nghttp2_session_server_new2(&s, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        nghttp2_option_del(option)
+        nghttp2_session_callbacks_del(callbacks)
+        guard rv == 0, let s else {
+            failed = true
+            return
+        }
+        session = s
+
+        // The server connection preface is a SETTINGS frame (RFC 9113 section 3.4); it is queued
+        // now and leaves with the first drain.
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: UInt32(clamping: max(1, limits.maxConcurrentStreams))),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: UInt32(HTTP2ServerSession.streamWindowBytes)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                                   value: UInt32(clamping: max(0, limits.maxHeaderBytes))),
+        ]
+        if nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) != 0 {
+            failed = true
+        }
+        if nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
+                                                 HTTP2ServerSession.connectionWindowBytes) != 0 {
+            failed = true
+        }
+    }
+
+    deinit {
+        if let session { nghttp2_session_del(session) }
+    }
+
+    // MARK: ConnectionSession
+
+    public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        lastActivity = now
+        guard let session, !failed else { return .closeAfterWrite }
+        var remaining = bytes
+        while !remaining.isEmpty {
+            let base = remaining.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let n = nghttp2_session_mem_recv(session, base, remaining.count)
+            if n < 0 {
+                // Fatal for the connection (bad client magic, flooding, out of memory). nghttp2
+                // has queued a GOAWAY where one is due; flush it, then close.
+                failed = true
+                break
+            }
+            if n == 0 { break }
+            remaining = UnsafeRawBufferPointer(rebasing: remaining[n...])
+            answerReadyStreams(session)
+        }
+        answerReadyStreams(session)
+        drain(session, into: &output)
+        return disposition(session)
+    }
+
+    public func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        // Every complete request has already been answered synchronously; nothing more can
+        // arrive, so flush what is queued and close.
+        if let session { drain(session, into: &output) }
+        return .closeAfterWrite
+    }
+
+    public var deadline: UInt64? {
+        if failed { return nil }
+        let seconds = streams.isEmpty ? limits.idleTimeoutSeconds : limits.bodyTimeoutSeconds
+        return lastActivity &+ UInt64(max(0, seconds) * 1_000_000_000)
+    }
+
+    public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        guard let session, !failed else { return .closeAfterWrite }
+        if let deadline, now < deadline { return disposition(session) }
+        // GOAWAY(NO_ERROR) with the last stream we processed, then close (RFC 9113 section 6.8).
+        nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+        drain(session, into: &output)
+        return .closeAfterWrite
+    }
+
+    public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        guard let session, !failed else { return .closeAfterWrite }
+        if !shuttingDown {
+            shuttingDown = true
+            // GOAWAY names the last stream we will process; streams up to it are finished, later
+            // ones are refused by nghttp2 (RFC 9113 section 6.8).
+            let last = nghttp2_session_get_last_proc_stream_id(session)
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, NGHTTP2_NO_ERROR.rawValue, nil, 0)
+        }
+        drain(session, into: &output)
+        return disposition(session)
+    }
+
+    public var isIdle: Bool { streams.isEmpty }
+
+    // MARK: Driving nghttp2
+
+    /// Copies every frame nghttp2 has queued into `output`.
+    private func drain(_ session: OpaquePointer, into output: inout [UInt8]) {
+        while true {
+            var data: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &data)
+            if n < 0 {
+                failed = true
+                return
+            }
+            guard n > 0, let data else { return }
+            output.append(contentsOf: UnsafeBufferPointer(start: data, count: n))
+        }
+    }
+
+    /// Close only when nghttp2 wants neither to read nor to write (nghttp2 API guide); the
+    /// transport writes `output` before closing, so a final GOAWAY is never lost.
+    private func disposition(_ session: OpaquePointer) -> SessionDisposition {
+        if failed { return .closeAfterWrite }
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            return .closeAfterWrite
+        }
+        return .keepOpen
+    }
+
+    /// Runs the handler for each complete stream and submits its response.
+    private func answerReadyStreams(_ session: OpaquePointer) {
+        guard !ready.isEmpty else { return }
+        let ids = ready
+        ready.removeAll(keepingCapacity: true)
+        for id in ids {
+            guard let stream = streams[id], !stream.responded else { continue }
+            stream.responded = true
+            let isHead = stream.method == "HEAD"
+            let response: HTTPResponse
+            if let status = stream.rejection {
+                response = .error(status, stream.rejectionMessage)
+            } else if let request = makeRequest(stream) {
+                response = handler.handle(request)
+            } else {
+                response = .error(400, "request without :method or :path")
+            }
+            submit(response, on: stream, isHead: isHead, session: session)
+        }
+    }
+
+    private func makeRequest(_ stream: HTTP2Stream) -> HTTPRequest? {
+        guard let method = stream.method, let target = stream.path else { return nil }
+        var headers = HTTPHeaders(stream.headers)
+        // Routes that read Host see the same value over both protocols (RFC 9113 section 8.3.1:
+        // :authority replaces Host).
+        if let authority = stream.authority, headers["host"] == nil { headers.add("host", authority) }
+        let body = stream.body
+        stream.body = []
+        return HTTPRequest(method: method, target: target, version: .http2, headers: headers, body: body)
+    }
+
+    private func submit(_ response: HTTPResponse, on stream: HTTP2Stream, isHead: Bool, session: OpaquePointer) {
+        let status = response.status
+        let bodyAllowed = !isHead && status != 204 && status != 304 && status >= 200
+        // One contiguous buffer holds every name and value; nghttp2 copies the list inside
+        // nghttp2_submit_response, so it only has to outlive the call.
+        var fields: [(name: String, value: String)] = [(":status", String(status))]
+        for f in response.headers where !HTTP2ServerSession.isConnectionSpecific(f.name) {
+            fields.append((f.name, f.value))
+        }
+        if status != 204 && status != 304 { fields.append(("content-length", String(response.body.count))) }
+        var bytes: [UInt8] = []
+        var spans: [(Int, Int, Int, Int)] = []
+        for f in fields {
+            let n = bytes.count
+            bytes.append(contentsOf: f.name.utf8)
+            let v = bytes.count
+            bytes.append(contentsOf: f.value.utf8)
+            spans.append((n, v - n, v, bytes.count - v))
+        }
+        if bodyAllowed && !response.body.isEmpty {
+            stream.responseBody = response.body
+            stream.responseOffset = 0
+        }
+        let withBody = bodyAllowed && !response.body.isEmpty
+        let rv: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
+            let base = buf.baseAddress!
+            var nva = spans.map { s in
+                nghttp2_nv(name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            if withBody {
+                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil),
+                                                     read_callback: HTTP2ServerSession.readResponseBody)
+                return nghttp2_submit_response(session, stream.id, &nva, nva.count, &provider)
+            }
+            return nghttp2_submit_response(session, stream.id, &nva, nva.count, nil)
+        }
+        if rv != 0 {
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                                      NGHTTP2_INTERNAL_ERROR.rawValue)
+        }
+    }
+
+    /// Connection-specific fields are malformed in HTTP/2 (RFC 9113 section 8.2.2); framing is ours.
+    static func isConnectionSpecific(_ name: String) -> Bool {
+        switch name {
+        case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length":
+            true
+        default:
+            false
+        }
+    }
+}
