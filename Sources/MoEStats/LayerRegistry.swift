@@ -1,0 +1,251 @@
+import Synchronization
+
+/// All layers' statistics engines, keyed by layer name: the entry point of the daemon.
+///
+/// Concurrency: safe for many concurrent writers and readers. The registry's own lock guards only
+/// the layer map (and the configuration); each layer has its own lock, held only to apply decisions
+/// or to copy a snapshot. A batch is validated in full before anything is applied, and its layers
+/// are then locked together in ascending name order (a fixed order, so two batches cannot
+/// deadlock) and released only when every decision is applied: no reader ever sees half a batch.
+/// A layer's expert count never changes while it exists, which lets validation check it without
+/// the layer's lock.
+public final class LayerRegistry: Sendable {
+    private struct State: Sendable {
+        var layers: [String: LayerStatistics] = [:]
+        var configuration: StatsConfiguration
+        var latencyBuckets: [Double]
+    }
+
+    private struct Group: Sendable {
+        var engine: LayerStatistics
+        var indices: [Int]
+    }
+
+    private let state: Mutex<State>
+
+    public init(configuration: StatsConfiguration) {
+        state = Mutex(State(configuration: configuration,
+                            latencyBuckets: configuration.normalizedLatencyBuckets))
+    }
+
+    /// The configuration in force.
+    public var configuration: StatsConfiguration { state.withLock { $0.configuration } }
+
+    /// Replaces the configuration (a reload). Caps apply to layers created from now on (lowering
+    /// `maxLayers` removes nothing); latency buckets apply to new layers only, since existing
+    /// histograms cannot be re-bucketed (each snapshot carries its own bounds); the default window
+    /// and the capacity defaults apply at once.
+    public func update(configuration: StatsConfiguration) {
+        state.withLock {
+            $0.configuration = configuration
+            $0.latencyBuckets = configuration.normalizedLatencyBuckets
+        }
+    }
+
+    /// Number of layers held.
+    public var layerCount: Int { state.withLock { $0.layers.count } }
+
+    /// Validates every decision against the layers held and the caps, then applies all of them;
+    /// all or nothing. Returns the number of decisions applied.
+    ///
+    /// - `defaultLayer`: the layer named by the request path, used when a decision has no `layer`;
+    ///   a decision naming a different layer is `.invalid` (field `layer`), one with no layer at
+    ///   all is `.malformed` (field `layer`).
+    /// - `now`: Unix seconds, recorded as the layers' last-update time.
+    ///
+    /// Every error carries the decision's index in `decisions` (from 0).
+    public func ingest(_ decisions: [RoutingDecision], defaultLayer: String?, now: Double) throws(DecisionError) -> Int {
+        guard !decisions.isEmpty else { return 0 }
+
+        // 1. What needs no layer state.
+        var names = [String]()
+        names.reserveCapacity(decisions.count)
+        for (i, d) in decisions.enumerated() {
+            names.append(try Self.layerName(of: d, defaultLayer: defaultLayer, index: i))
+            try Self.checkValues(d, index: i)
+        }
+
+        // 2. Against the layer map and the caps, creating new layers only if everything passes.
+        let (groups, configuration) = try state.withLock { s throws(DecisionError) -> ([Group], StatsConfiguration) in
+            var plan: [String: (engine: LayerStatistics?, experts: Int, indices: [Int])] = [:]
+            var newLayers = 0
+            for (i, d) in decisions.enumerated() {
+                let name = names[i]
+                let experts = d.expertCounts.count
+                if var entry = plan[name] {
+                    guard entry.experts == experts else {
+                        throw Self.conflict(name, has: entry.experts, got: experts, index: i)
+                    }
+                    entry.indices.append(i)
+                    plan[name] = entry
+                } else if let engine = s.layers[name] {
+                    guard engine.experts == experts else {
+                        throw Self.conflict(name, has: engine.experts, got: experts, index: i)
+                    }
+                    plan[name] = (engine, experts, [i])
+                } else {
+                    guard experts <= s.configuration.maxExperts else {
+                        throw DecisionError(.tooManyExperts,
+                                            "\(experts) experts exceed the limit of \(s.configuration.maxExperts) per layer",
+                                            field: "expert_capacities", index: i)
+                    }
+                    newLayers += 1
+                    guard s.layers.count + newLayers <= s.configuration.maxLayers else {
+                        throw DecisionError(.tooManyLayers,
+                                            "layer \(name) would exceed the limit of \(s.configuration.maxLayers) layers",
+                                            field: "layer", index: i)
+                    }
+                    plan[name] = (nil, experts, [i])
+                }
+            }
+            var groups = [Group]()
+            groups.reserveCapacity(plan.count)
+            for (name, entry) in plan {
+                let engine: LayerStatistics
+                if let existing = entry.engine {
+                    engine = existing
+                } else {
+                    engine = LayerStatistics(name: name, experts: entry.experts,
+                                             latencyBoundsSeconds: s.latencyBuckets)
+                    s.layers[name] = engine
+                }
+                groups.append(Group(engine: engine, indices: entry.indices))
+            }
+            groups.sort { $0.engine.name < $1.engine.name }
+            return (groups, s.configuration)
+        }
+
+        // 3. Capacities need no lock; 4. apply under all the batch's layer locks.
+        let capacities = decisions.map { Self.capacity(of: $0, configuration: configuration) }
+        Self.apply(groups[...], decisions, capacities, now: now)
+        return decisions.count
+    }
+
+    /// A copy of one layer's statistics; nil if the layer is unknown.
+    public func snapshot(_ layer: String) -> LayerSnapshot? {
+        let found = state.withLock { s in (s.layers[layer], s.configuration.defaultWindow) }
+        guard let engine = found.0 else { return nil }
+        return engine.snapshot(defaultWindow: found.1)
+    }
+
+    /// Copies of every layer's statistics, sorted by layer name. Each layer is copied under its
+    /// own lock, one at a time.
+    public func snapshots() -> [LayerSnapshot] {
+        let (engines, window) = state.withLock { s in
+            (s.layers.values.sorted { $0.name < $1.name }, s.configuration.defaultWindow)
+        }
+        return engines.compactMap { $0.snapshot(defaultWindow: window) }
+    }
+
+    /// Removes a layer and its statistics (the reference's reset); false if it is unknown.
+    /// Decisions for it afterwards create it afresh, with any expert count.
+    @discardableResult
+    public func reset(_ layer: String) -> Bool {
+        state.withLock { $0.layers.removeValue(forKey: layer) != nil }
+    }
+
+    /// Removes every layer.
+    public func resetAll() {
+        state.withLock { $0.layers.removeAll() }
+    }
+
+    /// Whether `name` is a valid layer name: 1 to 64 characters of `[A-Za-z0-9_.:-]`. Layer names
+    /// become Prometheus label values, so they are bounded in length and alphabet.
+    public static func isValidLayerName(_ name: String) -> Bool {
+        let utf8 = name.utf8
+        guard (1...64).contains(utf8.count) else { return false }
+        return utf8.allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                 UInt8(ascii: ":"), UInt8(ascii: "-"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
+    // MARK: - helpers
+
+    private static func layerName(of d: RoutingDecision, defaultLayer: String?, index: Int) throws(DecisionError) -> String {
+        let name: String
+        switch (d.layer, defaultLayer) {
+        case (nil, nil):
+            throw DecisionError(.malformed, "no layer: name it in the decision or in the path", field: "layer", index: index)
+        case let (own?, path?) where own != path:
+            throw DecisionError(.invalid, "decision names layer \(own) but the path names \(path)", field: "layer", index: index)
+        case let (own?, _):
+            name = own
+        case let (nil, path?):
+            name = path
+        }
+        guard isValidLayerName(name) else {
+            throw DecisionError(.invalid, "layer name must be 1 to 64 characters of A-Z a-z 0-9 _ . : -", field: "layer", index: index)
+        }
+        return name
+    }
+
+    /// Checks the decoder also makes, repeated so that the engine's arithmetic is safe whatever
+    /// builds the decision (defect 4 of the reference: dropped > total underflowed).
+    private static func checkValues(_ d: RoutingDecision, index: Int) throws(DecisionError) {
+        guard !d.expertCounts.isEmpty else {
+            throw DecisionError(.invalid, "at least one expert is required", field: "expert_capacities", index: index)
+        }
+        guard d.tokensDropped <= d.totalTokens else {
+            throw DecisionError(.invalid, "tokens_dropped (\(d.tokensDropped)) exceeds total_tokens (\(d.totalTokens))",
+                                field: "tokens_dropped", index: index)
+        }
+        if let ms = d.latencyMs, !(ms.isFinite && ms >= 0) {
+            throw DecisionError(.invalid, "latency must be finite and non-negative", field: "latency_ms", index: index)
+        }
+        if let c = d.expertCapacity, c < 0 {
+            throw DecisionError(.invalid, "expert_capacity must be non-negative", field: "expert_capacity", index: index)
+        }
+        if let k = d.topK, k < 1 {
+            throw DecisionError(.invalid, "top_k must be at least 1", field: "top_k", index: index)
+        }
+        if let f = d.capacityFactor, !(f.isFinite && f > 0) {
+            throw DecisionError(.invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
+        }
+    }
+
+    private static func conflict(_ name: String, has: Int, got: Int, index: Int) -> DecisionError {
+        DecisionError(.conflict, "layer \(name) has \(has) experts but the decision has \(got); reset the layer to change it",
+                      field: "expert_capacities", index: index)
+    }
+
+    /// The per-expert capacity of a decision: its `expert_capacity`, else torsh's
+    /// `ceil(floor(T*k/E) * capacity_factor)` from its (or the configured) top-k and capacity
+    /// factor, else nil: unknown capacity gives null capacity statistics, never the reference's
+    /// invented 100 (defect 1).
+    static func capacity(of d: RoutingDecision, configuration: StatsConfiguration) -> UInt64? {
+        if let c = d.expertCapacity { return c >= 0 ? UInt64(c) : nil }
+        guard let k = d.topK ?? configuration.defaultTopK, k > 0,
+              let factor = d.capacityFactor ?? configuration.defaultCapacityFactor, factor.isFinite, factor > 0,
+              !d.expertCounts.isEmpty else { return nil }
+        let (tk, overflow) = d.totalTokens.multipliedReportingOverflow(by: UInt64(k))
+        guard !overflow else { return nil }
+        let base = Double(tk / UInt64(d.expertCounts.count))
+        var c = base * factor
+        // The factor is a decimal someone wrote: 100 x 1.1 is 110.00000000000001 in binary and
+        // must still give 110, so a product within rounding error of an integer is that integer.
+        let nearest = c.rounded()
+        c = abs(c - nearest) <= 1e-9 * Swift.max(1, nearest) ? nearest : c.rounded(.up)
+        guard c < 1.8e19 else { return nil }
+        return UInt64(c)
+    }
+
+    /// Locks the groups' layers in order, applies each group's decisions, and releases them all
+    /// only after the last one: one nested `withLock` per layer.
+    private static func apply(_ groups: ArraySlice<Group>, _ decisions: [RoutingDecision],
+                              _ capacities: [UInt64?], now: Double) {
+        guard let group = groups.first else { return }
+        group.engine.state.withLock { s in
+            for i in group.indices {
+                s.record(decisions[i], capacity: capacities[i], now: now)
+            }
+            apply(groups.dropFirst(), decisions, capacities, now: now)
+        }
+    }
+}

@@ -1,0 +1,87 @@
+/// The raw statistics of one layer, copied under the layer's lock.
+///
+/// Everything derived (utilization, trends, percentiles, balance measures) is computed from this
+/// value by `summary(window:)`, outside any lock, so readers hold a layer's lock only for a copy.
+/// The plain sums and counts here are what Prometheus needs to aggregate many daemons correctly.
+public struct LayerSnapshot: Sendable {
+    public let layer: String
+    /// Number of experts (fixed for the layer's life).
+    public let experts: Int
+    /// Decisions recorded.
+    public let totalRoutings: UInt64
+    /// Sum of `total_tokens`.
+    public let totalTokens: UInt64
+    /// Sum of `tokens_dropped`.
+    public let tokensDropped: UInt64
+    /// Per expert, the sum of the tokens it received.
+    public let expertTokens: [UInt64]
+    public let loadBalanceLoss: LossTotals
+    public let routerZLoss: LossTotals
+    public let auxiliaryLoss: LossTotals
+    /// Losses received as `null` (serde's NaN or infinity) or non-finite, over the three losses.
+    public let nonfiniteLosses: UInt64
+    /// Routing latency as a histogram (seconds, cumulative bucket counts).
+    public let latencyHistogram: LatencyHistogram
+    /// Latency over all samples, in milliseconds (nil before the first sample).
+    public let latencyMinMs: Double?
+    public let latencyMaxMs: Double?
+    public let latencySumMs: Double
+    /// Capacity sums over the decisions with a known capacity.
+    public let capacity: CapacityTotals
+    /// Decisions that dropped tokens (the reference's `capacity_exceeded_count`).
+    public let capacityExceededCount: UInt64
+    /// Unix seconds of the newest decision.
+    public let lastUpdated: Double
+    /// The registry's default window when the snapshot was taken.
+    public let defaultWindow: Int
+
+    // Inputs of the summary, copied out of the layer.
+    /// Per expert, the sum of count / total_tokens over decisions.
+    public let utilizationSums: [Double]
+    /// Counts of the newest decision.
+    public let lastCounts: [UInt64]
+    /// Per expert, the routing number (1-based) of the newest decision that gave it a token; 0 = never.
+    public let lastActive: [UInt64]
+    /// Load variance of the newest decisions (at most 1000), oldest first.
+    public let loadVariances: [Double]
+    /// Latency samples of the newest decisions (at most 1000), oldest first, in milliseconds.
+    public let recentLatenciesMs: [Double]
+
+    /// Copies `state`. Arrays are copied element by element (`map`), never shared: a shared buffer
+    /// would make the layer's next append copy it under the lock.
+    init(layer: String, state s: LayerState, defaultWindow: Int) {
+        self.layer = layer
+        experts = s.experts
+        totalRoutings = s.totalRoutings
+        totalTokens = s.totalTokens
+        tokensDropped = s.tokensDropped
+        expertTokens = s.expertTokens.map { $0 }
+        loadBalanceLoss = s.loadBalanceLoss
+        routerZLoss = s.routerZLoss
+        auxiliaryLoss = s.auxiliaryLoss
+        nonfiniteLosses = s.nonfiniteLosses
+        var cumulative = [UInt64]()
+        cumulative.reserveCapacity(s.latencyBucketCounts.count)
+        var running: UInt64 = 0
+        for c in s.latencyBucketCounts {
+            running = running.addingSaturated(c)
+            cumulative.append(running)
+        }
+        latencyHistogram = LatencyHistogram(upperBoundsSeconds: s.latencyBoundsSeconds.map { $0 },
+                                            cumulativeCounts: cumulative,
+                                            sumSeconds: s.latencySumMs / 1000,
+                                            count: s.latencyCount)
+        latencyMinMs = s.latencyCount > 0 ? s.latencyMinMs : nil
+        latencyMaxMs = s.latencyCount > 0 ? s.latencyMaxMs : nil
+        latencySumMs = s.latencySumMs
+        capacity = s.capacity
+        capacityExceededCount = s.capacityExceededCount
+        lastUpdated = s.lastUpdated
+        self.defaultWindow = defaultWindow
+        utilizationSums = s.utilizationSums.map { $0 }
+        lastCounts = s.lastCounts.map { $0 }
+        lastActive = s.lastActive.map { $0 }
+        loadVariances = s.loadVariances.chronological()
+        recentLatenciesMs = s.recentLatenciesMs.chronological()
+    }
+}

@@ -1,0 +1,211 @@
+import Synchronization
+
+/// Sum and count of one loss over the finite values received.
+///
+/// Averages cannot be combined across daemons (defect 7 of the reference); sums and counts can,
+/// so Prometheus gets these and computes `sum / count` itself.
+public struct LossTotals: Sendable, Equatable {
+    /// Sum of the finite values received.
+    public var sum: Double = 0
+    /// Number of finite values received (absent and non-finite losses are not counted).
+    public var count: UInt64 = 0
+
+    public init(sum: Double = 0, count: UInt64 = 0) {
+        self.sum = sum
+        self.count = count
+    }
+
+    /// The mean of the finite values, or nil before the first one.
+    public var average: Double? { count > 0 ? sum / Double(count) : nil }
+}
+
+/// Capacity sums over the decisions whose capacity is known.
+public struct CapacityTotals: Sendable, Equatable {
+    /// Decisions that had a known, non-zero capacity.
+    public var decisions: UInt64 = 0
+    /// The reference's smoothed utilization: EMA with alpha 0.1 starting from 0, as a fraction.
+    public var averageUtilization: Double = 0
+    /// Highest per-decision utilization (tokens received / (experts x capacity)), as a fraction.
+    public var peakUtilization: Double = 0
+    /// Sum of experts x capacity, in tokens.
+    public var totalCapacity: UInt64 = 0
+    /// Sum of tokens the experts received in those decisions.
+    public var totalUsed: UInt64 = 0
+
+    public init() {}
+}
+
+/// The routing-latency histogram in Prometheus form.
+public struct LatencyHistogram: Sendable, Equatable {
+    /// Bucket upper bounds in seconds, ascending (the `le` label; `+Inf` is implicit).
+    public var upperBoundsSeconds: [Double]
+    /// CUMULATIVE counts: `cumulativeCounts[i]` is the number of samples <= `upperBoundsSeconds[i]`,
+    /// as the Prometheus text format's `_bucket` lines need them. The `+Inf` bucket is `count`.
+    public var cumulativeCounts: [UInt64]
+    /// Sum of all samples in seconds.
+    public var sumSeconds: Double
+    /// Number of samples.
+    public var count: UInt64
+}
+
+extension UInt64 {
+    /// Counters saturate instead of trapping: a hostile or buggy worker must not crash the daemon.
+    @inline(__always)
+    func addingSaturated(_ other: UInt64) -> UInt64 {
+        let (r, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : r
+    }
+}
+
+/// Capacity of the ring buffers (load variance, latency), as in the reference.
+let historyCapacity = 1000
+
+/// The mutable statistics of one layer. Only ever touched under its `LayerStatistics` lock.
+struct LayerState: Sendable {
+    let experts: Int
+    var totalRoutings: UInt64 = 0
+    var totalTokens: UInt64 = 0
+    var tokensDropped: UInt64 = 0
+    var expertTokens: [UInt64]
+    /// Per expert, the sum over decisions of count / total_tokens (0 for a decision of no tokens);
+    /// divided by `totalRoutings` it is the reference's `expert_utilization` (its alpha = 1/n
+    /// "EMA" is this cumulative mean).
+    var utilizationSums: [Double]
+    /// Counts of the newest decision (MaxVio of the last batch).
+    var lastCounts: [UInt64]
+    /// Per expert, the routing number (1-based) of the newest decision that gave it a token; 0 = never.
+    var lastActive: [UInt64]
+    var loadBalanceLoss = LossTotals()
+    var routerZLoss = LossTotals()
+    var auxiliaryLoss = LossTotals()
+    var nonfiniteLosses: UInt64 = 0
+    var loadVariances = RingBuffer(capacity: historyCapacity)
+    var recentLatenciesMs = RingBuffer(capacity: historyCapacity)
+    var latencyCount: UInt64 = 0
+    var latencySumMs: Double = 0
+    var latencyMinMs: Double = .infinity
+    var latencyMaxMs: Double = 0
+    let latencyBoundsSeconds: [Double]
+    /// Per-bucket (not cumulative) counts; samples above the last bound are `latencyCount - sum`.
+    var latencyBucketCounts: [UInt64]
+    var capacity = CapacityTotals()
+    var capacityExceededCount: UInt64 = 0
+    var lastUpdated: Double = 0
+
+    init(experts: Int, latencyBoundsSeconds: [Double]) {
+        self.experts = experts
+        expertTokens = Array(repeating: 0, count: experts)
+        utilizationSums = Array(repeating: 0, count: experts)
+        lastCounts = Array(repeating: 0, count: experts)
+        lastActive = Array(repeating: 0, count: experts)
+        self.latencyBoundsSeconds = latencyBoundsSeconds
+        latencyBucketCounts = Array(repeating: 0, count: latencyBoundsSeconds.count)
+    }
+
+    /// Applies one validated decision: O(E + buckets), no allocation once the rings are full.
+    /// `capacity` is the per-expert capacity resolved by the registry (nil when unknown).
+    mutating func record(_ d: RoutingDecision, capacity perExpert: UInt64?, now: Double) {
+        precondition(d.expertCounts.count == experts, "expert count validated before apply")
+        totalRoutings = totalRoutings.addingSaturated(1)
+        totalTokens = totalTokens.addingSaturated(d.totalTokens)
+        tokensDropped = tokensDropped.addingSaturated(d.tokensDropped)
+
+        var nonfinite: UInt64 = 0
+        if Self.recordLoss(d.loadBalanceLoss, into: &loadBalanceLoss) { nonfinite += 1 }
+        if Self.recordLoss(d.routerZLoss, into: &routerZLoss) { nonfinite += 1 }
+        if Self.recordLoss(d.auxiliaryLoss, into: &auxiliaryLoss) { nonfinite += 1 }
+        nonfiniteLosses = nonfiniteLosses.addingSaturated(nonfinite)
+
+        let tokens = Double(d.totalTokens)
+        var used: UInt64 = 0
+        var sum: Double = 0
+        for i in 0..<experts {
+            let c = d.expertCounts[i]
+            expertTokens[i] = expertTokens[i].addingSaturated(c)
+            if d.totalTokens > 0 { utilizationSums[i] += Double(c) / tokens }
+            lastCounts[i] = c
+            if c > 0 { lastActive[i] = totalRoutings }
+            used = used.addingSaturated(c)
+            sum += Double(c)
+        }
+
+        // Population variance of this decision's counts, as the reference's calculate_load_variance.
+        let mean = sum / Double(experts)
+        var squares: Double = 0
+        for c in d.expertCounts {
+            let diff = Double(c) - mean
+            squares += diff * diff
+        }
+        loadVariances.append(squares / Double(experts))
+
+        if let ms = d.latencyMs, ms.isFinite, ms >= 0 {
+            latencyCount = latencyCount.addingSaturated(1)
+            latencySumMs += ms
+            latencyMinMs = Swift.min(latencyMinMs, ms)
+            latencyMaxMs = Swift.max(latencyMaxMs, ms)
+            recentLatenciesMs.append(ms)
+            let seconds = ms / 1000
+            // Prometheus buckets are "less than or equal" (`le`).
+            if let i = latencyBoundsSeconds.firstIndex(where: { seconds <= $0 }) {
+                latencyBucketCounts[i] = latencyBucketCounts[i].addingSaturated(1)
+            }
+        }
+
+        // The reference counts decisions that dropped tokens, whatever the capacity.
+        if d.tokensDropped > 0 { capacityExceededCount = capacityExceededCount.addingSaturated(1) }
+        if let perExpert, perExpert > 0 {
+            let (total, overflow) = perExpert.multipliedReportingOverflow(by: UInt64(experts))
+            if !overflow {
+                let u = Double(used) / Double(total)
+                capacity.decisions += 1
+                capacity.averageUtilization = 0.1 * u + 0.9 * capacity.averageUtilization
+                capacity.peakUtilization = Swift.max(capacity.peakUtilization, u)
+                capacity.totalCapacity = capacity.totalCapacity.addingSaturated(total)
+                capacity.totalUsed = capacity.totalUsed.addingSaturated(used)
+            }
+        }
+        lastUpdated = now
+    }
+
+    /// Adds a finite loss to its totals; returns true for a non-finite one (kept out of them).
+    private static func recordLoss(_ loss: Loss, into totals: inout LossTotals) -> Bool {
+        switch loss {
+        case .absent:
+            return false
+        case .nonFinite:
+            return true
+        case .value(let v):
+            guard v.isFinite else { return true }
+            totals.sum += v
+            totals.count = totals.count.addingSaturated(1)
+            return false
+        }
+    }
+}
+
+/// The statistics engine of one layer: its state behind its own lock.
+///
+/// One lock per layer (not one for the registry) so that workers feeding different layers never
+/// wait for each other; the lock is held only to apply a decision or to copy a snapshot, and every
+/// derived statistic is computed from the snapshot outside it (as swift-prometheus renders outside
+/// its lock). The expert count is fixed for the layer's life, so it is read without the lock.
+final class LayerStatistics: Sendable {
+    let name: String
+    let experts: Int
+    let state: Mutex<LayerState>
+
+    init(name: String, experts: Int, latencyBoundsSeconds: [Double]) {
+        self.name = name
+        self.experts = experts
+        state = Mutex(LayerState(experts: experts, latencyBoundsSeconds: latencyBoundsSeconds))
+    }
+
+    /// Copies the state under the lock; nil for a layer that has no decision yet (created by a
+    /// batch still being applied).
+    func snapshot(defaultWindow: Int) -> LayerSnapshot? {
+        state.withLock { s -> LayerSnapshot? in
+            guard s.totalRoutings > 0 else { return nil }
+            return LayerSnapshot(layer: name, state: s, defaultWindow: defaultWindow)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+/// A fixed-capacity history of doubles that overwrites its oldest sample.
+///
+/// The reference trims its histories with `Vec::remove(0)`, O(n) per sample; appending here is O(1)
+/// and, once the buffer is full, allocation-free.
+struct RingBuffer: Sendable {
+    private var storage: [Double]
+    /// Where the next sample goes once the buffer is full (also the oldest sample's position).
+    private var next = 0
+    let capacity: Int
+
+    init(capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        storage = []
+        storage.reserveCapacity(capacity)
+    }
+
+    var count: Int { storage.count }
+
+    mutating func append(_ value: Double) {
+        if storage.count < capacity {
+            storage.append(value)
+        } else {
+            storage[next] = value
+        }
+        next = (next + 1) % capacity
+    }
+
+    /// The newest sample.
+    var last: Double? {
+        if storage.isEmpty { return nil }
+        return storage[(next + storage.count - 1) % storage.count]
+    }
+
+    /// The samples oldest first, in a new buffer: the copy must not share storage with the ring,
+    /// or the next append would have to copy the ring (an allocation under the layer's lock).
+    func chronological() -> [Double] {
+        var out = [Double]()
+        out.reserveCapacity(storage.count)
+        if storage.count < capacity {
+            out.append(contentsOf: storage)
+        } else {
+            out.append(contentsOf: storage[next...])
+            out.append(contentsOf: storage[..<next])
+        }
+        return out
+    }
+}

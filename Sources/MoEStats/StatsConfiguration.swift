@@ -1,0 +1,30 @@
+/// Settings of the statistics engine: the caps that bound its memory, the default window, the
+/// latency histogram's buckets and the defaults used to compute a capacity.
+///
+/// Every limit is a named setting with a safe default (a daemon fed by many workers must not grow
+/// without bound): `maxLayers` layers of at most `maxExperts` experts each.
+public struct StatsConfiguration: Sendable, Equatable {
+    /// Most layers held at once; a batch that would create more is refused with `.tooManyLayers`.
+    public var maxLayers: Int = 1024
+    /// Most experts a new layer may have; a decision with more is refused with `.tooManyExperts`.
+    public var maxExperts: Int = 4096
+    /// Window (in decisions) of the load-variance trend and of dead experts when the caller gives none.
+    public var defaultWindow: Int = 100
+    /// Upper bounds, in seconds, of the routing-latency histogram buckets (Prometheus histograms
+    /// use base units; an implicit `+Inf` bucket follows). Normalised by the registry: non-finite
+    /// values and duplicates are dropped and the rest sorted ascending.
+    public var latencyBucketsSeconds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    /// Experts per token, used with `defaultCapacityFactor` to compute a capacity when a decision
+    /// carries neither `expert_capacity` nor its own `top_k`.
+    public var defaultTopK: Int? = nil
+    /// Capacity factor used when a decision carries neither `expert_capacity` nor its own `capacity_factor`.
+    public var defaultCapacityFactor: Double? = nil
+
+    public init() {}
+
+    /// The bucket bounds as the registry uses them: finite, distinct, ascending.
+    var normalizedLatencyBuckets: [Double] {
+        var seen = Set<Double>()
+        return latencyBucketsSeconds.filter { $0.isFinite && seen.insert($0).inserted }.sorted()
+    }
+}
