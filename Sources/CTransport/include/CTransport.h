@@ -7,4 +7,8 @@
 #include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <netinet/tcp.h>
+
+// accept4(2) is declared by <sys/socket.h> only under _GNU_SOURCE, which the Glibc module is
+// built without; this is the same prototype.
+extern int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 #endif

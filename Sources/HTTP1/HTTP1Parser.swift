@@ -1,0 +1,549 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import HTTPCore
+
+/// An incremental HTTP/1.1 request parser over plain bytes (RFC 9112), with no sockets in it.
+///
+/// Bytes are appended as they arrive, in pieces of any size (one byte at a time gives the same
+/// events as the whole message at once); `next()` hands out what they complete. A request is
+/// delivered only with its whole body: the daemon's handlers never stream, and reading the body
+/// here means a body no handler looked at can never misframe the next pipelined request.
+///
+/// Strict where leniency is a smuggling risk (RFC 9112 section 11.2): lines must end in CRLF,
+/// `Content-Length` with `Transfer-Encoding` is refused, differing `Content-Length` values are
+/// refused, obs-fold is refused, and any framing doubt ends the connection.
+public struct HTTP1Parser {
+    /// What the bytes appended so far complete.
+    public enum Event {
+        /// A whole request, with whether the connection may carry another one (RFC 9112 section 9.3).
+        case request(HTTPRequest, keepAlive: Bool)
+        /// The client sent `Expect: 100-continue` and waits for an interim 100 before the body
+        /// (RFC 9110 section 10.1.1).
+        case continueExpected
+        /// The request is refused; the parser takes no more input.
+        case failure(HTTP1ParseError)
+    }
+
+    /// Where the parser is inside the current request; the session picks its timeout from this.
+    public enum Phase: Sendable, Equatable {
+        /// No byte of a next request has arrived.
+        case idle
+        /// Reading the request line and header section.
+        case head
+        /// Reading the body (or chunked trailers).
+        case body
+        /// A refusal was reported; nothing more is parsed.
+        case failed
+    }
+
+    private enum State {
+        case requestLine
+        case headerLines
+        case fixedBody(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailerLines
+        case failed
+    }
+
+    /// Longest chunk-size line, extensions included. Chunk extensions carry nothing we use; a
+    /// bound keeps a client from growing the buffer with one endless line.
+    public static let maxChunkLineBytes = 4096
+
+    /// The limits applied to the next request head; changing them mid-request is allowed.
+    public var limits: HTTPLimits
+
+    private var buffer: [UInt8] = []
+    /// First byte not yet consumed.
+    private var start = 0
+    /// Where the search for the next LF resumes, so byte-at-a-time input is not rescanned.
+    private var scan = 0
+    private var state: State = .requestLine
+
+    // The request being assembled.
+    private var method = ""
+    private var path = ""
+    private var query: String?
+    private var version: HTTPVersion = .http1_1
+    private var fields: [HTTPHeaders.Field] = []
+    private var headerBytes = 0
+    private var body: [UInt8] = []
+    private var trailerCount = 0
+
+    public init(limits: HTTPLimits = HTTPLimits()) {
+        self.limits = limits
+    }
+
+    /// Where the parser stands in the current request.
+    public var phase: Phase {
+        switch state {
+        case .requestLine: start == buffer.count ? .idle : .head
+        case .headerLines: .head
+        case .fixedBody, .chunkSize, .chunkData, .chunkDataEnd, .trailerLines: .body
+        case .failed: .failed
+        }
+    }
+
+    /// Bytes received but not yet consumed by a delivered event.
+    public var bufferedByteCount: Int { buffer.count - start }
+
+    /// Appends bytes read from the peer. Nothing is parsed until `next()`.
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if case .failed = state { return }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// Appends bytes read from the peer (convenience for tests and tools).
+    public mutating func append<S: Sequence>(contentsOf bytes: S) where S.Element == UInt8 {
+        if case .failed = state { return }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next event the buffered bytes complete, or nil when more bytes are needed.
+    public mutating func next() -> Event? {
+        compact()
+        while true {
+            switch state {
+            case .failed:
+                return nil
+            case .requestLine:
+                switch nextLine(maxLength: limits.maxRequestLineBytes) {
+                case .needMore: return nil
+                case .tooLong: return fail(HTTP1ParseError(status: 414, "request line too long"))
+                case .malformed: return fail(.badRequest("line not terminated by CRLF"))
+                case .line(let range):
+                    // RFC 9112 section 2.2: ignore empty lines received before the request line.
+                    if range.isEmpty { continue }
+                    if let error = parseRequestLine(range) { return fail(error) }
+                    state = .headerLines
+                }
+            case .headerLines:
+                let budget = max(0, limits.maxHeaderBytes - headerBytes)
+                switch nextLine(maxLength: budget) {
+                case .needMore: return nil
+                case .tooLong: return fail(HTTP1ParseError(status: 431, "header section too large"))
+                case .malformed: return fail(.badRequest("line not terminated by CRLF"))
+                case .line(let range):
+                    if range.isEmpty {
+                        if let event = finishHead() { return event }
+                        continue
+                    }
+                    if let error = parseField(range, keep: true) { return fail(error) }
+                }
+            case .fixedBody(let remaining):
+                let take = min(remaining, buffer.count - start)
+                if take == 0 { return nil }
+                body.append(contentsOf: buffer[start..<(start + take)])
+                start += take
+                scan = start
+                if take == remaining { return complete() }
+                state = .fixedBody(remaining: remaining - take)
+                return nil
+            case .chunkSize:
+                switch nextLine(maxLength: Self.maxChunkLineBytes) {
+                case .needMore: return nil
+                case .tooLong: return fail(.badRequest("chunk size line too long"))
+                case .malformed: return fail(.badRequest("line not terminated by CRLF"))
+                case .line(let range):
+                    switch parseChunkSize(range) {
+                    case .failure(let error): return fail(error)
+                    case .success(0): state = .trailerLines
+                    case .success(let size): state = .chunkData(remaining: size)
+                    }
+                }
+            case .chunkData(let remaining):
+                let take = min(remaining, buffer.count - start)
+                if take == 0 { return nil }
+                body.append(contentsOf: buffer[start..<(start + take)])
+                start += take
+                scan = start
+                state = take == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - take)
+            case .chunkDataEnd:
+                // RFC 9112 section 7.1: chunk-data is followed by exactly CRLF.
+                if buffer.count - start < 2 {
+                    if buffer.count > start && buffer[start] != CR { return fail(.badRequest("chunk data not followed by CRLF")) }
+                    return nil
+                }
+                guard buffer[start] == CR, buffer[start + 1] == LF else {
+                    return fail(.badRequest("chunk data not followed by CRLF"))
+                }
+                start += 2
+                scan = start
+                state = .chunkSize
+            case .trailerLines:
+                let budget = max(0, limits.maxHeaderBytes - headerBytes)
+                switch nextLine(maxLength: budget) {
+                case .needMore: return nil
+                case .tooLong: return fail(HTTP1ParseError(status: 431, "trailer section too large"))
+                case .malformed: return fail(.badRequest("line not terminated by CRLF"))
+                case .line(let range):
+                    if range.isEmpty { return complete() }
+                    // RFC 9112 section 7.1.2: trailer fields may be discarded; they are checked
+                    // for syntax and counted against the header limits, then dropped.
+                    if let error = parseField(range, keep: false) { return fail(error) }
+                }
+            }
+        }
+    }
+
+    // MARK: - Lines
+
+    private enum LineResult {
+        case line(Range<Int>)   // without the CRLF
+        case needMore
+        case tooLong
+        case malformed
+    }
+
+    /// Finds the next CRLF-terminated line at `start` and consumes it.
+    private mutating func nextLine(maxLength: Int) -> LineResult {
+        let end = buffer.count
+        let from = scan
+        let found: Int? = buffer.withUnsafeBytes { raw -> Int? in
+            guard from < end, let base = raw.baseAddress else { return nil }
+            guard let hit = memchr(base + from, Int32(LF), end - from) else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
+        }
+        guard let lf = found else {
+            scan = end
+            // The line so far can still end in CR, hence + 1.
+            return end - start > maxLength + 1 ? .tooLong : .needMore
+        }
+        // RFC 9112 section 2.2: we do not accept a bare LF as a line terminator.
+        guard lf > start, buffer[lf - 1] == CR else { return .malformed }
+        let line = start..<(lf - 1)
+        if line.count > maxLength { return .tooLong }
+        start = lf + 1
+        scan = start
+        return .line(line)
+    }
+
+    /// Drops consumed bytes so the buffer does not grow across a long keep-alive connection.
+    private mutating func compact() {
+        if start == buffer.count {
+            if start > 0 { buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 16) }
+            start = 0
+            scan = 0
+        } else if start >= 1 << 14 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            scan -= start
+            start = 0
+        }
+    }
+
+    private mutating func fail(_ error: HTTP1ParseError) -> Event {
+        state = .failed
+        buffer = []
+        start = 0
+        scan = 0
+        return .failure(error)
+    }
+
+    // MARK: - Request line (RFC 9112 section 3)
+
+    private mutating func parseRequestLine(_ line: Range<Int>) -> HTTP1ParseError? {
+        guard let sp1 = buffer[line].firstIndex(of: SP) else { return .badRequest("malformed request line") }
+        let methodBytes = buffer[line.lowerBound..<sp1]
+        guard !methodBytes.isEmpty, methodBytes.allSatisfy(isTokenByte) else { return .badRequest("malformed method") }
+        guard let sp2 = buffer[(sp1 + 1)..<line.upperBound].firstIndex(of: SP) else {
+            return .badRequest("malformed request line")
+        }
+        let versionBytes = buffer[(sp2 + 1)..<line.upperBound]
+        switch parseVersion(versionBytes) {
+        case .none: return .badRequest("malformed HTTP version")
+        case .some(.none): return HTTP1ParseError(status: 505, "HTTP version not supported")
+        case .some(.some(let v)): version = v
+        }
+        let targetBytes = buffer[(sp1 + 1)..<sp2]
+        // RFC 9112 section 3.2: the target has no whitespace or control characters.
+        guard !targetBytes.isEmpty, targetBytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            return .badRequest("malformed request target")
+        }
+        method = String(decoding: methodBytes, as: UTF8.self)
+        let target = String(decoding: targetBytes, as: UTF8.self)
+        if targetBytes.first == UInt8(ascii: "/") {
+            splitTarget(Substring(target))
+        } else if target == "*" {
+            path = "*"
+            query = nil
+        } else if let schemeEnd = schemeSeparatorEnd(target) {
+            // absolute-form (RFC 9112 section 3.2.2): the path and query follow the authority.
+            let afterAuthority = target[schemeEnd...]
+            if let slash = afterAuthority.firstIndex(where: { $0 == "/" || $0 == "?" }) {
+                let rest = afterAuthority[slash...]
+                splitTarget(rest.first == "?" ? Substring("/" + rest) : rest)
+            } else {
+                path = "/"
+                query = nil
+            }
+        } else if method == "CONNECT" {
+            path = target
+            query = nil
+        } else {
+            return .badRequest("malformed request target")
+        }
+        return nil
+    }
+
+    /// The index just past "://" when `target` starts with a scheme, else nil.
+    private func schemeSeparatorEnd(_ target: String) -> String.Index? {
+        let u = target.utf8
+        var i = u.startIndex
+        while i < u.endIndex, u[i] != UInt8(ascii: ":") {
+            let b = u[i]
+            guard (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || isDigit(b) || b == 0x2B || b == 0x2D || b == 0x2E else {
+                return nil
+            }
+            i = u.index(after: i)
+        }
+        guard i > u.startIndex, i < u.endIndex else { return nil }
+        let rest = target[i...]
+        guard rest.hasPrefix("://") else { return nil }
+        return u.index(i, offsetBy: 3)
+    }
+
+    private mutating func splitTarget(_ target: Substring) {
+        if let q = target.firstIndex(of: "?") {
+            path = String(target[..<q])
+            query = String(target[target.index(after: q)...])
+        } else {
+            path = String(target)
+            query = nil
+        }
+    }
+
+    /// nil: not an HTTP-version at all (400); .some(nil): a version we do not speak (505).
+    private func parseVersion(_ v: ArraySlice<UInt8>) -> HTTPVersion?? {
+        guard v.count == 8 else { return nil }
+        let b = Array(v)
+        guard b[0] == UInt8(ascii: "H"), b[1] == UInt8(ascii: "T"), b[2] == UInt8(ascii: "T"),
+              b[3] == UInt8(ascii: "P"), b[4] == UInt8(ascii: "/"), isDigit(b[5]), b[6] == UInt8(ascii: "."),
+              isDigit(b[7]) else { return nil }
+        guard b[5] == UInt8(ascii: "1") else { return .some(nil) }
+        // RFC 9110 section 6.2: a 1.x minor version above ours is answered as 1.1.
+        return .some(b[7] == UInt8(ascii: "0") ? .http1_0 : .http1_1)
+    }
+
+    // MARK: - Fields (RFC 9112 section 5)
+
+    private mutating func parseField(_ line: Range<Int>, keep: Bool) -> HTTP1ParseError? {
+        headerBytes += line.count + 2
+        if headerBytes > limits.maxHeaderBytes { return HTTP1ParseError(status: 431, "header section too large") }
+        let first = buffer[line.lowerBound]
+        // RFC 9112 section 5.2: obs-fold is refused with 400 (as is whitespace after the start line).
+        if first == SP || first == HTAB { return .badRequest("obsolete line folding") }
+        guard let colon = buffer[line].firstIndex(of: UInt8(ascii: ":")) else { return .badRequest("header field without colon") }
+        let nameBytes = buffer[line.lowerBound..<colon]
+        // RFC 9112 section 5.1: no whitespace between the name and the colon.
+        guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { return .badRequest("malformed header field name") }
+        var lo = colon + 1
+        var hi = line.upperBound
+        while lo < hi, buffer[lo] == SP || buffer[lo] == HTAB { lo += 1 }
+        while hi > lo, buffer[hi - 1] == SP || buffer[hi - 1] == HTAB { hi -= 1 }
+        let valueBytes = buffer[lo..<hi]
+        // RFC 9110 section 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL are refused.
+        guard valueBytes.allSatisfy({ $0 == HTAB || ($0 >= 0x20 && $0 != 0x7F) }) else {
+            return .badRequest("invalid character in header field value")
+        }
+        if fields.count >= limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
+        if keep {
+            let name = String(decoding: nameBytes.map(lowercaseASCII), as: UTF8.self)
+            fields.append((name, String(decoding: valueBytes, as: UTF8.self)))
+        } else {
+            trailerCount += 1
+            if fields.count + trailerCount > limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
+        }
+        return nil
+    }
+
+    // MARK: - Framing (RFC 9112 section 6)
+
+    /// The header section is complete: decide how the body is framed. Returns an event to deliver
+    /// now, or nil to go on parsing.
+    private mutating func finishHead() -> Event? {
+        var hostCount = 0
+        var transferEncodings: [String] = []
+        var contentLengths: [String] = []
+        var expect: String?
+        for f in fields {
+            switch f.name {
+            case "host": hostCount += 1
+            case "transfer-encoding": transferEncodings.append(f.value)
+            case "content-length": contentLengths.append(f.value)
+            case "expect": expect = f.value
+            default: break
+            }
+        }
+        // RFC 9112 section 3.2: a 1.1 request has exactly one Host; more than one is refused in any version.
+        if hostCount > 1 || (hostCount == 0 && version == .http1_1) {
+            return fail(.badRequest(hostCount == 0 ? "missing Host header" : "more than one Host header"))
+        }
+        var bodyExpected = false
+        if !transferEncodings.isEmpty {
+            // RFC 9112 section 6.1: Transfer-Encoding with Content-Length is a smuggling
+            // attempt and is refused; a 1.0 message with Transfer-Encoding is treated as faulty.
+            if !contentLengths.isEmpty { return fail(.badRequest("both Content-Length and Transfer-Encoding")) }
+            if version == .http1_0 { return fail(.badRequest("Transfer-Encoding in an HTTP/1.0 request")) }
+            let codings = transferEncodings.flatMap { $0.split(separator: ",") }
+                .map { $0.trimmingSpaces().lowercased() }
+            if codings.contains(where: { $0.isEmpty }) { return fail(.badRequest("empty transfer coding")) }
+            // RFC 9112 section 6.1: an unknown transfer coding gets 501.
+            if let unknown = codings.first(where: { $0 != "chunked" }) {
+                return fail(HTTP1ParseError(status: 501, "transfer coding not implemented: \(unknown)"))
+            }
+            // chunked must be applied exactly once (RFC 9112 section 6.1).
+            if codings.count != 1 { return fail(.badRequest("chunked applied more than once")) }
+            state = .chunkSize
+            bodyExpected = true
+        } else if !contentLengths.isEmpty {
+            var length: Int?
+            for value in contentLengths {
+                for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+                    // RFC 9110 section 8.6: identical repeated values may be accepted; anything else is invalid.
+                    guard let n = parseContentLength(part.trimmingSpaces()) else {
+                        return fail(.badRequest("invalid Content-Length"))
+                    }
+                    if let length, length != n { return fail(.badRequest("differing Content-Length values")) }
+                    length = n
+                }
+            }
+            guard let length else { return fail(.badRequest("invalid Content-Length")) }
+            if length > limits.maxBodyBytes { return fail(HTTP1ParseError(status: 413, "request body too large")) }
+            if length > 0 {
+                state = .fixedBody(remaining: length)
+                body.reserveCapacity(length)
+                bodyExpected = true
+            } else {
+                state = .fixedBody(remaining: 0)
+            }
+        } else {
+            state = .fixedBody(remaining: 0)
+        }
+        if let expect {
+            // RFC 9110 section 10.1.1: 100-continue is the only expectation defined; others get 417.
+            guard expect.trimmingSpaces().lowercased() == "100-continue" else {
+                return fail(HTTP1ParseError(status: 417, "unsupported expectation"))
+            }
+            // A 1.0 client does not understand 100 (RFC 9110 section 10.1.1); a client that
+            // already sent body bytes is not waiting for it.
+            if bodyExpected && version == .http1_1 && start == buffer.count {
+                return .continueExpected
+            }
+        }
+        if case .fixedBody(0) = state { return complete() }
+        return nil
+    }
+
+    /// Content-Length is 1*DIGIT; nil when it is not, or when it overflows.
+    private func parseContentLength(_ s: Substring) -> Int? {
+        guard !s.isEmpty else { return nil }
+        var n = 0
+        for b in s.utf8 {
+            guard isDigit(b) else { return nil }
+            let (m, o1) = n.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(Int(b - UInt8(ascii: "0")))
+            if o1 || o2 { return nil }
+            n = a
+        }
+        return n
+    }
+
+    private enum ChunkSizeResult { case success(Int), failure(HTTP1ParseError) }
+
+    /// chunk-size [ chunk-ext ] (RFC 9112 section 7.1); extensions are checked loosely and ignored.
+    private func parseChunkSize(_ line: Range<Int>) -> ChunkSizeResult {
+        var i = line.lowerBound
+        var size = 0
+        var digits = 0
+        while i < line.upperBound, let h = hexValue(buffer[i]) {
+            size = size &* 16 &+ Int(h)
+            digits += 1
+            // Checked per digit, so the value cannot overflow before it is refused.
+            if size > limits.maxBodyBytes - body.count { return .failure(HTTP1ParseError(status: 413, "request body too large")) }
+            i += 1
+        }
+        if digits == 0 { return .failure(.badRequest("invalid chunk size")) }
+        while i < line.upperBound, buffer[i] == SP || buffer[i] == HTAB { i += 1 }
+        if i < line.upperBound {
+            guard buffer[i] == UInt8(ascii: ";") else { return .failure(.badRequest("invalid chunk size")) }
+            guard buffer[i..<line.upperBound].allSatisfy({ $0 == HTAB || ($0 >= 0x20 && $0 != 0x7F) }) else {
+                return .failure(.badRequest("invalid chunk extension"))
+            }
+        }
+        return .success(size)
+    }
+
+    // MARK: - Completion
+
+    private mutating func complete() -> Event {
+        // RFC 9112 section 9.3: 1.1 persists unless "close"; 1.0 persists only with "keep-alive".
+        // "close" wins whatever else is listed.
+        var sawClose = false
+        var sawKeepAlive = false
+        for f in fields where f.name == "connection" {
+            for token in f.value.split(separator: ",") {
+                let t = token.trimmingSpaces().lowercased()
+                if t == "close" { sawClose = true } else if t == "keep-alive" { sawKeepAlive = true }
+            }
+        }
+        let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
+        let request = HTTPRequest(method: method, path: path, query: query, version: version,
+                                  headers: HTTPHeaders(fields), body: body)
+        method = ""
+        path = ""
+        query = nil
+        fields = []
+        headerBytes = 0
+        trailerCount = 0
+        body = []
+        state = .requestLine
+        return .request(request, keepAlive: keepAlive)
+    }
+}
+
+// MARK: - Byte classes
+
+let CR = UInt8(ascii: "\r")
+let LF = UInt8(ascii: "\n")
+let SP = UInt8(ascii: " ")
+let HTAB = UInt8(ascii: "\t")
+
+@inline(__always) func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+
+@inline(__always) func lowercaseASCII(_ b: UInt8) -> UInt8 { (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b }
+
+@inline(__always) func hexValue(_ b: UInt8) -> UInt8? {
+    switch b {
+    case 0x30...0x39: b - 0x30
+    case 0x41...0x46: b - 0x41 + 10
+    case 0x61...0x66: b - 0x61 + 10
+    default: nil
+    }
+}
+
+/// tchar (RFC 9110 section 5.6.2).
+@inline(__always) func isTokenByte(_ b: UInt8) -> Bool {
+    switch b {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+    case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+         UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+         UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+    default: false
+    }
+}
+
+extension StringProtocol {
+    /// Drops leading and trailing SP and HTAB (OWS, RFC 9110 section 5.6.3).
+    func trimmingSpaces() -> Substring {
+        let s = Substring(self)
+        var lo = s.startIndex
+        var hi = s.endIndex
+        while lo < hi, s[lo] == " " || s[lo] == "\t" { lo = s.index(after: lo) }
+        while hi > lo, s[s.index(before: hi)] == " " || s[s.index(before: hi)] == "\t" { hi = s.index(before: hi) }
+        return s[lo..<hi]
+    }
+}

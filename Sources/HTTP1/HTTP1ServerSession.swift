@@ -1,0 +1,117 @@
+import HTTPCore
+
+/// One HTTP/1.1 connection's state machine: bytes in, responses out, over a caller-supplied clock.
+///
+/// Requests are answered in the order they arrive, so pipelining (RFC 9112 section 9.3.2) needs
+/// nothing more than handling every request the parser completes before returning. Every refusal
+/// becomes a JSON error with `Connection: close` here, in one place; there is never a response
+/// in flight when one is written, since the handler is synchronous.
+///
+/// Timeouts follow the parser's phase: the header timeout runs from the first byte of a request
+/// (so a client trickling header bytes is still cut off), the body timeout from the latest body
+/// bytes, and the idle timeout from the end of the previous response.
+public final class HTTP1ServerSession: ConnectionSession {
+    private let handler: any HTTPHandler
+    private var parser: HTTP1Parser
+    private let dates: HTTPDateCache
+    private var phase: HTTP1Parser.Phase = .idle
+    /// When the current phase's timer started (monotonic nanoseconds).
+    private var anchor: UInt64
+    private var shuttingDown = false
+    private var finished = false
+
+    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
+        self.handler = handler
+        self.parser = HTTP1Parser(limits: limits)
+        self.dates = dateCache
+        self.anchor = now
+    }
+
+    public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        if finished { return .closeAfterWrite }
+        parser.append(bytes)
+        return process(now: now, output: &output)
+    }
+
+    public func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        // Every complete request was answered as it arrived; a partial one cannot be finished.
+        finished = true
+        return .closeAfterWrite
+    }
+
+    public var deadline: UInt64? {
+        if finished { return nil }
+        let limits = parser.limits
+        switch phase {
+        case .idle: return anchor &+ nanoseconds(limits.idleTimeoutSeconds)
+        case .head: return anchor &+ nanoseconds(limits.headerTimeoutSeconds)
+        case .body: return anchor &+ nanoseconds(limits.bodyTimeoutSeconds)
+        case .failed: return nil
+        }
+    }
+
+    public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        if finished { return .closeAfterWrite }
+        finished = true
+        switch phase {
+        case .idle, .failed:
+            // An idle keep-alive connection is closed without a word (RFC 9112 section 9.5).
+            break
+        case .head, .body:
+            writeError(HTTP1ParseError(status: 408, "request not completed in time"), version: .http1_1, output: &output)
+        }
+        return .closeAfterWrite
+    }
+
+    public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        shuttingDown = true
+        if finished || parser.phase == .idle {
+            finished = true
+            return .closeAfterWrite
+        }
+        // A partly received request is finished and answered with `Connection: close`.
+        return .keepOpen
+    }
+
+    public var isIdle: Bool { finished || parser.phase == .idle }
+
+    /// Limits for the requests that follow (configuration reload).
+    public func update(limits: HTTPLimits) { parser.limits = limits }
+
+    private func process(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        var completed = false
+        while let event = parser.next() {
+            switch event {
+            case .continueExpected:
+                output.append(contentsOf: HTTP1ResponseEncoder.continueResponse)
+            case .request(let request, let keepAlive):
+                completed = true
+                let response = handler.handle(request)
+                let keep = keepAlive && !shuttingDown
+                HTTP1ResponseEncoder.encode(response, requestVersion: request.version, headOnly: request.method == "HEAD",
+                                            keepAlive: keep, date: dates.current, into: &output)
+                if !keep {
+                    finished = true
+                    return .closeAfterWrite
+                }
+            case .failure(let error):
+                writeError(error, version: .http1_1, output: &output)
+                finished = true
+                return .closeAfterWrite
+            }
+        }
+        let newPhase = parser.phase
+        if completed || newPhase != phase || newPhase == .body { anchor = now }
+        phase = newPhase
+        return .keepOpen
+    }
+
+    private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {
+        HTTP1ResponseEncoder.encode(HTTPResponse.error(error.status, error.message), requestVersion: version,
+                                    keepAlive: false, date: dates.current, into: &output)
+    }
+
+    private func nanoseconds(_ seconds: Double) -> UInt64 {
+        seconds <= 0 ? 0 : UInt64(min(seconds, 1e9) * 1_000_000_000)
+    }
+}

@@ -1,0 +1,99 @@
+import HTTP1
+import HTTP2
+import HTTPCore
+import Transport
+
+/// The session a new connection starts with: it looks at the first bytes and becomes HTTP/2 or
+/// HTTP/1.1.
+///
+/// A client speaking h2c with prior knowledge opens with the 24-byte preface
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 section 3.4), which no HTTP/1.1 request line can
+/// start with; while the bytes so far are a prefix of it we wait, then hand every byte received,
+/// the preface included, to the chosen session.
+final class ProtocolDetectingSession: StreamSession {
+    static let http2Preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    private let handler: any HTTPHandler
+    private let limits: HTTPLimits
+    private let dates: HTTPDateCache
+    private var inner: (any ConnectionSession)?
+    /// Bytes that are so far a strict prefix of the preface.
+    private var pending: [UInt8] = []
+    private var anchor: UInt64
+
+    init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dates: HTTPDateCache) {
+        self.handler = handler
+        self.limits = limits
+        self.dates = dates
+        self.anchor = now
+    }
+
+    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> StreamDisposition {
+        if let inner { return map(inner.receive(bytes, now: now, output: &output)) }
+        if pending.isEmpty {
+            if bytes.isEmpty { return .keepOpen }
+            anchor = now
+            let session = choose(bytes)
+            if let session {
+                inner = session
+                return map(session.receive(bytes, now: now, output: &output))
+            }
+            pending.append(contentsOf: bytes)
+            return .keepOpen
+        }
+        pending.append(contentsOf: bytes)
+        guard let session = choose(UnsafeRawBufferPointer(start: nil, count: 0), all: pending) else { return .keepOpen }
+        inner = session
+        let buffered = pending
+        pending = []
+        return map(buffered.withUnsafeBytes { session.receive($0, now: now, output: &output) })
+    }
+
+    /// The session the bytes call for, or nil while they are still a strict prefix of the preface.
+    private func choose(_ bytes: UnsafeRawBufferPointer, all: [UInt8]? = nil) -> (any ConnectionSession)? {
+        let isPrefix: Bool
+        let count: Int
+        if let all {
+            count = all.count
+            isPrefix = zip(all, Self.http2Preface).allSatisfy { $0 == $1 }
+        } else {
+            count = bytes.count
+            isPrefix = zip(bytes, Self.http2Preface).allSatisfy { $0 == $1 }
+        }
+        if !isPrefix {
+            return HTTP1ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
+        }
+        if count < Self.http2Preface.count { return nil }
+        return HTTP2ServerSession(handler: handler, limits: limits, now: anchor)
+    }
+
+    func peerClosed(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
+        if let inner { return map(inner.peerClosed(now: now, output: &output)) }
+        return .closeAfterWrite
+    }
+
+    var deadline: UInt64? {
+        if let inner { return inner.deadline }
+        let seconds = pending.isEmpty ? limits.idleTimeoutSeconds : limits.headerTimeoutSeconds
+        return anchor &+ UInt64(max(0, min(seconds, 1e9)) * 1e9)
+    }
+
+    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
+        if let inner { return map(inner.deadlineExpired(now: now, output: &output)) }
+        return .closeAfterWrite
+    }
+
+    func beginShutdown(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
+        if let inner { return map(inner.beginShutdown(now: now, output: &output)) }
+        return .closeAfterWrite
+    }
+
+    var isIdle: Bool { inner?.isIdle ?? pending.isEmpty }
+
+    private func map(_ d: SessionDisposition) -> StreamDisposition {
+        switch d {
+        case .keepOpen: .keepOpen
+        case .closeAfterWrite: .closeAfterWrite
+        }
+    }
+}

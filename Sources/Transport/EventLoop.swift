@@ -1,0 +1,440 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CTransport
+import Synchronization
+
+/// One connection, owned by exactly one event loop (no locks: only that thread touches it).
+final class Connection {
+    let fd: Int32
+    let session: (any StreamSession)?
+    /// Bytes produced but not yet accepted by the kernel, from `outputOffset` on.
+    var output: [UInt8] = []
+    var outputOffset = 0
+    /// The socket may hold unread bytes (edge-triggered: we saw an edge and have not drained it).
+    var readable = false
+    /// The peer announced it closed its side (EPOLLRDHUP): read until EOF, not just one short read.
+    var peerHalfClosed = false
+    /// Write what is pending, then close.
+    var closing = false
+    /// Our side is shut down and we are discarding input until EOF or `lingerUntil`.
+    var lingering = false
+    var lingerUntil: UInt64 = 0
+    /// Set while `readLoop` runs for this connection, so it is never entered twice.
+    var reading = false
+    var deadline: UInt64?
+
+    init(fd: Int32, session: (any StreamSession)?) {
+        self.fd = fd
+        self.session = session
+    }
+
+    var hasPendingOutput: Bool { outputOffset < output.count }
+}
+
+/// Shared between the server handle and its loops; everything in it is thread-safe.
+final class TransportShared: Sendable {
+    let openConnections = Atomic<Int>(0)
+    let maxConnections: Atomic<Int>
+    let rejection: [UInt8]
+    let lingerNanoseconds: UInt64
+    let nextLoop = Atomic<Int>(0)
+
+    init(maxConnections: Int, rejection: [UInt8], lingerSeconds: Double) {
+        self.maxConnections = Atomic(maxConnections)
+        self.rejection = rejection
+        self.lingerNanoseconds = UInt64(max(0, lingerSeconds) * 1e9)
+    }
+}
+
+/// One thread with its own epoll instance, an eventfd to wake it, and the connections it owns.
+///
+/// Why epoll rather than a Dispatch read source per connection: a Dispatch server measured about
+/// 0.6x nginx here, an epoll loop about 1x, because each ready socket costs one `epoll_wait` slot
+/// instead of a queue hop and a block invocation. Sockets are registered once, edge-triggered for
+/// reading and writing, so back-pressure needs no `epoll_ctl` calls: when the kernel refuses
+/// output we keep the rest and stop reading until EPOLLOUT reports the socket writable again.
+///
+/// `@unchecked Sendable`: only `inbox` (behind a mutex) and `wakeFD` (an eventfd, written with one
+/// atomic system call) are touched from other threads; every other member is confined to the
+/// loop's own thread.
+final class EventLoop: @unchecked Sendable {
+    enum Command: Sendable {
+        /// Take ownership of an accepted socket; `reject` answers with the rejection bytes and closes.
+        case adopt(fd: Int32, reject: Bool)
+        /// Stop accepting, ask every session to finish, exit when none remain or at `deadline`.
+        case shutdown(deadline: UInt64)
+    }
+
+    let index: Int
+    private let shared: TransportShared
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let inbox = Mutex<[Command]>([])
+    /// Other loops, for round-robin distribution of accepted sockets (set before start).
+    var peers: [EventLoop] = []
+    /// Listening sockets this loop accepts on.
+    var listeners: [Int32] = []
+
+    // Loop-thread state.
+    private var makeSession: ((UInt64) -> any StreamSession)?
+    private var connections: [Connection?] = []
+    private var connectionCount = 0
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    private var nextTimerCheck = UInt64.max
+    private var shutdownDeadline: UInt64?
+    private var pendingWakes: Set<Int> = []
+
+    private static let listenerTag: UInt64 = 1 << 32
+    private static let wakeTag: UInt64 = 2 << 32
+    static let readBufferSize = 64 * 1024
+
+    init(index: Int, shared: TransportShared) throws(SocketError) {
+        self.index = index
+        self.shared = shared
+        epollFD = try Syscall.check("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        do {
+            wakeFD = try Syscall.check("eventfd") { eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC)) }
+        } catch {
+            Syscall.close(epollFD)
+            throw error
+        }
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+        try register(wakeFD, tag: Self.wakeTag, events: EPOLLIN.rawValue)
+    }
+
+    deinit {
+        readBuffer.deallocate()
+        Syscall.close(wakeFD)
+        Syscall.close(epollFD)
+    }
+
+    private func register(_ fd: Int32, tag: UInt64, events: UInt32) throws(SocketError) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = tag | UInt64(UInt32(bitPattern: fd))
+        _ = try Syscall.check("epoll_ctl(ADD)") { epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) }
+    }
+
+    /// Queues a command from any thread and wakes the loop.
+    func send(_ command: Command) {
+        inbox.withLock { $0.append(command) }
+        wake()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    // MARK: - The loop
+
+    /// Runs until shutdown completes. Called on this loop's own thread.
+    func run(sessionFactory: @escaping (UInt64) -> any StreamSession) {
+        makeSession = sessionFactory
+        for fd in listeners {
+            // Level-triggered: accept is bounded per wake-up, and the rest stays reported.
+            do { try register(fd, tag: Self.listenerTag, events: EPOLLIN.rawValue) } catch { closeListeners() }
+        }
+        let maxEvents = 256
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: maxEvents)
+        defer { events.deallocate() }
+        while true {
+            let timeout = waitTimeout(now: monotonicNanoseconds())
+            let n = epoll_wait(epollFD, events, Int32(maxEvents), timeout)
+            let now = monotonicNanoseconds()
+            if n < 0 && errno != EINTR { break }
+            if n > 0 {
+                for i in 0..<Int(n) {
+                    let tag = events[i].data.u64
+                    let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: tag))
+                    switch tag & ~0xFFFF_FFFF {
+                    case Self.wakeTag: drainWake(now: now)
+                    case Self.listenerTag: acceptAll(listener: fd, now: now)
+                    default: connectionEvent(fd: fd, events: events[i].events, now: now)
+                    }
+                }
+            }
+            flushWakes()
+            if now >= nextTimerCheck || (shutdownDeadline.map { now >= $0 } ?? false) {
+                checkTimers(now: now)
+            }
+            if let shutdownDeadline {
+                if connectionCount == 0 { break }
+                if now >= shutdownDeadline {
+                    closeAll()
+                    break
+                }
+            }
+        }
+        closeListeners()
+        closeAll()
+    }
+
+    private func waitTimeout(now: UInt64) -> Int32 {
+        var next = nextTimerCheck
+        if let shutdownDeadline { next = min(next, shutdownDeadline) }
+        if next == .max { return -1 }
+        if next <= now { return 0 }
+        // Round up so we never wake a hair before the deadline and spin.
+        let ms = (next - now + 999_999) / 1_000_000
+        return Int32(min(ms, 60_000))
+    }
+
+    private func drainWake(now: UInt64) {
+        var value: UInt64 = 0
+        _ = read(wakeFD, &value, 8)
+        let commands = inbox.withLock { inbox -> [Command] in
+            let taken = inbox
+            inbox.removeAll(keepingCapacity: true)
+            return taken
+        }
+        for command in commands {
+            switch command {
+            case .adopt(let fd, let reject): adopt(fd: fd, reject: reject, now: now)
+            case .shutdown(let deadline): beginShutdown(deadline: deadline, now: now)
+            }
+        }
+    }
+
+    // MARK: - Accepting
+
+    private func acceptAll(listener: Int32, now: UInt64) {
+        // Bounded, so one busy listener cannot starve the connections this loop also serves.
+        for _ in 0..<64 {
+            let fd = accept4(listener, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            if fd < 0 {
+                // EAGAIN: drained. Others (ECONNABORTED, EMFILE, ...) are per-connection or transient;
+                // the listener stays level-triggered, so we come back on the next wake-up.
+                return
+            }
+            var one: Int32 = 1
+            // Responses are written whole; Nagle would only delay them (and the next request).
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let open = shared.openConnections.add(1, ordering: .relaxed).newValue
+            let reject = open > shared.maxConnections.load(ordering: .relaxed)
+            let target = peers.isEmpty ? self
+                : peers[shared.nextLoop.add(1, ordering: .relaxed).newValue % peers.count]
+            if target === self {
+                adopt(fd: fd, reject: reject, now: now)
+            } else {
+                target.inbox.withLock { $0.append(.adopt(fd: fd, reject: reject)) }
+                pendingWakes.insert(target.index)
+            }
+        }
+    }
+
+    private func flushWakes() {
+        guard !pendingWakes.isEmpty else { return }
+        for i in pendingWakes { peers[i].wake() }
+        pendingWakes.removeAll(keepingCapacity: true)
+    }
+
+    private func adopt(fd: Int32, reject: Bool, now: UInt64) {
+        if shutdownDeadline != nil && !reject {
+            // Accepted just before the listener closed: there is no one to serve it now.
+            Syscall.close(fd)
+            shared.openConnections.subtract(1, ordering: .relaxed)
+            return
+        }
+        let session = reject ? nil : makeSession?(now)
+        let connection = Connection(fd: fd, session: session)
+        do {
+            try register(fd, tag: 0, events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue)
+        } catch {
+            Syscall.close(fd)
+            shared.openConnections.subtract(1, ordering: .relaxed)
+            return
+        }
+        if Int(fd) >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count + 64))
+        }
+        connections[Int(fd)] = connection
+        connectionCount += 1
+        if reject {
+            // Past the connection cap: the canned answer (503 with Retry-After), then close.
+            connection.output = shared.rejection
+            connection.closing = true
+            flush(connection, now: now)
+        } else {
+            noteDeadline(connection, now: now)
+        }
+    }
+
+    // MARK: - Connection I/O
+
+    private func connectionEvent(fd: Int32, events: UInt32, now: UInt64) {
+        guard Int(fd) < connections.count, let c = connections[Int(fd)] else { return }
+        if events & EPOLLERR.rawValue != 0 {
+            close(c)
+            return
+        }
+        if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { c.readable = true }
+        if events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { c.peerHalfClosed = true }
+        if events & EPOLLOUT.rawValue != 0 && c.hasPendingOutput {
+            flush(c, now: now)
+            if connections[Int(fd)] !== c { return }
+        }
+        if c.readable && !c.hasPendingOutput {
+            readLoop(c, now: now)
+        }
+    }
+
+    private func readLoop(_ c: Connection, now: UInt64) {
+        if c.reading { return }
+        c.reading = true
+        defer { c.reading = false }
+        let fd = c.fd
+        while connections[Int(fd)] === c && c.readable && !c.hasPendingOutput {
+            let n = read(fd, readBuffer.baseAddress, readBuffer.count)
+            if n > 0 {
+                if c.lingering || c.closing || c.session == nil {
+                    // Discarding input while our answer drains or our side is shut.
+                    if n < readBuffer.count && !c.peerHalfClosed { c.readable = false }
+                    continue
+                }
+                let disposition = c.session!.receive(UnsafeRawBufferPointer(rebasing: readBuffer[0..<n]),
+                                                     now: now, output: &c.output)
+                if disposition == .closeAfterWrite { c.closing = true }
+                // A short read drained the socket (the next byte brings a new edge), unless the
+                // peer closed: its EOF edge has already been reported, so read on to it.
+                if n < readBuffer.count && !c.peerHalfClosed { c.readable = false }
+                afterSessionCall(c, now: now)
+            } else if n == 0 {
+                c.readable = false
+                if c.lingering || c.closing || c.session == nil {
+                    close(c)
+                    return
+                }
+                _ = c.session!.peerClosed(now: now, output: &c.output)
+                c.closing = true
+                afterSessionCall(c, now: now)
+            } else {
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK {
+                    c.readable = false
+                    return
+                }
+                close(c)
+                return
+            }
+        }
+    }
+
+    /// Writes what the session produced and moves its timer.
+    private func afterSessionCall(_ c: Connection, now: UInt64) {
+        if c.hasPendingOutput || c.closing {
+            flush(c, now: now)
+        }
+        if connections[Int(c.fd)] === c { noteDeadline(c, now: now) }
+    }
+
+    /// Sends pending output; on a full socket keeps the rest (reading stops until EPOLLOUT).
+    private func flush(_ c: Connection, now: UInt64) {
+        while c.hasPendingOutput {
+            let n = c.output.withUnsafeBytes { raw in
+                Glibc.send(c.fd, raw.baseAddress! + c.outputOffset, raw.count - c.outputOffset, Int32(MSG_NOSIGNAL))
+            }
+            if n >= 0 {
+                c.outputOffset += n
+                continue
+            }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return }
+            close(c)
+            return
+        }
+        c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 16)
+        c.outputOffset = 0
+        // Reading, stopped while output was pending, resumes in `connectionEvent`.
+        if c.closing && !c.lingering { startLinger(c, now: now) }
+    }
+
+    /// Closes our sending side and discards input for a short while before closing (RFC 9112
+    /// section 9.6): closing at once with unread input makes the kernel send RST, which can
+    /// destroy the response we just wrote before the client reads it.
+    private func startLinger(_ c: Connection, now: UInt64) {
+        if c.peerHalfClosed && !c.readable {
+            close(c)
+            return
+        }
+        _ = shutdown(c.fd, Int32(SHUT_WR))
+        c.lingering = true
+        var until = now &+ shared.lingerNanoseconds
+        if let shutdownDeadline { until = min(until, shutdownDeadline) }
+        c.lingerUntil = until
+        c.deadline = until
+        if until < nextTimerCheck { nextTimerCheck = until }
+        if c.readable { readLoop(c, now: now) }
+    }
+
+    private func noteDeadline(_ c: Connection, now: UInt64) {
+        if c.lingering { return }
+        if c.closing {
+            // Output still pending to a peer that does not read: give it the linger time, no more.
+            if c.deadline == nil { c.deadline = now &+ shared.lingerNanoseconds }
+        } else {
+            c.deadline = c.session?.deadline
+        }
+        if let d = c.deadline, d < nextTimerCheck { nextTimerCheck = d }
+    }
+
+    private func checkTimers(now: UInt64) {
+        var next = UInt64.max
+        for case let c? in connections {
+            guard let d = c.deadline else { continue }
+            if d <= now {
+                if c.lingering || c.closing {
+                    close(c)
+                    continue
+                }
+                guard let session = c.session else { close(c); continue }
+                let disposition = session.deadlineExpired(now: now, output: &c.output)
+                if disposition == .closeAfterWrite { c.closing = true }
+                afterSessionCall(c, now: now)
+                if connections[Int(c.fd)] !== c { continue }
+                if !c.lingering, let nd = c.deadline, nd <= now {
+                    // A session that did not move its deadline is closed rather than spun on.
+                    close(c)
+                    continue
+                }
+            }
+            if connections[Int(c.fd)] === c, let d2 = c.deadline { next = min(next, d2) }
+        }
+        nextTimerCheck = next
+    }
+
+    private func close(_ c: Connection) {
+        guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }
+        connections[Int(c.fd)] = nil
+        connectionCount -= 1
+        // Closing removes the descriptor from the epoll set as well.
+        Syscall.close(c.fd)
+        shared.openConnections.subtract(1, ordering: .relaxed)
+    }
+
+    private func closeAll() {
+        for case let c? in connections { close(c) }
+    }
+
+    private func closeListeners() {
+        for fd in listeners { Syscall.close(fd) }
+        listeners = []
+    }
+
+    // MARK: - Shutdown
+
+    private func beginShutdown(deadline: UInt64, now: UInt64) {
+        guard shutdownDeadline == nil else { return }
+        shutdownDeadline = deadline
+        closeListeners()
+        for case let c? in connections {
+            guard let session = c.session, !c.closing else { continue }
+            let disposition = session.beginShutdown(now: now, output: &c.output)
+            if disposition == .closeAfterWrite { c.closing = true }
+            afterSessionCall(c, now: now)
+        }
+    }
+}

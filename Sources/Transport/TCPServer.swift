@@ -1,0 +1,130 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CTransport
+import Synchronization
+
+/// Settings of the socket layer.
+public struct TransportConfiguration: Sendable {
+    /// "HOST:PORT" or "[IPV6]:PORT"; port 0 lets the OS pick.
+    public var listen: [String] = ["127.0.0.1:0"]
+    /// Event-loop threads; each owns its connections for their whole life.
+    public var eventLoops: Int = TransportConfiguration.availableCores
+    /// Most concurrent connections; past it, `rejection` is written and the connection closed.
+    public var maxConnections: Int = 1024
+    /// How long a closing connection keeps discarding input after our last byte (RFC 9112 section 9.6).
+    public var lingerSeconds: Double = 2
+
+    public init() {}
+
+    /// The processors this process may run on.
+    public static var availableCores: Int {
+        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return n > 0 ? n : 1
+    }
+}
+
+/// A TCP server: listeners plus N event-loop threads, each with its own epoll instance.
+///
+/// Loop 0 accepts on every listener and hands the sockets out round-robin (through the target
+/// loop's inbox and eventfd), after which one thread owns each connection for its whole life, so
+/// nothing on the read/write path takes a lock. `sessionFactory` is called once on each loop's
+/// own thread and returns that loop's session maker, so per-loop state (a cached `Date` header)
+/// needs no lock either.
+public final class TCPServer: Sendable {
+    public typealias SessionFactory = @Sendable (_ loopIndex: Int) -> (_ now: UInt64) -> any StreamSession
+
+    private let configuration: TransportConfiguration
+    private let factory: SessionFactory
+    private let shared: TransportShared
+    private let state = Mutex<State>(State())
+
+    private struct State: ~Copyable {
+        var loops: [EventLoop] = []
+        var threads: [pthread_t] = []
+        var listenerFDs: [Int32] = []
+        var started = false
+        var stopped = false
+    }
+
+    /// - Parameter rejection: the bytes written to a connection past `maxConnections` before it is
+    ///   closed (the HTTP layer supplies a 503 with `Retry-After`).
+    public init(configuration: TransportConfiguration, rejection: [UInt8], sessionFactory: @escaping SessionFactory) {
+        self.configuration = configuration
+        self.factory = sessionFactory
+        self.shared = TransportShared(maxConnections: configuration.maxConnections, rejection: rejection,
+                                      lingerSeconds: configuration.lingerSeconds)
+    }
+
+    /// Connections currently open, across all loops.
+    public var openConnections: Int { max(0, shared.openConnections.load(ordering: .relaxed)) }
+
+    /// Changes the connection cap for connections accepted from now on.
+    public func setMaxConnections(_ n: Int) { shared.maxConnections.store(n, ordering: .relaxed) }
+
+    /// Binds every address, starts the loops and returns the bound addresses ("127.0.0.1:41234",
+    /// "[::1]:41235"). Throws the first bind error, leaving nothing open.
+    public func start() throws(SocketError) -> [String] {
+        try state.withLock { (state) throws(SocketError) -> [String] in
+            guard !state.started else { throw SocketError(call: "start", errno: 0, detail: "server already started") }
+            var listeners: [Listener] = []
+            do throws(SocketError) {
+                for address in configuration.listen { listeners.append(try Listener.open(address)) }
+                if listeners.isEmpty { throw SocketError(call: "start", errno: 0, detail: "no listen address") }
+                var loops: [EventLoop] = []
+                for i in 0..<max(1, configuration.eventLoops) { loops.append(try EventLoop(index: i, shared: shared)) }
+                for loop in loops { loop.peers = loops.count > 1 ? loops : [] }
+                loops[0].listeners = listeners.map(\.fd)
+                state.loops = loops
+                state.listenerFDs = listeners.map(\.fd)
+            } catch {
+                for l in listeners { Syscall.close(l.fd) }
+                throw error
+            }
+            for loop in state.loops {
+                let box = Unmanaged.passRetained(LoopStart(loop: loop, factory: factory))
+                var thread = pthread_t()
+                let rc = pthread_create(&thread, nil, { raw in
+                    let start = Unmanaged<LoopStart>.fromOpaque(raw!).takeRetainedValue()
+                    start.loop.run(sessionFactory: start.factory(start.loop.index))
+                    return nil
+                }, box.toOpaque())
+                if rc != 0 {
+                    box.release()
+                    throw SocketError(call: "pthread_create", errno: rc)
+                }
+                state.threads.append(thread)
+            }
+            state.started = true
+            return listeners.map(\.boundAddress)
+        }
+    }
+
+    /// Graceful shutdown: stop accepting at once, let every session finish what is in flight,
+    /// close idle connections, and return once all loops are done or `deadlineSeconds` passed
+    /// (connections still open then are closed).
+    public func shutdown(deadlineSeconds: Double) {
+        let (loops, threads, listenerFDs) = state.withLock { state -> ([EventLoop], [pthread_t], [Int32]) in
+            if state.stopped || !state.started { return ([], [], []) }
+            state.stopped = true
+            return (state.loops, state.threads, state.listenerFDs)
+        }
+        guard !loops.isEmpty else { return }
+        // shutdown(2) on a listening socket makes the kernel refuse new connections right away,
+        // even while loop 0 is busy; loop 0 closes the descriptors itself.
+        for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        let deadline = monotonicNanoseconds() &+ UInt64(max(0, deadlineSeconds) * 1e9)
+        for loop in loops { loop.send(.shutdown(deadline: deadline)) }
+        for thread in threads { pthread_join(thread, nil) }
+    }
+}
+
+/// What a new loop thread needs, passed through pthread_create's argument.
+private final class LoopStart {
+    let loop: EventLoop
+    let factory: TCPServer.SessionFactory
+    init(loop: EventLoop, factory: @escaping TCPServer.SessionFactory) {
+        self.loop = loop
+        self.factory = factory
+    }
+}
