@@ -31,8 +31,97 @@ public struct DecisionDecoder: Sendable {
         self.limits = limits
     }
 
+    /// Decodes every decision of a body, or throws the first error: a batch is all or nothing.
+    ///
+    /// Errors name the field as a JSON path within the decision and, when the body can hold
+    /// several decisions (a JSON array or NDJSON), the decision's index from 0. Kinds: `.malformed`
+    /// for text that is not JSON or not the shape of a decision (wrong type, missing required
+    /// field, duplicate key, nesting too deep), `.invalid` for impossible values (negative or
+    /// out-of-range numbers, `tokens_dropped > total_tokens`, an expert id out of range, a
+    /// probability outside [0, 1], too many decisions or assignments), `.tooManyExperts` for more
+    /// experts than `Limits.maxExperts`.
     public func decode(_ body: [UInt8], format: Format) throws(DecisionError) -> [RoutingDecision] {
-        throw DecisionError(.malformed, "decoder not implemented yet")
+        try body.withUnsafeBufferPointer { (buffer) throws(DecisionError) -> [RoutingDecision] in
+            var scanner = JSONScanner(bytes: buffer, maxDepth: limits.maxDepth)
+            switch format {
+            case .json: return try decodeJSON(&scanner)
+            case .ndjson: return try decodeNDJSON(&scanner)
+            }
+        }
+    }
+
+    private func decodeJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
+        var counts: [UInt64] = []
+        var result: [RoutingDecision] = []
+        switch s.peek() {
+        case UInt8(ascii: "{"):
+            result.append(try s.decision(depth: 1, limits: limits, counts: &counts))
+        case UInt8(ascii: "["):
+            try s.enter(1)
+            s.pos += 1
+            if s.peek() == UInt8(ascii: "]") {
+                s.pos += 1
+                break
+            }
+            repeat {
+                let index = result.count
+                s.decisionIndex = index
+                s.path = FieldPath()
+                guard index < limits.maxDecisions else {
+                    throw s.fail(.invalid, "more than \(limits.maxDecisions) decisions in one request")
+                }
+                guard s.peek() == UInt8(ascii: "{") else {
+                    throw s.fail(.malformed, "a decision must be an object, got \(s.describeNextValue())")
+                }
+                result.append(try s.decision(depth: 2, limits: limits, counts: &counts))
+            } while try s.nextMember(close: UInt8(ascii: "]"))
+        case nil:
+            throw s.fail(.malformed, "empty body; expected a decision object or an array of them")
+        default:
+            throw s.fail(.malformed, "expected a decision object or an array of them, got \(s.describeNextValue())")
+        }
+        s.path = FieldPath()
+        s.decisionIndex = nil
+        if s.peek() != nil {
+            throw s.syntax("unexpected \(s.describeByte(s.bytes[s.pos])) after the end of the JSON value")
+        }
+        return result
+    }
+
+    /// NDJSON: one decision object per line (LF or CRLF); lines holding only whitespace are skipped.
+    private func decodeNDJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
+        var counts: [UInt64] = []
+        var result: [RoutingDecision] = []
+        let total = s.bytes.count
+        var lineStart = 0
+        var lineNumber = 0
+        while lineStart < total {
+            lineNumber += 1
+            var lineEnd = lineStart
+            while lineEnd < total && s.bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            let next = lineEnd + 1
+            s.pos = lineStart
+            s.end = lineEnd
+            lineStart = next
+            s.path = FieldPath()
+            s.decisionIndex = nil
+            s.line = lineNumber
+            guard let first = s.peek() else { continue }  // blank line (CR counts as whitespace)
+            let index = result.count
+            s.decisionIndex = index
+            guard index < limits.maxDecisions else {
+                throw s.fail(.invalid, "more than \(limits.maxDecisions) decisions in one request")
+            }
+            guard first == UInt8(ascii: "{") else {
+                throw s.fail(.malformed, "each line must hold one decision object, got \(s.describeNextValue())")
+            }
+            result.append(try s.decision(depth: 1, limits: limits, counts: &counts))
+            s.path = FieldPath()
+            if s.peek() != nil {
+                throw s.syntax("unexpected \(s.describeByte(s.bytes[s.pos])) after the decision on this line")
+            }
+        }
+        return result
     }
 }
 

@@ -1,0 +1,510 @@
+/// The keys of a decision object: torsh's `RoutingDecision` fields as serde_json writes them, plus
+/// the envelope fields moe-metricsd reads from the same object.
+enum DecisionField: UInt8, CaseIterable {
+    case expertCapacities, tokensPerExpert, totalTokens, tokensDropped
+    case loadBalanceLoss, routerZLoss, auxiliaryLoss, expertAssignments
+    case layer, worker, step, topK, expertCapacity, capacityFactor, latencyMs
+
+    var name: StaticString {
+        switch self {
+        case .expertCapacities: "expert_capacities"
+        case .tokensPerExpert: "tokens_per_expert"
+        case .totalTokens: "total_tokens"
+        case .tokensDropped: "tokens_dropped"
+        case .loadBalanceLoss: "load_balance_loss"
+        case .routerZLoss: "router_z_loss"
+        case .auxiliaryLoss: "auxiliary_loss"
+        case .expertAssignments: "expert_assignments"
+        case .layer: "layer"
+        case .worker: "worker"
+        case .step: "step"
+        case .topK: "top_k"
+        case .expertCapacity: "expert_capacity"
+        case .capacityFactor: "capacity_factor"
+        case .latencyMs: "latency_ms"
+        }
+    }
+
+    var bit: UInt32 { 1 << UInt32(rawValue) }
+
+    /// Matches a key's bytes without building a `String`: by length first, then bytewise.
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> DecisionField? {
+        switch key.count {
+        case 4: return key.equals("step") ? .step : nil
+        case 5: return key.equals("layer") ? .layer : key.equals("top_k") ? .topK : nil
+        case 6: return key.equals("worker") ? .worker : nil
+        case 10: return key.equals("latency_ms") ? .latencyMs : nil
+        case 12: return key.equals("total_tokens") ? .totalTokens : nil
+        case 13: return key.equals("router_z_loss") ? .routerZLoss : nil
+        case 14:
+            return key.equals("tokens_dropped") ? .tokensDropped
+                : key.equals("auxiliary_loss") ? .auxiliaryLoss : nil
+        case 15:
+            return key.equals("expert_capacity") ? .expertCapacity
+                : key.equals("capacity_factor") ? .capacityFactor : nil
+        case 17:
+            return key.equals("expert_capacities") ? .expertCapacities
+                : key.equals("tokens_per_expert") ? .tokensPerExpert
+                : key.equals("load_balance_loss") ? .loadBalanceLoss : nil
+        case 18: return key.equals("expert_assignments") ? .expertAssignments : nil
+        default: return nil
+        }
+    }
+}
+
+/// The keys of one torsh `ExpertAssignment` (serde-derived: all four are required).
+enum AssignmentField: UInt8, CaseIterable {
+    case expertID, probability, tokenIndex, expertRank
+
+    var name: StaticString {
+        switch self {
+        case .expertID: "expert_id"
+        case .probability: "probability"
+        case .tokenIndex: "token_idx"
+        case .expertRank: "expert_rank"
+        }
+    }
+
+    var bit: UInt8 { 1 << rawValue }
+
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> AssignmentField? {
+        switch key.count {
+        case 9: return key.equals("expert_id") ? .expertID : key.equals("token_idx") ? .tokenIndex : nil
+        case 11: return key.equals("probability") ? .probability : key.equals("expert_rank") ? .expertRank : nil
+        default: return nil
+        }
+    }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    @inline(__always)
+    func equals(_ s: StaticString) -> Bool {
+        let n = s.utf8CodeUnitCount
+        guard count == n else { return false }
+        let p = s.utf8Start
+        for i in 0..<n where self[i] != p[i] { return false }
+        return true
+    }
+}
+
+/// Where an error sits inside one decision, kept as small values so that the JSON path string
+/// (`expert_assignments[2][0].probability`) is only built when an error is thrown.
+struct FieldPath {
+    enum Name {
+        case none
+        case known(StaticString)
+        /// An unknown key, by its raw bytes in the body.
+        case unknown(Range<Int>)
+    }
+
+    var top: Name = .none
+    /// `[i]` under the top field, or -1.
+    var element = -1
+    /// `[j]` under the element, or -1.
+    var entry = -1
+    /// `.name` under the entry.
+    var sub: Name = .none
+
+    func render(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        func text(_ n: Name) -> String? {
+            switch n {
+            case .none: return nil
+            case .known(let s): return "\(s)"
+            case .unknown(let r):
+                return String(decoding: UnsafeBufferPointer(rebasing: bytes[r.clamped(to: 0..<bytes.count)]), as: UTF8.self)
+            }
+        }
+        guard var s = text(top) else { return nil }
+        if element >= 0 { s += "[\(element)]" }
+        if entry >= 0 { s += "[\(entry)]" }
+        if let sub = text(sub) { s += "." + sub }
+        return s
+    }
+}
+
+extension JSONScanner {
+    /// Reads one decision object; the scanner is at `{` (checked by the caller).
+    /// `depth` is the object's own nesting depth.
+    mutating func decision(depth: Int, limits: DecisionDecoder.Limits,
+                           counts: inout [UInt64]) throws(DecisionError) -> RoutingDecision {
+        try enter(depth)
+        pos += 1
+        path = FieldPath()
+        var seen: UInt32 = 0
+        var unknownKeys: Set<[UInt8]>? = nil
+        var d = RoutingDecision(expertCounts: [], totalTokens: 0)
+        var expertCount: Int? = nil
+        // An expert id seen before `expert_capacities`: checked once the count is known.
+        var largestID: (id: UInt64, token: Int, entry: Int)? = nil
+
+        if peek() == UInt8(ascii: "}") {
+            pos += 1
+        } else {
+            repeat {
+                guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
+                let keyToken = try scanString(decode: true)
+                let field = withValue(keyToken) { DecisionField.match($0) }
+                path = FieldPath()
+                if let field {
+                    path.top = .known(field.name)
+                    guard seen & field.bit == 0 else {
+                        throw fail(.malformed, "duplicate key \"\(field.name)\"")
+                    }
+                    seen |= field.bit
+                } else {
+                    path.top = .unknown(keyToken.start..<keyToken.end)
+                    let key = withValue(keyToken) { Array($0) }
+                    if unknownKeys == nil { unknownKeys = [] }
+                    guard unknownKeys!.insert(key).inserted else {
+                        throw fail(.malformed, "duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
+                    }
+                }
+                try expect(UInt8(ascii: ":"), "':' after a key")
+                guard let field else {
+                    try skipValue(depth: depth + 1)
+                    continue
+                }
+                switch field {
+                case .expertCapacities, .tokensPerExpert:
+                    let other: DecisionField = field == .expertCapacities ? .tokensPerExpert : .expertCapacities
+                    if seen & other.bit != 0 {
+                        throw fail(.malformed, "both expert_capacities and tokens_per_expert are present; send one")
+                    }
+                    try countArray(depth: depth + 1, limits: limits, into: &counts)
+                    // An exact-size copy: the scratch array keeps its capacity for the next decision.
+                    d.expertCounts = [UInt64](unsafeUninitializedCapacity: counts.count) { buffer, n in
+                        _ = buffer.initialize(from: counts)
+                        n = counts.count
+                    }
+                    expertCount = counts.count
+                    if let largestID, largestID.id >= UInt64(counts.count) {
+                        path = FieldPath(top: .known(DecisionField.expertAssignments.name),
+                                         element: largestID.token, entry: largestID.entry,
+                                         sub: .known(AssignmentField.expertID.name))
+                        throw fail(.invalid, "expert id \(largestID.id) is out of range for \(counts.count) experts")
+                    }
+                case .totalTokens:
+                    d.totalTokens = try count()
+                case .tokensDropped:
+                    d.tokensDropped = try count()
+                case .loadBalanceLoss:
+                    d.loadBalanceLoss = try loss()
+                case .routerZLoss:
+                    d.routerZLoss = try loss()
+                case .auxiliaryLoss:
+                    d.auxiliaryLoss = try loss()
+                case .expertAssignments:
+                    d.assignmentCount = try assignments(depth: depth + 1, limits: limits,
+                                                        expertCount: expertCount, largestID: &largestID)
+                case .layer:
+                    d.layer = try name(maxLength: 64, isLayer: true)
+                case .worker:
+                    d.worker = try name(maxLength: 128, isLayer: false)
+                case .step:
+                    if try consumeNull() { break }
+                    d.step = Int64(try count(max: UInt64(Int64.max)))
+                case .topK:
+                    if try consumeNull() { break }
+                    d.topK = Int(try count(max: UInt64(Int.max), min: 1))
+                case .expertCapacity:
+                    if try consumeNull() { break }
+                    d.expertCapacity = Int(try count(max: UInt64(Int.max), min: 1))
+                case .capacityFactor:
+                    if try consumeNull() { break }
+                    let v = try finiteNumber()
+                    guard v > 0 else { throw fail(.invalid, "must be greater than 0, got \(v)") }
+                    d.capacityFactor = v
+                case .latencyMs:
+                    if try consumeNull() { break }
+                    let v = try finiteNumber()
+                    guard v >= 0 else { throw fail(.invalid, "must not be negative, got \(v)") }
+                    d.latencyMs = v
+                }
+            } while try nextMember(close: UInt8(ascii: "}"))
+        }
+
+        // Checks that need the whole object.
+        path = FieldPath()
+        guard seen & (DecisionField.expertCapacities.bit | DecisionField.tokensPerExpert.bit) != 0 else {
+            path.top = .known(DecisionField.expertCapacities.name)
+            throw fail(.malformed, "missing required field (or its alias tokens_per_expert)")
+        }
+        guard seen & DecisionField.totalTokens.bit != 0 else {
+            path.top = .known(DecisionField.totalTokens.name)
+            throw fail(.malformed, "missing required field")
+        }
+        guard d.tokensDropped <= d.totalTokens else {
+            path.top = .known(DecisionField.tokensDropped.name)
+            throw fail(.invalid, "\(d.tokensDropped) exceeds total_tokens \(d.totalTokens)")
+        }
+        if let k = d.topK, k > d.expertCounts.count {
+            path.top = .known(DecisionField.topK.name)
+            throw fail(.invalid, "\(k) exceeds the number of experts \(d.expertCounts.count)")
+        }
+        return d
+    }
+
+    /// `expert_capacities`: a non-empty array of non-negative integers, at most `maxExperts`.
+    mutating func countArray(depth: Int, limits: DecisionDecoder.Limits,
+                             into counts: inout [UInt64]) throws(DecisionError) {
+        guard peek() == UInt8(ascii: "[") else {
+            throw fail(.malformed, "expected an array of non-negative integers, got \(describeNextValue())")
+        }
+        try enter(depth)
+        pos += 1
+        counts.removeAll(keepingCapacity: true)
+        if peek() == UInt8(ascii: "]") {
+            pos += 1
+            throw fail(.invalid, "must list at least one expert")
+        }
+        var sum: UInt64 = 0
+        while true {
+            // Fast path for the common shape `123,` with at most 19 digits (cannot overflow);
+            // anything else (signs, fractions, long numbers, errors) is read again from the same
+            // position by the general path below.
+            if counts.count < limits.maxExperts, let v = fastCount() {
+                let (s, overflow) = sum.addingReportingOverflow(v)
+                if !overflow {
+                    sum = s
+                    counts.append(v)
+                    if pos < end {
+                        let b = bytes[pos]
+                        if b == UInt8(ascii: ",") { pos += 1; continue }
+                        if b == UInt8(ascii: "]") { pos += 1; break }
+                    }
+                    path.element = counts.count - 1
+                    if try nextMember(close: UInt8(ascii: "]")) { continue }
+                    break
+                }
+                pos = fastStart
+            }
+            guard counts.count < limits.maxExperts else {
+                throw fail(.tooManyExperts, "more than \(limits.maxExperts) experts (the decoder's limit)")
+            }
+            path.element = counts.count
+            let v = try count()
+            let (s, overflow) = sum.addingReportingOverflow(v)
+            guard !overflow else { throw fail(.invalid, "the counts add up to more than \(UInt64.max)") }
+            sum = s
+            counts.append(v)
+            if try !nextMember(close: UInt8(ascii: "]")) { break }
+        }
+        path.element = -1
+    }
+
+    /// Reads a plain integer of 1 to 19 digits directly followed by `,`, `]` or whitespace, or
+    /// returns nil without consuming anything (the position is kept in `fastStart`).
+    @inline(__always)
+    mutating func fastCount() -> UInt64? {
+        skipWhitespace()
+        fastStart = pos
+        guard let base = bytes.baseAddress else { return nil }
+        var p = pos
+        let limit = Swift.min(end, pos + 19)
+        var v: UInt64 = 0
+        while p < limit {
+            let d = base[p] &- UInt8(ascii: "0")
+            guard d < 10 else { break }
+            v = v &* 10 &+ UInt64(d)
+            p += 1
+        }
+        let n = p - pos
+        guard n > 0, p < end else { return nil }
+        if n > 1 && base[pos] == UInt8(ascii: "0") { return nil }  // leading zero: let the general path say so
+        let next = base[p]
+        guard next == UInt8(ascii: ",") || next == UInt8(ascii: "]") || next == 0x20 || next == 0x0A
+                || next == 0x0D || next == 0x09 else { return nil }
+        pos = p
+        return v
+    }
+
+    /// A count: an integer literal (no fraction, no exponent: serde writes `usize` that way, and a
+    /// `3.0` or `1e3` is refused rather than guessed at), non-negative, within `min...max`.
+    mutating func count(max: UInt64 = .max, min: UInt64 = 0) throws(DecisionError) -> UInt64 {
+        guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
+            throw fail(.malformed, "expected a non-negative integer, got \(describeNextValue())")
+        }
+        let t = try scanNumber()
+        guard t.isInteger else {
+            throw fail(.malformed, "expected an integer without fraction or exponent, got \(text(t.start, t.end))")
+        }
+        if t.negative && t.mantissa != 0 {
+            throw fail(.invalid, "must not be negative, got \(text(t.start, t.end))")
+        }
+        guard !t.mantissaOverflow, t.mantissa <= max else {
+            throw fail(.invalid, "\(text(t.start, t.end)) is larger than the maximum \(max)")
+        }
+        guard t.mantissa >= min else {
+            throw fail(.invalid, "must be at least \(min), got \(t.mantissa)")
+        }
+        return t.mantissa
+    }
+
+    /// Any JSON number as a finite double (a literal beyond the double range is refused).
+    mutating func finiteNumber() throws(DecisionError) -> Double {
+        guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
+            throw fail(.malformed, "expected a number, got \(describeNextValue())")
+        }
+        let t = try scanNumber()
+        let v = doubleValue(t)
+        guard v.isFinite else {
+            throw fail(.invalid, "\(text(t.start, t.end)) is outside the range of a double")
+        }
+        return v
+    }
+
+    /// A loss: a number, or `null`, which is how serde_json writes a NaN or infinite float.
+    mutating func loss() throws(DecisionError) -> Loss {
+        if try consumeNull() { return .nonFinite }
+        return .value(try finiteNumber())
+    }
+
+    /// `layer` or `worker`: a string, or a non-negative integer kept as its decimal digits;
+    /// `null` (serde's `None`) means not sent.
+    mutating func name(maxLength: Int, isLayer: Bool) throws(DecisionError) -> String? {
+        guard let b = peek() else { throw unexpected("a value") }
+        if b == UInt8(ascii: "n") {
+            try literal("null")
+            return nil
+        }
+        let rule = isLayer ? "1 to 64 characters of [A-Za-z0-9_.:-]" : "1 to 128 printable characters"
+        if b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 {
+            let t = try scanNumber()
+            guard t.isInteger, !t.negative else {
+                throw fail(.invalid, "a number here must be a non-negative integer, got \(text(t.start, t.end))")
+            }
+            guard t.end - t.start <= maxLength else { throw fail(.invalid, "must be \(rule)") }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[t.start..<t.end]), as: UTF8.self)
+        }
+        guard b == UInt8(ascii: "\"") else {
+            throw fail(.malformed, "expected a string or an integer, got \(describeNextValue())")
+        }
+        let t = try scanString(decode: true)
+        let value = withValue(t) { String(decoding: $0, as: UTF8.self) }
+        if isLayer {
+            guard LayerName.isValid(value) else {
+                throw fail(.invalid, "must be \(rule), got \"\(value.prefix(80))\"")
+            }
+        } else {
+            var n = 0
+            for s in value.unicodeScalars {
+                // Printable: no C0 or C1 control character and no DEL (Unicode general category Cc).
+                guard s.value >= 0x20 && !(s.value >= 0x7F && s.value <= 0x9F) else {
+                    throw fail(.invalid, "must be \(rule); it contains control character U+\(String(s.value, radix: 16, uppercase: true))")
+                }
+                n += 1
+            }
+            guard n >= 1 && n <= maxLength else { throw fail(.invalid, "must be \(rule), got \(n) characters") }
+        }
+        return value
+    }
+
+    /// `expert_assignments`: per token, an array of `{expert_id, probability, token_idx,
+    /// expert_rank}`; validated and counted, not kept. `null` means not sent. Returns the number of
+    /// per-token lists.
+    mutating func assignments(depth: Int, limits: DecisionDecoder.Limits, expertCount: Int?,
+                              largestID: inout (id: UInt64, token: Int, entry: Int)?) throws(DecisionError) -> Int {
+        if try consumeNull() { return 0 }
+        guard peek() == UInt8(ascii: "[") else {
+            throw fail(.malformed, "expected an array (one list per token), got \(describeNextValue())")
+        }
+        try enter(depth)
+        pos += 1
+        if peek() == UInt8(ascii: "]") { pos += 1; return 0 }
+        var tokens = 0
+        var total = 0
+        repeat {
+            path.element = tokens
+            path.entry = -1
+            path.sub = .none
+            guard peek() == UInt8(ascii: "[") else {
+                throw fail(.malformed, "expected an array of assignments, got \(describeNextValue())")
+            }
+            try enter(depth + 1)
+            pos += 1
+            if peek() == UInt8(ascii: "]") {
+                pos += 1
+            } else {
+                var j = 0
+                repeat {
+                    path.entry = j
+                    path.sub = .none
+                    guard total < limits.maxAssignments else {
+                        throw fail(.invalid, "more than \(limits.maxAssignments) assignments in one decision (the decoder's limit)")
+                    }
+                    total += 1
+                    let id = try assignment(depth: depth + 2)
+                    if let e = expertCount {
+                        if id >= UInt64(e) {
+                            path.sub = .known(AssignmentField.expertID.name)
+                            throw fail(.invalid, "expert id \(id) is out of range for \(e) experts")
+                        }
+                    } else if largestID == nil || id > largestID!.id {
+                        largestID = (id, tokens, j)
+                    }
+                    j += 1
+                } while try nextMember(close: UInt8(ascii: "]"))
+            }
+            tokens += 1
+        } while try nextMember(close: UInt8(ascii: "]"))
+        path.element = -1
+        path.entry = -1
+        path.sub = .none
+        return tokens
+    }
+
+    /// One assignment object; returns its expert id.
+    mutating func assignment(depth: Int) throws(DecisionError) -> UInt64 {
+        guard peek() == UInt8(ascii: "{") else {
+            throw fail(.malformed, "expected an assignment object, got \(describeNextValue())")
+        }
+        try enter(depth)
+        pos += 1
+        var seen: UInt8 = 0
+        var id: UInt64 = 0
+        var unknownKeys: Set<[UInt8]>? = nil
+        if peek() == UInt8(ascii: "}") {
+            pos += 1
+        } else {
+            repeat {
+                guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
+                let keyToken = try scanString(decode: true)
+                let field = withValue(keyToken) { AssignmentField.match($0) }
+                if let field {
+                    path.sub = .known(field.name)
+                    guard seen & field.bit == 0 else { throw fail(.malformed, "duplicate key \"\(field.name)\"") }
+                    seen |= field.bit
+                } else {
+                    path.sub = .unknown(keyToken.start..<keyToken.end)
+                    let key = withValue(keyToken) { Array($0) }
+                    if unknownKeys == nil { unknownKeys = [] }
+                    guard unknownKeys!.insert(key).inserted else {
+                        throw fail(.malformed, "duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
+                    }
+                }
+                try expect(UInt8(ascii: ":"), "':' after a key")
+                switch field {
+                case .expertID: id = try count()
+                case .tokenIndex: _ = try count()
+                case .expertRank: _ = try count()
+                case .probability:
+                    if try consumeNull() {
+                        throw fail(.invalid, "is null (NaN or infinity); a probability must be in [0, 1]")
+                    }
+                    let p = try finiteNumber()
+                    guard p >= 0 && p <= 1 else { throw fail(.invalid, "must be in [0, 1], got \(p)") }
+                case nil:
+                    try skipValue(depth: depth + 1)
+                }
+            } while try nextMember(close: UInt8(ascii: "}"))
+        }
+        if seen != 0b1111 {
+            for f in AssignmentField.allCases where seen & f.bit == 0 {
+                path.sub = .known(f.name)
+                throw fail(.malformed, "missing required field")
+            }
+        }
+        path.sub = .none
+        return id
+    }
+}
