@@ -9,7 +9,7 @@ import PackageDescription
 //   HTTP2 -> HTTPCore, CNGHTTP2   nghttp2 session bridge (bytes only, no sockets)
 //   Transport -> CTransport       sockets, listener, epoll event loops (no HTTP)
 //   HTTPServer -> Transport, HTTP1, HTTP2
-//   MoEDaemon -> MoEStats, HTTPServer, Logging, Configuration   routes, /metrics, config
+//   MoEDaemon -> MoEStats, HTTPServer, CZlib, Logging, Configuration   routes, /metrics, config
 //   moe-metricsd -> MoEDaemon, ArgumentParser                   the executable
 let package = Package(
     name: "moe-metricsd",
@@ -29,6 +29,11 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(name: "CTransport"),
         .target(name: "JSONOutput"),
         .target(name: "MoEStats", dependencies: ["JSONOutput"]),
@@ -40,7 +45,7 @@ let package = Package(
         .target(
             name: "MoEDaemon",
             dependencies: [
-                "MoEStats", "HTTPCore", "HTTPServer",
+                "MoEStats", "HTTPCore", "HTTPServer", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
@@ -57,8 +62,8 @@ let package = Package(
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore"]),
         .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "CNGHTTP2"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "Transport"]),
-        .testTarget(name: "MoEDaemonTests", dependencies: ["MoEDaemon", "MoEStats", "HTTPCore"]),
-        .testTarget(name: "EndToEndTests", dependencies: []),
+        .testTarget(name: "MoEDaemonTests", dependencies: ["MoEDaemon", "MoEStats", "HTTPCore", "CZlib"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["moe-metricsd", "CZlib"]),
     ],
     swiftLanguageModes: [.v6]
 )

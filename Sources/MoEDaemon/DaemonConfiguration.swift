@@ -1,0 +1,125 @@
+import HTTPCore
+import Logging
+
+/// Every setting of the daemon, with its safe default.
+///
+/// One value holds them all so that a configuration is validated once, as a whole, before
+/// anything starts (and, later, before a reload replaces the running one). Each field is a
+/// config-file key, an environment variable and a flag; `DaemonSettings.all` is that table.
+public struct DaemonConfiguration: Sendable, Equatable {
+    /// Addresses to listen on, `HOST:PORT` (`[::1]:PORT` for IPv6). Loopback by default: a
+    /// metrics daemon that accepts writes must not face the network unless asked to.
+    public var listen: [String] = ["127.0.0.1:9477"]
+    public var logLevel: Logger.Level = .info
+    /// HTTP limits shared by HTTP/1.1 and HTTP/2.
+    public var http = HTTPLimits()
+    /// Event-loop threads; 0 means one per CPU core.
+    public var eventLoops: Int = 0
+    /// How long a graceful shutdown may wait for requests in flight.
+    public var shutdownDeadlineSeconds: Double = 10
+
+    /// Most layers the daemon keeps; a decision for one more is refused with 507.
+    public var maxLayers: Int = 1024
+    /// Most experts per layer; a larger decision is refused with 507.
+    public var maxExperts: Int = 4096
+    /// Decisions over which the load-variance trend and dead experts are computed.
+    public var defaultWindow: Int = 100
+    /// Upper bounds, in seconds, of the routing-latency histogram buckets (+Inf is implied).
+    public var latencyBucketsSeconds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    /// Top-k used for capacity arithmetic when a decision does not say; 0 means unknown.
+    public var defaultTopK: Int = 0
+    /// Capacity factor used when a decision names neither `expert_capacity` nor `capacity_factor`;
+    /// 0 means "unknown", and capacity statistics stay null.
+    public var defaultCapacityFactor: Double = 0
+
+    /// Most decisions in one request (array elements or NDJSON lines).
+    public var maxDecisionsPerRequest: Int = 10_000
+    /// Most per-token assignments in one request.
+    public var maxAssignments: Int = 1_000_000
+    /// Deepest JSON nesting accepted in a request body.
+    public var maxJSONDepth: Int = 16
+
+    /// Emit the per-expert series (`moe_expert_*{layer,expert}`) on /metrics. Off for very large
+    /// models, where layers x experts series would overwhelm Prometheus.
+    public var perExpertSeries: Bool = true
+
+    public init() {}
+}
+
+/// A configuration that cannot be used, with a message for the operator.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+
+    /// The setting key a message starts with (`key: ...`), if any.
+    var key: String? {
+        guard let colon = message.firstIndex(of: ":") else { return nil }
+        let k = message[..<colon]
+        return k.contains(" ") ? nil : String(k)
+    }
+}
+
+extension DaemonConfiguration {
+    /// Checks the relations no single setting can check alone; throws the first problem found.
+    public func validate() throws(ConfigurationError) {
+        if listen.isEmpty { throw ConfigurationError("listen: at least one address is needed") }
+        for address in listen {
+            guard ListenAddress.isValid(address) else {
+                throw ConfigurationError("listen: \"\(address)\" is not HOST:PORT (use [::1]:PORT for IPv6, port 0-65535)")
+            }
+        }
+        func positive(_ name: String, _ v: Int) throws(ConfigurationError) {
+            if v <= 0 { throw ConfigurationError("\(name): must be a positive integer, got \(v)") }
+        }
+        func positive(_ name: String, _ v: Double) throws(ConfigurationError) {
+            if !(v > 0) || !v.isFinite { throw ConfigurationError("\(name): must be a positive number of seconds, got \(v)") }
+        }
+        try positive("http.max_request_line_bytes", http.maxRequestLineBytes)
+        try positive("http.max_header_bytes", http.maxHeaderBytes)
+        try positive("http.max_header_count", http.maxHeaderCount)
+        try positive("http.max_body_bytes", http.maxBodyBytes)
+        try positive("http.header_timeout_seconds", http.headerTimeoutSeconds)
+        try positive("http.body_timeout_seconds", http.bodyTimeoutSeconds)
+        try positive("http.idle_timeout_seconds", http.idleTimeoutSeconds)
+        try positive("http.max_connections", http.maxConnections)
+        try positive("http.max_concurrent_streams", http.maxConcurrentStreams)
+        if eventLoops < 0 || eventLoops > 256 {
+            throw ConfigurationError("http.event_loops: must be 0 (one per core) to 256, got \(eventLoops)")
+        }
+        try positive("http.shutdown_deadline_seconds", shutdownDeadlineSeconds)
+        try positive("stats.max_layers", maxLayers)
+        try positive("stats.max_experts", maxExperts)
+        try positive("stats.default_window", defaultWindow)
+        if defaultTopK < 0 { throw ConfigurationError("stats.default_top_k: must be 0 (unknown) or a positive integer, got \(defaultTopK)") }
+        if !defaultCapacityFactor.isFinite || defaultCapacityFactor < 0 {
+            throw ConfigurationError("stats.default_capacity_factor: must be 0 (unknown) or a positive number, got \(defaultCapacityFactor)")
+        }
+        if latencyBucketsSeconds.isEmpty {
+            throw ConfigurationError("stats.latency_buckets_seconds: at least one bucket is needed")
+        }
+        for (i, b) in latencyBucketsSeconds.enumerated() {
+            if !b.isFinite || b <= 0 {
+                throw ConfigurationError("stats.latency_buckets_seconds: bucket \(i) must be a positive finite number, got \(b)")
+            }
+            if i > 0 && b <= latencyBucketsSeconds[i - 1] {
+                throw ConfigurationError("stats.latency_buckets_seconds: buckets must be strictly increasing (bucket \(i) is \(b))")
+            }
+        }
+        try positive("decoder.max_decisions", maxDecisionsPerRequest)
+        try positive("decoder.max_assignments", maxAssignments)
+        try positive("decoder.max_depth", maxJSONDepth)
+    }
+}
+
+/// `HOST:PORT` as the listener accepts it.
+enum ListenAddress {
+    static func isValid(_ s: String) -> Bool {
+        guard let colon = s.lastIndex(of: ":") else { return false }
+        let host = s[..<colon]
+        let port = s[s.index(after: colon)...]
+        guard let p = Int(port), (0...65535).contains(p), port.allSatisfy(\.isASCII) else { return false }
+        if host.hasPrefix("[") { return host.hasSuffix("]") && host.count > 2 }
+        return !host.isEmpty && !host.contains(":")
+    }
+}

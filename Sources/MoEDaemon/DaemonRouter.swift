@@ -1,0 +1,304 @@
+import Foundation
+import HTTPCore
+import JSONOutput
+import Logging
+import MoEStats
+import Synchronization
+
+/// The daemon's routes: a request in, a response out, no sockets.
+///
+/// Every error becomes a JSON `{"error", "field", "index"}` response here, in one place, with the
+/// status the README lists (400 malformed, 404 unknown, 405 with `Allow`, 409 conflict,
+/// 415 content type, 422 invalid, 507 caps). Handlers run on the connection's event-loop thread
+/// and never block: each takes at most one short lock per layer, and rendering (JSON, /metrics,
+/// gzip) happens on copies, outside every lock.
+public final class DaemonRouter: HTTPHandler, Sendable {
+    /// What a reload may change without restarting the listener.
+    public struct Settings: Sendable, Equatable {
+        public var decoderLimits = DecisionDecoder.Limits()
+        public var perExpertSeries = true
+        public init() {}
+    }
+
+    public let registry: LayerRegistry
+    public let counters = DaemonCounters()
+    public let version: String
+    private let settings: Mutex<Settings>
+    private let ready = Atomic<Bool>(false)
+    private let openConnections: @Sendable () -> Int
+    private let clock: @Sendable () -> Double
+    private let logger: Logger
+
+    public init(registry: LayerRegistry, settings: Settings, version: String, logger: Logger,
+                openConnections: @escaping @Sendable () -> Int = { 0 },
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.registry = registry
+        self.settings = Mutex(settings)
+        self.version = version
+        self.logger = logger
+        self.openConnections = openConnections
+        self.clock = clock
+    }
+
+    /// Builds the router for a configuration (the registry included).
+    public convenience init(configuration c: DaemonConfiguration, version: String, logger: Logger,
+                            openConnections: @escaping @Sendable () -> Int = { 0 },
+                            clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.init(registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings,
+                  version: version, logger: logger, openConnections: openConnections, clock: clock)
+    }
+
+    /// Readiness as `/readyz` reports it: false before the listener is up and once shutdown began.
+    public var isReady: Bool {
+        get { ready.load(ordering: .acquiring) }
+        set { ready.store(newValue, ordering: .releasing) }
+    }
+
+    public func update(settings new: Settings) { settings.withLock { $0 = new } }
+    public var currentSettings: Settings { settings.withLock { $0 } }
+
+    // MARK: Routing
+
+    /// Route templates, the only values of the `route` label.
+    enum Route: String, CaseIterable {
+        case decisions = "/v1/decisions"
+        case layerDecisions = "/v1/layers/{layer}/decisions"
+        case layers = "/v1/layers"
+        case layer = "/v1/layers/{layer}"
+        case summary = "/v1/summary"
+        case metrics = "/metrics"
+        case healthz = "/healthz"
+        case readyz = "/readyz"
+        case dashboard = "/"
+        case unmatched = "other"
+
+        var allow: String {
+            switch self {
+            case .decisions, .layerDecisions: "POST"
+            case .layers, .layer: "GET, HEAD, DELETE"
+            case .summary, .metrics, .healthz, .readyz, .dashboard: "GET, HEAD"
+            case .unmatched: ""
+            }
+        }
+    }
+
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let (route, layer) = Self.match(request.path)
+        let response = respond(request, route: route, layer: layer)
+        counters.recordRequest(route: route.rawValue, code: response.status)
+        return response
+    }
+
+    static func match(_ path: String) -> (Route, String?) {
+        switch path {
+        case "/v1/decisions": return (.decisions, nil)
+        case "/v1/layers": return (.layers, nil)
+        case "/v1/summary": return (.summary, nil)
+        case "/metrics": return (.metrics, nil)
+        case "/healthz": return (.healthz, nil)
+        case "/readyz": return (.readyz, nil)
+        case "/", "/dashboard": return (.dashboard, nil)
+        default: break
+        }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        // "", "v1", "layers", name [, "decisions"]
+        guard parts.count == 4 || parts.count == 5, parts[0].isEmpty, parts[1] == "v1", parts[2] == "layers",
+              !parts[3].isEmpty, let name = PercentDecoding.decode(parts[3], plusAsSpace: false) else {
+            return (.unmatched, nil)
+        }
+        if parts.count == 4 { return (.layer, name) }
+        return parts[4] == "decisions" ? (.layerDecisions, name) : (.unmatched, nil)
+    }
+
+    private func respond(_ request: HTTPRequest, route: Route, layer: String?) -> HTTPResponse {
+        let method = request.method
+        let isGet = method == "GET" || method == "HEAD"
+        switch (route, method) {
+        case (.unmatched, _):
+            return .error(404, "no such path: \(request.path)")
+        case (.decisions, "POST"):
+            return ingest(request, layer: nil)
+        case (.layerDecisions, "POST"):
+            return ingest(request, layer: layer)
+        case (.layers, _) where isGet:
+            return layersList()
+        case (.layers, "DELETE"):
+            registry.resetAll()
+            logger.info("all layers reset")
+            return .json(200, Array("{\"reset\":\"all\"}\n".utf8))
+        case (.layer, _) where isGet:
+            return layerSummary(layer ?? "", request: request)
+        case (.layer, "DELETE"):
+            let name = layer ?? ""
+            guard registry.reset(name) else { return .error(404, "no such layer: \(name)", field: "layer") }
+            logger.info("layer reset", metadata: ["layer": "\(name)"])
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("reset", name)
+            w.endObject()
+            return .json(200, w.bytes + [0x0A])
+        case (.summary, _) where isGet:
+            return summary(request)
+        case (.metrics, _) where isGet:
+            return metrics(request)
+        case (.healthz, _) where isGet:
+            return .json(200, Array("{\"status\":\"ok\"}\n".utf8))
+        case (.readyz, _) where isGet:
+            return isReady ? .json(200, Array("{\"status\":\"ready\"}\n".utf8))
+                : .error(503, "not ready: starting or shutting down")
+        case (.dashboard, _) where isGet:
+            guard let html = Self.dashboardHTML else { return .error(404, "no dashboard in this build") }
+            return HTTPResponse(status: 200, headers: ["content-type": "text/html; charset=utf-8"],
+                                body: Array(html.utf8))
+        default:
+            return .error(405, "method \(method) not allowed on \(route.rawValue)", headers: ["allow": route.allow])
+        }
+    }
+
+    // MARK: Ingest
+
+    /// Media types a POST may carry (RFC 9110 section 8.3). No Content-Type at all is taken as
+    /// JSON, for scripts that send none; anything else named is refused with 415 and
+    /// `Accept-Post` listing what we take.
+    static func bodyFormat(_ contentType: String?) -> DecisionDecoder.Format? {
+        guard let contentType else { return .json }
+        let parts = contentType.split(separator: ";").map { String($0).trimmingWhitespace().lowercased() }
+        for p in parts.dropFirst() where p.hasPrefix("charset=") {
+            let charset = p.dropFirst("charset=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            if charset != "utf-8" && charset != "utf8" && charset != "us-ascii" { return nil }
+        }
+        switch parts.first ?? "" {
+        case "application/json": return .json
+        case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines": return .ndjson
+        default: return nil
+        }
+    }
+
+    static let acceptPost = "application/json, application/x-ndjson"
+
+    /// The dashboard page served at `/` and `/dashboard`.
+    static let dashboardHTML: String? = DashboardPage.html
+
+    private func ingest(_ request: HTTPRequest, layer: String?) -> HTTPResponse {
+        if let layer, !LayerName.isValid(layer) {
+            counters.recordRejection(reason: "invalid")
+            return .error(422, "layer name must be 1 to 64 characters of [A-Za-z0-9_.:-]", field: "layer")
+        }
+        guard let format = Self.bodyFormat(request.headers["content-type"]) else {
+            counters.recordRejection(reason: "unsupported_media_type")
+            logger.debug("refused POST: content type", metadata: ["content-type": "\(request.headers["content-type"] ?? "")"])
+            return .error(415, "Content-Type must be application/json or application/x-ndjson",
+                          headers: ["accept-post": Self.acceptPost])
+        }
+        let limits = settings.withLock { $0.decoderLimits }
+        do throws(DecisionError) {
+            let decisions = try DecisionDecoder(limits: limits).decode(request.body, format: format)
+            let accepted = try registry.ingest(decisions, defaultLayer: layer, now: clock())
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("accepted", accepted)
+            w.endObject()
+            return .json(200, w.bytes + [0x0A])
+        } catch {
+            let (status, reason) = Self.status(of: error.kind)
+            counters.recordRejection(reason: reason)
+            logger.debug("refused POST", metadata: ["path": "\(request.path)", "status": "\(status)",
+                                                   "error": "\(error.description)"])
+            return .error(status, error.message, field: error.field, index: error.index)
+        }
+    }
+
+    static func status(of kind: DecisionError.Kind) -> (Int, String) {
+        switch kind {
+        case .malformed: (400, "malformed")
+        case .invalid: (422, "invalid")
+        case .conflict: (409, "conflict")
+        case .tooManyLayers: (507, "too_many_layers")
+        case .tooManyExperts: (507, "too_many_experts")
+        }
+    }
+
+    // MARK: Queries
+
+    /// `?window=N`: an integer from 1 to 1,000,000; absent means the configured default.
+    static func window(_ request: HTTPRequest) -> (window: Int?, error: HTTPResponse?) {
+        guard let raw = request.queryParameter("window") else { return (nil, nil) }
+        guard let n = Int(raw), (1...1_000_000).contains(n) else {
+            return (nil, .error(400, "window must be an integer from 1 to 1000000", field: "window"))
+        }
+        return (n, nil)
+    }
+
+    private func layerSummary(_ name: String, request: HTTPRequest) -> HTTPResponse {
+        let (window, windowError) = Self.window(request)
+        if let windowError { return windowError }
+        guard let snapshot = registry.snapshot(name) else {
+            return .error(404, "no such layer: \(name)", field: "layer")
+        }
+        var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
+        snapshot.summary(window: window).writeJSON(&w)
+        return .json(200, w.bytes + [0x0A])
+    }
+
+    private func layersList() -> HTTPResponse {
+        let summaries = registry.snapshots().map { $0.summary(window: nil) }
+        var w = JSONWriter(capacity: 256 + summaries.count * 512)
+        w.beginObject()
+        w.key("layers")
+        w.beginArray()
+        for s in summaries { Headline(s).writeJSON(&w) }
+        w.endArray()
+        w.endObject()
+        return .json(200, w.bytes + [0x0A])
+    }
+
+    private func summary(_ request: HTTPRequest) -> HTTPResponse {
+        let (window, windowError) = Self.window(request)
+        if let windowError { return windowError }
+        let summaries = registry.snapshots().map { $0.summary(window: window) }
+        var w = JSONWriter(capacity: 1024 + summaries.count * 2048)
+        FleetSummary(summaries).writeJSON(&w)
+        return .json(200, w.bytes + [0x0A])
+    }
+
+    private func metrics(_ request: HTTPRequest) -> HTTPResponse {
+        let format = ExpositionFormat.negotiate(accept: request.headers["accept"])
+        let perExpert = settings.withLock { $0.perExpertSeries }
+        let snapshots = registry.snapshots()
+        let daemon = MetricsRenderer.DaemonState(
+            counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
+            process: ProcessMetrics.read(), version: version)
+        var body = MetricsRenderer.render(snapshots, daemon: daemon, format: format, perExpertSeries: perExpert)
+        var headers: HTTPHeaders = ["content-type": format.contentType, "vary": "Accept, Accept-Encoding"]
+        if Gzip.accepted(by: request.headers["accept-encoding"]), let gz = Gzip.compress(body) {
+            body = gz
+            headers.add("content-encoding", "gzip")
+        }
+        return HTTPResponse(status: 200, headers: headers, body: body)
+    }
+}
+
+extension DaemonConfiguration {
+    /// The statistics engine's part of the configuration (0 means "unknown" for the capacity defaults).
+    public var statsConfiguration: StatsConfiguration {
+        var s = StatsConfiguration()
+        s.maxLayers = maxLayers
+        s.maxExperts = maxExperts
+        s.defaultWindow = defaultWindow
+        s.latencyBucketsSeconds = latencyBucketsSeconds
+        s.defaultTopK = defaultTopK > 0 ? defaultTopK : nil
+        s.defaultCapacityFactor = defaultCapacityFactor > 0 ? defaultCapacityFactor : nil
+        return s
+    }
+
+    /// The router's part of the configuration.
+    public var routerSettings: DaemonRouter.Settings {
+        var r = DaemonRouter.Settings()
+        r.decoderLimits.maxExperts = maxExperts
+        r.decoderLimits.maxDecisions = maxDecisionsPerRequest
+        r.decoderLimits.maxAssignments = maxAssignments
+        r.decoderLimits.maxDepth = maxJSONDepth
+        r.perExpertSeries = perExpertSeries
+        return r
+    }
+}

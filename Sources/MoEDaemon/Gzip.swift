@@ -1,0 +1,71 @@
+import CZlib
+
+/// gzip content coding (RFC 9110 section 8.4.1.3) through the system's zlib.
+///
+/// /metrics of a large model is megabytes of highly repetitive text; gzip cuts it by an order
+/// of magnitude, which is why Prometheus asks for it in every scrape.
+public enum Gzip {
+    /// Compresses `input` into a complete gzip member; nil only if zlib fails (out of memory).
+    public static func compress(_ input: [UInt8], level: Int32 = 6) -> [UInt8]? {
+        var stream = z_stream()
+        // windowBits 15 + 16 asks zlib for a gzip header and trailer instead of zlib's own.
+        guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                            ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&stream) }
+        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 32)
+        let result: Int32 = input.withUnsafeBufferPointer { inBuf in
+            output.withUnsafeMutableBufferPointer { outBuf in
+                stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
+                stream.avail_in = uInt(inBuf.count)
+                stream.next_out = outBuf.baseAddress
+                stream.avail_out = uInt(outBuf.count)
+                return deflate(&stream, Z_FINISH)
+            }
+        }
+        guard result == Z_STREAM_END else { return nil }
+        output.removeSubrange(Int(stream.total_out)...)
+        return output
+    }
+
+    /// Decompresses one gzip member; nil if the input is not valid gzip or exceeds `limit`.
+    public static func decompress(_ input: [UInt8], limit: Int = 256 * 1024 * 1024) -> [UInt8]? {
+        var stream = z_stream()
+        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { inflateEnd(&stream) }
+        var output: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        return input.withUnsafeBufferPointer { inBuf -> [UInt8]? in
+            stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
+            stream.avail_in = uInt(inBuf.count)
+            while true {
+                let (rc, produced): (Int32, Int) = chunk.withUnsafeMutableBufferPointer { c in
+                    stream.next_out = c.baseAddress
+                    stream.avail_out = uInt(c.count)
+                    let rc = inflate(&stream, Z_NO_FLUSH)
+                    return (rc, c.count - Int(stream.avail_out))
+                }
+                output.append(contentsOf: chunk[0..<produced])
+                if output.count > limit { return nil }
+                if rc == Z_STREAM_END { return output }
+                if rc != Z_OK || (produced == 0 && stream.avail_in == 0) { return nil }
+            }
+        }
+    }
+
+    /// True when an `Accept-Encoding` header allows gzip (RFC 9110 section 12.5.3): `gzip` or
+    /// `x-gzip` with a non-zero quality, or `*` with a non-zero quality when gzip is not named.
+    public static func accepted(by acceptEncoding: String?) -> Bool {
+        guard let acceptEncoding else { return false }
+        var gzipQ: Double?
+        var starQ: Double?
+        for item in acceptEncoding.split(separator: ",") {
+            let parts = item.split(separator: ";").map { String($0).trimmingWhitespace().lowercased() }
+            guard let coding = parts.first else { continue }
+            var q = 1.0
+            for p in parts.dropFirst() where p.hasPrefix("q=") { q = Double(p.dropFirst(2)) ?? 0 }
+            if coding == "gzip" || coding == "x-gzip" { gzipQ = q } else if coding == "*" { starQ = q }
+        }
+        if let gzipQ { return gzipQ > 0 }
+        return (starQ ?? 0) > 0
+    }
+}
