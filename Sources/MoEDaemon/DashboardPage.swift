@@ -136,8 +136,8 @@ function fetchJSON(path) {
   });
 }
 
-// GET /v1/layers lists the layers; a full summary comes from GET /v1/layers/{layer} unless the
-// listing already carries the per-expert counts.
+// One request, GET /v1/summary, carries every layer's full summary. Should it fail or lack the
+// per-expert counts, the page falls back to GET /v1/layers and one GET /v1/layers/{layer} each.
 function layerEntries(listing) {
   var items = listing;
   if (items && !Array.isArray(items)) items = items.layers || items;
@@ -150,12 +150,14 @@ function layerEntries(listing) {
   if (!Array.isArray(items)) return [];
   return items.map(function (it) { return typeof it === "object" && it !== null ? it : { layer: String(it) }; });
 }
+function complete(entries) {
+  return entries.every(function (e) { return Array.isArray(e.expert_token_counts); });
+}
 
-function loadAll() {
+function loadEach() {
   return fetchJSON("/v1/layers").then(function (listing) {
     var entries = layerEntries(listing);
-    var complete = entries.every(function (e) { return Array.isArray(e.expert_token_counts); });
-    if (complete) return entries;
+    if (complete(entries)) return entries;
     var out = new Array(entries.length), next = 0;
     function worker() {
       if (next >= entries.length) return Promise.resolve();
@@ -163,13 +165,20 @@ function loadAll() {
       return fetchJSON("/v1/layers/" + encodeURIComponent(entries[i].layer)).then(function (s) {
         out[i] = s;
       }, function () {
-        out[i] = null; // reset or removed between the listing and this request
+        out[i] = null; // reset between the listing and this request
       }).then(worker);
     }
     var workers = [];
     for (var w = 0; w < Math.min(8, entries.length); w++) workers.push(worker());
     return Promise.all(workers).then(function () { return out.filter(Boolean); });
   });
+}
+
+function loadAll() {
+  return fetchJSON("/v1/summary").then(function (summary) {
+    var entries = layerEntries(summary && summary.layers);
+    return complete(entries) ? entries : loadEach();
+  }, loadEach);
 }
 
 // ---- colours ----
