@@ -56,6 +56,7 @@ let package = Package(
                 "MoEDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats"]),

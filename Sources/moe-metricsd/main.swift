@@ -1,1 +1,106 @@
-print("moe-metricsd: not yet wired")
+import ArgumentParser
+import Configuration
+import Foundation
+import Logging
+import MoEDaemon
+
+/// The command line. Each setting of the config file is also a flag here; flags win over
+/// `MOE_METRICSD_*` environment variables, which win over the file, which wins over defaults.
+/// Options are optional without defaults so that an absent flag lets the lower sources speak.
+struct MoEMetricsd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "moe-metricsd",
+        abstract: "Collects MoE routing decisions over HTTP; serves JSON summaries and Prometheus /metrics.",
+        discussion: """
+            Every setting can come from a flag, an environment variable (MOE_METRICSD_ followed by the \
+            setting's key in capitals, dots as underscores, e.g. MOE_METRICSD_HTTP_MAX_BODY_BYTES) or \
+            the JSON config file, in that order of precedence. Invalid settings exit with status 2.
+            """,
+        version: BuildInfo.version)
+
+    @Option(name: .long, help: "JSON config file.")
+    var config: String?
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT or [IPv6]:PORT; repeat for several. Default 127.0.0.1:9477.")
+    var listen: [String] = []
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical. Default info.")
+    var logLevel: String?
+
+    @Flag(name: .long, help: "Validate the configuration, print the effective settings and exit (0 valid, 2 invalid).")
+    var checkConfig = false
+
+    @Option(name: .long, help: "Longest request line in bytes (414 past it).") var httpMaxRequestLineBytes: Int?
+    @Option(name: .long, help: "Largest header section in bytes (431 past it).") var httpMaxHeaderBytes: Int?
+    @Option(name: .long, help: "Most header fields per request (431 past it).") var httpMaxHeaderCount: Int?
+    @Option(name: .long, help: "Largest request body in bytes (413 past it).") var httpMaxBodyBytes: Int?
+    @Option(name: .long, help: "Seconds to receive a request's headers (408 past it).") var httpHeaderTimeoutSeconds: Double?
+    @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds: Double?
+    @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: Double?
+    @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: Int?
+    @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: Int?
+    @Option(name: .long, help: "Event-loop threads; 0 = one per core.") var httpEventLoops: Int?
+    @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.") var httpShutdownDeadlineSeconds: Double?
+    @Option(name: .long, help: "Most layers kept (507 past it).") var statsMaxLayers: Int?
+    @Option(name: .long, help: "Most experts per layer (507 past it).") var statsMaxExperts: Int?
+    @Option(name: .long, help: "Default window in decisions for trend and dead experts.") var statsDefaultWindow: Int?
+    @Option(name: .long, parsing: .upToNextOption, help: "Latency histogram bucket bounds in seconds, increasing.")
+    var statsLatencyBucketsSeconds: [Double] = []
+    @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.") var statsDefaultTopK: Int?
+    @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.") var statsDefaultCapacityFactor: Double?
+    @Option(name: .long, help: "Most decisions per request (422 past it).") var decoderMaxDecisions: Int?
+    @Option(name: .long, help: "Most per-token assignments per request (422 past it).") var decoderMaxAssignments: Int?
+    @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: Int?
+    @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: Bool?
+
+    /// The flags given, by setting key.
+    func flagValues() -> [String: ConfigContent] {
+        var f: [String: ConfigContent] = [:]
+        if !listen.isEmpty { f["listen"] = .stringArray(listen) }
+        if let logLevel { f["log_level"] = .string(logLevel) }
+        let ints: [(String, Int?)] = [
+            ("http.max_request_line_bytes", httpMaxRequestLineBytes), ("http.max_header_bytes", httpMaxHeaderBytes),
+            ("http.max_header_count", httpMaxHeaderCount), ("http.max_body_bytes", httpMaxBodyBytes),
+            ("http.max_connections", httpMaxConnections), ("http.max_concurrent_streams", httpMaxConcurrentStreams),
+            ("http.event_loops", httpEventLoops), ("stats.max_layers", statsMaxLayers),
+            ("stats.max_experts", statsMaxExperts), ("stats.default_window", statsDefaultWindow),
+            ("stats.default_top_k", statsDefaultTopK), ("decoder.max_decisions", decoderMaxDecisions),
+            ("decoder.max_assignments", decoderMaxAssignments), ("decoder.max_depth", decoderMaxDepth),
+        ]
+        for (k, v) in ints { if let v { f[k] = .int(v) } }
+        let doubles: [(String, Double?)] = [
+            ("http.header_timeout_seconds", httpHeaderTimeoutSeconds), ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
+            ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),
+            ("stats.default_capacity_factor", statsDefaultCapacityFactor),
+        ]
+        for (k, v) in doubles { if let v { f[k] = .double(v) } }
+        if !statsLatencyBucketsSeconds.isEmpty { f["stats.latency_buckets_seconds"] = .doubleArray(statsLatencyBucketsSeconds) }
+        if let metricsPerExpertSeries { f["metrics.per_expert_series"] = .bool(metricsPerExpertSeries) }
+        return f
+    }
+
+    func run() throws {
+        let configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration.load(ConfigurationSources(
+                filePath: config, environment: ProcessInfo.processInfo.environment, flags: flagValues()))
+        } catch {
+            FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
+        if checkConfig {
+            var out = "configuration OK\n"
+            for s in DaemonSettings.all { out += "\(s.key) = \(s.describe(configuration))\n" }
+            FileHandle.standardOutput.write(Data(out.utf8))
+            return
+        }
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        let logger = Logger(label: "moe-metricsd")
+        logger.info("moe-metricsd \(BuildInfo.version) starting", metadata: config.map { ["config": "\($0)"] } ?? [:])
+        let status = Daemon.run(configuration: configuration, logger: logger)
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+MoEMetricsd.main()
