@@ -278,10 +278,10 @@ extension JSONScanner {
                 }
                 pos = fastStart
             }
+            path.element = counts.count
             guard counts.count < limits.maxExperts else {
                 throw fail(.tooManyExperts, "more than \(limits.maxExperts) experts (the decoder's limit)")
             }
-            path.element = counts.count
             let v = try count()
             let (s, overflow) = sum.addingReportingOverflow(v)
             guard !overflow else { throw fail(.invalid, "the counts add up to more than \(UInt64.max)") }

@@ -165,7 +165,11 @@ struct JSONScanner {
         case UInt8(ascii: "\""):
             _ = try scanString(decode: false)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            _ = try scanNumber()
+            let t = try scanNumber()
+            // RFC 8259 section 6 lets a parser limit the range; ours is the double's, everywhere.
+            if t.mantissaOverflow || t.exponent > 280, !doubleValue(t).isFinite {
+                throw syntax("number \(text(t.start, t.end)) is outside the range of a double")
+            }
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")
         case UInt8(ascii: "n"): try literal("null")
@@ -459,5 +463,16 @@ struct JSONScanner {
         let n = min(end - start, 40)
         let s = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(start + n)]), as: UTF8.self)
         return n < end - start ? s + "..." : s
+    }
+
+    /// Checks that `bytes` hold exactly one JSON value (any type, RFC 8259 section 2) with nothing
+    /// but whitespace around it. The decision schema is not applied; used to compare the
+    /// tokenizer with other JSON parsers.
+    static func validate(_ bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) throws(DecisionError) {
+        var s = JSONScanner(bytes: bytes, maxDepth: maxDepth)
+        try s.skipValue(depth: 1)
+        if s.peek() != nil {
+            throw s.syntax("unexpected \(s.describeByte(s.bytes[s.pos])) after the end of the JSON value")
+        }
     }
 }
