@@ -1,0 +1,92 @@
+"""The client against the real moe-metricsd binary: what it sends is what the daemon counts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from moe_metricsd_client import MetricsClient
+
+
+class FakeTensor:
+    def __init__(self, values):
+        self._values = values
+
+    def tolist(self):
+        return self._values
+
+
+def summary(daemon, layer):
+    return daemon.get_json("/v1/layers/" + layer)
+
+
+def test_batched_layers_arrive_with_their_counts(daemon):
+    steps = [
+        {"py.a": [5, 3, 0, 0], "py.b": [1, 1, 1, 1], "py.c": [8, 0, 0, 0]},
+        {"py.a": [2, 2, 2, 2], "py.b": [0, 4, 0, 4], "py.c": [4, 4, 0, 0]},
+        {"py.a": [1, 0, 7, 0], "py.b": [2, 2, 2, 2], "py.c": [0, 0, 0, 8]},
+    ]
+    client = MetricsClient(daemon.url, worker="rank0", linger=0.2)
+    for step, layers in enumerate(steps):
+        for layer, counts in layers.items():
+            assert client.record(layer, counts, total_tokens=4, tokens_dropped=step % 2, top_k=2,
+                                 load_balance_loss=0.5 + step, router_z_loss=0.25, step=step)
+    assert client.flush(20)
+    client.close()
+    assert client.stats.sent == 9 and client.stats.dropped == 0 and client.stats.rejected == 0
+    # The three steps' layers travelled together, not one request per decision.
+    assert client.stats.requests < 9
+    for layer in ("py.a", "py.b", "py.c"):
+        s = summary(daemon, layer)
+        expected = [sum(step[layer][e] for step in steps) for e in range(4)]
+        assert s["layer"] == layer and s["experts"] == 4
+        assert s["total_routings"] == 3
+        assert s["total_tokens"] == 12 and s["tokens_dropped"] == 1
+        assert s["expert_token_counts"] == expected
+        assert math.isclose(s["average_load_balance_loss"], 1.5)
+        assert math.isclose(s["average_router_z_loss"], 0.25)
+
+
+def test_ndjson_and_tensor_like_values(daemon):
+    client = MetricsClient(daemon.url, ndjson=True, linger=0.2)
+    client.record("py.ndjson.0", FakeTensor([3, 1]), total_tokens=FakeTensor(4), tokens_dropped=0)
+    client.record("py.ndjson.1", FakeTensor([0, 4]), total_tokens=4, tokens_dropped=FakeTensor(0))
+    client.close()
+    assert client.stats.sent == 2
+    assert summary(daemon, "py.ndjson.0")["expert_token_counts"] == [3, 1]
+    s = summary(daemon, "py.ndjson.1")
+    assert s["expert_token_counts"] == [0, 4]
+
+
+def test_nan_loss_is_counted_not_averaged(daemon):
+    client = MetricsClient(daemon.url)
+    client.record("py.nan", [2, 2], total_tokens=4, load_balance_loss=0.5)
+    client.record("py.nan", [2, 2], total_tokens=4, load_balance_loss=float("nan"))
+    client.close()
+    assert client.stats.sent == 2
+    s = summary(daemon, "py.nan")
+    assert s["nonfinite_losses"] == 1
+    assert math.isclose(s["average_load_balance_loss"], 0.5)
+
+
+def test_a_conflicting_decision_is_rejected_alone(daemon):
+    client = MetricsClient(daemon.url, linger=0.2)
+    client.record("py.conflict", [1, 1, 1, 1], total_tokens=4)
+    assert client.flush(20)
+    # The same step carries a good decision for another layer and a 5-expert one for a 4-expert
+    # layer: the daemon refuses the batch as a whole, the client splits it and only the bad one
+    # is lost.
+    client.record("py.neighbour", [2, 2], total_tokens=4)
+    client.record("py.conflict", [1, 1, 1, 1, 1], total_tokens=5)
+    client.close()
+    assert client.stats.rejected == 1 and client.stats.sent == 2
+    s = summary(daemon, "py.conflict")
+    assert s["experts"] == 4 and s["total_routings"] == 1
+    assert summary(daemon, "py.neighbour")["total_routings"] == 1
+
+
+def test_daemon_answer_to_a_refused_decision_names_the_field(daemon):
+    status, body = daemon.post("/v1/decisions", json.dumps(
+        {"layer": "py.bad", "tokens_per_expert": [1, 1], "total_tokens": 1, "tokens_dropped": 2}).encode())
+    assert status == 422, body
+    assert json.loads(body)["field"] == "tokens_dropped"
