@@ -1,0 +1,221 @@
+import HTTP1
+import HTTPCore
+import Testing
+
+/// A fixed wall clock: 1994-11-06 08:49:37 UTC, the example date of RFC 9110 section 5.6.7.
+func fixedDates() -> HTTPDateCache { HTTPDateCache(wallClock: { 784_111_777 }) }
+let second: UInt64 = 1_000_000_000
+
+/// Echoes method, path and body length; records what it saw.
+final class RecordingHandler: HTTPHandler, @unchecked Sendable {
+    var seen: [HTTPRequest] = []
+    func handle(_ request: HTTPRequest) -> HTTPResponse {
+        seen.append(request)
+        if request.path == "/empty" { return HTTPResponse(status: 204) }
+        return HTTPResponse(status: 200, headers: ["content-type": "text/plain", "connection": "keep-alive", "x-bad": "a\r\nb"],
+                            body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
+    }
+}
+
+struct SessionRun {
+    let session: HTTP1ServerSession
+    let handler = RecordingHandler()
+    var output: [UInt8] = []
+
+    init(limits: HTTPLimits = HTTPLimits(), now: UInt64 = 0) {
+        session = HTTP1ServerSession(handler: handler, limits: limits, now: now, dateCache: fixedDates())
+    }
+
+    mutating func send(_ text: String, now: UInt64 = 0) -> SessionDisposition {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { session.receive($0, now: now, output: &output) }
+    }
+
+    mutating func take() -> String {
+        defer { output = [] }
+        return String(decoding: output, as: UTF8.self)
+    }
+}
+
+@Suite struct HTTP1ServerSessionTests {
+    @Test func dateIsIMFFixdate() {
+        #expect(HTTPDateCache.imfFixdate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDateCache.imfFixdate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+    }
+
+    @Test func dateCacheFormatsOncePerSecond() {
+        nonisolated(unsafe) var t = 100
+        let cache = HTTPDateCache(wallClock: { t })
+        let a = cache.current
+        #expect(String(decoding: a, as: UTF8.self) == "Thu, 01 Jan 1970 00:01:40 GMT")
+        t = 101
+        #expect(String(decoding: cache.current, as: UTF8.self) == "Thu, 01 Jan 1970 00:01:41 GMT")
+    }
+
+    @Test func keepAliveResponsesAreFramedAndDated() {
+        var run = SessionRun()
+        #expect(run.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n") == .keepOpen)
+        #expect(run.take() == "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-type: text/plain\r\n"
+            + "content-length: 8\r\n\r\nGET /a 0")
+        #expect(run.send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc") == .keepOpen)
+        #expect(run.take().hasSuffix("content-length: 9\r\n\r\nPOST /b 3"))
+    }
+
+    @Test func handlerFramingAndUnsafeHeadersAreDropped() {
+        var run = SessionRun()
+        _ = run.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = run.take()
+        #expect(!text.contains("keep-alive"))
+        #expect(!text.contains("x-bad"))
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() {
+        var run = SessionRun()
+        let d = run.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(d == .keepOpen)
+        let text = run.take()
+        let bodies = ["GET /1 0", "POST /2 2", "GET /3 0"]
+        var position = text.startIndex
+        for body in bodies {
+            guard let r = text[position...].firstRange(of: body) else { Issue.record("missing \(body) in order: \(text)"); return }
+            position = r.upperBound
+        }
+        #expect(run.handler.seen.map(\.path) == ["/1", "/2", "/3"])
+    }
+
+    @Test func unreadBodyDoesNotMisframeTheNextRequest() {
+        var run = SessionRun()
+        // The handler never looks at the body; the body bytes must not be read as a request.
+        _ = run.send("POST /ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n\r\n")
+        _ = run.send("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(run.handler.seen.map(\.path) == ["/ignored", "/next"])
+    }
+
+    @Test func headGetsHeadersWithoutBody() {
+        var run = SessionRun()
+        _ = run.send("HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = run.take()
+        #expect(text.hasSuffix("content-length: 9\r\n\r\n"))
+        #expect(!text.contains("HEAD /a 0"))
+    }
+
+    @Test func noContentHasNoContentLength() {
+        var run = SessionRun()
+        _ = run.send("GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = run.take()
+        #expect(text.hasPrefix("HTTP/1.1 204 No Content\r\n"))
+        #expect(!text.lowercased().contains("content-length"))
+    }
+
+    @Test func http10GetsKeepAliveOnlyWhenAsked() {
+        var run = SessionRun()
+        #expect(run.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == .keepOpen)
+        #expect(run.take().contains("connection: keep-alive\r\n"))
+        #expect(run.send("GET / HTTP/1.0\r\n\r\n") == .closeAfterWrite)
+        #expect(run.take().contains("connection: close\r\n"))
+    }
+
+    @Test func connectionCloseIsHonoured() {
+        var run = SessionRun()
+        #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n") == .closeAfterWrite)
+        #expect(run.handler.seen.count == 1)
+        #expect(run.take().contains("connection: close\r\n"))
+    }
+
+    @Test func refusalIsJSONWithConnectionClose() {
+        var run = SessionRun()
+        #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == .closeAfterWrite)
+        let text = run.take()
+        #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+        #expect(text.contains("content-type: application/json\r\n"))
+        #expect(text.contains("connection: close\r\n"))
+        #expect(text.hasSuffix("{\"error\":\"differing Content-Length values\"}\n"))
+        #expect(run.handler.seen.isEmpty)
+        // Nothing more is read once refused.
+        #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n") == .closeAfterWrite)
+        #expect(run.output.isEmpty)
+    }
+
+    @Test func continueThenResponse() {
+        var run = SessionRun()
+        #expect(run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n") == .keepOpen)
+        #expect(run.take() == "HTTP/1.1 100 Continue\r\n\r\n")
+        _ = run.send("12345")
+        #expect(run.take().hasPrefix("HTTP/1.1 200 OK\r\n"))
+    }
+
+    @Test func tooLargeIsAnsweredInsteadOfContinue() {
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 100
+        var run = SessionRun(limits: limits)
+        #expect(run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n") == .closeAfterWrite)
+        let text = run.take()
+        #expect(text.hasPrefix("HTTP/1.1 413 Content Too Large\r\n"))
+        #expect(!text.contains("100 Continue"))
+    }
+
+    @Test func headerTimeoutRunsFromTheFirstByteAndAnswers408() {
+        var limits = HTTPLimits()
+        limits.headerTimeoutSeconds = 2
+        limits.idleTimeoutSeconds = 50
+        var run = SessionRun(limits: limits, now: 0)
+        #expect(run.session.deadline == 50 * second)
+        _ = run.send("GET / HTTP/1.1\r\n", now: 10 * second)
+        #expect(run.session.deadline == 12 * second)
+        // Trickling more header bytes does not move the header deadline (slow loris).
+        _ = run.send("Ho", now: 11 * second)
+        #expect(run.session.deadline == 12 * second)
+        #expect(!run.session.isIdle)
+        #expect(run.session.deadlineExpired(now: 12 * second, output: &run.output) == .closeAfterWrite)
+        let text = run.take()
+        #expect(text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
+        #expect(text.contains("connection: close"))
+    }
+
+    @Test func bodyTimeoutRestartsWithEachRead() {
+        var limits = HTTPLimits()
+        limits.bodyTimeoutSeconds = 3
+        var run = SessionRun(limits: limits)
+        _ = run.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", now: 1 * second)
+        #expect(run.session.deadline == 4 * second)
+        _ = run.send("cd", now: 3 * second)
+        #expect(run.session.deadline == 6 * second)
+        #expect(run.session.deadlineExpired(now: 6 * second, output: &run.output) == .closeAfterWrite)
+        #expect(run.take().hasPrefix("HTTP/1.1 408 "))
+    }
+
+    @Test func idleTimeoutClosesSilentlyAndRestartsAfterEachResponse() {
+        var limits = HTTPLimits()
+        limits.idleTimeoutSeconds = 5
+        var run = SessionRun(limits: limits)
+        _ = run.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n", now: 7 * second)
+        _ = run.take()
+        #expect(run.session.isIdle)
+        #expect(run.session.deadline == 12 * second)
+        #expect(run.session.deadlineExpired(now: 12 * second, output: &run.output) == .closeAfterWrite)
+        #expect(run.output.isEmpty)
+    }
+
+    @Test func shutdownClosesIdleAtOnce() {
+        var run = SessionRun()
+        #expect(run.session.beginShutdown(now: 0, output: &run.output) == .closeAfterWrite)
+        #expect(run.output.isEmpty)
+    }
+
+    @Test func shutdownFinishesTheRequestInFlight() {
+        var run = SessionRun()
+        _ = run.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        #expect(run.session.beginShutdown(now: 0, output: &run.output) == .keepOpen)
+        #expect(run.send("cd") == .closeAfterWrite)
+        let text = run.take()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(text.contains("connection: close\r\n"))
+    }
+
+    @Test func peerCloseEndsTheSession() {
+        var run = SessionRun()
+        _ = run.send("GET / HTTP/1.1\r\nHo")
+        #expect(run.session.peerClosed(now: 0, output: &run.output) == .closeAfterWrite)
+        #expect(run.session.deadline == nil)
+    }
+}
