@@ -1,0 +1,97 @@
+import Benchmark
+import Foundation
+import MoEStats
+
+// Scenario 6 of the benchmark suite: the in-process cost of turning one POSTed decision into
+// statistics, for 8, 64 and 256 experts, beside Foundation's JSONDecoder decoding the same bytes
+// into a Codable mirror of the schema (the baseline the issue's target is a ratio to: our decode
+// and record of a 64-expert decision must be at least 10x faster than JSONDecoder's decode alone).
+//
+// Each sample is one operation (no inner scaling loop), so the percentiles are per decision; the
+// benchmark framework warms up, repeats until its time or iteration budget is spent, and reports
+// wall clock, CPU time and malloc counts per sample.
+
+/// The decision schema as a Codable struct: what a Swift service would write with Foundation.
+struct CodableDecision: Codable {
+    var layer: String
+    var expert_capacities: [UInt64]
+    var total_tokens: UInt64
+    var tokens_dropped: UInt64
+    var load_balance_loss: Double?
+    var router_z_loss: Double?
+    var auxiliary_loss: Double?
+    var latency_ms: Double?
+}
+
+/// A decision body as a worker sends it: `experts` counts from a fixed-seed generator summing to
+/// `total_tokens`, so every run decodes the same bytes.
+func decisionBody(experts: Int, layer: String = "L0") -> [UInt8] {
+    var state: UInt64 = 0x9E37_79B9_7F4A_7C15 &+ UInt64(experts)
+    var counts: [UInt64] = []
+    for _ in 0..<experts {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        counts.append(200 + (state >> 33) % 400)
+    }
+    let total = counts.reduce(0, +)
+    let list = counts.map(String.init).joined(separator: ",")
+    let json = """
+        {"layer":"\(layer)","expert_capacities":[\(list)],"total_tokens":\(total),"tokens_dropped":0,\
+        "load_balance_loss":0.0123,"router_z_loss":0.00107,"auxiliary_loss":0.0134,"latency_ms":0.42}
+        """
+    return Array(json.utf8)
+}
+
+/// Seconds each benchmark may run, from `BENCH_MICRO_SECONDS` (default 2); scripts/bench shortens
+/// it for quick runs.
+let secondsPerBenchmark: Int = {
+    if let text = ProcessInfo.processInfo.environment["BENCH_MICRO_SECONDS"], let value = Int(text), value > 0 {
+        return value
+    }
+    return 2
+}()
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        timeUnits: .nanoseconds,
+        warmupIterations: 1_000,
+        maxDuration: .seconds(secondsPerBenchmark),
+        maxIterations: 5_000_000
+    )
+
+    for experts in [8, 64, 256] {
+        let bytes = decisionBody(experts: experts)
+        let data = Data(bytes)
+        let decoder = DecisionDecoder()
+
+        // The correctness of what is measured is checked once, before any timing: a benchmark of a
+        // decoder that rejects its input would measure the error path.
+        let ours = try! decoder.decode(bytes, format: .json)
+        let theirs = try! JSONDecoder().decode(CodableDecision.self, from: data)
+        precondition(ours.count == 1 && ours[0].expertCounts == theirs.expert_capacities,
+                     "DecisionDecoder and JSONDecoder disagree on the benchmark body")
+
+        Benchmark("JSONDecoder decode, \(experts) experts") { benchmark in
+            let json = JSONDecoder()
+            for _ in benchmark.scaledIterations {
+                blackHole(try json.decode(CodableDecision.self, from: data))
+            }
+        }
+
+        Benchmark("DecisionDecoder decode, \(experts) experts") { benchmark in
+            for _ in benchmark.scaledIterations {
+                blackHole(try decoder.decode(bytes, format: .json))
+            }
+        }
+
+        Benchmark("decode+record, \(experts) experts") { benchmark in
+            // One registry for the whole benchmark: every sample records into the same layer, as a
+            // running daemon does; its first decision (creating the layer) is part of the warm-up.
+            let registry = LayerRegistry(configuration: StatsConfiguration())
+            for _ in benchmark.scaledIterations {
+                let decisions = try decoder.decode(bytes, format: .json)
+                blackHole(try registry.ingest(decisions, defaultLayer: nil, now: 1_700_000_000))
+            }
+        }
+    }
+}

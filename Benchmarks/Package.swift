@@ -1,0 +1,30 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// A package of its own so that building or testing moe-metricsd never builds the benchmark
+// framework and its dependencies. It depends on the daemon's package by path.
+//
+//   swift package --package-path Benchmarks benchmark      in-process microbenchmarks
+//   scripts/bench                                        everything, against nginx, nghttpd, Pushgateway
+let package = Package(
+    name: "moe-metricsd-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "moe-metricsd", path: ".."),
+        // The malloc interposer trait gives the allocation counts reported beside the times.
+        .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The benchmark plugin discovers executable targets whose sources live under Benchmarks/.
+        .executableTarget(
+            name: "DecodeRecord",
+            dependencies: [
+                .product(name: "MoEStats", package: "moe-metricsd"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/DecodeRecord",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
