@@ -40,7 +40,8 @@ section h2 small { font-weight: normal; color: var(--muted); }
 #legend { display: flex; align-items: center; gap: 10px; margin-top: 8px; color: var(--muted); flex-wrap: wrap; }
 #tooltip { position: fixed; pointer-events: none; background: rgba(29,35,41,.95); color: #fff; padding: 6px 8px; border-radius: 4px; font-size: 12px; white-space: nowrap; display: none; z-index: 10; font-variant-numeric: tabular-nums; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th, td { padding: 3px 6px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th { position: sticky; top: 0; background: #eef1f4; cursor: pointer; user-select: none; font-weight: 600; }
 th:first-child, td:first-child { text-align: left; }
 th[aria-sort="ascending"]::after { content: " \25B2"; }

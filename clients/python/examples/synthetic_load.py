@@ -31,8 +31,8 @@ def layer_preferences(rng: random.Random, layers: int, experts: int) -> List[Lis
             for e in rng.sample(range(experts), 3):
                 weights[e] += 6.0 / 3
         else:
-            # Healthy but uneven: concentration grows with depth, as load-balance losses tend to.
-            weights = [rng.gammavariate(4.0 + layer, 1.0) for _ in range(experts)]
+            # Healthy but uneven, more even with depth (CV about 1/sqrt(shape)).
+            weights = [rng.gammavariate(12.0 + 6.0 * layer, 1.0) for _ in range(experts)]
         if layer % 4 == 1:
             for e in rng.sample(range(experts), max(1, experts // 32)):
                 weights[e] = 0.0  # dead experts
@@ -61,7 +61,7 @@ def main() -> None:
     with MetricsClient(args.url, worker="synthetic", max_queue=args.layers * args.steps + 1) as client:
         for step in range(args.steps):
             for layer, p in enumerate(prefs):
-                wanted = [max(0, round(tokens * k * pe * (1 + 0.08 * rng.gauss(0, 1)))) if pe > 0 else 0 for pe in p]
+                wanted = [max(0, round(tokens * k * pe * (1 + 0.05 * rng.gauss(0, 1)))) if pe > 0 else 0 for pe in p]
                 kept = [min(w, capacity) for w in wanted]
                 dropped = min(tokens, sum(w - c for w, c in zip(wanted, kept)) // k)
                 fraction = [c / max(1, sum(kept)) for c in kept]

@@ -109,7 +109,7 @@ def daemon_binary() -> Path:
 
 
 # The daemon logs the address it bound to; with --listen 127.0.0.1:0 that is how we learn the port.
-_LISTEN_RE = re.compile(r"(?:127\.0\.0\.1|localhost):(\d{2,5})")
+_LISTEN_RE = re.compile(r"listening on (?:127\.0\.0\.1|localhost):(\d{1,5})")
 
 
 class Daemon:
