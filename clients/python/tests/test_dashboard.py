@@ -9,12 +9,15 @@ keep the screenshot (scripts/test-adopt --screenshot writes docs/dashboard.png t
 from __future__ import annotations
 
 import html.parser
+import json
 import os
+import threading
 import re
 import shutil
 import subprocess
 import sys
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -115,3 +118,69 @@ def test_screenshot(loaded, tmp_path):
     keep = os.environ.get("MOE_DASHBOARD_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
+
+
+# Moves the mouse over one heatmap cell once the page has rendered; the tooltip is then in the DOM.
+HOVER_SCRIPT = """<script>
+var hoverTimer = setInterval(function () {
+  if (document.body.dataset.render !== "ok") return;
+  clearInterval(hoverTimer);
+  var canvas = document.getElementById("heatmap"), r = canvas.getBoundingClientRect(), g = state.geometry;
+  canvas.dispatchEvent(new MouseEvent("mousemove", { bubbles: true,
+    clientX: r.left + g.labelW + (EXPERT + 0.5) * g.cellW, clientY: r.top + g.topH + (ROW + 0.5) * g.cellH }));
+  document.body.dataset.hovered = "yes";
+}, 20);
+</script></body>"""
+
+
+class HoverProxy:
+    """Serves the daemon's own page with HOVER_SCRIPT appended; forwards the API to the daemon."""
+
+    def __init__(self, daemon_url, page):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path.split("?")[0] == "/":
+                    body, kind = page.encode(), "text/html; charset=utf-8"
+                else:
+                    with urllib.request.urlopen(daemon_url + self.path, timeout=10) as response:
+                        body, kind = response.read(), response.headers["Content-Type"]
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hovering_a_cell_shows_its_expert(loaded, tmp_path):
+    row, expert = 3, 5
+    with urllib.request.urlopen(loaded.url + "/", timeout=5) as response:
+        page = response.read().decode()
+    assert "</body>" in page
+    script = HOVER_SCRIPT.replace("EXPERT", str(expert)).replace("ROW", str(row))
+    proxy = HoverProxy(loaded.url, page.replace("</body>", script))
+    try:
+        result = run_chromium(tmp_path, "--window-size=1280,900", "--dump-dom", proxy.url + "/?refresh=0")
+    finally:
+        proxy.close()
+    parser = BodyAttributes()
+    parser.feed(result.stdout)
+    assert parser.body.get("data-hovered") == "yes", parser.body
+    tooltip = re.search(r'<div id="tooltip"[^>]*>(.*?)</div>', result.stdout, re.S)
+    assert tooltip, result.stdout[-2000:]
+    text = re.sub(r"<br>", "\n", tooltip.group(1))
+    layer = f"dash.{row}.moe"
+    assert f"layer {layer} · expert {expert}" in text, text
+    counts = json.loads(urllib.request.urlopen(loaded.url + "/v1/layers/" + layer, timeout=5).read())["expert_token_counts"]
+    assert f"tokens: {counts[expert]:,}" in text, text
+    assert "display: block" in tooltip.group(0)
