@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import CLIENT_ROOT
+from conftest import CLIENT_ROOT, Daemon, daemon_binary
 
 LAYERS, EXPERTS = 8, 64
 
@@ -184,3 +184,18 @@ def test_hovering_a_cell_shows_its_expert(loaded, tmp_path):
     counts = json.loads(urllib.request.urlopen(loaded.url + "/v1/layers/" + layer, timeout=5).read())["expert_token_counts"]
     assert f"tokens: {counts[expert]:,}" in text, text
     assert "display: block" in tooltip.group(0)
+
+
+def test_page_renders_an_empty_daemon(tmp_path):
+    empty = Daemon(daemon_binary())
+    try:
+        result = run_chromium(tmp_path, "--dump-dom", empty.url + "/?refresh=0")
+    finally:
+        empty.stop()
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], "console messages:\n" + "\n".join(console)
+    parser = BodyAttributes()
+    parser.feed(result.stdout)
+    assert parser.body.get("data-render") == "ok" and parser.body.get("data-errors") == "0", parser.body
+    assert parser.body.get("data-layers") == ""
+    assert "No layer yet" in result.stdout
