@@ -1,0 +1,165 @@
+import Configuration
+import Foundation
+import Logging
+import Testing
+@testable import MoEDaemon
+
+@Suite struct ConfigurationTests {
+    /// Writes `json` to a fresh temporary file and returns its path; the caller removes it.
+    func tempFile(_ json: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("moe-metricsd-config-\(UUID().uuidString).json").path
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func defaultsWithoutSources() throws {
+        let c = try DaemonConfiguration.load(ConfigurationSources())
+        #expect(c == DaemonConfiguration())
+        #expect(c.listen == ["127.0.0.1:9477"])
+    }
+
+    @Test func flagBeatsEnvironmentBeatsFileBeatsDefault() throws {
+        let path = try tempFile("""
+            {"http": {"max_body_bytes": 1000, "max_header_count": 11, "max_connections": 12},
+             "stats": {"max_layers": 7}, "log_level": "debug"}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let c = try DaemonConfiguration.load(ConfigurationSources(
+            filePath: path,
+            environment: ["MOE_METRICSD_HTTP_MAX_HEADER_COUNT": "21", "MOE_METRICSD_HTTP_MAX_CONNECTIONS": "22",
+                          "UNRELATED_HTTP_MAX_CONNECTIONS": "99"],
+            flags: ["http.max_connections": .int(33)]))
+        #expect(c.http.maxBodyBytes == 1000)      // file only
+        #expect(c.http.maxHeaderCount == 21)      // env over file
+        #expect(c.http.maxConnections == 33)      // flag over env and file
+        #expect(c.maxLayers == 7)
+        #expect(c.logLevel == .debug)
+        #expect(c.maxExperts == DaemonConfiguration().maxExperts)  // default
+    }
+
+    @Test func listsFromEachSource() throws {
+        let path = try tempFile(#"{"listen": ["127.0.0.1:1", "[::1]:2"], "stats": {"latency_buckets_seconds": [1, 2.5]}}"#)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let fromFile = try DaemonConfiguration.load(ConfigurationSources(filePath: path))
+        #expect(fromFile.listen == ["127.0.0.1:1", "[::1]:2"])
+        #expect(fromFile.latencyBucketsSeconds == [1, 2.5])
+        let fromEnv = try DaemonConfiguration.load(ConfigurationSources(
+            filePath: path, environment: ["MOE_METRICSD_LISTEN": "127.0.0.1:3, 127.0.0.1:4",
+                                          "MOE_METRICSD_STATS_LATENCY_BUCKETS_SECONDS": "0.1,0.2"]))
+        #expect(fromEnv.listen == ["127.0.0.1:3", "127.0.0.1:4"])
+        #expect(fromEnv.latencyBucketsSeconds == [0.1, 0.2])
+        let single = try tempFile(#"{"listen": "127.0.0.1:5"}"#)
+        defer { try? FileManager.default.removeItem(atPath: single) }
+        #expect(try DaemonConfiguration.load(ConfigurationSources(filePath: single)).listen == ["127.0.0.1:5"])
+    }
+
+    @Test func boolsAndDoubles() throws {
+        let c = try DaemonConfiguration.load(ConfigurationSources(
+            environment: ["MOE_METRICSD_METRICS_PER_EXPERT_SERIES": "false",
+                          "MOE_METRICSD_HTTP_IDLE_TIMEOUT_SECONDS": "2.5"]))
+        #expect(c.perExpertSeries == false)
+        #expect(c.http.idleTimeoutSeconds == 2.5)
+    }
+
+    func expectError(_ sources: ConfigurationSources, mentioning parts: [String]) {
+        do {
+            _ = try DaemonConfiguration.load(sources)
+            Issue.record("expected a configuration error mentioning \(parts)")
+        } catch {
+            for p in parts { #expect(error.message.contains(p), "\(error.message) should mention \(p)") }
+        }
+    }
+
+    @Test func wrongTypeNamesTheSource() throws {
+        expectError(ConfigurationSources(environment: ["MOE_METRICSD_HTTP_MAX_BODY_BYTES": "lots"]),
+                    mentioning: ["http.max_body_bytes", "MOE_METRICSD_HTTP_MAX_BODY_BYTES", "integer"])
+        let path = try tempFile(#"{"stats": {"max_layers": "many"}}"#)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        expectError(ConfigurationSources(filePath: path), mentioning: ["stats.max_layers", path])
+    }
+
+    @Test func invalidValuesNameTheSource() {
+        expectError(ConfigurationSources(flags: ["http.max_body_bytes": .int(0)]),
+                    mentioning: ["http.max_body_bytes", "--http-max-body-bytes"])
+        expectError(ConfigurationSources(environment: ["MOE_METRICSD_LISTEN": "localhost"]),
+                    mentioning: ["listen", "MOE_METRICSD_LISTEN"])
+        expectError(ConfigurationSources(environment: ["MOE_METRICSD_LOG_LEVEL": "loud"]), mentioning: ["log_level"])
+        expectError(ConfigurationSources(flags: ["stats.latency_buckets_seconds": .doubleArray([1, 0.5])]),
+                    mentioning: ["stats.latency_buckets_seconds", "increasing"])
+        expectError(ConfigurationSources(flags: ["stats.default_capacity_factor": .double(-1)]),
+                    mentioning: ["stats.default_capacity_factor"])
+    }
+
+    @Test func fileProblems() throws {
+        expectError(ConfigurationSources(filePath: "/nonexistent/moe-metricsd.json"), mentioning: ["cannot be read"])
+        let notJSON = try tempFile("{listen: 1")
+        defer { try? FileManager.default.removeItem(atPath: notJSON) }
+        expectError(ConfigurationSources(filePath: notJSON), mentioning: ["not valid JSON"])
+        let array = try tempFile("[1]")
+        defer { try? FileManager.default.removeItem(atPath: array) }
+        expectError(ConfigurationSources(filePath: array), mentioning: ["top level"])
+        let typo = try tempFile(#"{"http": {"max_body_byte": 1}}"#)
+        defer { try? FileManager.default.removeItem(atPath: typo) }
+        expectError(ConfigurationSources(filePath: typo), mentioning: ["unknown setting http.max_body_byte"])
+    }
+
+    @Test func commentKeysAreIgnored() throws {
+        let path = try tempFile(#"{"_comment": "hi", "http": {"_note": "x", "max_body_bytes": 5}}"#)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try DaemonConfiguration.load(ConfigurationSources(filePath: path)).http.maxBodyBytes == 5)
+    }
+
+    @Test func namesDerivedFromKeys() throws {
+        let s = try #require(DaemonSettings.setting("http.max_body_bytes"))
+        #expect(s.environmentVariable == "MOE_METRICSD_HTTP_MAX_BODY_BYTES")
+        #expect(s.flag == "--http-max-body-bytes")
+        #expect(Set(DaemonSettings.all.map(\.key)).count == DaemonSettings.all.count)
+    }
+
+    /// Every setting read back from its own environment variable, so none is unreachable.
+    @Test func everySettingHasAWorkingEnvironmentVariable() throws {
+        for s in DaemonSettings.all {
+            let value: String
+            switch s.kind {
+            case .int: value = "3"
+            case .double: value = "3.5"
+            case .bool: value = "false"
+            case .string: value = "warning"
+            case .stringList: value = "127.0.0.1:3"
+            case .doubleList: value = "0.5,3"
+            }
+            let c = try DaemonConfiguration.load(ConfigurationSources(environment: [s.environmentVariable: value]))
+            #expect(c != DaemonConfiguration(), "\(s.environmentVariable) had no effect")
+            #expect(s.describe(c) != s.defaultValue, "\(s.key)")
+        }
+    }
+
+    /// The shipped config file lists every setting with its default.
+    @Test func shippedConfigFileHasEveryDefault() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = root.appendingPathComponent("config/moe-metricsd.json").path
+        let c = try DaemonConfiguration.load(ConfigurationSources(filePath: path))
+        #expect(c == DaemonConfiguration())
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        for s in DaemonSettings.all {
+            let leaf = s.key.split(separator: ".").last.map(String.init) ?? s.key
+            #expect(text.contains("\"\(leaf)\""), "config file lacks \(s.key)")
+        }
+    }
+}
+
+@Suite struct LogFormatTests {
+    @Test func journaldLinesCarryPriorityAndNoTimestamp() {
+        let line = LineLogHandler.format(level: .warning, message: "two\nlines", metadata: ["b": "2", "a": "1"],
+                                         journal: true, now: Date(timeIntervalSince1970: 0))
+        #expect(line == "<4>warning two\\nlines a=1 b=2")
+    }
+
+    @Test func terminalLinesStartWithATimestamp() {
+        let line = LineLogHandler.format(level: .info, message: "listening on 127.0.0.1:1", metadata: [:],
+                                         journal: false, now: Date(timeIntervalSince1970: 0))
+        #expect(line == "1970-01-01T00:00:00Z info listening on 127.0.0.1:1")
+        #expect(!line.contains("\u{1B}"))
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+@testable import MoEDaemon
+
+@Suite struct ExpositionTests {
+    @Test func labelValuesAreEscaped() {
+        var w = MetricsWriter(format: .prometheusText)
+        w.family("x_total", .counter, help: "h")
+        w.sample(labels: ["layer": "a\\b\"c\nd"], 1)
+        let text = String(decoding: w.finish(), as: UTF8.self)
+        #expect(text.contains(#"x_total{layer="a\\b\"c\nd"} 1"#))
+        #expect(!text.contains("c\nd"))
+    }
+
+    @Test func helpIsEscapedPerFormat() {
+        var text = MetricsWriter(format: .prometheusText)
+        text.family("g", .gauge, help: "back\\slash \"quoted\"\nnext")
+        let t = String(decoding: text.finish(), as: UTF8.self)
+        // 0.0.4 escapes backslash and newline in HELP, not quotes.
+        #expect(t.hasPrefix("# HELP g back\\\\slash \"quoted\"\\nnext\n# TYPE g gauge\n"))
+        var om = MetricsWriter(format: .openMetrics)
+        om.family("g", .gauge, help: "\"q\"")
+        let o = String(decoding: om.finish(), as: UTF8.self)
+        #expect(o.hasPrefix("# HELP g \\\"q\\\"\n"))
+    }
+
+    @Test func familyIsDescribedOnce() {
+        var w = MetricsWriter(format: .prometheusText)
+        let first = w.family("a_total", .counter, help: "first")
+        #expect(first)
+        w.sample(1)
+        let second = w.family("a_total", .counter, help: "second")
+        #expect(!second)
+        let text = String(decoding: w.finish(), as: UTF8.self)
+        #expect(text.components(separatedBy: "# HELP a_total").count == 2)
+        #expect(text.components(separatedBy: "# TYPE a_total").count == 2)
+        #expect(!text.contains("second"))
+    }
+
+    @Test func openMetricsCountersAndEOF() {
+        var w = MetricsWriter(format: .openMetrics)
+        w.family("moe_routing_tokens_total", .counter, help: "Tokens.")
+        w.sample(labels: ["layer": "l"], 5)
+        w.family("lat_seconds", .histogram, help: "L.")
+        w.histogram(labels: [("layer", "l")], bounds: [0.5, 1], cumulativeCounts: [1, 2], count: 3, sum: 2.25)
+        let text = String(decoding: w.finish(), as: UTF8.self)
+        #expect(text.contains("# TYPE moe_routing_tokens counter\n"))
+        #expect(text.contains("# HELP moe_routing_tokens Tokens.\n"))
+        #expect(text.contains("moe_routing_tokens_total{layer=\"l\"} 5\n"))
+        #expect(text.contains("lat_seconds_bucket{layer=\"l\",le=\"1.0\"} 2\n"))
+        #expect(text.contains("lat_seconds_bucket{layer=\"l\",le=\"+Inf\"} 3\n"))
+        #expect(text.hasSuffix("lat_seconds_count{layer=\"l\"} 3\n# EOF\n"))
+    }
+
+    @Test func textFormatKeepsTotalInTypeLine() {
+        var w = MetricsWriter(format: .prometheusText)
+        w.family("moe_routing_tokens_total", .counter, help: "Tokens.")
+        w.family("lat_seconds", .histogram, help: "L.")
+        w.histogram(labels: [], bounds: [1], cumulativeCounts: [0], count: 0, sum: 0)
+        let text = String(decoding: w.finish(), as: UTF8.self)
+        #expect(text.contains("# TYPE moe_routing_tokens_total counter\n"))
+        #expect(text.contains("lat_seconds_bucket{le=\"1\"} 0\n"))
+        #expect(!text.contains("# EOF"))
+    }
+
+    @Test(arguments: [
+        (Double.infinity, "+Inf"), (-Double.infinity, "-Inf"), (Double.nan, "NaN"), (3, "3"), (-2, "-2"),
+        (0.5, "0.5"), (1e-7, "1e-07"), (1e300, "1e+300"),
+    ])
+    func numbersArePrometheusSpelled(value: Double, expected: String) {
+        #expect(PrometheusNumber.format(value) == expected)
+    }
+
+    @Test func numbersIgnoreTheLocale() {
+        // A comma-decimal locale must not leak into the exposition.
+        let saved = String(cString: setlocale(LC_ALL, nil))
+        defer { setlocale(LC_ALL, saved) }
+        _ = setlocale(LC_ALL, "de_DE.UTF-8")
+        #expect(PrometheusNumber.format(0.25) == "0.25")
+    }
+
+    @Test(arguments: [
+        (nil, ExpositionFormat.prometheusText),
+        ("text/plain", .prometheusText),
+        ("application/openmetrics-text; version=1.0.0", .openMetrics),
+        ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", .openMetrics),
+        ("text/plain;q=1, application/openmetrics-text;q=0.5", .prometheusText),
+        ("application/openmetrics-text;q=0", .prometheusText),
+        ("*/*", .prometheusText),
+    ] as [(String?, ExpositionFormat)])
+    func acceptNegotiation(accept: String?, expected: ExpositionFormat) {
+        #expect(ExpositionFormat.negotiate(accept: accept) == expected)
+    }
+
+    @Test func contentTypes() {
+        #expect(ExpositionFormat.prometheusText.contentType == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(ExpositionFormat.openMetrics.contentType.hasPrefix("application/openmetrics-text; version=1.0.0"))
+    }
+}
+
+@Suite struct GzipTests {
+    @Test func roundTripThroughZlibInflate() throws {
+        var input = [UInt8]()
+        for i in 0..<50_000 { input.append(UInt8(truncatingIfNeeded: i * 7 % 251)) }
+        input += Array(String(repeating: "moe_routing_tokens_total{layer=\"x\"} 1\n", count: 2000).utf8)
+        let compressed = try #require(Gzip.compress(input))
+        #expect(compressed.count < input.count)
+        #expect(compressed.prefix(2) == [0x1F, 0x8B])  // gzip magic (RFC 1952 section 2.3.1)
+        #expect(Gzip.decompress(compressed) == input)
+    }
+
+    @Test func emptyInput() throws {
+        let compressed = try #require(Gzip.compress([]))
+        #expect(Gzip.decompress(compressed) == [])
+    }
+
+    @Test func corruptInputIsRefused() throws {
+        var compressed = try #require(Gzip.compress(Array("hello hello hello".utf8)))
+        compressed[compressed.count / 2] ^= 0xFF
+        compressed.removeLast(4)
+        #expect(Gzip.decompress(compressed) == nil)
+    }
+
+    @Test(arguments: [
+        (nil, false), ("gzip", true), ("deflate, gzip;q=0.5", true), ("gzip;q=0", false), ("identity", false),
+        ("*", true), ("*;q=0", false), ("gzip;q=0, *", false), ("br, x-gzip", true), ("GZIP", true),
+    ] as [(String?, Bool)])
+    func acceptEncoding(header: String?, expected: Bool) {
+        #expect(Gzip.accepted(by: header) == expected)
+    }
+}
