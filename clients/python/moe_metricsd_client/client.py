@@ -436,11 +436,23 @@ class MetricsClient:
         attempt = 0
         while True:
             retry_after: Optional[float] = None
+            reused = self._conn is not None
             try:
                 self._bump("requests")
                 conn = self._connection()
-                conn.request("POST", self._path, body=body, headers=headers)
-                response = conn.getresponse()
+                try:
+                    conn.request("POST", self._path, body=body, headers=headers)
+                    response = conn.getresponse()
+                except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                    if not reused:
+                        raise
+                    # The daemon closed an idle keep-alive connection (RFC 9112 section 9.6 lets
+                    # either side do so at any time) before reading this request: open a fresh
+                    # one and send again at once; this is no failure to back off from.
+                    self._drop_connection()
+                    conn = self._connection()
+                    conn.request("POST", self._path, body=body, headers=headers)
+                    response = conn.getresponse()
                 reply = response.read().decode("utf-8", "replace")
                 if response.getheader("Connection", "").lower() == "close":
                     self._drop_connection()

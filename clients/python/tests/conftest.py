@@ -47,6 +47,7 @@ class StubServer:
 
     def __init__(self) -> None:
         self.requests: List[Recorded] = []
+        self.close_silently = False
         self.lock = threading.Lock()
         self.responder: Callable[[Recorded], Tuple[int, str]] = lambda r: (202, '{"accepted": %d}' % len(r.decisions()))
         stub = self
@@ -67,6 +68,10 @@ class StubServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                if stub.close_silently:
+                    # Close after answering without a `Connection: close` header, as a server
+                    # whose idle timeout just expired would.
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass

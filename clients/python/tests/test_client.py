@@ -212,3 +212,14 @@ def test_non_finite_values_never_produce_invalid_json(stub):
     client.close()
     assert stub.requests == []
     assert client.stats.invalid == 1
+
+
+def test_a_keep_alive_connection_closed_by_the_server_is_reopened_without_retry(stub):
+    stub.close_silently = True
+    client = fast_client(stub.url, linger=0)
+    for step in range(3):
+        client.record("l", [1, 1], total_tokens=2, step=step)
+        assert client.flush(10)
+    client.close()
+    assert [d["step"] for d in stub.all_decisions()] == [0, 1, 2]
+    assert client.stats.sent == 3 and client.stats.retries == 0 and client.stats.dropped == 0
