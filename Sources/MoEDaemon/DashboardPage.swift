@@ -130,6 +130,8 @@ function naturalCompare(a, b) {
 
 // ---- data ----
 
+// Paths are relative to the page, so the dashboard also works behind a reverse proxy that serves
+// the daemon under a prefix.
 function fetchJSON(path) {
   return fetch(path, { headers: { "Accept": "application/json" }, cache: "no-store" }).then(function (r) {
     if (!r.ok) throw new Error(path + ": HTTP " + r.status);
@@ -156,14 +158,14 @@ function complete(entries) {
 }
 
 function loadEach() {
-  return fetchJSON("/v1/layers").then(function (listing) {
+  return fetchJSON("v1/layers").then(function (listing) {
     var entries = layerEntries(listing);
     if (complete(entries)) return entries;
     var out = new Array(entries.length), next = 0;
     function worker() {
       if (next >= entries.length) return Promise.resolve();
       var i = next++;
-      return fetchJSON("/v1/layers/" + encodeURIComponent(entries[i].layer)).then(function (s) {
+      return fetchJSON("v1/layers/" + encodeURIComponent(entries[i].layer)).then(function (s) {
         out[i] = s;
       }, function () {
         out[i] = null; // reset between the listing and this request
@@ -176,7 +178,7 @@ function loadEach() {
 }
 
 function loadAll() {
-  return fetchJSON("/v1/summary").then(function (summary) {
+  return fetchJSON("v1/summary").then(function (summary) {
     var entries = layerEntries(summary && summary.layers);
     return complete(entries) ? entries : loadEach();
   }, loadEach);

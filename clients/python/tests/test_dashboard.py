@@ -90,8 +90,9 @@ def test_page_is_self_contained_html(loaded):
     assert "@import" not in page and "url(http" not in page
 
 
-def test_page_renders_the_posted_layers_without_errors(loaded, tmp_path):
-    result = run_chromium(tmp_path, "--dump-dom", loaded.url + "/?refresh=0")
+@pytest.mark.parametrize("path", ["/", "/dashboard"])
+def test_page_renders_the_posted_layers_without_errors(loaded, tmp_path, path):
+    result = run_chromium(tmp_path, "--dump-dom", loaded.url + path + "?refresh=0")
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], "console messages:\n" + "\n".join(console)
     parser = BodyAttributes()
