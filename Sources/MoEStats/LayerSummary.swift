@@ -18,6 +18,11 @@ public struct LayerSummary: Sendable, Equatable {
     public struct ExpertUtilization: Sendable, Equatable {
         public var expert: Int
         public var utilization: Double
+
+        public init(expert: Int, utilization: Double) {
+            self.expert = expert
+            self.utilization = utilization
+        }
     }
 
     public struct UtilizationSummary: Sendable, Equatable {
@@ -50,6 +55,17 @@ public struct LayerSummary: Sendable, Equatable {
         public var p50Ms: Double?
         public var p95Ms: Double?
         public var p99Ms: Double?
+
+        public init(count: UInt64, averageMs: Double?, minMs: Double?, maxMs: Double?,
+                    p50Ms: Double?, p95Ms: Double?, p99Ms: Double?) {
+            self.count = count
+            self.averageMs = averageMs
+            self.minMs = minMs
+            self.maxMs = maxMs
+            self.p50Ms = p50Ms
+            self.p95Ms = p95Ms
+            self.p99Ms = p99Ms
+        }
     }
 
     public struct Capacity: Sendable, Equatable {
