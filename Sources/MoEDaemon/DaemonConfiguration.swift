@@ -34,7 +34,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     /// Most decisions in one request (array elements or NDJSON lines).
     public var maxDecisionsPerRequest: Int = 10_000
-    /// Most per-token assignments in one request.
+    /// Most per-token assignments in one decision.
     public var maxAssignments: Int = 1_000_000
     /// Deepest JSON nesting accepted in a request body.
     public var maxJSONDepth: Int = 16

@@ -17,9 +17,18 @@ public final class DaemonCounters: Sendable {
         var rejected: [String: UInt64] = [:]
     }
 
-    private let state = Mutex(State())
+    /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
+    /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
+    public static let reasons = ["conflict", "invalid", "malformed", "too_many_experts", "too_many_layers",
+                                 "unsupported_media_type"]
 
-    public init() {}
+    private let state: Mutex<State>
+
+    public init() {
+        var s = State()
+        for r in Self.reasons { s.rejected[r] = 0 }
+        state = Mutex(s)
+    }
 
     public func recordRequest(route: String, code: Int) {
         state.withLock { $0.requests[RouteCode(route: route, code: code), default: 0] &+= 1 }

@@ -105,7 +105,7 @@ public enum DaemonSettings {
                \.defaultCapacityFactor),
         int("decoder.max_decisions", "Most decisions in one request (array elements or NDJSON lines); more gets 422.",
             \.maxDecisionsPerRequest),
-        int("decoder.max_assignments", "Most per-token expert assignments in one request; more gets 422.", \.maxAssignments),
+        int("decoder.max_assignments", "Most per-token expert assignments in one decision; more gets 422.", \.maxAssignments),
         int("decoder.max_depth", "Deepest JSON nesting accepted in a request body; deeper gets 400.", \.maxJSONDepth),
         DaemonSetting(key: "metrics.per_expert_series", kind: .bool,
                       help: "Emit per-expert series (moe_expert_tokens_total, moe_expert_utilization_ratio); turn off for very large models.",

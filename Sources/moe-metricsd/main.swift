@@ -49,7 +49,7 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.") var statsDefaultTopK: Int?
     @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.") var statsDefaultCapacityFactor: Double?
     @Option(name: .long, help: "Most decisions per request (422 past it).") var decoderMaxDecisions: Int?
-    @Option(name: .long, help: "Most per-token assignments per request (422 past it).") var decoderMaxAssignments: Int?
+    @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments: Int?
     @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: Int?
     @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: Bool?
 
