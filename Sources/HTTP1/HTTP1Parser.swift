@@ -213,10 +213,12 @@ public struct HTTP1Parser {
             // The line so far can still end in CR, hence + 1.
             return end - start > maxLength + 1 ? .tooLong : .needMore
         }
+        // Length first, with the same bound as above, so the verdict does not depend on how the
+        // bytes were split into reads.
+        if lf - start > maxLength + 1 { return .tooLong }
         // RFC 9112 section 2.2: we do not accept a bare LF as a line terminator.
         guard lf > start, buffer[lf - 1] == CR else { return .malformed }
         let line = start..<(lf - 1)
-        if line.count > maxLength { return .tooLong }
         start = lf + 1
         scan = start
         return .line(line)

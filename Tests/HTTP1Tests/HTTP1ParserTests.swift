@@ -192,6 +192,14 @@ import Testing
         #expect(statusOf("GET /" + String(repeating: "a", count: 200), limits: limits) == 414)
     }
 
+    @Test func overlongLineEndingInBareLFIsTooLongHoweverItIsSplit() {
+        // Found by the fuzz target: the verdict must not depend on where reads split the bytes.
+        var limits = HTTPLimits()
+        limits.maxRequestLineBytes = 18
+        #expect(statusOf("PUContent-Length: 40/ \n\r T\rHTTP/1.1\r\nHost: a\r\n\r\n", limits: limits) == 414)
+        #expect(statusOf("GET /short\nHost: a\r\n\r\n", limits: limits) == 400)
+    }
+
     @Test func headerSectionOneByteOverTheLimit() {
         var limits = HTTPLimits()
         let fields = "Host: a\r\nX: \(String(repeating: "b", count: 100))\r\n"
