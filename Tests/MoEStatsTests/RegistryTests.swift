@@ -206,4 +206,74 @@ import MoEStats
         #expect(shared.expertTokens == [total, 2 * total, 4 * total])
         #expect(shared.latencyHistogram.count == total)
     }
+
+    @Test func concurrentBatchesAreAllOrNothing() async throws {
+        // Every batch puts two decisions into x and two into y under both layers' locks, so no
+        // reader ever sees an odd count; batches that conflict on z (3 experts, not 2) apply nothing.
+        let r = LayerRegistry(configuration: StatsConfiguration())
+        _ = try r.ingest([decision([1, 1], layer: "z")], defaultLayer: nil, now: 0)
+        let writers = 6, rounds = 150
+        let accepted = try await withThrowingTaskGroup(of: Int.self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var ok = 0
+                    for i in 0..<rounds {
+                        var batch = [decision([1, 0], layer: "x"), decision([0, 1], layer: "y"),
+                                     decision([1, 0], layer: "x"), decision([0, 1], layer: "y")]
+                        if (w + i) % 3 == 0 { batch.append(decision([1, 1, 1], layer: "z")) }
+                        do {
+                            ok += try r.ingest(batch, defaultLayer: nil, now: Double(i)) > 0 ? 1 : 0
+                        } catch {
+                            #expect((error as? DecisionError)?.kind == .conflict && (error as? DecisionError)?.index == 4)
+                        }
+                    }
+                    return ok
+                }
+            }
+            group.addTask {
+                for _ in 0..<300 {
+                    for s in r.snapshots() where s.layer != "z" {
+                        #expect(s.totalRoutings % 2 == 0, "a reader saw half a batch in \(s.layer)")
+                    }
+                    await Task.yield()
+                }
+                return 0
+            }
+            return try await group.reduce(0, +)
+        }
+        let refused = (0..<writers).flatMap { w in (0..<rounds).filter { (w + $0) % 3 == 0 } }.count
+        #expect(accepted == writers * rounds - refused)
+        #expect(r.snapshot("x")?.totalRoutings == UInt64(2 * accepted))
+        #expect(r.snapshot("y")?.expertTokens == [0, UInt64(2 * accepted)])
+        #expect(r.snapshot("z")?.totalRoutings == 1)
+    }
+
+    @Test func layerCapHoldsUnderConcurrentCreation() async throws {
+        // 20 writers each try to create two new layers at once; with a cap of 5 exactly two
+        // batches fit, and a refused batch creates neither of its layers.
+        var config = StatsConfiguration()
+        config.maxLayers = 5
+        let r = LayerRegistry(configuration: config)
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for t in 0..<20 {
+                group.addTask {
+                    do {
+                        _ = try r.ingest([decision([1], layer: "t\(t)-a"), decision([1], layer: "t\(t)-b")],
+                                         defaultLayer: nil, now: 1)
+                        return true
+                    } catch {
+                        #expect((error as? DecisionError)?.kind == .tooManyLayers)
+                        return false
+                    }
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0 }.count == 2)
+        #expect(r.layerCount == 4)
+        let names = Set(r.snapshots().map(\.layer))
+        for name in names where name.hasSuffix("-a") {
+            #expect(names.contains(String(name.dropLast(2)) + "-b"))
+        }
+    }
 }
