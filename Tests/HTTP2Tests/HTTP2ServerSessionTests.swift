@@ -1,0 +1,303 @@
+import CNGHTTP2
+import HTTP2
+import HTTPCore
+import Synchronization
+import Testing
+
+/// Echoes the request back: its parts as headers, its body as the body; counts calls.
+final class EchoHandler: HTTPHandler {
+    let calls = Mutex(0)
+    let requests = Mutex<[HTTPRequest]>([])
+
+    func handle(_ request: HTTPRequest) -> HTTPResponse {
+        calls.withLock { $0 += 1 }
+        requests.withLock { $0.append(request) }
+        var headers: HTTPHeaders = [
+            "x-method": request.method, "x-path": request.path, "x-query": request.query ?? "-",
+            "x-version": request.version.description, "x-host": request.headers["host"] ?? "-",
+            "x-field-count": String(request.headers.count),
+            // A connection-specific field a careless handler might set: must not reach the wire.
+            "connection": "keep-alive",
+        ]
+        headers.add("content-type", "application/octet-stream")
+        return HTTPResponse(status: request.method == "POST" ? 201 : 200, headers: headers, body: request.body)
+    }
+
+    var callCount: Int { calls.withLock { $0 } }
+}
+
+/// A deterministic, non-repeating-looking body (written through a raw buffer: debug builds map slowly).
+func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: n) { buf, count in
+        for i in 0..<n { buf[i] = UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed) &+ i >> 8) }
+        count = n
+    }
+}
+
+@Suite struct HTTP2ServerSessionTests {
+    @Test(arguments: [false, true])
+    func getAndPostBecomeRequests(byteByByte: Bool) throws {
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler)
+        let get = pipe.client.request("GET", "/v1/layers/3?window=60&x=a%20b", headers: [("x-test", "yes")])
+        let body = Array(#"{"layer":"blocks.3.moe","tokens_per_expert":[1,2,3]}"#.utf8)
+        let post = pipe.client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")], body: body)
+        pipe.run(byteByByte: byteByByte)
+
+        let g = try #require(pipe.client.responses[get])
+        #expect(g.status == 200)
+        #expect(g.header("x-method") == "GET")
+        #expect(g.header("x-path") == "/v1/layers/3")
+        #expect(g.header("x-query") == "window=60&x=a%20b")
+        #expect(g.header("x-version") == "HTTP/2")
+        #expect(g.header("x-host") == "test.local")
+        #expect(g.header("content-length") == "0")
+        #expect(g.header("connection") == nil)
+        #expect(g.closeCode == NGHTTP2_NO_ERROR.rawValue)
+
+        let p = try #require(pipe.client.responses[post])
+        #expect(p.status == 201)
+        #expect(p.body == body)
+        #expect(p.header("content-length") == String(body.count))
+        #expect(p.header("content-type") == "application/octet-stream")
+        #expect(handler.callCount == 2)
+
+        let requests = handler.requests.withLock { $0 }
+        let getRequest = try #require(requests.first { $0.method == "GET" })
+        #expect(getRequest.headers["x-test"] == "yes")
+        #expect(getRequest.headers.contains { $0.name.hasPrefix(":") } == false)
+        #expect(getRequest.queryParameter("x") == "a b")
+        #expect(pipe.lastDisposition == .keepOpen)
+        #expect(pipe.server.isIdle)
+    }
+
+    @Test func headAnswersWithLengthButNoBody() throws {
+        let handler = ClosureHandler { _ in HTTPResponse(status: 200, body: bytes(1234)) }
+        var pipe = H2Pipe(handler: handler)
+        let id = pipe.client.request("HEAD", "/summary")
+        pipe.run()
+        let r = try #require(pipe.client.responses[id])
+        #expect(r.status == 200)
+        #expect(r.header("content-length") == "1234")
+        #expect(r.body.isEmpty)
+        #expect(r.closeCode == NGHTTP2_NO_ERROR.rawValue)
+    }
+
+    @Test func manyConcurrentStreamsAreAllAnswered() throws {
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler)
+        var ids: [Int32] = []
+        for i in 0..<100 {
+            ids.append(pipe.client.request("POST", "/v1/decisions?i=\(i)", body: bytes(100 + i, seed: UInt8(i))))
+        }
+        pipe.run()
+        for (i, id) in ids.enumerated() {
+            let r = try #require(pipe.client.responses[id])
+            #expect(r.status == 201)
+            #expect(r.header("x-query") == "i=\(i)")
+            #expect(r.body == bytes(100 + i, seed: UInt8(i)))
+        }
+        #expect(handler.callCount == 100)
+    }
+
+    @Test func largeBodiesFlowBothWaysWithoutStalling() throws {
+        // 3 MiB: larger than the 64 KiB default windows and than our 1 MiB stream window, so
+        // the upload completes only if the server keeps sending WINDOW_UPDATE.
+        let handler = EchoHandler()
+        // The client keeps the 64 KiB default window, so the response also needs flow control.
+        var pipe = H2Pipe(client: H2TestClient(windowBytes: nil), handler: handler)
+        let body = bytes(3 << 20)
+        let id = pipe.client.request("POST", "/v1/decisions", body: body)
+        pipe.run()
+        let r = try #require(pipe.client.responses[id])
+        #expect(r.status == 201)
+        #expect(r.body.count == body.count)
+        let echoed = r.body == body  // compared outside #expect: a failure would print 3 MiB
+        #expect(echoed)
+        #expect(handler.requests.withLock { $0.first?.body.count } == body.count)
+    }
+
+    @Test func streamsBeyondTheAdvertisedLimitAreRefused() throws {
+        var limits = HTTPLimits()
+        limits.maxConcurrentStreams = 4
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        // Submitted before the client has seen our SETTINGS, so it sends all ten at once.
+        let ids = (0..<10).map { _ in pipe.client.request("GET", "/x") }
+        pipe.run()
+        let answered = ids.filter { pipe.client.responses[$0]?.status == 200 }
+        let refused = ids.filter { pipe.client.responses[$0]?.closeCode == NGHTTP2_REFUSED_STREAM.rawValue }
+        #expect(answered.count == 4)
+        #expect(refused.count == 6)
+        #expect(handler.callCount == 4)
+        // The connection survives: a retry after SETTINGS arrived is answered.
+        let retry = pipe.client.request("GET", "/retry")
+        pipe.run()
+        #expect(pipe.client.responses[retry]?.status == 200)
+        #expect(pipe.lastDisposition == .keepOpen)
+    }
+
+    @Test func aClientThatHonoursTheLimitGetsEveryAnswer() throws {
+        var limits = HTTPLimits()
+        limits.maxConcurrentStreams = 3
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        pipe.run()  // exchange SETTINGS first
+        #expect(pipe.client.settingsReceived == 1)
+        #expect(nghttp2_session_get_remote_settings(pipe.client.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) == 3)
+        let ids = (0..<20).map { pipe.client.request("POST", "/x", body: bytes($0 + 1)) }
+        pipe.run()
+        #expect(ids.allSatisfy { pipe.client.responses[$0]?.status == 201 })
+        #expect(handler.callCount == 20)
+    }
+
+    @Test func advertisesHeaderListSizeAndWindows() throws {
+        var limits = HTTPLimits()
+        limits.maxHeaderBytes = 4096
+        var pipe = H2Pipe(handler: EchoHandler(), limits: limits)
+        pipe.run()
+        let s = pipe.client.session
+        #expect(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE) == 4096)
+        #expect(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) == UInt32(HTTP2ServerSession.streamWindowBytes))
+        #expect(nghttp2_session_get_remote_window_size(s) == HTTP2ServerSession.connectionWindowBytes)
+    }
+
+    @Test func headerListOverTheLimitGets431() throws {
+        var limits = HTTPLimits()
+        limits.maxHeaderBytes = 1024
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        let big = pipe.client.request("GET", "/big", headers: [("x-big", String(repeating: "a", count: 2000))])
+        // Just under the limit: 4 pseudo-headers plus one field, 32 bytes of overhead each.
+        let fits = pipe.client.request("GET", "/fits", headers: [("x-ok", String(repeating: "b", count: 800))])
+        pipe.run()
+        #expect(pipe.client.responses[big]?.status == 431)
+        #expect(pipe.client.responses[fits]?.status == 200)
+        #expect(handler.callCount == 1)
+        #expect(pipe.lastDisposition == .keepOpen)
+    }
+
+    @Test func tooManyHeaderFieldsGets431() throws {
+        var limits = HTTPLimits()
+        limits.maxHeaderCount = 5
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        let five = pipe.client.request("GET", "/five", headers: (0..<5).map { ("x-h\($0)", "v") })
+        let six = pipe.client.request("GET", "/six", headers: (0..<6).map { ("x-h\($0)", "v") })
+        pipe.run()
+        #expect(pipe.client.responses[five]?.status == 200)
+        #expect(pipe.client.responses[five]?.header("x-field-count") == "6")  // five plus host
+        #expect(pipe.client.responses[six]?.status == 431)
+        #expect(handler.callCount == 1)
+    }
+
+    @Test func bodyOverTheLimitGets413AndTheConnectionLives() throws {
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 1000
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        let exact = pipe.client.request("POST", "/exact", body: bytes(1000))
+        let over = pipe.client.request("POST", "/over", body: bytes(200_000))
+        let declared = pipe.client.request("POST", "/declared", headers: [("content-length", "5000")], body: bytes(5000))
+        pipe.run()
+        #expect(pipe.client.responses[exact]?.status == 201)
+        let o = try #require(pipe.client.responses[over])
+        #expect(o.status == 413)
+        #expect(String(decoding: o.body, as: UTF8.self).contains("1000"))
+        // Answered before the upload ended, then told to stop without error (RFC 9113 8.1).
+        #expect(o.closeCode == NGHTTP2_NO_ERROR.rawValue)
+        #expect(pipe.client.responses[declared]?.status == 413)
+        #expect(handler.callCount == 1)
+        let after = pipe.client.request("GET", "/after")
+        pipe.run()
+        #expect(pipe.client.responses[after]?.status == 200)
+        #expect(pipe.server.isIdle)
+    }
+
+    @Test func garbageAfterThePrefaceEndsTheConnectionWithProtocolError() throws {
+        var pipe = H2Pipe(handler: EchoHandler())
+        // The first frame must be SETTINGS (RFC 9113 section 3.4); a PING instead is a
+        // connection error of type PROTOCOL_ERROR.
+        let out = pipe.raw(clientPreface + RawFrame.header(length: 8, type: 0x6, flags: 0, streamID: 0) + [UInt8](repeating: 0, count: 8))
+        let goaway = try #require(RawFrame.parse(out).compactMap(\.goaway).last)
+        #expect(goaway.errorCode == NGHTTP2_PROTOCOL_ERROR.rawValue)
+        #expect(pipe.lastDisposition == .closeAfterWrite)
+    }
+
+    @Test func oversizedFrameEndsTheConnectionWithFrameSizeError() throws {
+        var pipe = H2Pipe(handler: EchoHandler())
+        pipe.run()  // a proper preface and SETTINGS exchange first
+        let before = pipe.serverBytes.count
+        // A DATA frame longer than SETTINGS_MAX_FRAME_SIZE (16384 by default).
+        _ = pipe.raw(RawFrame.header(length: 0x10000, type: 0x0, flags: 0, streamID: 1) + bytes(100))
+        let frames = RawFrame.parse(Array(pipe.serverBytes[before...]))
+        let goaway = try #require(frames.compactMap(\.goaway).last)
+        #expect(goaway.errorCode == NGHTTP2_FRAME_SIZE_ERROR.rawValue)
+        #expect(pipe.lastDisposition == .closeAfterWrite)
+    }
+
+    @Test func aWrongPrefaceClosesTheConnection() {
+        var pipe = H2Pipe(handler: EchoHandler())
+        _ = pipe.raw(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        #expect(pipe.lastDisposition == .closeAfterWrite)
+    }
+
+    @Test func gracefulShutdownFinishesStreamsInFlightThenCloses() throws {
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler)
+        let done = pipe.client.request("GET", "/done")
+        pipe.run()
+        #expect(pipe.client.responses[done]?.status == 200)
+
+        // A POST whose body has not arrived yet: the client sends only HEADERS for now.
+        let body = bytes(5000)
+        let inFlight = pipe.client.request("POST", "/slow", body: body)
+        pipe.client.held.insert(inFlight)
+        pipe.run()
+        #expect(pipe.server.isIdle == false)
+        #expect(handler.callCount == 1)
+
+        var out: [UInt8] = []
+        #expect(pipe.server.beginShutdown(now: pipe.now, output: &out) == .keepOpen)
+        let goaway = try #require(RawFrame.parse(out).compactMap(\.goaway).first)
+        #expect(goaway.lastStreamID == UInt32(inFlight))
+        #expect(goaway.errorCode == NGHTTP2_NO_ERROR.rawValue)
+        pipe.client.input(out)
+        #expect(pipe.client.goaways.count == 1)
+
+        // The stream in flight is finished; then the session asks to close.
+        pipe.client.release(inFlight)
+        pipe.run()
+        let r = try #require(pipe.client.responses[inFlight])
+        #expect(r.status == 201)
+        #expect(r.body == body)
+        #expect(pipe.lastDisposition == .closeAfterWrite)
+        #expect(pipe.server.isIdle)
+    }
+
+    @Test func idleConnectionsAreClosedWithGoaway() throws {
+        var limits = HTTPLimits()
+        limits.idleTimeoutSeconds = 5
+        var pipe = H2Pipe(handler: EchoHandler(), limits: limits)
+        let id = pipe.client.request("GET", "/")
+        pipe.run()
+        #expect(pipe.client.responses[id]?.status == 200)
+        let deadline = try #require(pipe.server.deadline)
+        #expect(deadline == pipe.now + 5_000_000_000)
+        #expect(pipe.server.isIdle)
+        var out: [UInt8] = []
+        #expect(pipe.server.deadlineExpired(now: deadline - 1, output: &out) == .keepOpen)
+        #expect(out.isEmpty)
+        #expect(pipe.server.deadlineExpired(now: deadline, output: &out) == .closeAfterWrite)
+        let goaway = try #require(RawFrame.parse(out).compactMap(\.goaway).first)
+        #expect(goaway.errorCode == NGHTTP2_NO_ERROR.rawValue)
+        #expect(goaway.lastStreamID == UInt32(id))
+    }
+
+    @Test func peerCloseEndsTheSession() {
+        var pipe = H2Pipe(handler: EchoHandler())
+        pipe.run()
+        var out: [UInt8] = []
+        #expect(pipe.server.peerClosed(now: pipe.now, output: &out) == .closeAfterWrite)
+    }
+}
