@@ -277,6 +277,30 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(header.count == 9 && header[3] == 4)
     }
 
+    @Test func nghttpClientIsServedOverH2CPriorKnowledge() throws {
+        let (server, addresses) = try startServer()
+        defer { server.shutdown() }
+        let nghttp = "/usr/bin/nghttp"
+        try #require(FileManager.default.isExecutableFile(atPath: nghttp), "nghttp is required for this test (apt-get install nghttp2-client)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: nghttp)
+        // Without --upgrade, nghttp speaks HTTP/2 with prior knowledge: the preface comes first.
+        process.arguments = ["-v", "-t", "10", "-d", "-", "http://\(addresses[0])/over-h2"]
+        let input = Pipe()
+        let out = Pipe()
+        process.standardInput = input
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        input.fileHandleForWriting.write(Data("abc".utf8))
+        try input.fileHandleForWriting.close()
+        let log = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(log)")
+        #expect(log.contains(":status: 200"), "\(log)")
+        #expect(log.contains("POST /over-h2 3"), "\(log)")
+    }
+
     @Test func updatedLimitsApplyToNewConnections() throws {
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
