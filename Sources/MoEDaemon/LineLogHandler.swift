@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// A swift-log handler writing one plain line per event to stderr.
 ///
@@ -8,15 +9,31 @@ import Logging
 /// (`SyslogLevelPrefix=`, on by default), and carries no timestamp, since journald adds its own.
 /// Elsewhere a line starts with an RFC 3339 UTC timestamp. Never any ANSI colour.
 public struct LineLogHandler: LogHandler {
-    public var logLevel: Logger.Level
+    /// The level every handler made with this control obeys; a reload changes it for all at once.
+    public final class LevelControl: Sendable {
+        private let level: Mutex<Logger.Level>
+        public init(_ level: Logger.Level) { self.level = Mutex(level) }
+        public var current: Logger.Level {
+            get { level.withLock { $0 } }
+            set { level.withLock { $0 = newValue } }
+        }
+    }
+
     public var metadata: Logger.Metadata = [:]
     private let label: String
     private let journal: Bool
+    private let control: LevelControl
 
-    public init(label: String, level: Logger.Level, journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
+    public init(label: String, level: LevelControl,
+                journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
         self.label = label
-        self.logLevel = level
+        self.control = level
         self.journal = journal
+    }
+
+    public var logLevel: Logger.Level {
+        get { control.current }
+        set { control.current = newValue }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

@@ -80,10 +80,11 @@ struct MoEMetricsd: ParsableCommand {
     }
 
     func run() throws {
+        let sources = ConfigurationSources(filePath: config, environment: ProcessInfo.processInfo.environment,
+                                           flags: flagValues())
         let configuration: DaemonConfiguration
         do {
-            configuration = try DaemonConfiguration.load(ConfigurationSources(
-                filePath: config, environment: ProcessInfo.processInfo.environment, flags: flagValues()))
+            configuration = try DaemonConfiguration.load(sources)
         } catch {
             FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
             throw ExitCode(2)
@@ -94,11 +95,11 @@ struct MoEMetricsd: ParsableCommand {
             FileHandle.standardOutput.write(Data(out.utf8))
             return
         }
-        let level = configuration.logLevel
+        let level = LineLogHandler.LevelControl(configuration.logLevel)
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
         let logger = Logger(label: "moe-metricsd")
         logger.info("moe-metricsd \(BuildInfo.version) starting", metadata: config.map { ["config": "\($0)"] } ?? [:])
-        let status = Daemon.run(configuration: configuration, logger: logger)
+        let status = Daemon.run(configuration: configuration, sources: sources, logLevel: level, logger: logger)
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -163,3 +163,15 @@ import Testing
         #expect(!line.contains("\u{1B}"))
     }
 }
+
+@Suite struct DocumentationTests {
+    /// The README's configuration table names every setting with its variable, flag and default.
+    @Test func readmeDocumentsEverySetting() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        for s in DaemonSettings.all {
+            let row = "| `\(s.key)` | `\(s.environmentVariable)` | `\(s.flag)` | `\(s.defaultValue)` |"
+            #expect(readme.contains(row), "README lacks the row \(row)")
+        }
+    }
+}
