@@ -166,7 +166,7 @@ public final class LayerRegistry: Sendable {
         }
     }
 
-    // MARK: - helpers
+    // MARK: - validation and application
 
     private static func layerName(of d: RoutingDecision, defaultLayer: String?, index: Int) throws(DecisionError) -> String {
         let name: String
