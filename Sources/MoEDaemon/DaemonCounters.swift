@@ -6,6 +6,7 @@ import Synchronization
 /// can produce), so a client cannot create series at will: request-derived strings used as
 /// labels without a bound are a cardinality bomb.
 public final class DaemonCounters: Sendable {
+    /// One `moe_metricsd_http_requests_total` series: a route template and a status code.
     public struct RouteCode: Hashable, Sendable, Comparable {
         public var route: String
         public var code: Int

@@ -54,7 +54,7 @@ public struct DaemonSetting: Sendable {
     public var defaultValue: String { describe(DaemonConfiguration()) }
 }
 
-/// The table of every setting.
+/// The table of every setting, in the order the README and `--check-config` list them.
 public enum DaemonSettings {
     public static let all: [DaemonSetting] = [
         string("listen", list: true,
@@ -118,6 +118,13 @@ public enum DaemonSettings {
 
     /// The setting for a dotted key.
     public static func setting(_ key: String) -> DaemonSetting? { all.first { $0.key == key } }
+
+    /// `MOE_METRICSD_*` variables in `environment` that name no setting: most likely typos, which
+    /// the daemon reports at startup (the file and the flags refuse unknown names outright).
+    public static func unknownEnvironmentVariables(in environment: [String: String]) -> [String] {
+        let known = Set(all.map(\.environmentVariable))
+        return environment.keys.filter { $0.hasPrefix("MOE_METRICSD_") && !known.contains($0) }.sorted()
+    }
 
     private static func int(_ key: String, _ help: String,
                             _ path: WritableKeyPath<DaemonConfiguration, Int> & Sendable) -> DaemonSetting {

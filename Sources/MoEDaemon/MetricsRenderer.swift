@@ -8,6 +8,8 @@ import MoEStats
 /// what aggregates correctly across many daemons (`sum by (layer) (rate(...))`); the derived
 /// gauges are conveniences for one daemon's view.
 public enum MetricsRenderer {
+    /// The daemon's own numbers, gathered by the caller so that rendering reads no global state
+    /// (and a test can render a fixed input).
     public struct DaemonState: Sendable {
         public var counters: (requests: [(DaemonCounters.RouteCode, UInt64)], rejected: [(String, UInt64)])
         public var openConnections: Int

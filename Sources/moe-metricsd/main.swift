@@ -99,6 +99,9 @@ struct MoEMetricsd: ParsableCommand {
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
         let logger = Logger(label: "moe-metricsd")
         logger.info("moe-metricsd \(BuildInfo.version) starting", metadata: config.map { ["config": "\($0)"] } ?? [:])
+        for name in DaemonSettings.unknownEnvironmentVariables(in: ProcessInfo.processInfo.environment) {
+            logger.warning("ignoring environment variable \(name): no setting has that name")
+        }
         let status = Daemon.run(configuration: configuration, sources: sources, logLevel: level, logger: logger)
         if status != 0 { throw ExitCode(status) }
     }

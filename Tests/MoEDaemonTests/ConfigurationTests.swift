@@ -110,6 +110,13 @@ import Testing
         #expect(try DaemonConfiguration.load(ConfigurationSources(filePath: path)).http.maxBodyBytes == 5)
     }
 
+    @Test func unknownEnvironmentVariablesAreReported() {
+        let unknown = DaemonSettings.unknownEnvironmentVariables(in: [
+            "MOE_METRICSD_HTTP_MAX_BODY_BYTE": "1", "MOE_METRICSD_LISTEN": "127.0.0.1:1", "HOME": "/root",
+        ])
+        #expect(unknown == ["MOE_METRICSD_HTTP_MAX_BODY_BYTE"])
+    }
+
     @Test func namesDerivedFromKeys() throws {
         let s = try #require(DaemonSettings.setting("http.max_body_bytes"))
         #expect(s.environmentVariable == "MOE_METRICSD_HTTP_MAX_BODY_BYTES")
