@@ -117,7 +117,8 @@ public final class LayerRegistry: Sendable {
 
         // 3. Capacities need no lock; 4. apply under all the batch's layer locks.
         let capacities = decisions.map { Self.capacity(of: $0, configuration: configuration) }
-        Self.apply(groups[...], decisions, capacities, now: now)
+        Self.apply(groups[...], decisions, capacities, now: now,
+                   maxWorkers: Swift.max(0, configuration.maxWorkersPerLayer))
         return decisions.count
     }
 
@@ -135,6 +136,18 @@ public final class LayerRegistry: Sendable {
             (s.layers.values.sorted { $0.name < $1.name }, s.configuration.defaultWindow)
         }
         return engines.compactMap { $0.snapshot(defaultWindow: window) }
+    }
+
+    /// Every layer's engine, sorted by name (the order in which batches lock layers).
+    func sortedEngines() -> [LayerStatistics] {
+        state.withLock { s in s.layers.values.sorted { $0.name < $1.name } }
+    }
+
+    /// Replaces every layer at once (a restore): readers see either the old layers or the new.
+    func replaceLayers(with engines: [LayerStatistics]) {
+        var layers = [String: LayerStatistics](minimumCapacity: engines.count)
+        for e in engines { layers[e.name] = e }
+        state.withLock { $0.layers = layers }
     }
 
     /// Removes a layer and its statistics (the reference's reset); false if it is unknown.
@@ -205,10 +218,17 @@ public final class LayerRegistry: Sendable {
         if let k = d.topK, k < 1 {
             throw DecisionError(.invalid, "top_k must be at least 1", field: "top_k", index: index)
         }
+        if let w = d.worker, !(1...maxWorkerNameBytes).contains(w.utf8.count) {
+            throw DecisionError(.invalid, "worker must be 1 to \(maxWorkerNameBytes) bytes of UTF-8", field: "worker", index: index)
+        }
         if let f = d.capacityFactor, !(f.isFinite && f > 0) {
             throw DecisionError(.invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
         }
     }
+
+    /// Longest worker name kept, in UTF-8 bytes: the decoder's 128 characters of up to 4 bytes.
+    /// Worker names are stored per layer and written to the state file, so they are bounded.
+    static let maxWorkerNameBytes = 512
 
     private static func conflict(_ name: String, has: Int, got: Int, index: Int) -> DecisionError {
         DecisionError(.conflict, "layer \(name) has \(has) experts but the decision has \(got); reset the layer to change it",
@@ -239,13 +259,13 @@ public final class LayerRegistry: Sendable {
     /// Locks the groups' layers in order, applies each group's decisions, and releases them all
     /// only after the last one: one nested `withLock` per layer.
     private static func apply(_ groups: ArraySlice<Group>, _ decisions: [RoutingDecision],
-                              _ capacities: [UInt64?], now: Double) {
+                              _ capacities: [UInt64?], now: Double, maxWorkers: Int) {
         guard let group = groups.first else { return }
         group.engine.state.withLock { s in
             for i in group.indices {
-                s.record(decisions[i], capacity: capacities[i], now: now)
+                s.record(decisions[i], capacity: capacities[i], now: now, maxWorkers: maxWorkers)
             }
-            apply(groups.dropFirst(), decisions, capacities, now: now)
+            apply(groups.dropFirst(), decisions, capacities, now: now, maxWorkers: maxWorkers)
         }
     }
 }

@@ -47,6 +47,11 @@ public struct LayerSnapshot: Sendable {
     /// Latency samples of the newest decisions (at most 1000), oldest first, in milliseconds.
     public let recentLatenciesMs: [Double]
 
+    /// Workers that reported to this layer, sorted by name (at most `maxWorkersPerLayer`).
+    public private(set) var workers: [WorkerActivity]
+    /// Decisions from workers left out of `workers` because the table was full.
+    public let untrackedWorkerDecisions: UInt64
+
     /// Copies `state`. Arrays are copied element by element (`map`), never shared: a shared buffer
     /// would make the layer's next append copy it under the lock.
     init(layer: String, state s: LayerState, defaultWindow: Int) {
@@ -83,5 +88,71 @@ public struct LayerSnapshot: Sendable {
         lastActive = s.lastActive.map { $0 }
         loadVariances = s.loadVariances.chronological()
         recentLatenciesMs = s.recentLatenciesMs.chronological()
+        var list = [WorkerActivity]()
+        list.reserveCapacity(s.workers.count)
+        for (name, record) in s.workers {
+            list.append(WorkerActivity(worker: name, lastSeen: record.lastSeen, decisions: record.decisions))
+        }
+        workers = list
+        untrackedWorkerDecisions = s.untrackedWorkerDecisions
+    }
+
+    /// Puts `workers` in name order; done after the layer's lock is released.
+    mutating func sortWorkers() {
+        workers.sort { $0.worker < $1.worker }
+    }
+
+    /// How many workers reported within `ttl` seconds of `now` (active) and how many have been
+    /// silent for longer (stale): the `moe_routing_workers{state}` gauge. `now` is passed in (the
+    /// module reads no clock) so that tests can move time. A nil `ttl` counts every worker active.
+    public func workerCounts(now: Double, ttl: Double?) -> WorkerCounts {
+        var stale = 0
+        for w in workers where w.isStale(now: now, ttl: ttl) { stale += 1 }
+        return WorkerCounts(active: workers.count - stale, stale: stale)
+    }
+
+    /// Whether nobody updated the layer for longer than `ttl` seconds at `now` (a layer TTL lets
+    /// the daemon leave such layers out of `/metrics`, so series of finished jobs end).
+    public func isIdle(now: Double, ttl: Double) -> Bool {
+        now - lastUpdated > ttl
+    }
+}
+
+/// One worker as a layer remembers it.
+public struct WorkerActivity: Sendable, Equatable {
+    /// The `worker` field of its decisions.
+    public var worker: String
+    /// Unix seconds of its newest decision.
+    public var lastSeen: Double
+    /// Decisions it sent to the layer.
+    public var decisions: UInt64
+
+    public init(worker: String, lastSeen: Double, decisions: UInt64) {
+        self.worker = worker
+        self.lastSeen = lastSeen
+        self.decisions = decisions
+    }
+
+    /// Seconds since its newest decision at `now`; 0 if that is in the future (a clock stepped
+    /// back), so an age is never negative.
+    public func age(now: Double) -> Double {
+        Swift.max(0, now - lastSeen)
+    }
+
+    /// Silent for longer than `ttl` seconds at `now`; never with a nil `ttl`.
+    public func isStale(now: Double, ttl: Double?) -> Bool {
+        guard let ttl else { return false }
+        return age(now: now) > ttl
+    }
+}
+
+/// Workers of a layer split by whether they reported within a TTL.
+public struct WorkerCounts: Sendable, Equatable {
+    public var active: Int
+    public var stale: Int
+
+    public init(active: Int, stale: Int) {
+        self.active = active
+        self.stale = stale
     }
 }

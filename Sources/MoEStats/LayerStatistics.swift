@@ -57,6 +57,14 @@ extension UInt64 {
     }
 }
 
+/// What a layer remembers of one worker: when it last reported and how often.
+struct WorkerRecord: Sendable, Equatable {
+    /// Unix seconds of its newest decision (the registry's injected `now`).
+    var lastSeen: Double
+    /// Decisions it sent to the layer.
+    var decisions: UInt64
+}
+
 /// Capacity of the ring buffers (load variance, latency), as in the reference.
 let historyCapacity = 1000
 
@@ -91,6 +99,10 @@ struct LayerState: Sendable {
     var capacity = CapacityTotals()
     var capacityExceededCount: UInt64 = 0
     var lastUpdated: Double = 0
+    /// Workers that reported, by name; at most the configured `maxWorkersPerLayer` entries.
+    var workers: [String: WorkerRecord] = [:]
+    /// Decisions whose worker could not be added because the table was full.
+    var untrackedWorkerDecisions: UInt64 = 0
 
     init(experts: Int, latencyBoundsSeconds: [Double]) {
         self.experts = experts
@@ -104,7 +116,8 @@ struct LayerState: Sendable {
 
     /// Applies one validated decision: O(E + buckets), no allocation once the rings are full.
     /// `capacity` is the per-expert capacity resolved by the registry (nil when unknown).
-    mutating func record(_ d: RoutingDecision, capacity perExpert: UInt64?, now: Double) {
+    /// `maxWorkers` bounds the worker table (see `StatsConfiguration.maxWorkersPerLayer`).
+    mutating func record(_ d: RoutingDecision, capacity perExpert: UInt64?, now: Double, maxWorkers: Int) {
         precondition(d.expertCounts.count == experts, "expert count validated before apply")
         totalRoutings = totalRoutings.addingSaturated(1)
         totalTokens = totalTokens.addingSaturated(d.totalTokens)
@@ -164,7 +177,21 @@ struct LayerState: Sendable {
                 capacity.totalUsed = capacity.totalUsed.addingSaturated(used)
             }
         }
+        if let worker = d.worker { recordWorker(worker, now: now, maxWorkers: maxWorkers) }
         lastUpdated = now
+    }
+
+    /// Updates a known worker in place (no allocation); adds a new one only below the cap, and
+    /// otherwise counts the decision as untracked, so hostile worker names cannot grow memory.
+    private mutating func recordWorker(_ worker: String, now: Double, maxWorkers: Int) {
+        if let i = workers.index(forKey: worker) {
+            workers.values[i].lastSeen = now
+            workers.values[i].decisions = workers.values[i].decisions.addingSaturated(1)
+        } else if workers.count < maxWorkers {
+            workers[worker] = WorkerRecord(lastSeen: now, decisions: 1)
+        } else {
+            untrackedWorkerDecisions = untrackedWorkerDecisions.addingSaturated(1)
+        }
     }
 
     /// Adds a finite loss to its totals; returns true for a non-finite one (kept out of them).
@@ -200,12 +227,21 @@ final class LayerStatistics: Sendable {
         state = Mutex(LayerState(experts: experts, latencyBoundsSeconds: latencyBoundsSeconds))
     }
 
+    /// A layer brought back from a state file.
+    init(name: String, restoring restored: LayerState) {
+        self.name = name
+        experts = restored.experts
+        state = Mutex(restored)
+    }
+
     /// Copies the state under the lock; nil for a layer that has no decision yet (created by a
-    /// batch still being applied).
+    /// batch still being applied). The worker list is sorted after the lock is released.
     func snapshot(defaultWindow: Int) -> LayerSnapshot? {
-        state.withLock { s -> LayerSnapshot? in
+        var copy = state.withLock { s -> LayerSnapshot? in
             guard s.totalRoutings > 0 else { return nil }
             return LayerSnapshot(layer: name, state: s, defaultWindow: defaultWindow)
         }
+        copy?.sortWorkers()
+        return copy
     }
 }

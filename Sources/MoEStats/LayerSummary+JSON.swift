@@ -84,6 +84,26 @@ extension LayerSummary {
         w.endObject()
 
         w.field("nonfinite_losses", nonfiniteLosses)
+
+        w.key("workers")
+        w.beginObject()
+        w.field("active", workers.active)
+        w.field("stale", workers.stale)
+        w.field("ttl_seconds", workers.ttlSeconds)
+        w.field("untracked_decisions", workers.untrackedDecisions)
+        w.key("list")
+        w.beginArray()
+        for e in workers.list {
+            w.beginObject()
+            w.field("worker", e.worker)
+            w.field("last_seen", e.lastSeen)
+            w.field("age_seconds", e.ageSeconds)
+            w.field("stale", e.stale)
+            w.field("decisions", e.decisions)
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
         w.endObject()
     }
 

@@ -106,6 +106,31 @@ public struct LayerSummary: Sendable, Equatable {
         public var deadExpertIndices: [Int]
     }
 
+    /// The layer's workers as seen at the summary's `now`.
+    public struct Workers: Sendable, Equatable {
+        public struct Entry: Sendable, Equatable {
+            public var worker: String
+            /// Unix seconds of its newest decision.
+            public var lastSeen: Double
+            /// Seconds since then; nil when the summary was computed without a `now`.
+            public var ageSeconds: Double?
+            /// Silent for longer than `ttlSeconds` (false without a TTL or a `now`).
+            public var stale: Bool
+            public var decisions: UInt64
+        }
+
+        /// Workers that are not stale (every worker without a TTL or a `now`).
+        public var active: Int
+        /// Workers silent for longer than `ttlSeconds`.
+        public var stale: Int
+        /// The TTL the flags were computed with; nil when none was given.
+        public var ttlSeconds: Double?
+        /// Decisions from workers not remembered because the per-layer table was full.
+        public var untrackedDecisions: UInt64
+        /// Every remembered worker, sorted by name.
+        public var list: [Entry]
+    }
+
     public var layer: String
     public var experts: Int
     public var totalRoutings: UInt64
@@ -127,13 +152,18 @@ public struct LayerSummary: Sendable, Equatable {
     public var throughput: Throughput
     public var balance: Balance
     public var nonfiniteLosses: UInt64
+    public var workers: Workers
 }
 
 extension LayerSnapshot {
     /// Computes every statistic from the copied state. `window` (in decisions) bounds the
     /// load-variance trend and the dead-expert check; nil means the registry's default; values
     /// below 1 are treated as 1.
-    public func summary(window: Int?) -> LayerSummary {
+    ///
+    /// `now` (Unix seconds, passed in: the module reads no clock) gives each worker its age, and
+    /// with `workerTTL` (seconds) flags workers silent for longer as stale; without them ages are
+    /// nil and no worker is stale.
+    public func summary(window: Int?, now: Double? = nil, workerTTL: Double? = nil) -> LayerSummary {
         let window = Swift.max(1, window ?? defaultWindow)
         let n = Double(totalRoutings)
 
@@ -224,7 +254,22 @@ extension LayerSnapshot {
             throughput: .init(tokensPerRouting: tokensPerRouting, tokensPerSecond: tokensPerSecond,
                               routingsPerSecond: routingsPerSecond),
             balance: balance,
-            nonfiniteLosses: nonfiniteLosses)
+            nonfiniteLosses: nonfiniteLosses,
+            workers: workersSummary(now: now, ttl: workerTTL))
+    }
+
+    private func workersSummary(now: Double?, ttl: Double?) -> LayerSummary.Workers {
+        var list = [LayerSummary.Workers.Entry]()
+        list.reserveCapacity(workers.count)
+        var stale = 0
+        for w in workers {
+            let isStale = now.map { w.isStale(now: $0, ttl: ttl) } ?? false
+            if isStale { stale += 1 }
+            list.append(.init(worker: w.worker, lastSeen: w.lastSeen, ageSeconds: now.map { w.age(now: $0) },
+                              stale: isStale, decisions: w.decisions))
+        }
+        return .init(active: workers.count - stale, stale: stale, ttlSeconds: ttl,
+                     untrackedDecisions: untrackedWorkerDecisions, list: list)
     }
 
     /// The reference's `recent_load_variance_trend`: least-squares slope of the newest `window`

@@ -15,6 +15,13 @@ struct RingBuffer: Sendable {
         storage.reserveCapacity(capacity)
     }
 
+    /// A buffer holding `samples` (oldest first), as a restored state file lists them; only the
+    /// newest `capacity` are kept. `chronological()` of the result equals `samples`' tail.
+    init(capacity: Int, restoring samples: [Double]) {
+        self.init(capacity: capacity)
+        for v in samples.suffix(capacity) { append(v) }
+    }
+
     var count: Int { storage.count }
 
     mutating func append(_ value: Double) {

@@ -20,6 +20,12 @@ public struct StatsConfiguration: Sendable, Equatable {
     /// Capacity factor used when a decision carries neither `expert_capacity` nor its own `capacity_factor`.
     public var defaultCapacityFactor: Double? = nil
 
+    /// Most distinct workers remembered per layer (their last-seen time and decision count).
+    /// Worker names come from clients, so the table is bounded: once it is full, decisions from
+    /// workers not yet in it are counted (`LayerSnapshot.untrackedWorkerDecisions`) instead of
+    /// growing the table. 0 tracks no worker at all. Lowering it removes no entry already held.
+    public var maxWorkersPerLayer: Int = 4096
+
     public init() {}
 
     /// The bucket bounds as the registry uses them: finite, distinct, ascending.

@@ -8,7 +8,7 @@ import MoEStats
         "layer", "experts", "total_routings", "total_tokens", "tokens_dropped", "routing_efficiency",
         "average_load_balance_loss", "average_router_z_loss", "average_auxiliary_loss", "expert_utilization",
         "expert_token_counts", "utilization_cv", "most_utilized_expert", "least_utilized_expert",
-        "utilization_summary", "load_variance", "latency", "capacity", "throughput", "balance", "nonfinite_losses",
+        "utilization_summary", "load_variance", "latency", "capacity", "throughput", "balance", "nonfinite_losses", "workers",
     ]
 
     static func json(_ decisions: [RoutingDecision], window: Int? = nil) throws -> (String, [String: Any]) {

@@ -1,0 +1,458 @@
+/// Persistence of the engine: every layer's state as bytes (`StateFormat`, version 1), and back.
+///
+/// The daemon writes these bytes to its state file (atomically) and hands them back on start;
+/// the module itself does no I/O. What is saved is everything a summary or `/metrics` is computed
+/// from, so a restored layer answers exactly as before: counters, sums, per-expert tokens and
+/// utilization sums, loss sums and counts, non-finite counts, the latency histogram, minimum and
+/// maximum, both ring buffers, capacity totals and EMA, MaxVio and dead-expert inputs, the worker
+/// table. Configuration is not saved: it comes from the configuration of the restarted daemon,
+/// except each layer's latency bucket bounds, which stay those its histogram was built with.
+extension LayerRegistry {
+    /// The state of every layer as a version-1 state file, layers in name order, workers in name
+    /// order (the same state always gives the same bytes).
+    ///
+    /// Each layer's lock is held only while its state is copied; the encoding happens after.
+    /// Like `snapshots()`, layers are copied one after another: a batch spanning several layers
+    /// that is applied during the export may be saved for some of them only, while every layer
+    /// on its own is saved whole (never half a batch). A layer created by a batch not yet
+    /// applied (no decision yet) is left out.
+    public func exportState() -> [UInt8] {
+        var images = [LayerImage]()
+        for engine in sortedEngines() {
+            let image = engine.state.withLock { s -> LayerImage? in
+                s.totalRoutings > 0 ? LayerImage(name: engine.name, copying: s) : nil
+            }
+            if let image { images.append(image) }
+        }
+        return Self.encodeState(images)
+    }
+
+    /// Replaces every layer with those of a state file made by `exportState()`.
+    ///
+    /// The whole file is read and checked before anything changes: on any error (wrong magic, a
+    /// version other than 1, a short file, a bad checksum, trailing bytes, values that contradict
+    /// each other) this throws and the registry keeps exactly what it held. Caps (`maxLayers`,
+    /// `maxExperts`, `maxWorkersPerLayer`) are not applied to restored layers, as lowering them at
+    /// a reload removes nothing either.
+    public func restore(from bytes: [UInt8]) throws(StateError) {
+        let images = try Self.decodeState(bytes)
+        replaceLayers(with: images.map { LayerStatistics(name: $0.name, restoring: $0.makeState()) })
+    }
+
+    /// A registry holding the layers of a state file (see `restore(from:)`).
+    public convenience init(configuration: StatsConfiguration, restoringFrom bytes: [UInt8]) throws(StateError) {
+        self.init(configuration: configuration)
+        try restore(from: bytes)
+    }
+
+    // MARK: - encoding
+
+    static func encodeState(_ images: [LayerImage]) -> [UInt8] {
+        var payload = StateWriter()
+        payload.u32(UInt32(images.count))
+        for image in images {
+            let lengthAt = payload.bytes.count
+            payload.u64(0)
+            image.encode(into: &payload)
+            payload.patchU64(UInt64(payload.bytes.count - lengthAt - 8), at: lengthAt)
+        }
+        var file = StateWriter()
+        file.bytes.reserveCapacity(StateFormat.headerSize + payload.bytes.count)
+        file.bytes.append(contentsOf: StateFormat.magic)
+        file.u32(StateFormat.version)
+        file.u64(UInt64(payload.bytes.count))
+        file.u32(CRC32.checksum(payload.bytes[...]))
+        file.bytes.append(contentsOf: payload.bytes)
+        return file.bytes
+    }
+
+    static func decodeState(_ bytes: [UInt8]) throws(StateError) -> [LayerImage] {
+        let magic = StateFormat.magic
+        guard bytes.count >= magic.count else {
+            if bytes.elementsEqual(magic.prefix(bytes.count)) {
+                throw StateError(.truncated, "state file truncated: \(bytes.count) bytes, shorter than its header")
+            }
+            throw StateError(.notAStateFile, "not a moe-metricsd state file (no MOESTATE header)")
+        }
+        guard bytes[..<magic.count].elementsEqual(magic) else {
+            throw StateError(.notAStateFile, "not a moe-metricsd state file (no MOESTATE header)")
+        }
+        var r = StateReader(bytes, from: magic.count)
+        let version = try r.u32("format version")
+        guard version == StateFormat.version else {
+            throw StateError(.unsupportedVersion,
+                             "state file format version \(version) is not supported (this build reads version \(StateFormat.version))")
+        }
+        let length = try r.u64("payload length")
+        let crc = try r.u32("checksum")
+        let available = UInt64(r.remaining)
+        guard length <= available else {
+            throw StateError(.truncated, "state file truncated: the header announces \(length) payload bytes, \(available) follow")
+        }
+        guard length == available else {
+            throw StateError(.inconsistent, "state file inconsistent: \(available - length) bytes after the payload")
+        }
+        let actual = CRC32.checksum(bytes[r.position...])
+        guard actual == crc else {
+            throw StateError(.checksumMismatch, "state file damaged: payload checksum \(hex(actual)) differs from the header's \(hex(crc))")
+        }
+
+        r.context = "payload"
+        let count = Int(try r.u32("layer count"))
+        try r.check(count: count, size: 8 + LayerImage.minimumRecordSize, "layers")
+        var images = [LayerImage]()
+        images.reserveCapacity(count)
+        var names = Set<String>()
+        for i in 0..<count {
+            r.context = "layer \(i)"
+            let recordLength = try r.u64("record length")
+            guard recordLength <= UInt64(r.remaining) else {
+                throw StateError(.truncated, "state file truncated: \(r.context): record of \(recordLength) bytes, \(r.remaining) left")
+            }
+            let end = r.position + Int(recordLength)
+            let outer = r.limit
+            r.limit = end
+            let image = try LayerImage.decode(from: &r)
+            guard r.position == end else {
+                throw StateError(.inconsistent, "state file inconsistent: \(r.context): \(end - r.position) unread bytes in its record")
+            }
+            r.limit = outer
+            guard names.insert(image.name).inserted else {
+                throw StateError(.inconsistent, "state file inconsistent: layer \(image.name) appears twice")
+            }
+            images.append(image)
+        }
+        guard r.remaining == 0 else {
+            throw StateError(.inconsistent, "state file inconsistent: \(r.remaining) bytes after the last layer")
+        }
+        return images
+    }
+
+    private static func hex(_ v: UInt32) -> String {
+        let digits = String(v, radix: 16)
+        return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+    }
+}
+
+/// One layer's complete state as plain values: copied out of a `LayerState` under its lock (every
+/// array a fresh copy, so the layer's next write allocates nothing), encoded, decoded, checked,
+/// and turned back into a `LayerState`.
+struct LayerImage: Sendable, Equatable {
+    var name: String
+    var experts: Int
+    var totalRoutings: UInt64
+    var totalTokens: UInt64
+    var tokensDropped: UInt64
+    var expertTokens: [UInt64]
+    var utilizationSums: [Double]
+    var lastCounts: [UInt64]
+    var lastActive: [UInt64]
+    var loadBalanceLoss: LossTotals
+    var routerZLoss: LossTotals
+    var auxiliaryLoss: LossTotals
+    var nonfiniteLosses: UInt64
+    var loadVariances: [Double]
+    var recentLatenciesMs: [Double]
+    var latencyCount: UInt64
+    var latencySumMs: Double
+    var latencyMinMs: Double
+    var latencyMaxMs: Double
+    var latencyBoundsSeconds: [Double]
+    var latencyBucketCounts: [UInt64]
+    var capacity: CapacityTotals
+    var capacityExceededCount: UInt64
+    var lastUpdated: Double
+    /// In name order once encoded or decoded; in table order straight after the copy.
+    var workers: [WorkerActivity]
+    var untrackedWorkerDecisions: UInt64
+
+    /// Smallest encoded record: a one-byte name, one expert, no sample, bucket or worker.
+    static let minimumRecordSize = 2 + 1 + 4 + 3 * 8 + 4 * 8 + 3 * 16 + 8 + 4 + 4 + 4 * 8 + 4 + 5 * 8 + 2 * 8 + 4 + 8
+
+    init(name: String, copying s: LayerState) {
+        self.name = name
+        experts = s.experts
+        totalRoutings = s.totalRoutings
+        totalTokens = s.totalTokens
+        tokensDropped = s.tokensDropped
+        expertTokens = s.expertTokens.map { $0 }
+        utilizationSums = s.utilizationSums.map { $0 }
+        lastCounts = s.lastCounts.map { $0 }
+        lastActive = s.lastActive.map { $0 }
+        loadBalanceLoss = s.loadBalanceLoss
+        routerZLoss = s.routerZLoss
+        auxiliaryLoss = s.auxiliaryLoss
+        nonfiniteLosses = s.nonfiniteLosses
+        loadVariances = s.loadVariances.chronological()
+        recentLatenciesMs = s.recentLatenciesMs.chronological()
+        latencyCount = s.latencyCount
+        latencySumMs = s.latencySumMs
+        latencyMinMs = s.latencyMinMs
+        latencyMaxMs = s.latencyMaxMs
+        latencyBoundsSeconds = s.latencyBoundsSeconds.map { $0 }
+        latencyBucketCounts = s.latencyBucketCounts.map { $0 }
+        capacity = s.capacity
+        capacityExceededCount = s.capacityExceededCount
+        lastUpdated = s.lastUpdated
+        var list = [WorkerActivity]()
+        list.reserveCapacity(s.workers.count)
+        for (worker, record) in s.workers {
+            list.append(WorkerActivity(worker: worker, lastSeen: record.lastSeen, decisions: record.decisions))
+        }
+        workers = list
+        untrackedWorkerDecisions = s.untrackedWorkerDecisions
+    }
+
+    /// The engine state this image describes (call only on a checked image).
+    func makeState() -> LayerState {
+        var s = LayerState(experts: experts, latencyBoundsSeconds: latencyBoundsSeconds)
+        s.totalRoutings = totalRoutings
+        s.totalTokens = totalTokens
+        s.tokensDropped = tokensDropped
+        s.expertTokens = expertTokens
+        s.utilizationSums = utilizationSums
+        s.lastCounts = lastCounts
+        s.lastActive = lastActive
+        s.loadBalanceLoss = loadBalanceLoss
+        s.routerZLoss = routerZLoss
+        s.auxiliaryLoss = auxiliaryLoss
+        s.nonfiniteLosses = nonfiniteLosses
+        s.loadVariances = RingBuffer(capacity: historyCapacity, restoring: loadVariances)
+        s.recentLatenciesMs = RingBuffer(capacity: historyCapacity, restoring: recentLatenciesMs)
+        s.latencyCount = latencyCount
+        s.latencySumMs = latencySumMs
+        s.latencyMinMs = latencyMinMs
+        s.latencyMaxMs = latencyMaxMs
+        s.latencyBucketCounts = latencyBucketCounts
+        s.capacity = capacity
+        s.capacityExceededCount = capacityExceededCount
+        s.lastUpdated = lastUpdated
+        var table = [String: WorkerRecord](minimumCapacity: workers.count)
+        for w in workers { table[w.worker] = WorkerRecord(lastSeen: w.lastSeen, decisions: w.decisions) }
+        s.workers = table
+        s.untrackedWorkerDecisions = untrackedWorkerDecisions
+        return s
+    }
+
+    // MARK: - encoding (field order is the format: see `StateFormat`)
+
+    func encode(into w: inout StateWriter) {
+        w.string(name)
+        w.u32(UInt32(experts))
+        w.u64(totalRoutings)
+        w.u64(totalTokens)
+        w.u64(tokensDropped)
+        w.u64s(expertTokens)
+        w.f64s(utilizationSums)
+        w.u64s(lastCounts)
+        w.u64s(lastActive)
+        for loss in [loadBalanceLoss, routerZLoss, auxiliaryLoss] {
+            w.f64(loss.sum)
+            w.u64(loss.count)
+        }
+        w.u64(nonfiniteLosses)
+        w.countedF64s(loadVariances)
+        w.countedF64s(recentLatenciesMs)
+        w.u64(latencyCount)
+        w.f64(latencySumMs)
+        w.f64(latencyMinMs)
+        w.f64(latencyMaxMs)
+        w.u32(UInt32(latencyBoundsSeconds.count))
+        w.f64s(latencyBoundsSeconds)
+        w.u64s(latencyBucketCounts)
+        w.u64(capacity.decisions)
+        w.f64(capacity.averageUtilization)
+        w.f64(capacity.peakUtilization)
+        w.u64(capacity.totalCapacity)
+        w.u64(capacity.totalUsed)
+        w.u64(capacityExceededCount)
+        w.f64(lastUpdated)
+        let sorted = workers.sorted { $0.worker < $1.worker }
+        w.u32(UInt32(sorted.count))
+        w.u64(untrackedWorkerDecisions)
+        for worker in sorted {
+            w.string(worker.worker)
+            w.f64(worker.lastSeen)
+            w.u64(worker.decisions)
+        }
+    }
+
+    /// Reads one record (the reader's limit is the record's end) and checks it.
+    static func decode(from r: inout StateReader) throws(StateError) -> LayerImage {
+        let name = try r.string("layer name")
+        r.context = "layer \(name)"
+        let experts = Int(try r.u32("expert count"))
+        let totalRoutings = try r.u64("total routings")
+        let totalTokens = try r.u64("total tokens")
+        let tokensDropped = try r.u64("tokens dropped")
+        try r.check(count: experts, size: 4 * 8, "experts")
+        let expertTokens = try r.u64s(experts, "expert tokens")
+        let utilizationSums = try r.f64s(experts, "utilization sums")
+        let lastCounts = try r.u64s(experts, "last counts")
+        let lastActive = try r.u64s(experts, "last active")
+        var losses = [LossTotals]()
+        for what in ["load-balance loss", "router z-loss", "auxiliary loss"] {
+            let sum = try r.f64("\(what) sum")
+            let count = try r.u64("\(what) count")
+            losses.append(LossTotals(sum: sum, count: count))
+        }
+        let nonfinite = try r.u64("non-finite losses")
+        let variances = try r.countedF64s("load variances")
+        let latencies = try r.countedF64s("latency samples")
+        let latencyCount = try r.u64("latency count")
+        let latencySum = try r.f64("latency sum")
+        let latencyMin = try r.f64("latency minimum")
+        let latencyMax = try r.f64("latency maximum")
+        let buckets = Int(try r.u32("bucket count"))
+        try r.check(count: buckets, size: 2 * 8, "buckets")
+        let bounds = try r.f64s(buckets, "bucket bounds")
+        let bucketCounts = try r.u64s(buckets, "bucket counts")
+        var capacity = CapacityTotals()
+        capacity.decisions = try r.u64("capacity decisions")
+        capacity.averageUtilization = try r.f64("capacity average utilization")
+        capacity.peakUtilization = try r.f64("capacity peak utilization")
+        capacity.totalCapacity = try r.u64("total capacity")
+        capacity.totalUsed = try r.u64("total used")
+        let exceeded = try r.u64("capacity exceeded count")
+        let lastUpdated = try r.f64("last updated")
+        let workerCount = Int(try r.u32("worker count"))
+        let untracked = try r.u64("untracked worker decisions")
+        try r.check(count: workerCount, size: 2 + 1 + 16, "workers")
+        var workers = [WorkerActivity]()
+        workers.reserveCapacity(workerCount)
+        for _ in 0..<workerCount {
+            let worker = try r.string("worker name")
+            let lastSeen = try r.f64("worker last seen")
+            let decisions = try r.u64("worker decisions")
+            workers.append(WorkerActivity(worker: worker, lastSeen: lastSeen, decisions: decisions))
+        }
+
+        let image = LayerImage(
+            name: name, experts: experts, totalRoutings: totalRoutings, totalTokens: totalTokens,
+            tokensDropped: tokensDropped, expertTokens: expertTokens, utilizationSums: utilizationSums,
+            lastCounts: lastCounts, lastActive: lastActive, loadBalanceLoss: losses[0],
+            routerZLoss: losses[1], auxiliaryLoss: losses[2], nonfiniteLosses: nonfinite,
+            loadVariances: variances, recentLatenciesMs: latencies, latencyCount: latencyCount,
+            latencySumMs: latencySum, latencyMinMs: latencyMin, latencyMaxMs: latencyMax,
+            latencyBoundsSeconds: bounds, latencyBucketCounts: bucketCounts, capacity: capacity,
+            capacityExceededCount: exceeded, lastUpdated: lastUpdated, workers: workers,
+            untrackedWorkerDecisions: untracked)
+        try image.check(context: r.context)
+        return image
+    }
+
+    private init(name: String, experts: Int, totalRoutings: UInt64, totalTokens: UInt64,
+                 tokensDropped: UInt64, expertTokens: [UInt64], utilizationSums: [Double],
+                 lastCounts: [UInt64], lastActive: [UInt64], loadBalanceLoss: LossTotals,
+                 routerZLoss: LossTotals, auxiliaryLoss: LossTotals, nonfiniteLosses: UInt64,
+                 loadVariances: [Double], recentLatenciesMs: [Double], latencyCount: UInt64,
+                 latencySumMs: Double, latencyMinMs: Double, latencyMaxMs: Double,
+                 latencyBoundsSeconds: [Double], latencyBucketCounts: [UInt64], capacity: CapacityTotals,
+                 capacityExceededCount: UInt64, lastUpdated: Double, workers: [WorkerActivity],
+                 untrackedWorkerDecisions: UInt64) {
+        self.name = name
+        self.experts = experts
+        self.totalRoutings = totalRoutings
+        self.totalTokens = totalTokens
+        self.tokensDropped = tokensDropped
+        self.expertTokens = expertTokens
+        self.utilizationSums = utilizationSums
+        self.lastCounts = lastCounts
+        self.lastActive = lastActive
+        self.loadBalanceLoss = loadBalanceLoss
+        self.routerZLoss = routerZLoss
+        self.auxiliaryLoss = auxiliaryLoss
+        self.nonfiniteLosses = nonfiniteLosses
+        self.loadVariances = loadVariances
+        self.recentLatenciesMs = recentLatenciesMs
+        self.latencyCount = latencyCount
+        self.latencySumMs = latencySumMs
+        self.latencyMinMs = latencyMinMs
+        self.latencyMaxMs = latencyMaxMs
+        self.latencyBoundsSeconds = latencyBoundsSeconds
+        self.latencyBucketCounts = latencyBucketCounts
+        self.capacity = capacity
+        self.capacityExceededCount = capacityExceededCount
+        self.lastUpdated = lastUpdated
+        self.workers = workers
+        self.untrackedWorkerDecisions = untrackedWorkerDecisions
+    }
+
+    // MARK: - checks
+
+    /// The invariants `LayerState.record` maintains; a state breaking one was not written by it.
+    func check(context: String) throws(StateError) {
+        func fail(_ why: String) -> StateError {
+            StateError(.inconsistent, "state file inconsistent: \(context): \(why)")
+        }
+        func finiteNonNegative(_ v: Double) -> Bool { v.isFinite && v >= 0 }
+        let n = totalRoutings
+
+        guard LayerRegistry.isValidLayerName(name) else { throw fail("invalid layer name") }
+        guard experts >= 1 else { throw fail("a layer needs at least one expert") }
+        guard n >= 1 else { throw fail("a saved layer has at least one decision") }
+        guard tokensDropped <= totalTokens else { throw fail("tokens dropped (\(tokensDropped)) exceed total tokens (\(totalTokens))") }
+        guard lastActive.allSatisfy({ $0 <= n }) else { throw fail("an expert was last active after the last decision") }
+        guard utilizationSums.allSatisfy(finiteNonNegative) else { throw fail("a utilization sum is negative or not finite") }
+        for (what, loss) in [("load-balance", loadBalanceLoss), ("router z", routerZLoss), ("auxiliary", auxiliaryLoss)] {
+            guard loss.count <= n else { throw fail("more \(what) losses (\(loss.count)) than decisions (\(n))") }
+            guard loss.count > 0 || loss.sum == 0 else { throw fail("a \(what) loss sum without any loss") }
+        }
+        let (maxNonfinite, overflow) = n.multipliedReportingOverflow(by: 3)
+        guard overflow || nonfiniteLosses <= maxNonfinite else { throw fail("more non-finite losses than three per decision") }
+
+        guard loadVariances.count == Int(Swift.min(UInt64(historyCapacity), n)) else {
+            throw fail("\(loadVariances.count) load variances for \(n) decisions")
+        }
+        guard loadVariances.allSatisfy(finiteNonNegative) else { throw fail("a load variance is negative or not finite") }
+
+        guard latencyCount <= n else { throw fail("more latency samples (\(latencyCount)) than decisions (\(n))") }
+        guard recentLatenciesMs.count == Int(Swift.min(UInt64(historyCapacity), latencyCount)) else {
+            throw fail("\(recentLatenciesMs.count) recent latencies for \(latencyCount) samples")
+        }
+        guard recentLatenciesMs.allSatisfy(finiteNonNegative) else { throw fail("a latency sample is negative or not finite") }
+        if latencyCount == 0 {
+            guard latencySumMs == 0, latencyMinMs == .infinity, latencyMaxMs == 0 else {
+                throw fail("latency sum, minimum or maximum without any sample")
+            }
+        } else {
+            guard latencySumMs >= 0, finiteNonNegative(latencyMinMs), finiteNonNegative(latencyMaxMs),
+                  latencyMinMs <= latencyMaxMs else {
+                throw fail("latency minimum, maximum or sum out of order")
+            }
+        }
+        guard latencyBoundsSeconds.allSatisfy({ $0.isFinite }),
+              zip(latencyBoundsSeconds, latencyBoundsSeconds.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            throw fail("latency bucket bounds are not finite and strictly increasing")
+        }
+        var inBuckets: UInt64 = 0
+        for c in latencyBucketCounts { inBuckets = inBuckets.addingSaturated(c) }
+        guard inBuckets <= latencyCount else { throw fail("latency buckets hold more samples than were counted") }
+
+        guard capacity.decisions <= n else { throw fail("more capacity decisions than decisions") }
+        if capacity.decisions == 0 {
+            guard capacity.averageUtilization == 0, capacity.peakUtilization == 0,
+                  capacity.totalCapacity == 0, capacity.totalUsed == 0 else {
+                throw fail("capacity totals without any decision of known capacity")
+            }
+        } else {
+            guard finiteNonNegative(capacity.averageUtilization), finiteNonNegative(capacity.peakUtilization) else {
+                throw fail("capacity utilization is negative or not finite")
+            }
+        }
+        guard capacityExceededCount <= n else { throw fail("more capacity-exceeded decisions than decisions") }
+        guard lastUpdated.isFinite else { throw fail("last-updated time is not finite") }
+
+        var seen = Set<String>()
+        var workerDecisions = untrackedWorkerDecisions
+        for w in workers {
+            guard (1...LayerRegistry.maxWorkerNameBytes).contains(w.worker.utf8.count) else {
+                throw fail("a worker name is empty or longer than \(LayerRegistry.maxWorkerNameBytes) bytes")
+            }
+            guard seen.insert(w.worker).inserted else { throw fail("worker \(w.worker) appears twice") }
+            guard w.lastSeen.isFinite, w.decisions >= 1 else { throw fail("worker \(w.worker) has no decision or no finite time") }
+            workerDecisions = workerDecisions.addingSaturated(w.decisions)
+        }
+        guard workerDecisions <= n || n == .max else { throw fail("workers sent more decisions than the layer recorded") }
+    }
+}
