@@ -1,8 +1,25 @@
 /// Decodes routing decisions from request bodies with a schema-directed byte scanner.
 ///
 /// Why not Foundation's `JSONDecoder`: it builds a tree and a `String` per key, which caps ingest far
-/// below the HTTP layer's rate. This decoder reads the `UInt8` buffer once, in place, and is still a
-/// complete, strict RFC 8259 parser for the decision schema.
+/// below the HTTP layer's rate. This decoder reads the `UInt8` buffer once, in place, matches keys
+/// by their bytes, and is still a complete, strict RFC 8259 parser (see `JSONScanner` for the
+/// rules, section by section).
+///
+/// The schema, and the choices it leaves open:
+/// - torsh's field names as serde_json writes them: `expert_capacities` (alias `tokens_per_expert`;
+///   both present is an error), `total_tokens` (both required), `tokens_dropped` (absent is 0),
+///   `load_balance_loss`, `router_z_loss`, `auxiliary_loss` (`null`, serde's NaN or infinity, is
+///   `Loss.nonFinite`), `expert_assignments` (validated and counted, not kept).
+/// - Envelope: `layer`, `worker` (string, or a non-negative integer kept as its digits), `step`,
+///   `top_k` (1 to the expert count), `expert_capacity` (at least 1), `capacity_factor` (> 0),
+///   `latency_ms` (finite, >= 0). `null` in an envelope field or in `expert_assignments` means
+///   "not sent", as serde writes `Option::None`.
+/// - Counts are integer literals: `3.0` and `1e3` are refused (`.malformed`) rather than guessed
+///   at, since serde and Python's json write integers without fraction or exponent. `-0` is 0.
+/// - Numbers beyond the double range (`1e400`) are refused wherever they appear, also in ignored
+///   fields (RFC 8259 section 6 lets a parser limit the range).
+/// - Unknown fields are ignored, as serde does, but still parsed strictly; a name repeated in any
+///   object is refused (RFC 8259 section 4 leaves its meaning open, so we do not pick one).
 public struct DecisionDecoder: Sendable {
     /// Bounds on one request body; every one is checked and reported as `.malformed` or `.invalid`.
     public struct Limits: Sendable, Equatable {

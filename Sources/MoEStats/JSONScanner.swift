@@ -149,9 +149,24 @@ struct JSONScanner {
             try enter(depth)
             pos += 1
             if peek() == UInt8(ascii: "}") { pos += 1; return }
+            // Duplicate names are refused here too (RFC 8259 section 4 says they SHOULD be unique
+            // and leaves their meaning open); the set is only built for a second key.
+            var first: [UInt8]? = nil
+            var keys: Set<[UInt8]> = []
             repeat {
                 guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
-                _ = try scanString(decode: false)
+                let keyStart = pos
+                let t = try scanString(decode: true)
+                let key = withValue(t) { Array($0) }
+                if let f = first {
+                    if keys.isEmpty { keys.insert(f) }
+                    guard keys.insert(key).inserted else {
+                        pos = keyStart
+                        throw syntax("duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
+                    }
+                } else {
+                    first = key
+                }
                 try expect(UInt8(ascii: ":"), "':'")
                 try skipValue(depth: depth + 1)
             } while try nextMember(close: UInt8(ascii: "}"))

@@ -177,6 +177,7 @@ struct DecoderMalformedTests {
         String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000),
         minimal(#""x":"# + String(repeating: "[", count: 17) + String(repeating: "]", count: 17)),
         "\u{FEFF}" + minimal(), minimal() + "\u{A0}", "\u{0B}" + minimal(),
+        minimal(#""x":{"a":1,"b":2,"a":3}"#), minimal(#""x":[{"a":{"b":1,"\u0062":2}}]"#),
     ]
 
     @Test(arguments: texts)

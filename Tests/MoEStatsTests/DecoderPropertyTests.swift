@@ -286,27 +286,41 @@ func nearlyEqual(_ a: [RoutingDecision], _ b: [RoutingDecision]) -> Bool {
     return true
 }
 
-/// RFC 8259 rules Foundation's `JSONSerialization` relaxes, found by the mutation test and checked
-/// here independently of our scanner: it accepts a trailing comma before `]` or `}` and a leading
-/// byte order mark. A document with either is expected to be refused by us.
+/// What Foundation's `JSONSerialization` accepts and we refuse, checked here independently of our
+/// scanner on a document Foundation accepted: a trailing comma before `]` or `}`, a leading byte
+/// order mark, and a name repeated in one object (compared by raw bytes). A document with any of
+/// them is expected to be refused by us.
 func foundationLeniency(_ bytes: [UInt8]) -> Bool {
     if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { return true }
-    var inString = false
-    var escaped = false
     var lastSignificant: UInt8 = 0
-    for b in bytes {
-        if inString {
-            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
-            continue
-        }
+    // One entry per open container: the names seen so far, nil for an array.
+    var names: [Set<[UInt8]>?] = []
+    var i = 0
+    while i < bytes.count {
+        let b = bytes[i]
         switch b {
-        case UInt8(ascii: "\""): inString = true; lastSignificant = b
-        case 0x20, 0x09, 0x0A, 0x0D: continue
+        case UInt8(ascii: "\""):
+            var j = i + 1
+            while j < bytes.count && bytes[j] != UInt8(ascii: "\"") { j += bytes[j] == UInt8(ascii: "\\") ? 2 : 1 }
+            let isName = lastSignificant == UInt8(ascii: "{") || (lastSignificant == UInt8(ascii: ",") && names.last.map { $0 != nil } == true)
+            if isName, names.last != nil, names[names.count - 1]!.insert(Array(bytes[(i + 1)..<min(j, bytes.count)])).inserted == false {
+                return true
+            }
+            i = j
+            lastSignificant = b
+        case 0x20, 0x09, 0x0A, 0x0D:
+            break
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            names.append(b == UInt8(ascii: "{") ? [] : nil)
+            lastSignificant = b
         case UInt8(ascii: "]"), UInt8(ascii: "}"):
             if lastSignificant == UInt8(ascii: ",") { return true }
+            if !names.isEmpty { names.removeLast() }
             lastSignificant = b
-        default: lastSignificant = b
+        default:
+            lastSignificant = b
         }
+        i += 1
     }
     return false
 }
