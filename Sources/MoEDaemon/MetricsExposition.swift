@@ -39,8 +39,11 @@ public enum ExpositionFormat: Sendable, Equatable {
 }
 
 /// Metric types as the exposition formats name them.
+///
+/// `info` (a constant 1 whose labels carry facts, like a version) is an OpenMetrics type; the
+/// 0.0.4 text format has no such type and writes it as a gauge, as Prometheus' own clients do.
 public enum MetricType: String, Sendable {
-    case counter, gauge, summary, histogram
+    case counter, gauge, summary, histogram, info
 }
 
 /// Numbers as Prometheus parses them, independent of any locale.
@@ -82,16 +85,25 @@ public struct MetricsWriter: Sendable {
         out.reserveCapacity(capacity)
     }
 
-    /// Starts a family. `name` is the family name without type suffixes; for a counter it must
-    /// end in `_total` (the 0.0.4 convention, which we keep for both formats' sample names).
+    /// Starts a family. `name` is the sample name without type suffixes: a counter's ends in
+    /// `_total` and an info's in `_info`; OpenMetrics names the family without them (OpenMetrics
+    /// 1.0, "Counter" and "Info"), the 0.0.4 format with them.
     /// Returns false (and writes nothing) if the family was already described.
     @discardableResult
     public mutating func family(_ name: String, _ type: MetricType, help: String) -> Bool {
         guard described.insert(name).inserted else { return false }
         current = (name, type)
         var familyName = name
-        if format == .openMetrics, type == .counter, name.hasSuffix("_total") {
+        var typeName = type.rawValue
+        switch (format, type) {
+        case (.openMetrics, .counter) where name.hasSuffix("_total"):
             familyName = String(name.dropLast("_total".count))
+        case (.openMetrics, .info) where name.hasSuffix("_info"):
+            familyName = String(name.dropLast("_info".count))
+        case (.prometheusText, .info):
+            typeName = MetricType.gauge.rawValue
+        default:
+            break
         }
         append("# HELP ")
         append(familyName)
@@ -100,7 +112,7 @@ public struct MetricsWriter: Sendable {
         append("\n# TYPE ")
         append(familyName)
         append(" ")
-        append(type.rawValue)
+        append(typeName)
         append("\n")
         return true
     }

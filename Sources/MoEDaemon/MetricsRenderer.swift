@@ -121,7 +121,7 @@ public enum MetricsRenderer {
         w.sample(Double(daemon.openConnections))
         w.family("moe_metricsd_layers", .gauge, help: "Layers held.")
         w.sample(Double(daemon.layers))
-        w.family("moe_metricsd_build_info", .gauge, help: "Always 1; the version label says which build is running.")
+        w.family("moe_metricsd_build_info", .info, help: "Always 1; the version label says which build is running.")
         w.sample(labels: ["version": daemon.version], 1)
 
         let p = daemon.process

@@ -43,8 +43,8 @@ import Testing
 
     @Test func openMetricsDiffersOnlyWhereTheFormatsDo() throws {
         let om = try Self.render(.openMetrics)
-        // Counter families lose `_total` in HELP and TYPE, `le` values are canonical floats, and
-        // the exposition ends with `# EOF`; nothing else differs.
+        // Counter families lose `_total` in HELP and TYPE, the build info is an `info` family
+        // without `_info`, and the exposition ends with `# EOF`; nothing else differs.
         var expected = Self.goldenText
         for name in ["moe_routing_decisions", "moe_routing_tokens", "moe_routing_dropped_tokens", "moe_expert_tokens",
                      "moe_routing_nonfinite_losses", "moe_routing_capacity_tokens", "moe_routing_capacity_used_tokens",
@@ -52,6 +52,8 @@ import Testing
             expected = expected.replacingOccurrences(of: "# HELP \(name)_total ", with: "# HELP \(name) ")
                 .replacingOccurrences(of: "# TYPE \(name)_total ", with: "# TYPE \(name) ")
         }
+        expected = expected.replacingOccurrences(of: "# HELP moe_metricsd_build_info ", with: "# HELP moe_metricsd_build ")
+            .replacingOccurrences(of: "# TYPE moe_metricsd_build_info gauge", with: "# TYPE moe_metricsd_build info")
         expected += "# EOF\n"
         compare(om, expected)
     }
