@@ -69,6 +69,7 @@ public struct DecisionDecoder: Sendable {
 
     private func decodeJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
         var counts: [UInt64] = []
+        counts.reserveCapacity(min(limits.maxExperts, 256))  // scratch, reused by every decision
         var result: [RoutingDecision] = []
         switch s.peek() {
         case UInt8(ascii: "{"):
@@ -108,6 +109,7 @@ public struct DecisionDecoder: Sendable {
     /// NDJSON: one decision object per line (LF or CRLF); lines holding only whitespace are skipped.
     private func decodeNDJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
         var counts: [UInt64] = []
+        counts.reserveCapacity(min(limits.maxExperts, 256))  // scratch, reused by every decision
         var result: [RoutingDecision] = []
         let total = s.bytes.count
         var lineStart = 0
