@@ -2,6 +2,7 @@ import Foundation
 import HTTPCore
 import HTTPServer
 import Logging
+import MoEStats
 import Synchronization
 
 /// The version reported by `--version` and `moe_metricsd_build_info`.
@@ -18,7 +19,11 @@ public enum Daemon {
     /// Serves until SIGTERM or SIGINT; returns the process exit status (0 after a clean stop,
     /// 1 if the listener cannot start). `sources` are read again on SIGHUP; `logLevel` is the
     /// control the process' log handlers obey.
-    public static func run(configuration: DaemonConfiguration, sources: ConfigurationSources,
+    ///
+    /// With a state file, the layers are restored from it before the listener starts (a file that
+    /// cannot be restored stops the start with status 2, unless `discardCorruptState` sets it
+    /// aside), saved every `snapshot_interval` seconds, and saved once more after the last request.
+    public static func run(configuration: DaemonConfiguration, sources: ConfigurationSources, discardCorruptState: Bool = false,
                            logLevel: LineLogHandler.LevelControl, logger: Logger) -> Int32 {
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -33,6 +38,26 @@ public enum Daemon {
                                   openConnections: { connections.withLock { $0?() ?? 0 } })
         let server = HTTPServer(configuration: configuration.serverConfiguration(logger: logger), handler: router)
         connections.withLock { $0 = { server.openConnections } }
+
+        do {
+            let token = try AuthToken.resolve(configuration, environment: sources.environment)
+            router.update(settings: configuration.routerSettings(token: token))
+            if token != nil { logger.info("writes require a bearer token") }
+        } catch {
+            logger.critical("invalid configuration: \(error.message)")
+            return 2
+        }
+
+        var persistence: Persistence?
+        if !configuration.stateFile.isEmpty {
+            let file = StateFile(path: configuration.stateFile)
+            guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else { return 2 }
+            let p = Persistence(file: file, router: router, logger: logger)
+            // Saving at once proves the directory is writable before anything is accepted.
+            guard p.save() else { return 2 }
+            p.start(interval: configuration.snapshotIntervalSeconds)
+            persistence = p
+        }
 
         let addresses: [String]
         do {
@@ -57,6 +82,10 @@ public enum Daemon {
         }
         router.isReady = false
         server.shutdown()
+        if let persistence {
+            persistence.stop()
+            _ = persistence.save()
+        }
         logger.info("stopped")
         return 0
     }
@@ -80,8 +109,17 @@ extension Daemon {
         if new.listen != old.listen { kept.append("listen") }
         if new.eventLoops != old.eventLoops { kept.append("http.event_loops") }
         if new.latencyBucketsSeconds != old.latencyBucketsSeconds { kept.append("stats.latency_buckets_seconds (for existing layers)") }
+        let token: AuthToken?
+        do {
+            token = try AuthToken.resolve(new, environment: sources.environment)
+        } catch {
+            logger.error("SIGHUP: new configuration refused, keeping the running one: \(error.message)")
+            return old
+        }
+        if new.stateFile != old.stateFile { kept.append("state_file") }
+        if new.snapshotIntervalSeconds != old.snapshotIntervalSeconds { kept.append("snapshot_interval") }
         server.update(limits: new.http)
-        router.update(settings: new.routerSettings)
+        router.update(settings: new.routerSettings(token: token))
         router.registry.update(configuration: new.statsConfiguration)
         logLevel.current = new.logLevel
         if !kept.isEmpty {
@@ -89,6 +127,88 @@ extension Daemon {
         }
         logger.info("configuration reloaded")
         return new
+    }
+}
+
+extension Daemon {
+    /// Restores the layers from `file`; false when the start must stop.
+    static func restore(from file: StateFile, into router: DaemonRouter, discardCorrupt: Bool, logger: Logger) -> Bool {
+        let bytes: [UInt8]?
+        do {
+            bytes = try file.read()
+        } catch {
+            logger.critical("\(error.description)")
+            return false
+        }
+        guard let bytes else {
+            logger.info("no state file at \(file.path) yet: starting empty")
+            return true
+        }
+        do throws(StateError) {
+            try router.registry.restore(from: bytes)
+            logger.info("restored \(router.registry.layerCount) layers from \(file.path)")
+            return true
+        } catch {
+            guard discardCorrupt else {
+                logger.critical("state file \(file.path) cannot be restored (\(error.kind.rawValue)): \(error.message). It was left untouched; start with --discard-corrupt-state to move it aside and start empty.")
+                return false
+            }
+            do {
+                let aside = try file.setAside()
+                logger.warning("state file \(file.path) cannot be restored (\(error.message)); moved to \(aside), starting empty")
+                return true
+            } catch {
+                logger.critical("\(error.description)")
+                return false
+            }
+        }
+    }
+}
+
+/// Periodic saves of the state file on a queue of their own (never on an event loop).
+///
+/// `@unchecked Sendable` because of the Dispatch timer, which is not marked `Sendable` but whose
+/// `schedule`, `resume` and `cancel` are documented as safe from any thread; every other field
+/// is immutable and `Sendable`.
+final class Persistence: @unchecked Sendable {
+    let file: StateFile
+    let router: DaemonRouter
+    let logger: Logger
+    private let queue: DispatchQueue
+    private let timer: DispatchSourceTimer
+
+    init(file: StateFile, router: DaemonRouter, logger: Logger) {
+        self.file = file
+        self.router = router
+        self.logger = logger
+        queue = DispatchQueue(label: "moe-metricsd.state")
+        timer = DispatchSource.makeTimerSource(queue: queue)
+    }
+
+    func start(interval: Double) {
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
+        timer.setEventHandler { [self] in _ = save() }
+        timer.resume()
+    }
+
+    /// Stops the periodic saves and waits for one in progress.
+    func stop() {
+        timer.cancel()
+        queue.sync {}
+    }
+
+    /// Exports every layer and writes the file; false (and an error logged) if writing failed.
+    @discardableResult
+    func save() -> Bool {
+        let bytes = router.registry.exportState()
+        do {
+            try file.write(bytes)
+            logger.debug("state saved", metadata: ["file": "\(file.path)", "bytes": "\(bytes.count)"])
+            return true
+        } catch {
+            logger.error("state not saved: \(error.description)")
+            return false
+        }
     }
 }
 

@@ -43,6 +43,27 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// models, where layers x experts series would overwhelm Prometheus.
     public var perExpertSeries: Bool = true
 
+    /// Most workers remembered per layer (worker names come from clients, so the table is bounded).
+    public var maxWorkersPerLayer: Int = 4096
+    /// A worker silent for longer than this many seconds counts as stale; 0 turns staleness off.
+    public var workerTTLSeconds: Double = 300
+    /// Layers nobody updated for longer than this many seconds are left out of /metrics, so the
+    /// series of finished jobs end; 0 (the default) keeps every layer.
+    public var layerTTLSeconds: Double = 0
+
+    /// State file: every layer is saved there periodically and on SIGTERM, and restored on start.
+    /// Empty means no state file (statistics live in memory only).
+    public var stateFile: String = ""
+    /// Seconds between two saves of the state file.
+    public var snapshotIntervalSeconds: Double = 60
+
+    /// File holding the bearer token that POST and DELETE require (the environment variable
+    /// `MOE_METRICSD_AUTH_TOKEN` takes precedence). Never a command-line value: arguments are
+    /// visible to every user in the process list. Empty means no authentication.
+    public var authTokenFile: String = ""
+    /// Require the token for reads (GET of /v1 and /metrics) too; /healthz and /readyz stay open.
+    public var authReads: Bool = false
+
     public init() {}
 }
 
@@ -106,6 +127,14 @@ extension DaemonConfiguration {
                 throw ConfigurationError("stats.latency_buckets_seconds: buckets must be strictly increasing (bucket \(i) is \(b))")
             }
         }
+        if maxWorkersPerLayer < 0 { throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)") }
+        if !workerTTLSeconds.isFinite || workerTTLSeconds < 0 {
+            throw ConfigurationError("worker_ttl: must be 0 (off) or a positive number of seconds, got \(workerTTLSeconds)")
+        }
+        if !layerTTLSeconds.isFinite || layerTTLSeconds < 0 {
+            throw ConfigurationError("layer_ttl: must be 0 (off) or a positive number of seconds, got \(layerTTLSeconds)")
+        }
+        try positive("snapshot_interval", snapshotIntervalSeconds)
         try positive("decoder.max_decisions", maxDecisionsPerRequest)
         try positive("decoder.max_assignments", maxAssignments)
         try positive("decoder.max_depth", maxJSONDepth)

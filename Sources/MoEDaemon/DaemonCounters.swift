@@ -21,7 +21,7 @@ public final class DaemonCounters: Sendable {
     /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
     /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
     public static let reasons = ["conflict", "invalid", "malformed", "too_many_experts", "too_many_layers",
-                                 "unsupported_media_type"]
+                                 "unauthorized", "unsupported_media_type"]
 
     private let state: Mutex<State>
 

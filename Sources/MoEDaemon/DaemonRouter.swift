@@ -17,6 +17,13 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     public struct Settings: Sendable, Equatable {
         public var decoderLimits = DecisionDecoder.Limits()
         public var perExpertSeries = true
+        /// Token POST and DELETE require (and reads, with `authReads`); nil for none.
+        public var authToken: AuthToken?
+        public var authReads = false
+        /// Seconds of silence after which a worker is stale; nil for never.
+        public var workerTTLSeconds: Double?
+        /// Seconds without an update after which a layer leaves /metrics; nil for never.
+        public var layerTTLSeconds: Double?
         public init() {}
     }
 
@@ -44,7 +51,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     public convenience init(configuration c: DaemonConfiguration, version: String, logger: Logger,
                             openConnections: @escaping @Sendable () -> Int = { 0 },
                             clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
-        self.init(registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings,
+        self.init(registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings(token: nil),
                   version: version, logger: logger, openConnections: openConnections, clock: clock)
     }
 
@@ -84,7 +91,12 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let (route, layer) = Self.match(request.path)
-        let response = respond(request, route: route, layer: layer)
+        let response: HTTPResponse
+        if let refusal = authorize(request, route: route) {
+            response = refusal
+        } else {
+            response = respond(request, route: route, layer: layer)
+        }
         counters.recordRequest(route: route.rawValue, code: response.status)
         return response
     }
@@ -108,6 +120,27 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         }
         if parts.count == 4 { return (.layer, name) }
         return parts[4] == "decisions" ? (.layerDecisions, name) : (.unmatched, nil)
+    }
+
+    /// Nil when the request may proceed; a 401 with `WWW-Authenticate` (RFC 6750 section 3)
+    /// when a token is configured and the request needs it but lacks it. Writes always need it;
+    /// reads only with `authReads`; liveness, readiness and unknown paths never do.
+    private func authorize(_ request: HTTPRequest, route: Route) -> HTTPResponse? {
+        let (token, reads) = settings.withLock { ($0.authToken, $0.authReads) }
+        guard let token else { return nil }
+        let isWrite = request.method != "GET" && request.method != "HEAD"
+        switch route {
+        case .healthz, .readyz, .unmatched: return nil
+        case .dashboard where !isWrite: return nil
+        default: break
+        }
+        guard isWrite || reads else { return nil }
+        if token.accepts(authorization: request.headers["authorization"]) { return nil }
+        if route == .decisions || route == .layerDecisions { counters.recordRejection(reason: "unauthorized") }
+        logger.debug("refused: no valid bearer token", metadata: ["path": "\(request.path)", "method": "\(request.method)"])
+        let challenge = request.headers["authorization"] == nil
+            ? "Bearer realm=\"moe-metricsd\"" : "Bearer realm=\"moe-metricsd\", error=\"invalid_token\""
+        return .error(401, "a valid bearer token is required", headers: ["www-authenticate": challenge])
     }
 
     private func respond(_ request: HTTPRequest, route: Route, layer: String?) -> HTTPResponse {
@@ -236,12 +269,14 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             return .error(404, "no such layer: \(name)", field: "layer")
         }
         var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
-        snapshot.summary(window: window).writeJSON(&w)
+        let ttl = settings.withLock { $0.workerTTLSeconds }
+        snapshot.summary(window: window, now: clock(), workerTTL: ttl).writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
     }
 
     private func layersList() -> HTTPResponse {
-        let summaries = registry.snapshots().map { $0.summary(window: nil) }
+        let (now, ttl) = (clock(), settings.withLock { $0.workerTTLSeconds })
+        let summaries = registry.snapshots().map { $0.summary(window: nil, now: now, workerTTL: ttl) }
         var w = JSONWriter(capacity: 256 + summaries.count * 512)
         w.beginObject()
         w.key("layers")
@@ -255,7 +290,8 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     private func summary(_ request: HTTPRequest) -> HTTPResponse {
         let (window, windowError) = Self.window(request)
         if let windowError { return windowError }
-        let summaries = registry.snapshots().map { $0.summary(window: window) }
+        let (now, ttl) = (clock(), settings.withLock { $0.workerTTLSeconds })
+        let summaries = registry.snapshots().map { $0.summary(window: window, now: now, workerTTL: ttl) }
         var w = JSONWriter(capacity: 1024 + summaries.count * 2048)
         FleetSummary(summaries).writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
@@ -263,12 +299,15 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     private func metrics(_ request: HTTPRequest) -> HTTPResponse {
         let format = ExpositionFormat.negotiate(accept: request.headers["accept"])
-        let perExpert = settings.withLock { $0.perExpertSeries }
-        let snapshots = registry.snapshots()
+        let (perExpert, workerTTL, layerTTL) = settings.withLock { ($0.perExpertSeries, $0.workerTTLSeconds, $0.layerTTLSeconds) }
+        let now = clock()
+        var snapshots = registry.snapshots()
+        if let layerTTL { snapshots.removeAll { $0.isIdle(now: now, ttl: layerTTL) } }
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
             process: ProcessMetrics.read(), version: version)
-        var body = MetricsRenderer.render(snapshots, daemon: daemon, format: format, perExpertSeries: perExpert)
+        var body = MetricsRenderer.render(snapshots, daemon: daemon, format: format, perExpertSeries: perExpert,
+                                          now: now, workerTTL: workerTTL)
         var headers: HTTPHeaders = ["content-type": format.contentType, "vary": "Accept, Accept-Encoding"]
         if Gzip.accepted(by: request.headers["accept-encoding"]), let gz = Gzip.compress(body) {
             body = gz
@@ -288,12 +327,17 @@ extension DaemonConfiguration {
         s.latencyBucketsSeconds = latencyBucketsSeconds
         s.defaultTopK = defaultTopK > 0 ? defaultTopK : nil
         s.defaultCapacityFactor = defaultCapacityFactor > 0 ? defaultCapacityFactor : nil
+        s.maxWorkersPerLayer = maxWorkersPerLayer
         return s
     }
 
-    /// The router's part of the configuration.
-    public var routerSettings: DaemonRouter.Settings {
+    /// The router's part of the configuration, with the token resolved by `AuthToken.resolve`.
+    public func routerSettings(token: AuthToken?) -> DaemonRouter.Settings {
         var r = DaemonRouter.Settings()
+        r.authToken = token
+        r.authReads = authReads
+        r.workerTTLSeconds = workerTTLSeconds > 0 ? workerTTLSeconds : nil
+        r.layerTTLSeconds = layerTTLSeconds > 0 ? layerTTLSeconds : nil
         r.decoderLimits.maxExperts = maxExperts
         r.decoderLimits.maxDecisions = maxDecisionsPerRequest
         r.decoderLimits.maxAssignments = maxAssignments

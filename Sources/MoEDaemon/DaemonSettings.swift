@@ -114,6 +114,24 @@ public enum DaemonSettings {
                           guard case .bool(let b) = v else { throw ConfigurationError("metrics.per_expert_series: expected true or false") }
                           c.perExpertSeries = b
                       }),
+        int("stats.max_workers_per_layer", "Most distinct workers remembered per layer; decisions from more are counted but not tracked.",
+            \.maxWorkersPerLayer),
+        double("worker_ttl", "Seconds after which a silent worker counts as stale (moe_routing_workers{state=\"stale\"}); 0 turns staleness off.",
+               \.workerTTLSeconds),
+        double("layer_ttl", "Seconds after which a layer nobody updated is left out of /metrics; 0 keeps every layer.", \.layerTTLSeconds),
+        string("state_file", list: false, "State file saved periodically and on SIGTERM, restored on start; empty for none.",
+               get: { $0.stateFile }, set: { c, v throws(ConfigurationError) in c.stateFile = v.first ?? "" }),
+        double("snapshot_interval", "Seconds between two saves of the state file.", \.snapshotIntervalSeconds),
+        string("auth_token_file", list: false,
+               "File holding the bearer token POST and DELETE require (MOE_METRICSD_AUTH_TOKEN overrides it); empty for no authentication.",
+               get: { $0.authTokenFile }, set: { c, v throws(ConfigurationError) in c.authTokenFile = v.first ?? "" }),
+        DaemonSetting(key: "auth_reads", kind: .bool,
+                      help: "Require the token for reads too (/v1 GETs, /metrics); /healthz and /readyz stay open.",
+                      describe: { $0.authReads ? "true" : "false" },
+                      apply: { c, v throws(ConfigurationError) in
+                          guard case .bool(let b) = v else { throw ConfigurationError("auth_reads: expected true or false") }
+                          c.authReads = b
+                      }),
     ]
 
     /// The setting for a dotted key.
@@ -122,7 +140,7 @@ public enum DaemonSettings {
     /// `MOE_METRICSD_*` variables in `environment` that name no setting: most likely typos, which
     /// the daemon reports at startup (the file and the flags refuse unknown names outright).
     public static func unknownEnvironmentVariables(in environment: [String: String]) -> [String] {
-        let known = Set(all.map(\.environmentVariable))
+        let known = Set(all.map(\.environmentVariable) + [AuthToken.environmentVariable])
         return environment.keys.filter { $0.hasPrefix("MOE_METRICSD_") && !known.contains($0) }.sorted()
     }
 
@@ -155,6 +173,8 @@ public enum DaemonSettings {
                           switch v {
                           case .stringArray(let a):
                               try set(&c, a.map { $0.trimmingWhitespace() }.filter { !$0.isEmpty })
+                          case .string(let s) where !list:
+                              try set(&c, [s.trimmingWhitespace()].filter { !$0.isEmpty })
                           case .string(let s):
                               try set(&c, s.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty })
                           default: throw ConfigurationError("\(key): expected \(list ? "a list of strings" : "a string")")

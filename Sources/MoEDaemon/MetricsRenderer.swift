@@ -27,8 +27,9 @@ public enum MetricsRenderer {
         }
     }
 
+    /// `now` and `workerTTL` split each layer's workers into active and stale.
     public static func render(_ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
-                              perExpertSeries: Bool) -> [UInt8] {
+                              perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil) -> [UInt8] {
         let layers = snapshots.sorted { $0.layer < $1.layer }
         let summaries = layers.map { $0.summary(window: nil) }
         var w = MetricsWriter(format: format, capacity: 4096 + layers.reduce(0) { $0 + 600 + $1.experts * 160 })
@@ -107,6 +108,13 @@ public enum MetricsRenderer {
         perLayer("moe_routing_capacity_utilization_ratio", .gauge, "Tokens received over capacity offered, in decisions with a known capacity.") { i in
             let c = layers[i].capacity
             return c.totalCapacity > 0 ? Double(c.totalUsed) / Double(c.totalCapacity) : nil
+        }
+
+        w.family("moe_routing_workers", .gauge, help: "Workers that reported to the layer, by whether they did within the worker TTL.")
+        for l in layers {
+            let counts = l.workerCounts(now: now, ttl: workerTTL)
+            w.sample(labels: ["layer": l.layer, "state": "active"], Double(counts.active))
+            w.sample(labels: ["layer": l.layer, "state": "stale"], Double(counts.stale))
         }
 
         w.family("moe_metricsd_http_requests_total", .counter, help: "HTTP requests answered by the router, by route template and status code.")

@@ -52,6 +52,16 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments: Int?
     @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: Int?
     @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: Bool?
+    @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: Int?
+    @Option(name: .long, help: "Seconds after which a silent worker is stale; 0 = never.") var workerTtl: Double?
+    @Option(name: .long, help: "Seconds after which an idle layer leaves /metrics; 0 = never.") var layerTtl: Double?
+    @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile: String?
+    @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: Double?
+    @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).") var authTokenFile: String?
+    @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: Bool?
+
+    @Flag(name: .long, help: "If the state file cannot be restored, move it aside (FILE.corrupt-TIME) and start empty.")
+    var discardCorruptState = false
 
     /// The flags given, by setting key.
     func flagValues() -> [String: ConfigContent] {
@@ -76,6 +86,13 @@ struct MoEMetricsd: ParsableCommand {
         for (k, v) in doubles { if let v { f[k] = .double(v) } }
         if !statsLatencyBucketsSeconds.isEmpty { f["stats.latency_buckets_seconds"] = .doubleArray(statsLatencyBucketsSeconds) }
         if let metricsPerExpertSeries { f["metrics.per_expert_series"] = .bool(metricsPerExpertSeries) }
+        if let statsMaxWorkersPerLayer { f["stats.max_workers_per_layer"] = .int(statsMaxWorkersPerLayer) }
+        if let workerTtl { f["worker_ttl"] = .double(workerTtl) }
+        if let layerTtl { f["layer_ttl"] = .double(layerTtl) }
+        if let stateFile { f["state_file"] = .string(stateFile) }
+        if let snapshotInterval { f["snapshot_interval"] = .double(snapshotInterval) }
+        if let authTokenFile { f["auth_token_file"] = .string(authTokenFile) }
+        if let authReads { f["auth_reads"] = .bool(authReads) }
         return f
     }
 
@@ -102,7 +119,8 @@ struct MoEMetricsd: ParsableCommand {
         for name in DaemonSettings.unknownEnvironmentVariables(in: ProcessInfo.processInfo.environment) {
             logger.warning("ignoring environment variable \(name): no setting has that name")
         }
-        let status = Daemon.run(configuration: configuration, sources: sources, logLevel: level, logger: logger)
+        let status = Daemon.run(configuration: configuration, sources: sources, discardCorruptState: discardCorruptState,
+                                logLevel: level, logger: logger)
         if status != 0 { throw ExitCode(status) }
     }
 }

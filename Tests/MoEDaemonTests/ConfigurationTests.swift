@@ -131,7 +131,7 @@ import Testing
             switch s.kind {
             case .int: value = "3"
             case .double: value = "3.5"
-            case .bool: value = "false"
+            case .bool: value = s.defaultValue == "true" ? "false" : "true"
             case .string: value = "warning"
             case .stringList: value = "127.0.0.1:3"
             case .doubleList: value = "0.5,3"

@@ -156,6 +156,12 @@ moe_routing_dead_experts{layer="b"} 0
 # HELP moe_routing_capacity_utilization_ratio Tokens received over capacity offered, in decisions with a known capacity.
 # TYPE moe_routing_capacity_utilization_ratio gauge
 moe_routing_capacity_utilization_ratio{layer="b"} 0.5
+# HELP moe_routing_workers Workers that reported to the layer, by whether they did within the worker TTL.
+# TYPE moe_routing_workers gauge
+moe_routing_workers{layer="a",state="active"} 0
+moe_routing_workers{layer="a",state="stale"} 0
+moe_routing_workers{layer="b",state="active"} 0
+moe_routing_workers{layer="b",state="stale"} 0
 # HELP moe_metricsd_http_requests_total HTTP requests answered by the router, by route template and status code.
 # TYPE moe_metricsd_http_requests_total counter
 moe_metricsd_http_requests_total{route="/v1/decisions",code="200"} 1

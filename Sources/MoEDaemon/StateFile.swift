@@ -1,0 +1,74 @@
+import Foundation
+
+/// The state file on disk: read whole at start, replaced atomically on every save.
+///
+/// A save writes a temporary file beside the target, fsyncs it, renames it over the target and
+/// fsyncs the directory (rename(2) is atomic; the directory fsync makes the rename itself
+/// durable), so a crash at any moment leaves either the old file or the new one, never a mix.
+public struct StateFile: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// Why the file could not be read or written, with the system's reason.
+    public struct IOError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The file's bytes, or nil when there is no file yet (a first start).
+    public func read() throws(IOError) -> [UInt8]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw IOError(description: "state file \(path) cannot be read")
+        }
+        return [UInt8](data)
+    }
+
+    public func write(_ bytes: [UInt8]) throws(IOError) {
+        let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("cannot create \(temporary)") }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = failure("cannot write \(temporary)")
+                close(fd)
+                unlink(temporary)
+                throw e
+            }
+            offset += n
+        }
+        guard fsync(fd) == 0 else {
+            let e = failure("cannot fsync \(temporary)")
+            close(fd)
+            unlink(temporary)
+            throw e
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            let e = failure("cannot rename \(temporary) to \(path)")
+            unlink(temporary)
+            throw e
+        }
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            _ = fsync(dirFD)
+            close(dirFD)
+        }
+    }
+
+    /// Moves an unreadable file aside (`PATH.corrupt-UNIXTIME`) so that the daemon can start
+    /// empty without destroying it; returns the new name.
+    public func setAside(now: Double = Date().timeIntervalSince1970) throws(IOError) -> String {
+        let target = "\(path).corrupt-\(Int(now))"
+        guard rename(path, target) == 0 else { throw failure("cannot move \(path) to \(target)") }
+        return target
+    }
+
+    private func failure(_ what: String) -> IOError {
+        IOError(description: "\(what): \(String(cString: strerror(errno)))")
+    }
+}
