@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+
+/// Restarts, crashes, corrupt state files and the write token, with the built binary.
+@Suite struct DurabilityEndToEndTests {
+    let post = ["-H", "Content-Type: application/json", "--data-binary"]
+
+    @Test func restartKeepsEverySummaryField() throws {
+        let dir = try temporaryDirectory("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        let first = try RunningDaemon(["--state-file", state])
+        defer { first.stop() }
+        try DaemonEndToEndTests().postAll(first)
+        let worker = #"{"layer":"l1","worker":"rank-3","expert_capacities":[5,0,1],"total_tokens":6,"load_balance_loss":null,"latency_ms":0.25}"#
+        #expect(try curl("\(first.base)/v1/decisions", post + [worker]).status == 200)
+        let before = try ["/v1/layers/l0", "/v1/layers/l1"].map { try curl("\(first.base)\($0)").json }
+        let metricsBefore = try curl("\(first.base)/metrics").body
+        first.child.signal(SIGTERM)
+        #expect(first.child.waitForExit(timeout: 20) == 0, "\(first.child.log)")
+
+        let second = try RunningDaemon(["--state-file", state])
+        defer { second.stop() }
+        #expect(second.child.waitForLine(timeout: 5) { $0.contains("restored 2 layers") ? true : nil } == true, "\(second.child.log)")
+        let after = try ["/v1/layers/l0", "/v1/layers/l1"].map { try curl("\(second.base)\($0)").json }
+        for (b, a) in zip(before, after) {
+            for key in b.keys.sorted() where key != "workers" {
+                #expect(NSDictionary(dictionary: ["v": b[key] as Any]) == NSDictionary(dictionary: ["v": a[key] as Any]),
+                        "\(b["layer"] ?? "") field \(key): \(String(describing: b[key])) then \(String(describing: a[key]))")
+            }
+            // Worker ages move with the clock; names, counts and last-seen times must not.
+            let bw = (b["workers"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
+            let aw = (a["workers"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
+            #expect(bw.map { $0["worker"] as? String } == aw.map { $0["worker"] as? String })
+        }
+        let metricsAfter = try curl("\(second.base)/metrics").body
+        for line in metricsBefore.split(separator: "\n") where line.hasPrefix("moe_routing_") || line.hasPrefix("moe_expert_") {
+            #expect(metricsAfter.contains(line + "\n"), "after restart, /metrics lacks: \(line)")
+        }
+    }
+
+    @Test func killMinusNineLosesAtMostOneInterval() throws {
+        let dir = try temporaryDirectory("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        let daemon = try RunningDaemon(["--state-file", state, "--snapshot-interval", "0.2", "--log-level", "debug"])
+        defer { daemon.stop() }
+        try DaemonEndToEndTests().postAll(daemon)
+        // Wait for a save that happened after the posts (the readiness signal is its log line).
+        let savesBefore = daemon.child.lines.filter { $0.contains("state saved") }.count
+        let saved = daemon.child.waitForLine(timeout: 20) { _ -> Bool? in
+            daemon.child.lines.filter { $0.contains("state saved") }.count > savesBefore + 1 ? true : nil
+        }
+        #expect(saved == true, "\(daemon.child.log)")
+        daemon.child.signal(SIGKILL)
+        _ = daemon.child.waitForExit(timeout: 20)
+
+        let second = try RunningDaemon(["--state-file", state])
+        defer { second.stop() }
+        let s = try curl("\(second.base)/v1/layers/l0").json
+        #expect(s["total_tokens"] as? Int == 34)
+        #expect(s["total_routings"] as? Int == 4)
+    }
+
+    @Test func corruptStateStopsTheStartUnlessDiscarded() throws {
+        let dir = try temporaryDirectory("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        try Data("not a state file".utf8).write(to: URL(fileURLWithPath: state))
+        let binary = try daemonBinary()
+        let refused = try run(binary, ["--listen", "127.0.0.1:0", "--state-file", state], timeout: 30)
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("cannot be restored"), "\(refused.stderr)")
+        #expect(FileManager.default.contents(atPath: state) == Data("not a state file".utf8))
+
+        let daemon = try RunningDaemon(["--state-file", state, "--discard-corrupt-state"])
+        defer { daemon.stop() }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("state.bin.corrupt-") }
+        #expect(aside.count == 1)
+        #expect(try curl("\(daemon.base)/v1/layers").json["layers"] as? [Any] != nil)
+    }
+
+    @Test func tokenGuardsWrites() throws {
+        var env = ProcessInfo.processInfo.environment
+        env["MOE_METRICSD_AUTH_TOKEN"] = "sekr1t"
+        let daemon = try RunningDaemon([], environment: env)
+        defer { daemon.stop() }
+        let refused = try curl("\(daemon.base)/v1/decisions", post + [DaemonEndToEndTests.d1])
+        #expect(refused.status == 401)
+        #expect(refused.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+        #expect(try curl("\(daemon.base)/v1/layers/l0").status == 404)
+        let accepted = try curl("\(daemon.base)/v1/decisions", ["-H", "Authorization: Bearer sekr1t"] + post + [DaemonEndToEndTests.d1])
+        #expect(accepted.status == 200)
+        #expect(try curl("\(daemon.base)/v1/layers/l0").status == 200)
+    }
+}
