@@ -106,6 +106,12 @@ struct MoEMetricsd: ParsableCommand {
             FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
             throw ExitCode(2)
         }
+        do {
+            _ = try AuthToken.resolve(configuration, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
         if checkConfig {
             var out = "configuration OK\n"
             for s in DaemonSettings.all { out += "\(s.key) = \(s.describe(configuration))\n" }
