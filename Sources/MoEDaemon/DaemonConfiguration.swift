@@ -93,8 +93,11 @@ extension DaemonConfiguration {
         func positive(_ name: String, _ v: Int) throws(ConfigurationError) {
             if v <= 0 { throw ConfigurationError("\(name): must be a positive integer, got \(v)") }
         }
-        func positive(_ name: String, _ v: Double) throws(ConfigurationError) {
+        /// Durations are bounded as well as positive: the transport turns them into nanosecond
+        /// deadlines, and an absurd value (1e300) must be refused here, not overflow there.
+        func positive(_ name: String, _ v: Double, atMost limit: Double = 86_400) throws(ConfigurationError) {
             if !(v > 0) || !v.isFinite { throw ConfigurationError("\(name): must be a positive number of seconds, got \(v)") }
+            if v > limit { throw ConfigurationError("\(name): must be at most \(Int(limit)) seconds, got \(v)") }
         }
         try positive("http.max_request_line_bytes", http.maxRequestLineBytes)
         try positive("http.max_header_bytes", http.maxHeaderBytes)
@@ -108,7 +111,7 @@ extension DaemonConfiguration {
         if eventLoops < 0 || eventLoops > 256 {
             throw ConfigurationError("http.event_loops: must be 0 (one per core) to 256, got \(eventLoops)")
         }
-        try positive("http.shutdown_deadline_seconds", shutdownDeadlineSeconds)
+        try positive("http.shutdown_deadline_seconds", shutdownDeadlineSeconds, atMost: 3_600)
         try positive("stats.max_layers", maxLayers)
         try positive("stats.max_experts", maxExperts)
         try positive("stats.default_window", defaultWindow)
@@ -128,11 +131,11 @@ extension DaemonConfiguration {
             }
         }
         if maxWorkersPerLayer < 0 { throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)") }
-        if !workerTTLSeconds.isFinite || workerTTLSeconds < 0 {
-            throw ConfigurationError("worker_ttl: must be 0 (off) or a positive number of seconds, got \(workerTTLSeconds)")
+        if !workerTTLSeconds.isFinite || workerTTLSeconds < 0 || workerTTLSeconds > 1e9 {
+            throw ConfigurationError("worker_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(workerTTLSeconds)")
         }
-        if !layerTTLSeconds.isFinite || layerTTLSeconds < 0 {
-            throw ConfigurationError("layer_ttl: must be 0 (off) or a positive number of seconds, got \(layerTTLSeconds)")
+        if !layerTTLSeconds.isFinite || layerTTLSeconds < 0 || layerTTLSeconds > 1e9 {
+            throw ConfigurationError("layer_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(layerTTLSeconds)")
         }
         try positive("snapshot_interval", snapshotIntervalSeconds)
         try positive("decoder.max_decisions", maxDecisionsPerRequest)

@@ -89,6 +89,12 @@ import Testing
                     mentioning: ["stats.latency_buckets_seconds", "increasing"])
         expectError(ConfigurationSources(flags: ["stats.default_capacity_factor": .double(-1)]),
                     mentioning: ["stats.default_capacity_factor"])
+        expectError(ConfigurationSources(flags: ["http.shutdown_deadline_seconds": .double(1e300)]),
+                    mentioning: ["http.shutdown_deadline_seconds", "at most"])
+        expectError(ConfigurationSources(environment: ["MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS": "1e300"]),
+                    mentioning: ["http.header_timeout_seconds", "MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS"])
+        expectError(ConfigurationSources(flags: ["http.idle_timeout_seconds": .double(.nan)]), mentioning: ["http.idle_timeout_seconds"])
+        expectError(ConfigurationSources(flags: ["worker_ttl": .double(-1)]), mentioning: ["worker_ttl"])
     }
 
     @Test func fileProblems() throws {
