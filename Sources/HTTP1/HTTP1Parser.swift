@@ -73,6 +73,12 @@ public struct HTTP1Parser {
     private var headerBytes = 0
     private var body: [UInt8] = []
     private var trailerCount = 0
+    private var hostCount = 0
+    private var contentLengths: [String] = []
+    private var transferEncodings: [String] = []
+    private var expect: String?
+    private var connectionClose = false
+    private var connectionKeepAlive = false
 
     public init(limits: HTTPLimits = HTTPLimits()) {
         self.limits = limits
@@ -332,33 +338,91 @@ public struct HTTP1Parser {
 
     // MARK: - Fields (RFC 9112 section 5)
 
+    /// The fields framing and persistence depend on, recognised once while parsing.
+    private enum FieldKind { case host, contentLength, transferEncoding, expect, connection, other }
+
+    private enum ScannedField {
+        case field(name: Range<Int>, value: Range<Int>, kind: FieldKind)
+        case invalid(HTTP1ParseError)
+    }
+
+    /// Checks one field line's syntax (RFC 9112 section 5) without touching parser state.
+    private static func scanField(_ buf: UnsafeBufferPointer<UInt8>, _ line: Range<Int>) -> ScannedField {
+        let first = buf[line.lowerBound]
+        // RFC 9112 section 5.2: obs-fold is refused with 400 (as is whitespace after the start line).
+        if first == SP || first == HTAB { return .invalid(.badRequest("obsolete line folding")) }
+        var colon = line.lowerBound
+        // RFC 9112 section 5.1: the name is a token directly followed by the colon.
+        while colon < line.upperBound, isTokenByte(buf[colon]) { colon += 1 }
+        guard colon < line.upperBound, buf[colon] == UInt8(ascii: ":") else {
+            return .invalid(.badRequest(colon == line.upperBound ? "header field without colon" : "malformed header field name"))
+        }
+        if colon == line.lowerBound { return .invalid(.badRequest("malformed header field name")) }
+        var lo = colon + 1
+        var hi = line.upperBound
+        while lo < hi, buf[lo] == SP || buf[lo] == HTAB { lo += 1 }
+        while hi > lo, buf[hi - 1] == SP || buf[hi - 1] == HTAB { hi -= 1 }
+        // RFC 9110 section 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL are refused.
+        var i = lo
+        while i < hi {
+            let b = buf[i]
+            if b < 0x20 && b != HTAB || b == 0x7F { return .invalid(.badRequest("invalid character in header field value")) }
+            i += 1
+        }
+        let name = line.lowerBound..<colon
+        return .field(name: name, value: lo..<hi, kind: kind(buf, name))
+    }
+
+    private static func kind(_ buf: UnsafeBufferPointer<UInt8>, _ name: Range<Int>) -> FieldKind {
+        func matches(_ literal: StaticString) -> Bool {
+            guard literal.utf8CodeUnitCount == name.count else { return false }
+            let l = literal.utf8Start
+            for i in 0..<name.count where lowercaseASCII(buf[name.lowerBound + i]) != l[i] { return false }
+            return true
+        }
+        switch name.count {
+        case 4: return matches("host") ? .host : .other
+        case 6: return matches("expect") ? .expect : .other
+        case 10: return matches("connection") ? .connection : .other
+        case 14: return matches("content-length") ? .contentLength : .other
+        case 17: return matches("transfer-encoding") ? .transferEncoding : .other
+        default: return .other
+        }
+    }
+
     private mutating func parseField(_ line: Range<Int>, keep: Bool) -> HTTP1ParseError? {
         headerBytes += line.count + 2
         if headerBytes > limits.maxHeaderBytes { return HTTP1ParseError(status: 431, "header section too large") }
-        let first = buffer[line.lowerBound]
-        // RFC 9112 section 5.2: obs-fold is refused with 400 (as is whitespace after the start line).
-        if first == SP || first == HTAB { return .badRequest("obsolete line folding") }
-        guard let colon = buffer[line].firstIndex(of: UInt8(ascii: ":")) else { return .badRequest("header field without colon") }
-        let nameBytes = buffer[line.lowerBound..<colon]
-        // RFC 9112 section 5.1: no whitespace between the name and the colon.
-        guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { return .badRequest("malformed header field name") }
-        var lo = colon + 1
-        var hi = line.upperBound
-        while lo < hi, buffer[lo] == SP || buffer[lo] == HTAB { lo += 1 }
-        while hi > lo, buffer[hi - 1] == SP || buffer[hi - 1] == HTAB { hi -= 1 }
-        let valueBytes = buffer[lo..<hi]
-        // RFC 9110 section 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL are refused.
-        guard valueBytes.allSatisfy({ $0 == HTAB || ($0 >= 0x20 && $0 != 0x7F) }) else {
-            return .badRequest("invalid character in header field value")
+        let scanned = buffer.withUnsafeBufferPointer { Self.scanField($0, line) }
+        guard case .field(let nameRange, let valueRange, let kind) = scanned else {
+            if case .invalid(let error) = scanned { return error }
+            return nil
         }
-        if fields.count >= limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
-        if keep {
-            let name = String(decoding: nameBytes.map(lowercaseASCII), as: UTF8.self)
-            fields.append((name, String(decoding: valueBytes, as: UTF8.self)))
-        } else {
+        if fields.count + trailerCount >= limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
+        guard keep else {
             trailerCount += 1
-            if fields.count + trailerCount > limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
+            return nil
         }
+        let (name, value) = buffer.withUnsafeBufferPointer { buf -> (String, String) in
+            let name = String(unsafeUninitializedCapacity: nameRange.count) { out in
+                for i in 0..<nameRange.count { out[i] = lowercaseASCII(buf[nameRange.lowerBound + i]) }
+                return nameRange.count
+            }
+            return (name, String(decoding: UnsafeBufferPointer(rebasing: buf[valueRange]), as: UTF8.self))
+        }
+        switch kind {
+        case .host: hostCount += 1
+        case .contentLength: contentLengths.append(value)
+        case .transferEncoding: transferEncodings.append(value)
+        case .expect: expect = value
+        case .connection:
+            for token in value.split(separator: ",") {
+                let t = token.trimmingSpaces().lowercased()
+                if t == "close" { connectionClose = true } else if t == "keep-alive" { connectionKeepAlive = true }
+            }
+        case .other: break
+        }
+        fields.append((name, value))
         return nil
     }
 
@@ -367,19 +431,6 @@ public struct HTTP1Parser {
     /// The header section is complete: decide how the body is framed. Returns an event to deliver
     /// now, or nil to go on parsing.
     private mutating func finishHead() -> Event? {
-        var hostCount = 0
-        var transferEncodings: [String] = []
-        var contentLengths: [String] = []
-        var expect: String?
-        for f in fields {
-            switch f.name {
-            case "host": hostCount += 1
-            case "transfer-encoding": transferEncodings.append(f.value)
-            case "content-length": contentLengths.append(f.value)
-            case "expect": expect = f.value
-            default: break
-            }
-        }
         // RFC 9112 section 3.2: a 1.1 request has exactly one Host; more than one is refused in any version.
         if hostCount > 1 || (hostCount == 0 && version == .http1_1) {
             return fail(.badRequest(hostCount == 0 ? "missing Host header" : "more than one Host header"))
@@ -484,23 +535,21 @@ public struct HTTP1Parser {
     private mutating func complete() -> Event {
         // RFC 9112 section 9.3: 1.1 persists unless "close"; 1.0 persists only with "keep-alive".
         // "close" wins whatever else is listed.
-        var sawClose = false
-        var sawKeepAlive = false
-        for f in fields where f.name == "connection" {
-            for token in f.value.split(separator: ",") {
-                let t = token.trimmingSpaces().lowercased()
-                if t == "close" { sawClose = true } else if t == "keep-alive" { sawKeepAlive = true }
-            }
-        }
-        let keepAlive = !sawClose && (version == .http1_1 || sawKeepAlive)
+        let keepAlive = !connectionClose && (version == .http1_1 || connectionKeepAlive)
         let request = HTTPRequest(method: method, path: path, query: query, version: version,
-                                  headers: HTTPHeaders(fields), body: body)
+                                  headers: HTTPHeaders(lowercasedFields: fields), body: body)
         method = ""
         path = ""
         query = nil
         fields = []
         headerBytes = 0
         trailerCount = 0
+        hostCount = 0
+        if !contentLengths.isEmpty { contentLengths = [] }
+        if !transferEncodings.isEmpty { transferEncodings = [] }
+        expect = nil
+        connectionClose = false
+        connectionKeepAlive = false
         body = []
         state = .requestLine
         return .request(request, keepAlive: keepAlive)

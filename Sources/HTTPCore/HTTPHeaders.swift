@@ -9,6 +9,12 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
 
     public init() { fields = [] }
     public init(_ fields: [Field]) { self.fields = fields.map { ($0.name.lowercased(), $0.value) } }
+    /// Fields whose names are already lower-case, as a protocol parser produces them while it
+    /// validates each name, so they are not folded a second time on the request path.
+    public init(lowercasedFields fields: [Field]) {
+        assert(fields.allSatisfy { $0.name == $0.name.lowercased() }, "field names must be lower-case")
+        self.fields = fields
+    }
     public init(dictionaryLiteral elements: (String, String)...) {
         fields = elements.map { ($0.0.lowercased(), $0.1) }
     }
