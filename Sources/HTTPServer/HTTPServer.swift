@@ -37,6 +37,7 @@ public final class HTTPServer: Sendable {
         transportConfiguration.listen = configuration.listen
         transportConfiguration.eventLoops = max(1, configuration.eventLoops)
         transportConfiguration.maxConnections = configuration.limits.maxConnections
+        transportConfiguration.log = configuration.log
         transport = TCPServer(configuration: transportConfiguration, rejection: Self.rejection()) { _ in
             // One Date cache per loop thread: confined, so no lock on the response path.
             let dates = HTTPDateCache()

@@ -75,6 +75,8 @@ final class EventLoop: @unchecked Sendable {
     var peers: [EventLoop] = []
     /// Listening sockets this loop accepts on.
     var listeners: [Int32] = []
+    /// Where transport-level failures are reported (set before start).
+    var log: (@Sendable (String) -> Void)?
 
     // Loop-thread state.
     private var makeSession: ((UInt64) -> any StreamSession)?
@@ -122,10 +124,7 @@ final class EventLoop: @unchecked Sendable {
         wake()
     }
 
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
+    private func wake() { Syscall.signalEventFD(wakeFD) }
 
     // MARK: - The loop
 
@@ -141,11 +140,18 @@ final class EventLoop: @unchecked Sendable {
         defer { events.deallocate() }
         while true {
             let timeout = waitTimeout(now: monotonicNanoseconds())
-            let n = epoll_wait(epollFD, events, Int32(maxEvents), timeout)
+            let n: Int
+            do {
+                n = try Syscall.epollWait(epollFD, events, Int32(maxEvents), timeoutMilliseconds: timeout)
+            } catch {
+                // Only a programming error (a bad descriptor) gets here; the loop cannot go on.
+                log?("event loop \(index): \(error)")
+                break
+            }
             let now = monotonicNanoseconds()
-            if n < 0 && errno != EINTR { break }
+            if now >= acceptResumeAt { resumeAccepting() }
             if n > 0 {
-                for i in 0..<Int(n) {
+                for i in 0..<n {
                     let tag = events[i].data.u64
                     let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: tag))
                     switch tag & ~0xFFFF_FFFF {
@@ -172,7 +178,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func waitTimeout(now: UInt64) -> Int32 {
-        var next = nextTimerCheck
+        var next = min(nextTimerCheck, acceptResumeAt)
         if let shutdownDeadline { next = min(next, shutdownDeadline) }
         if next == .max { return -1 }
         if next <= now { return 0 }
@@ -182,8 +188,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func drainWake(now: UInt64) {
-        var value: UInt64 = 0
-        _ = read(wakeFD, &value, 8)
+        Syscall.drainEventFD(wakeFD)
         let commands = inbox.withLock { inbox -> [Command] in
             let taken = inbox
             inbox.removeAll(keepingCapacity: true)
@@ -202,15 +207,20 @@ final class EventLoop: @unchecked Sendable {
     private func acceptAll(listener: Int32, now: UInt64) {
         // Bounded, so one busy listener cannot starve the connections this loop also serves.
         for _ in 0..<64 {
-            let fd = accept4(listener, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-            if fd < 0 {
-                // EAGAIN: drained. Others (ECONNABORTED, EMFILE, ...) are per-connection or transient;
-                // the listener stays level-triggered, so we come back on the next wake-up.
+            let accepted: Int32?
+            do {
+                accepted = try Syscall.accept(listener)
+            } catch {
+                // Out of descriptors (EMFILE, ENFILE) or memory: the pending connection stays
+                // queued and the level-triggered listener would report it again at once, so stop
+                // watching the listeners for a moment instead of spinning.
+                log?("\(error); pausing accept for 100 ms")
+                pauseAccepting(until: now &+ 100_000_000)
                 return
             }
-            var one: Int32 = 1
+            guard let fd = accepted else { return }
             // Responses are written whole; Nagle would only delay them (and the next request).
-            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            try? Syscall.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
             let open = shared.openConnections.add(1, ordering: .relaxed).newValue
             let reject = open > shared.maxConnections.load(ordering: .relaxed)
             let target = peers.isEmpty ? self
@@ -221,6 +231,29 @@ final class EventLoop: @unchecked Sendable {
                 target.inbox.withLock { $0.append(.adopt(fd: fd, reject: reject)) }
                 pendingWakes.insert(target.index)
             }
+        }
+    }
+
+    private var acceptResumeAt = UInt64.max
+
+    private func pauseAccepting(until: UInt64) {
+        for fd in listeners {
+            var event = epoll_event()
+            event.events = 0
+            event.data.u64 = Self.listenerTag | UInt64(UInt32(bitPattern: fd))
+            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
+        }
+        acceptResumeAt = until
+        if until < nextTimerCheck { nextTimerCheck = until }
+    }
+
+    private func resumeAccepting() {
+        acceptResumeAt = .max
+        for fd in listeners {
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue
+            event.data.u64 = Self.listenerTag | UInt64(UInt32(bitPattern: fd))
+            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
         }
     }
 
@@ -286,7 +319,18 @@ final class EventLoop: @unchecked Sendable {
         defer { c.reading = false }
         let fd = c.fd
         while connections[Int(fd)] === c && c.readable && !c.hasPendingOutput {
-            let n = read(fd, readBuffer.baseAddress, readBuffer.count)
+            let result: Int?
+            do {
+                result = try Syscall.read(fd, into: readBuffer)
+            } catch {
+                // ECONNRESET and the like: the peer is gone, nothing can be answered.
+                close(c)
+                return
+            }
+            guard let n = result else {
+                c.readable = false
+                return
+            }
             if n > 0 {
                 if c.lingering || c.closing || c.session == nil {
                     // Discarding input while our answer drains or our side is shut.
@@ -300,7 +344,7 @@ final class EventLoop: @unchecked Sendable {
                 // peer closed: its EOF edge has already been reported, so read on to it.
                 if n < readBuffer.count && !c.peerHalfClosed { c.readable = false }
                 afterSessionCall(c, now: now)
-            } else if n == 0 {
+            } else {
                 c.readable = false
                 if c.lingering || c.closing || c.session == nil {
                     close(c)
@@ -309,15 +353,6 @@ final class EventLoop: @unchecked Sendable {
                 _ = c.session!.peerClosed(now: now, output: &c.output)
                 c.closing = true
                 afterSessionCall(c, now: now)
-            } else {
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK {
-                    c.readable = false
-                    return
-                }
-                close(c)
-                return
             }
         }
     }
@@ -333,18 +368,18 @@ final class EventLoop: @unchecked Sendable {
     /// Sends pending output; on a full socket keeps the rest (reading stops until EPOLLOUT).
     private func flush(_ c: Connection, now: UInt64) {
         while c.hasPendingOutput {
-            let n = c.output.withUnsafeBytes { raw in
-                Glibc.send(c.fd, raw.baseAddress! + c.outputOffset, raw.count - c.outputOffset, Int32(MSG_NOSIGNAL))
+            let sent: Int?
+            do {
+                sent = try c.output.withUnsafeBytes { (raw) throws(SocketError) -> Int? in
+                    try Syscall.send(c.fd, UnsafeRawBufferPointer(rebasing: raw[c.outputOffset...]))
+                }
+            } catch {
+                // EPIPE, ECONNRESET: the peer is gone.
+                close(c)
+                return
             }
-            if n >= 0 {
-                c.outputOffset += n
-                continue
-            }
-            let e = errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return }
-            close(c)
-            return
+            guard let n = sent else { return }  // full: EPOLLOUT resumes us
+            c.outputOffset += n
         }
         c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 16)
         c.outputOffset = 0
@@ -360,7 +395,12 @@ final class EventLoop: @unchecked Sendable {
             close(c)
             return
         }
-        _ = shutdown(c.fd, Int32(SHUT_WR))
+        do {
+            try Syscall.shutdownWrite(c.fd)
+        } catch {
+            close(c)
+            return
+        }
         c.lingering = true
         var until = now &+ shared.lingerNanoseconds
         if let shutdownDeadline { until = min(until, shutdownDeadline) }
@@ -403,7 +443,7 @@ final class EventLoop: @unchecked Sendable {
             }
             if connections[Int(c.fd)] === c, let d2 = c.deadline { next = min(next, d2) }
         }
-        nextTimerCheck = next
+        nextTimerCheck = min(next, acceptResumeAt)
     }
 
     private func close(_ c: Connection) {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CTransport
 
 /// A failed system call, with the call's name and the errno it left, captured at once.
 ///
@@ -54,6 +55,82 @@ enum Syscall {
             if e == EINTR { continue }
             throw SocketError(call: "\(call)", errno: e)
         }
+    }
+
+    // Hot-path calls on non-blocking descriptors: nil means "would block" (EAGAIN), any other
+    // failure throws with the call's name. Typed throws keep this free of allocation until an
+    // error actually happens.
+
+    /// read(2): bytes read, 0 at end of stream, nil when nothing is available.
+    @inline(__always)
+    static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw SocketError(call: "read", errno: e)
+        }
+    }
+
+    /// send(2) with MSG_NOSIGNAL (a peer that went away gives EPIPE, not a process-killing
+    /// SIGPIPE): bytes accepted, nil when the socket buffer is full.
+    @inline(__always)
+    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SocketError) -> Int? {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if n >= 0 { return n }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw SocketError(call: "send", errno: e)
+        }
+    }
+
+    /// accept4(2), non-blocking and close-on-exec: the new descriptor, or nil when none is pending
+    /// (or the connection was aborted before we took it).
+    static func accept(_ listener: Int32) throws(SocketError) -> Int32? {
+        while true {
+            let fd = accept4(listener, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            if fd >= 0 { return fd }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK || e == ECONNABORTED { return nil }
+            throw SocketError(call: "accept4", errno: e)
+        }
+    }
+
+    static func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32,
+                          timeoutMilliseconds: Int32) throws(SocketError) -> Int {
+        let n = epoll_wait(epfd, events, max, timeoutMilliseconds)
+        if n >= 0 { return Int(n) }
+        let e = Glibc.errno
+        if e == EINTR { return 0 }
+        throw SocketError(call: "epoll_wait", errno: e)
+    }
+
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32,
+                          _ call: StaticString) throws(SocketError) {
+        var v = value
+        _ = try check(call) { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
+    }
+
+    static func shutdownWrite(_ fd: Int32) throws(SocketError) {
+        _ = try check("shutdown") { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+    }
+
+    /// Adds 1 to an eventfd counter (wakes the loop waiting on it). EAGAIN means the counter is
+    /// already at its maximum, which wakes the loop just as well.
+    static func signalEventFD(_ fd: Int32) {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd, &one, 8)
+    }
+
+    /// Resets an eventfd counter.
+    static func drainEventFD(_ fd: Int32) {
+        var value: UInt64 = 0
+        _ = Glibc.read(fd, &value, 8)
     }
 
     static func close(_ fd: Int32) {

@@ -14,6 +14,9 @@ public struct TransportConfiguration: Sendable {
     public var maxConnections: Int = 1024
     /// How long a closing connection keeps discarding input after our last byte (RFC 9112 section 9.6).
     public var lingerSeconds: Double = 2
+    /// Receives transport failures worth an operator's attention (accept failing for lack of
+    /// descriptors); nil drops them.
+    public var log: (@Sendable (String) -> Void)?
 
     public init() {}
 
@@ -73,7 +76,10 @@ public final class TCPServer: Sendable {
                 if listeners.isEmpty { throw SocketError(call: "start", errno: 0, detail: "no listen address") }
                 var loops: [EventLoop] = []
                 for i in 0..<max(1, configuration.eventLoops) { loops.append(try EventLoop(index: i, shared: shared)) }
-                for loop in loops { loop.peers = loops.count > 1 ? loops : [] }
+                for loop in loops {
+                    loop.peers = loops.count > 1 ? loops : []
+                    loop.log = configuration.log
+                }
                 loops[0].listeners = listeners.map(\.fd)
                 state.loops = loops
                 state.listenerFDs = listeners.map(\.fd)
