@@ -301,6 +301,38 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(log.contains("POST /over-h2 3"), "\(log)")
     }
 
+    @Test func largePipelinedAnswersReachAReaderThatWaitsInOrder() throws {
+        let big = [UInt8](repeating: UInt8(ascii: "z"), count: 256 * 1024)
+        let handler = ClosureHandler { request in
+            HTTPResponse(status: 200, headers: ["x-path": request.path], body: big)
+        }
+        let (server, addresses) = try startServer(handler: handler)
+        defer { server.shutdown() }
+        let client = try RawClient(addresses[0])
+        // 5 MB of answers to requests sent before reading any: the server must stop reading
+        // while the socket is full, and resume when the client drains it.
+        var requests = ""
+        for i in 0..<20 { requests += "GET /\(i) HTTP/1.1\r\nHost: x\r\n\r\n" }
+        try client.send(requests)
+        for i in 0..<20 {
+            let response = try client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.headers["x-path"] == "/\(i)")
+            #expect(response.body == big)
+        }
+    }
+
+    @Test func idleKeepAliveConnectionIsClosedSilently() throws {
+        var limits = HTTPLimits()
+        limits.idleTimeoutSeconds = 0.5
+        let (server, addresses) = try startServer(limits: limits)
+        defer { server.shutdown() }
+        let client = try RawClient(addresses[0])
+        try client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try client.readResponse().status == 200)
+        #expect(try client.readsEOF())
+    }
+
     @Test func updatedLimitsApplyToNewConnections() throws {
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
