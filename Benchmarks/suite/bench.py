@@ -537,37 +537,47 @@ def scenario_micro(package_dir, scratch, workdir):
 
 
 def profile_daemon(procs, workdir, daemon_bin, files):
-    """A flat CPU profile of the daemon under batched ingest (the scenario furthest from its target),
-    with perf's software cpu-clock event (hardware counters are often unavailable in VMs)."""
+    """Flat CPU profiles of the daemon under single-decision and batched HTTP/1.1 ingest, with perf's
+    software cpu-clock event (hardware counters are often unavailable in VMs)."""
     if not shutil.which("perf"):
         return {"error": "perf not installed"}
-    log("profile: perf record of the daemon under batched ingest")
-    d = start_daemon(procs, daemon_bin, workdir, "profile")
-    data = os.path.join(workdir, "perf.data")
-    secs = max(3, min(SECONDS, 5))
-    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p", str(d.proc.pid), "-o", data,
-                            "--", "sleep", str(secs + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(0.5)
-    wrk(d.base + "/v1/decisions", secs, 16, "POST", files["batch64x64"], "application/json")
-    _, err = rec.communicate(timeout=secs + 60)
-    procs.stop(d.proc)
-    if rec.returncode != 0 or not os.path.exists(data):
-        return {"error": f"perf record failed: {err.decode(errors='replace')[-500:]}"}
-    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,symbol",
-                          "--percent-limit", "1.5"], capture_output=True, text=True)
-    text = rep.stdout
-    if shutil.which("swift"):
-        dem = subprocess.run(["swift", "demangle", "--simplified", "--compact"], input=text, capture_output=True,
-                             text=True)
-        if dem.returncode == 0:
-            text = dem.stdout
-    lines = []
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
+    out = {}
+    for label, body, connections in (("single 64-expert decisions, 64 connections", files["decision64"], 64),
+                                     ("batches of 64 layers x 64 experts, 16 connections", files["batch64x64"], 16)):
+        log(f"profile: perf record of the daemon under {label}")
+        d = start_daemon(procs, daemon_bin, workdir, "profile")
+        data = os.path.join(workdir, "perf.data")
+        secs = max(3, min(SECONDS, 5))
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p", str(d.proc.pid), "-o", data,
+                                "--", "sleep", str(secs + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        wrk(d.base + "/v1/decisions", secs, connections, "POST", body, "application/json")
+        _, err = rec.communicate(timeout=secs + 60)
+        procs.stop(d.proc)
+        if rec.returncode != 0 or not os.path.exists(data):
+            out[label] = [f"perf record failed: {err.decode(errors='replace')[-300:]}"]
             continue
-        line = re.sub(r"\s+", " ", line.strip())
-        lines.append(line[:160])
-    return {"top": lines[:20]}
+        lines = []
+        for sort, limit, keep in (("dso", "1", 8), ("dso,symbol", "0.8", 25)):
+            rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
+                                  "--percent-limit", limit], capture_output=True, text=True)
+            text = rep.stdout
+            if shutil.which("swift"):
+                dem = subprocess.run(["swift", "demangle", "--simplified", "--compact"], input=text,
+                                     capture_output=True, text=True)
+                if dem.returncode == 0:
+                    text = dem.stdout
+            picked = []
+            for line in text.splitlines():
+                if not line.strip() or line.startswith("#"):
+                    continue
+                line = re.sub(r"(\s+-)+\s*$", "", line.rstrip())
+                line = re.sub(r"\s+", " ", line.strip())
+                picked.append(line[:160])
+            lines.append(f"-- by {sort.replace(',', ' and ')} --")
+            lines.extend(picked[:keep])
+        out[label] = lines
+    return {"profiles": out}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,15 +811,20 @@ def report(r, command):
 
     prof = r.get("profile")
     if prof:
-        L.append("## Profile: where the daemon's time goes under batched ingest")
+        L.append("## Profiles: where the daemon's CPU time goes")
         L.append("")
-        if "top" in prof:
-            L.append("`perf record -e cpu-clock -F 999 -p PID` during a batched-ingest run; `perf report --no-children "
-                     "--sort dso,symbol`, symbols demangled, entries above 1.5% of samples:")
-            L.append("")
-            L.append("```")
-            L.extend(prof["top"])
-            L.append("```")
+        if "profiles" in prof:
+            L.append("`perf record -e cpu-clock -F 999 -p PID` on the daemon during a wrk run; `perf report "
+                     "--no-children`, first by binary (entries above 1%), then by binary and symbol (above 0.8%), Swift "
+                     "symbols demangled. "
+                     "Time in `[kernel.kallsyms]` is the socket system calls and loopback TCP.")
+            for label, lines in prof["profiles"].items():
+                L.append("")
+                L.append(f"Under {label}:")
+                L.append("")
+                L.append("```")
+                L.extend(lines)
+                L.append("```")
         else:
             L.append(f"No profile: {prof['error']}")
         L.append("")
@@ -853,7 +868,7 @@ def missed_notes(r):
             notes.append(f"- Batched ingest: {s3['moe-metricsd']['decisions_per_s']:,.0f} decisions/s, {q:.0%} of "
                          f"the 1M/s stretch; {fmt(s3['moe-metricsd']['cpu_us_per_decision'], 2)} CPU us per "
                          "decision in the server, where 1M/s on 2 cores shared with the client allows about 1. "
-                         "The profile above shows which functions the remaining time is in.")
+                         "The profiles section shows which functions the remaining time is in.")
     s4 = r.get("metrics")
     if s4:
         lat = s4["latency"]["plain"]
