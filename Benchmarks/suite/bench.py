@@ -421,8 +421,9 @@ def fill_daemon(server, layers, experts):
 
 
 def fill_pushgateway(server, layers, experts):
-    body = payloads.push_body(experts)
     for i in range(layers):
+        # The same numbers the daemon was given for layer i (seed i + 1), so both expose alike values.
+        body = payloads.push_body(experts, seed=i + 1)
         status, _, text = http("PUT", f"{server.base}/metrics/job/moe/layer/L{i}", body,
                                {"Content-Type": "text/plain; version=0.0.4"})
         if status // 100 != 2:
@@ -629,7 +630,19 @@ def machine():
             versions[name] = text[0] if text else "?"
         except (OSError, subprocess.TimeoutExpired):
             versions[name] = "not found"
-    return {"nproc": NPROC, "cpu": model, "memory": mem, "kernel": os.uname().release, "versions": versions,
+    revision = os.environ.get("BENCH_REVISION", "")
+    if not revision:
+        root = os.path.dirname(os.path.dirname(HERE))
+        try:
+            head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, timeout=30)
+            dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "Sources", "Package.swift"],
+                                   capture_output=True, text=True, timeout=30)
+            if head.returncode == 0:
+                revision = head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"nproc": NPROC, "cpu": model, "revision": revision or "unknown", "memory": mem, "kernel": os.uname().release, "versions": versions,
             "load_before": open("/proc/loadavg").read().split()[:3]}
 
 
@@ -642,7 +655,7 @@ def report(r, command):
              "not edited by hand. Rerun it to reproduce on your machine.")
     L.append("")
     L.append(f"- Command: `{command}`")
-    L.append(f"- Date: {r['date']}")
+    L.append(f"- Date: {r['date']}; moe-metricsd source: commit {m['revision']}")
     L.append(f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; "
              f"load average before the run {' '.join(m['load_before'])}")
     L.append(f"- Load runs: {SECONDS} s each, {RUNS} runs per contender interleaved, median shown "
@@ -943,7 +956,7 @@ def main():
     ]
     try:
         for name, step in steps:
-            if not wanted(name):
+            if not wanted(name) or (name == "profile" and not PROFILE):
                 continue
             try:
                 value = step()
