@@ -49,6 +49,10 @@ extension HTTP2ServerSession {
                 // would discard (RFC 9113 section 8.1 allows a response before the request ends).
                 stream.resetAfterResponse = true
                 me.enqueue(stream)
+            } else if stream.expectsContinue && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
+                // A client waiting for 100 (Continue) before sending its body would otherwise
+                // stall until its own timer fires (RFC 9110 section 10.1.1).
+                me.submitContinue(stream.id)
             }
             return 0
         }
@@ -132,6 +136,7 @@ extension HTTP2ServerSession {
             stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
             return
         }
+        if nameString == "expect" && valueString.lowercased() == "100-continue" { stream.expectsContinue = true }
         stream.headers.append((nameString, valueString))
     }
 

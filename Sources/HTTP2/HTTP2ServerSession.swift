@@ -244,6 +244,20 @@ public final class HTTP2ServerSession: ConnectionSession {
         }
     }
 
+    /// Sends an interim 100 (Continue) response; called from a callback, which may submit.
+    func submitContinue(_ streamID: Int32) {
+        guard let session else { return }
+        var name = Array(":status".utf8)
+        var value = Array("100".utf8)
+        name.withUnsafeMutableBufferPointer { n in
+            value.withUnsafeMutableBufferPointer { v in
+                var nv = nghttp2_nv(name: n.baseAddress, value: v.baseAddress, namelen: n.count, valuelen: v.count,
+                                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                _ = nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, nil, &nv, 1, nil)
+            }
+        }
+    }
+
     /// Connection-specific fields are malformed in HTTP/2 (RFC 9113 section 8.2.2); framing is ours.
     static func isConnectionSpecific(_ name: String) -> Bool {
         switch name {

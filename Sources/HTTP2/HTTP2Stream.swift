@@ -14,6 +14,8 @@ final class HTTP2Stream {
     /// (RFC 9113 section 6.5.2).
     var headerListSize = 0
     var body: [UInt8] = []
+    /// The request carried `expect: 100-continue` (RFC 9110 section 10.1.1).
+    var expectsContinue = false
     /// The status we answer instead of calling the handler (413, 431, 400), once decided.
     var rejection: Int?
     var rejectionMessage = ""

@@ -83,6 +83,20 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(r.closeCode == NGHTTP2_NO_ERROR.rawValue)
     }
 
+    @Test func expectContinueGetsAnInterim100() throws {
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler)
+        let body = bytes(3000)
+        let waiting = pipe.client.request("POST", "/x", headers: [("expect", "100-continue")], body: body)
+        let plain = pipe.client.request("POST", "/y", body: body)
+        pipe.run()
+        let w = try #require(pipe.client.responses[waiting])
+        #expect(w.informational == [100])
+        #expect(w.status == 201)
+        #expect(w.body == body)
+        #expect(pipe.client.responses[plain]?.informational == [])
+    }
+
     @Test func manyConcurrentStreamsAreAllAnswered() throws {
         let handler = EchoHandler()
         var pipe = H2Pipe(handler: handler)
