@@ -175,6 +175,39 @@ import Testing
         #expect(CRC32.checksum([][...]) == 0)
     }
 
+    /// Exports taken while writers run restore cleanly, and each saved layer is whole: its
+    /// counters agree with each other, as they do in the live layer.
+    @Test func exportWhileWritingSavesWholeLayers() async throws {
+        let r = LayerRegistry(configuration: StatsConfiguration())
+        let tasks = 4, rounds = 300
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<tasks {
+                group.addTask {
+                    for i in 0..<rounds {
+                        let d = Self.withWorker(decision([1, 2, 3], layer: ["a", "b"][(t + i) % 2], lbl: 0.5, latencyMs: 1),
+                                                "w\(t)")
+                        _ = try r.ingest([d, decision([0, 1], layer: "c")], defaultLayer: nil, now: Double(i))
+                    }
+                }
+            }
+            group.addTask {
+                for _ in 0..<100 {
+                    let restored = try LayerRegistry(configuration: StatsConfiguration(), restoringFrom: r.exportState())
+                    for s in restored.snapshots() {
+                        #expect(s.expertTokens.reduce(0, +) == s.totalTokens)
+                        #expect(s.latencyHistogram.count == s.totalRoutings || s.layer == "c")
+                        #expect(s.workers.reduce(0) { $0 + $1.decisions } == (s.layer == "c" ? 0 : s.totalRoutings))
+                    }
+                    await Task.yield()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let final = try LayerRegistry(configuration: StatsConfiguration(), restoringFrom: r.exportState())
+        #expect(final.snapshot("c")?.totalRoutings == UInt64(tasks * rounds))
+        Self.expectSameAnswers(r, final)
+    }
+
     // MARK: - refusals
 
     static func refusal(_ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) -> StateError? {
