@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CTransport
+import Dispatch
 import Synchronization
 
 /// Settings of the socket layer.
@@ -44,7 +45,9 @@ public final class TCPServer: Sendable {
 
     private struct State: ~Copyable {
         var loops: [EventLoop] = []
-        var threads: [pthread_t] = []
+        /// Signalled by each loop thread as it exits (threads are detached, so that a handler
+        /// stuck past the deadline cannot hold `shutdown` hostage).
+        var exited: [DispatchSemaphore] = []
         var listenerFDs: [Int32] = []
         var started = false
         var stopped = false
@@ -88,18 +91,21 @@ public final class TCPServer: Sendable {
                 throw error
             }
             for loop in state.loops {
-                let box = Unmanaged.passRetained(LoopStart(loop: loop, factory: factory))
+                let exited = DispatchSemaphore(value: 0)
+                let box = Unmanaged.passRetained(LoopStart(loop: loop, factory: factory, exited: exited))
                 var thread = pthread_t()
                 let rc = pthread_create(&thread, nil, { raw in
                     let start = Unmanaged<LoopStart>.fromOpaque(raw!).takeRetainedValue()
                     start.loop.run(sessionFactory: start.factory(start.loop.index))
+                    start.exited.signal()
                     return nil
                 }, box.toOpaque())
                 if rc != 0 {
                     box.release()
                     throw SocketError(call: "pthread_create", errno: rc)
                 }
-                state.threads.append(thread)
+                pthread_detach(thread)
+                state.exited.append(exited)
             }
             state.started = true
             return listeners.map(\.boundAddress)
@@ -110,10 +116,10 @@ public final class TCPServer: Sendable {
     /// close idle connections, and return once all loops are done or `deadlineSeconds` passed
     /// (connections still open then are closed).
     public func shutdown(deadlineSeconds: Double) {
-        let (loops, threads, listenerFDs) = state.withLock { state -> ([EventLoop], [pthread_t], [Int32]) in
+        let (loops, exited, listenerFDs) = state.withLock { state -> ([EventLoop], [DispatchSemaphore], [Int32]) in
             if state.stopped || !state.started { return ([], [], []) }
             state.stopped = true
-            return (state.loops, state.threads, state.listenerFDs)
+            return (state.loops, state.exited, state.listenerFDs)
         }
         guard !loops.isEmpty else { return }
         // shutdown(2) on a listening socket makes the kernel refuse new connections right away,
@@ -121,7 +127,12 @@ public final class TCPServer: Sendable {
         for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         let deadline = monotonicNanoseconds() &+ UInt64(max(0, deadlineSeconds) * 1e9)
         for loop in loops { loop.send(.shutdown(deadline: deadline)) }
-        for thread in threads { pthread_join(thread, nil) }
+        // A loop closes whatever is left at the deadline; the extra second covers that work. Only
+        // a handler blocking its loop past it makes us return with that loop still running.
+        let giveUp = DispatchTime.now() + max(0, deadlineSeconds) + 1
+        for (i, done) in exited.enumerated() where done.wait(timeout: giveUp) == .timedOut {
+            configuration.log?("event loop \(i) still busy after the shutdown deadline; not waiting for it")
+        }
     }
 }
 
@@ -129,8 +140,10 @@ public final class TCPServer: Sendable {
 private final class LoopStart {
     let loop: EventLoop
     let factory: TCPServer.SessionFactory
-    init(loop: EventLoop, factory: @escaping TCPServer.SessionFactory) {
+    let exited: DispatchSemaphore
+    init(loop: EventLoop, factory: @escaping TCPServer.SessionFactory, exited: DispatchSemaphore) {
         self.loop = loop
         self.factory = factory
+        self.exited = exited
     }
 }

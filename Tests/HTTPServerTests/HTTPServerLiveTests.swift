@@ -228,6 +228,22 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(try stalled.readsEOF())
     }
 
+    @Test func shutdownReturnsEvenWhenAHandlerBlocksPastTheDeadline() throws {
+        let gate = Gate()
+        let (server, addresses) = try startServer(deadline: 0.3, handler: echoHandler(gate))
+        let busy = try RawClient(addresses[0])
+        try busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(gate.started.wait(timeout: .now() + 10) == .success)
+        let finished = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            server.shutdown()
+            finished.signal()
+        }
+        // The handler is still blocked, yet shutdown() gives up on its loop and returns.
+        #expect(finished.wait(timeout: .now() + 10) == .success)
+        gate.release.signal()
+    }
+
     @Test func listensOnIPv4AndIPv6Loopback() throws {
         let (server, addresses) = try startServer(listen: ["127.0.0.1:0", "[::1]:0"])
         defer { server.shutdown() }
