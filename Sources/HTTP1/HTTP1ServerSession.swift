@@ -78,9 +78,22 @@ public final class HTTP1ServerSession: ConnectionSession {
     /// Limits for the requests that follow (configuration reload).
     public func update(limits: HTTPLimits) { parser.limits = limits }
 
+    /// Output size past which pipelined requests wait in the parser's buffer until the transport
+    /// has drained the output (then it calls `receive` with no bytes). Without it, one 64 KB read
+    /// of tiny pipelined requests could demand thousands of large responses at once.
+    public static let outputHighWaterBytes = 1 << 20
+
+    public private(set) var hasBufferedInput = false
+
     private func process(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         var completed = false
-        while let event = parser.next() {
+        hasBufferedInput = false
+        while true {
+            if output.count >= Self.outputHighWaterBytes {
+                hasBufferedInput = parser.bufferedByteCount > 0
+                break
+            }
+            guard let event = parser.next() else { break }
             switch event {
             case .continueExpected:
                 output.append(contentsOf: HTTP1ResponseEncoder.continueResponse)

@@ -36,6 +36,16 @@ public protocol ConnectionSession: AnyObject {
 
     /// True when the session could be closed without cutting a request short.
     var isIdle: Bool { get }
+
+    /// True when the session holds input it has not yet processed because its output is backed
+    /// up (pipelined requests held back so one read cannot multiply into unbounded output). The
+    /// transport calls `receive` with no bytes once the output has drained.
+    var hasBufferedInput: Bool { get }
+}
+
+extension ConnectionSession {
+    /// Sessions that never hold input back need not implement it.
+    public var hasBufferedInput: Bool { false }
 }
 
 /// Limits shared by both protocols. Each is a documented daemon setting with a safe default.

@@ -90,6 +90,8 @@ final class ProtocolDetectingSession: StreamSession {
 
     var isIdle: Bool { inner?.isIdle ?? pending.isEmpty }
 
+    var hasBufferedInput: Bool { inner?.hasBufferedInput ?? false }
+
     private func map(_ d: SessionDisposition) -> StreamDisposition {
         switch d {
         case .keepOpen: .keepOpen

@@ -305,7 +305,7 @@ final class EventLoop: @unchecked Sendable {
         if events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { c.readable = true }
         if events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { c.peerHalfClosed = true }
         if events & EPOLLOUT.rawValue != 0 && c.hasPendingOutput {
-            flush(c, now: now)
+            afterSessionCall(c, now: now)
             if connections[Int(fd)] !== c { return }
         }
         if c.readable && !c.hasPendingOutput {
@@ -359,10 +359,17 @@ final class EventLoop: @unchecked Sendable {
 
     /// Writes what the session produced and moves its timer.
     private func afterSessionCall(_ c: Connection, now: UInt64) {
-        if c.hasPendingOutput || c.closing {
-            flush(c, now: now)
+        while true {
+            if c.hasPendingOutput || c.closing { flush(c, now: now) }
+            guard connections[Int(c.fd)] === c else { return }
+            // Input the session held back while its output was backed up: feed it on now that
+            // the output has drained (no socket event would announce it).
+            guard !c.hasPendingOutput, !c.closing, let session = c.session, session.hasBufferedInput else { break }
+            if session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &c.output) == .closeAfterWrite {
+                c.closing = true
+            }
         }
-        if connections[Int(c.fd)] === c { noteDeadline(c, now: now) }
+        noteDeadline(c, now: now)
     }
 
     /// Sends pending output; on a full socket keeps the rest (reading stops until EPOLLOUT).

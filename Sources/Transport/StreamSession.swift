@@ -19,6 +19,9 @@ public protocol StreamSession: AnyObject {
     func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition
     func beginShutdown(now: UInt64, output: inout [UInt8]) -> StreamDisposition
     var isIdle: Bool { get }
+    /// The session holds input it has not processed because its output is backed up; once the
+    /// output has drained, the loop calls `receive` with no bytes.
+    var hasBufferedInput: Bool { get }
 }
 
 /// Monotonic nanoseconds (`CLOCK_MONOTONIC`), the clock every session deadline is expressed in.

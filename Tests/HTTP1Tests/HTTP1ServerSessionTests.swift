@@ -212,6 +212,24 @@ struct SessionRun {
         #expect(text.contains("connection: close\r\n"))
     }
 
+    @Test func pipelinedRequestsWaitWhileOutputIsBackedUp() {
+        let big = [UInt8](repeating: 0x7A, count: 600 * 1024)
+        let session = HTTP1ServerSession(handler: ClosureHandler { _ in HTTPResponse(status: 200, body: big) },
+                                         limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let four = Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 4).utf8)
+        #expect(four.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .keepOpen)
+        // Two answers pass the 1 MB high-water mark; the other two requests wait.
+        #expect(output.count > HTTP1ServerSession.outputHighWaterBytes)
+        #expect(output.count < 2 * HTTP1ServerSession.outputHighWaterBytes)
+        #expect(session.hasBufferedInput)
+        output = []
+        #expect(session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: 0, output: &output) == .keepOpen)
+        #expect(output.count > HTTP1ServerSession.outputHighWaterBytes)
+        #expect(!session.hasBufferedInput)
+        #expect(session.isIdle)
+    }
+
     @Test func peerCloseEndsTheSession() {
         var run = SessionRun()
         _ = run.send("GET / HTTP/1.1\r\nHo")
