@@ -17,9 +17,8 @@ final class Connection {
     var peerHalfClosed = false
     /// Write what is pending, then close.
     var closing = false
-    /// Our side is shut down and we are discarding input until EOF or `lingerUntil`.
+    /// Our side is shut down and we are discarding input until EOF or `deadline`.
     var lingering = false
-    var lingerUntil: UInt64 = 0
     /// Set while `readLoop` runs for this connection, so it is never entered twice.
     var reading = false
     var deadline: UInt64?
@@ -411,7 +410,6 @@ final class EventLoop: @unchecked Sendable {
         c.lingering = true
         var until = now &+ shared.lingerNanoseconds
         if let shutdownDeadline { until = min(until, shutdownDeadline) }
-        c.lingerUntil = until
         c.deadline = until
         if until < nextTimerCheck { nextTimerCheck = until }
         if c.readable { readLoop(c, now: now) }

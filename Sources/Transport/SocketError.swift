@@ -46,17 +46,6 @@ enum Syscall {
         }
     }
 
-    @inline(__always)
-    static func checkSize(_ call: StaticString, _ body: () -> Int) throws(SocketError) -> Int {
-        while true {
-            let r = body()
-            if r >= 0 { return r }
-            let e = Glibc.errno
-            if e == EINTR { continue }
-            throw SocketError(call: "\(call)", errno: e)
-        }
-    }
-
     // Hot-path calls on non-blocking descriptors: nil means "would block" (EAGAIN), any other
     // failure throws with the call's name. Typed throws keep this free of allocation until an
     // error actually happens.
