@@ -61,7 +61,7 @@ let package = Package(
         ),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "CNGHTTP2"]),
+        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "CNGHTTP2", "HTTPServer"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "Transport"]),
         .testTarget(name: "MoEDaemonTests", dependencies: ["MoEDaemon", "MoEStats", "HTTPCore", "CZlib"]),
         .testTarget(name: "EndToEndTests", dependencies: ["moe-metricsd", "CZlib"]),
