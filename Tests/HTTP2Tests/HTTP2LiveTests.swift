@@ -84,7 +84,10 @@ func number(after label: String, in text: String) -> Int? {
         #expect(get.output.hasPrefix(#"{"ok":true}"#))
 
         let body = String(repeating: "0123456789abcdef", count: 8192)  // 128 KiB: flow control
-        let post = try runTool("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: text/plain", "--data-binary", body,
+        let bodyFile = FileManager.default.temporaryDirectory.appendingPathComponent("h2-curl-\(getpid()).txt")
+        try Data(body.utf8).write(to: bodyFile)
+        defer { try? FileManager.default.removeItem(at: bodyFile) }
+        let post = try runTool("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: text/plain", "--data-binary", "@" + bodyFile.path,
                                         "-w", "\n%{http_version} %{http_code}", live.url("/echo")])
         #expect(post.status == 0)
         #expect(post.output.hasSuffix("\n2 201"))
