@@ -264,7 +264,9 @@ def to_ms(text):
 
 def wrk(url, seconds, connections, method="GET", body_file="-", content_type="-", headers=(), threads=None):
     threads = threads or min(NPROC, connections)
-    argv = ["wrk", "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+    # A 10 s timeout: the Pushgateway holding many series answers a push in seconds, and wrk's default
+    # of 2 s would count those as socket errors instead of measuring them.
+    argv = ["wrk", "--latency", "--timeout", "10s", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
             "-s", os.path.join(HERE, "request.lua"), url, "--", method, body_file, content_type, *headers]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     r = {"tool": "wrk", "raw": out}
@@ -581,6 +583,51 @@ def profile_daemon(procs, workdir, daemon_bin, files):
     return {"profiles": out}
 
 
+def syscall_counts(procs, workdir, daemon_bin, files):
+    """System calls per request for the daemon and nginx under the same HTTP/1.1 load, counted with
+    `strace -c -f` attached to every thread and process of each server for a short run: the kernel's
+    share of the daemon's profile comes from these calls."""
+    if not shutil.which("strace"):
+        return {"error": "strace not installed"}
+    out = {}
+    for name in ("moe-metricsd", "nginx"):
+        s = start_daemon(procs, daemon_bin, workdir, "strace") if name == "moe-metricsd" else start_nginx(procs, workdir)
+        path = os.path.join(workdir, f"strace-{name}.txt")
+        argv = ["strace", "-c", "-f", "-o", path]
+        for pid in process_tree(s.proc.pid):
+            argv += ["-p", str(pid)]
+        tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            r = wrk(s.base + "/v1/decisions", 3, 64, "POST", files["decision64"], "application/json")
+        finally:
+            tracer.send_signal(signal.SIGINT)  # strace detaches and writes its summary
+            try:
+                tracer.wait(30)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait()
+            procs.stop(s.proc)
+        calls = {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 5 and fields[0].replace(".", "").isdigit() and fields[-1] != "total":
+                        calls[fields[-1]] = int(fields[3])
+        except (OSError, ValueError):
+            pass
+        n = r["requests"]
+        if not n or not calls:
+            out[name] = {"error": "no requests or no strace summary"}
+            continue
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+        out[name] = {"requests": n, "per_request": sum(calls.values()) / n,
+                     "top": [(k, v / n) for k, v in top]}
+        log(f"  {name}: {out[name]['per_request']:.2f} system calls per request")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Report.
 
@@ -764,9 +811,9 @@ def report(r, command):
                  "same layers pushed as 64 groups of the equivalent series. Latency: wrk with one connection "
                  "(sequential scrapes).")
         L.append("")
-        L.append("| server | encoding | bytes | series | scrapes/s | p50 ms | p99 ms | CPU us/scrape | "
+        L.append("| server | encoding | bytes | series | scrapes/s | p50 ms | p99 ms | CPU us/scrape | CPU ns/series | "
                  "Pushgateway p50 / ours |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         for variant in ("plain", "gzip"):
             lat = s4["latency"][variant]
             for name in ("moe-metricsd", "Pushgateway"):
@@ -775,7 +822,9 @@ def report(r, command):
                 sp = ratio(lat["Pushgateway"]["p50_ms"], lat["moe-metricsd"]["p50_ms"])
                 L.append(f"| {name} | {size['encoding']} | {fmt(size['bytes'])} | {fmt(size['series'])} | "
                          f"{fmt(x['rps'], 1)} | {fmt(x['p50_ms'], 2)} | {fmt(x['p99_ms'], 2)} | "
-                         f"{fmt(x['cpu_us_per_req'], 0)} | {fmt(sp, 1) + 'x' if name == 'moe-metricsd' else '-'} |")
+                         f"{fmt(x['cpu_us_per_req'], 0)} | "
+                         f"{fmt(x['cpu_us_per_req'] * 1000 / size['series'] if x['cpu_us_per_req'] and size['series'] else None)} | "
+                         f"{fmt(sp, 1) + 'x' if name == 'moe-metricsd' else '-'} |")
         L.append("")
         rss = s4["rss_kib"]
         L.append("| server | VmRSS after fill and scrapes | ours / theirs |")
@@ -840,6 +889,23 @@ def report(r, command):
                 L.append("```")
         else:
             L.append(f"No profile: {prof['error']}")
+        L.append("")
+
+    sc = r.get("syscalls")
+    if sc and "error" not in sc:
+        L.append("## System calls per request (HTTP/1.1, single 64-expert decisions, 64 connections)")
+        L.append("")
+        L.append("`strace -c -f` attached to every thread (daemon) or process (nginx) for a 3 s wrk run; tracing "
+                 "slows the servers, but the count per request does not depend on speed.")
+        L.append("")
+        L.append("| server | system calls per request | most frequent (calls per request) |")
+        L.append("|---|---|---|")
+        for name in ("moe-metricsd", "nginx"):
+            x = sc.get(name, {})
+            if "per_request" in x:
+                L.append(f"| {name} | {x['per_request']:.2f} | " + ", ".join(f"{k} {v:.2f}" for k, v in x["top"]) + " |")
+            else:
+                L.append(f"| {name} | n/a ({x.get('error', 'not measured')}) | |")
         L.append("")
 
     if r.get("notes"):
@@ -908,7 +974,7 @@ def main():
     ap.add_argument("--pidfile", default=None, help="file to append the PID of every started server to")
     ap.add_argument("--command", default="scripts/bench", help="the command shown in the report")
     ap.add_argument("--only", default="", help="comma-separated scenarios: http1,http2,batch,metrics,micro,growth,"
-                                               "profile,pgfull (default all)")
+                                               "profile,syscalls,pgfull (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
 
@@ -953,10 +1019,11 @@ def main():
         ("metrics", lambda: scenario_metrics(procs, workdir, args.daemon)),
         ("growth", lambda: scenario_growth(procs, workdir, args.daemon, files)),
         ("profile", lambda: profile_daemon(procs, workdir, args.daemon, files)),
+        ("syscalls", lambda: syscall_counts(procs, workdir, args.daemon, files)),
     ]
     try:
         for name, step in steps:
-            if not wanted(name) or (name == "profile" and not PROFILE):
+            if not wanted(name) or (name in ("profile", "syscalls") and not PROFILE):
                 continue
             try:
                 value = step()
