@@ -17,12 +17,13 @@ public enum BuildInfo {
 /// work ever happens in an asynchronous signal handler.
 public enum Daemon {
     /// Serves until SIGTERM or SIGINT; returns the process exit status (0 after a clean stop,
-    /// 1 if the listener cannot start). `sources` are read again on SIGHUP; `logLevel` is the
+    /// 1 if the listener cannot start or the final save of the state file failed, 2 if the
+    /// state file's directory cannot hold it or the file cannot be restored). `sources` are read again on SIGHUP; `logLevel` is the
     /// control the process' log handlers obey.
     ///
-    /// With a state file, the layers are restored from it before the listener starts (a file that
-    /// cannot be restored stops the start with status 2, unless `discardCorruptState` sets it
-    /// aside), saved every `snapshot_interval` seconds, and saved once more after the last request.
+    /// With a state file, its directory is checked for a temporary file and the layers are
+    /// restored from it before the listener starts (a file that cannot be restored stops the
+    /// start with status 2, unless `discardCorruptState` sets it aside), saved every `snapshot_interval` seconds, and saved once more after the last request.
     public static func run(configuration: DaemonConfiguration, sources: ConfigurationSources, discardCorruptState: Bool = false,
                            logLevel: LineLogHandler.LevelControl, logger: Logger) -> Int32 {
         var signals = sigset_t()
@@ -51,10 +52,15 @@ public enum Daemon {
         var persistence: Persistence?
         if !configuration.stateFile.isEmpty {
             let file = StateFile(path: configuration.stateFile)
+            // Refuse to start when saves cannot succeed, rather than losing everything at the first one.
+            do throws(StateFile.IOError) {
+                try file.checkWritable()
+            } catch {
+                logger.critical("\(error.description)")
+                return 2
+            }
             guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else { return 2 }
             let p = Persistence(file: file, router: router, logger: logger)
-            // Saving at once proves the directory is writable before anything is accepted.
-            guard p.save() else { return 2 }
             p.start(interval: configuration.snapshotIntervalSeconds)
             persistence = p
         }
@@ -82,12 +88,17 @@ public enum Daemon {
         }
         router.isReady = false
         server.shutdown()
+        var status: Int32 = 0
         if let persistence {
             persistence.stop()
-            _ = persistence.save()
+            if persistence.save() == .failed {
+                // A clean status would tell systemd and scripts that nothing was lost.
+                logger.error("the final state was not saved: decisions since the last save are lost")
+                status = 1
+            }
         }
         logger.info("stopped")
-        return 0
+        return status
     }
 }
 
@@ -167,47 +178,63 @@ extension Daemon {
 
 /// Periodic saves of the state file on a queue of their own (never on an event loop).
 ///
-/// `@unchecked Sendable` because of the Dispatch timer, which is not marked `Sendable` but whose
-/// `schedule`, `resume` and `cancel` are documented as safe from any thread; every other field
-/// is immutable and `Sendable`.
+/// The Dispatch timer is created only by `start` and resumed at once: libdispatch traps when a
+/// source is released while suspended (a source is created suspended), so a `Persistence`
+/// dropped before `start` must own no timer at all. `deinit` cancels a running timer.
+///
+/// `@unchecked Sendable` because of the timer, which is not marked `Sendable`: `start` and `stop`
+/// are called from the thread that runs the daemon, and every save runs on `queue`, which is
+/// what guards `savedGeneration`; the other fields are immutable and `Sendable`.
 final class Persistence: @unchecked Sendable {
     let file: StateFile
     let router: DaemonRouter
     let logger: Logger
-    private let queue: DispatchQueue
-    private let timer: DispatchSourceTimer
+    private let queue = DispatchQueue(label: "moe-metricsd.state")
+    private var timer: DispatchSourceTimer?
+
+    /// What a call to `save` did.
+    enum SaveOutcome: Equatable {
+        case written
+        case failed
+    }
 
     init(file: StateFile, router: DaemonRouter, logger: Logger) {
         self.file = file
         self.router = router
         self.logger = logger
-        queue = DispatchQueue(label: "moe-metricsd.state")
-        timer = DispatchSource.makeTimerSource(queue: queue)
     }
 
+    deinit { timer?.cancel() }
+
     func start(interval: Double) {
-        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
-        timer.setEventHandler { [self] in _ = save() }
-        timer.resume()
+        guard timer == nil else { return }
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
+        t.setEventHandler { [weak self] in _ = self?.saveOnQueue() }
+        t.resume()
+        timer = t
     }
 
     /// Stops the periodic saves and waits for one in progress.
     func stop() {
-        timer.cancel()
+        timer?.cancel()
+        timer = nil
         queue.sync {}
     }
 
-    /// Exports every layer and writes the file; false (and an error logged) if writing failed.
+    /// Exports every layer and writes the file; `.failed` (and an error logged) if writing failed.
     @discardableResult
-    func save() -> Bool {
+    func save() -> SaveOutcome { queue.sync { saveOnQueue() } }
+
+    private func saveOnQueue() -> SaveOutcome {
         let bytes = router.registry.exportState()
         do {
             try file.write(bytes)
             logger.debug("state saved", metadata: ["file": "\(file.path)", "bytes": "\(bytes.count)"])
-            return true
+            return .written
         } catch {
             logger.error("state not saved: \(error.description)")
-            return false
+            return .failed
         }
     }
 }

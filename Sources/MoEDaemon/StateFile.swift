@@ -24,9 +24,35 @@ public struct StateFile: Sendable {
         return [UInt8](data)
     }
 
+    /// The directory that holds the file and its temporary (`.` for a bare name).
+    public var directory: String {
+        let d = (path as NSString).deletingLastPathComponent
+        return d.isEmpty ? "." : d
+    }
+
+    private var temporary: String { "\(path).tmp-\(getpid())" }
+
+    /// Proves at start that saves can succeed: the directory exists, is a directory, and a
+    /// temporary file can be created in it (and is removed again). Without this check a daemon
+    /// with a mistyped path would run for hours and lose everything at its first save.
+    public func checkWritable() throws(IOError) {
+        var info = stat()
+        guard stat(directory, &info) == 0 else {
+            throw failure("state file \(path) cannot be saved: directory \(directory)")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw IOError(description: "state file \(path) cannot be saved: \(directory) is not a directory")
+        }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw failure("state file \(path) cannot be saved: cannot create a temporary file \(temporary)")
+        }
+        close(fd)
+        unlink(temporary)
+    }
+
     public func write(_ bytes: [UInt8]) throws(IOError) {
-        let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-        let temporary = "\(path).tmp-\(getpid())"
+        let temporary = self.temporary
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw failure("cannot create \(temporary)") }
         var offset = 0

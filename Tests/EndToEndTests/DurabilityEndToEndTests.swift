@@ -62,6 +62,41 @@ import Testing
         #expect(s["total_routings"] as? Int == 4)
     }
 
+    @Test func unusableStateDirectoryStopsTheStartWithStatus2() throws {
+        let dir = try temporaryDirectory("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let binary = try daemonBinary()
+        let missing = try run(binary, ["--listen", "127.0.0.1:0", "--state-file", dir.appendingPathComponent("missing/s.bin").path],
+                              timeout: 30)
+        #expect(missing.status == 2, "\(missing.stderr)")
+        #expect(missing.stderr.contains("cannot be saved"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("No such file or directory"), "\(missing.stderr)")
+        #expect(!missing.stderr.contains("listening on"), "\(missing.stderr)")
+
+        let plainFile = dir.appendingPathComponent("file")
+        try Data().write(to: plainFile)
+        let notDirectory = try run(binary, ["--listen", "127.0.0.1:0", "--state-file", plainFile.appendingPathComponent("s.bin").path],
+                                   timeout: 30)
+        #expect(notDirectory.status == 2, "\(notDirectory.stderr)")
+        #expect(notDirectory.stderr.contains("not a directory"), "\(notDirectory.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["file"])
+    }
+
+    @Test func finalSaveFailureExitsNonZero() throws {
+        let dir = try temporaryDirectory("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let sub = dir.appendingPathComponent("sub")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        let daemon = try RunningDaemon(["--state-file", sub.appendingPathComponent("state.bin").path, "--snapshot-interval", "3600"])
+        defer { daemon.stop() }
+        try DaemonEndToEndTests().postAll(daemon)
+        try FileManager.default.removeItem(at: sub)
+        daemon.child.signal(SIGTERM)
+        #expect(daemon.child.waitForExit(timeout: 20) == 1, "\(daemon.child.log)")
+        #expect(daemon.child.waitForLine(timeout: 10) { $0.contains(" error state not saved") ? true : nil } == true,
+                "\(daemon.child.log)")
+    }
+
     @Test func corruptStateStopsTheStartUnlessDiscarded() throws {
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
