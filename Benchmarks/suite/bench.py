@@ -546,15 +546,20 @@ def profile_daemon(procs, workdir, daemon_bin, files):
         return {"error": "perf not installed"}
     out = {}
     for label, body, connections in (("single 64-expert decisions, 64 connections", files["decision64"], 64),
-                                     ("batches of 64 layers x 64 experts, 16 connections", files["batch64x64"], 16)):
-        log(f"profile: perf record of the daemon under {label}")
-        d = start_daemon(procs, daemon_bin, workdir, "profile")
+                                     ("batches of 64 layers x 64 experts, 16 connections", files["batch64x64"], 16),
+                                     ("nginx: the same single decisions, 64 connections", files["decision64"], 64)):
+        log(f"profile: perf record under {label}")
+        if label.startswith("nginx"):
+            d = start_nginx(procs, workdir)
+        else:
+            d = start_daemon(procs, daemon_bin, workdir, "profile")
         data = os.path.join(workdir, "perf.data")
         secs = max(3, min(SECONDS, 5))
-        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p", str(d.proc.pid), "-o", data,
+        pids = ",".join(str(p) for p in process_tree(d.proc.pid))
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p", pids, "-o", data,
                                 "--", "sleep", str(secs + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
-        wrk(d.base + "/v1/decisions", secs, connections, "POST", body, "application/json")
+        r = measured(d, lambda: wrk(d.base + "/v1/decisions", secs, connections, "POST", body, "application/json"))
         _, err = rec.communicate(timeout=secs + 60)
         procs.stop(d.proc)
         if rec.returncode != 0 or not os.path.exists(data):
@@ -579,6 +584,7 @@ def profile_daemon(procs, workdir, daemon_bin, files):
                 picked.append(line[:160])
             lines.append(f"-- by {sort.replace(',', ' and ')} --")
             lines.extend(picked[:keep])
+        lines.insert(0, f"-- {r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 1)} CPU us per request while recorded --")
         out[label] = lines
     return {"profiles": out}
 
@@ -873,7 +879,7 @@ def report(r, command):
 
     prof = r.get("profile")
     if prof:
-        L.append("## Profiles: where the daemon's CPU time goes")
+        L.append("## Profiles: where the CPU time goes")
         L.append("")
         if "profiles" in prof:
             L.append("`perf record -e cpu-clock -F 999 -p PID` on the daemon during a wrk run; `perf report "
@@ -882,7 +888,7 @@ def report(r, command):
                      "Time in `[kernel.kallsyms]` is the socket system calls and loopback TCP.")
             for label, lines in prof["profiles"].items():
                 L.append("")
-                L.append(f"Under {label}:")
+                L.append(f"{label}:" if label.startswith("nginx") else f"moe-metricsd under {label}:")
                 L.append("")
                 L.append("```")
                 L.extend(lines)
@@ -973,6 +979,12 @@ def missed_notes(r):
                          f"vs {n['per_request']:.2f}), so the gap is the cost around them, not their number.")
             if single_shares:
                 text += f" The daemon's profile under this load: {describe_split(single_shares)}."
+            nginx_shares, _ = profile_shares(r, "nginx")
+            if nginx_shares:
+                text += (f" nginx's: {describe_split(nginx_shares)}; so the daemon spends more both in the kernel "
+                         "(the same calls per request, yet more kernel time per request) and, above all, in "
+                         "user space (HTTP parsing, routing, decoding, recording and the Swift runtime's "
+                         "reference counting and allocation).")
             notes.append(text)
     if s2 and s2["moe-metricsd"]["rps"] and s2["nghttpd"]["rps"]:
         q = s2["moe-metricsd"]["rps"] / s2["nghttpd"]["rps"]
