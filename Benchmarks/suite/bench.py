@@ -882,7 +882,7 @@ def report(r, command):
         L.append("## Profiles: where the CPU time goes")
         L.append("")
         if "profiles" in prof:
-            L.append("`perf record -e cpu-clock -F 999 -p PID` on the daemon during a wrk run; `perf report "
+            L.append("`perf record -e cpu-clock -F 999 -p PIDS` on the server (all its processes) during a wrk run; `perf report "
                      "--no-children`, first by binary (entries above 1%), then by binary and symbol (above 0.8%), Swift "
                      "symbols demangled. "
                      "Time in `[kernel.kallsyms]` is the socket system calls and loopback TCP.")
