@@ -241,6 +241,19 @@ extension JSONScanner {
             path.top = .known(DecisionField.topK.name)
             throw fail(.invalid, "\(k) exceeds the number of experts \(d.expertCounts.count)")
         }
+        let countsField = seen & DecisionField.tokensPerExpert.bit != 0
+            ? DecisionField.tokensPerExpert : DecisionField.expertCapacities
+        switch RoutingDecision.loadProblem(d.expertCounts, totalTokens: d.totalTokens, topK: d.topK) {
+        case nil:
+            break
+        case .expertAboveTotal(let expert, let load):
+            path.top = .known(countsField.name)
+            path.element = expert
+            throw fail(.invalid, "\(load) tokens exceed total_tokens \(d.totalTokens); a token reaches an expert at most once")
+        case .sumAboveTopK(let sum, let k):
+            path.top = .known(countsField.name)
+            throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(d.totalTokens)")
+        }
         return d
     }
 

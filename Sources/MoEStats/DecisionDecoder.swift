@@ -54,7 +54,9 @@ public struct DecisionDecoder: Sendable {
     /// several decisions (a JSON array or NDJSON), the decision's index from 0. Kinds: `.malformed`
     /// for text that is not JSON or not the shape of a decision (wrong type, missing required
     /// field, duplicate key, nesting too deep), `.invalid` for impossible values (negative or
-    /// out-of-range numbers, `tokens_dropped > total_tokens`, an expert id out of range, a
+    /// out-of-range numbers, `tokens_dropped > total_tokens`, one expert's count above
+    /// `total_tokens` or the counts adding up to more than `top_k × total_tokens` (see
+    /// `RoutingDecision.loadProblem`), an expert id out of range, a
     /// probability outside [0, 1], too many decisions or assignments), `.tooManyExperts` for more
     /// experts than `Limits.maxExperts`.
     public func decode(_ body: [UInt8], format: Format) throws(DecisionError) -> [RoutingDecision] {

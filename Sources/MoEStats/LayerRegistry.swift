@@ -200,7 +200,8 @@ public final class LayerRegistry: Sendable {
     }
 
     /// Checks the decoder also makes, repeated so that the engine's arithmetic is safe whatever
-    /// builds the decision (defect 4 of the reference: dropped > total underflowed).
+    /// builds the decision (defect 4 of the reference: dropped > total underflowed), and so that
+    /// no caller can record loads no routing of `total_tokens` tokens could produce.
     private static func checkValues(_ d: RoutingDecision, index: Int) throws(DecisionError) {
         guard !d.expertCounts.isEmpty else {
             throw DecisionError(.invalid, "at least one expert is required", field: "expert_capacities", index: index)
@@ -223,6 +224,16 @@ public final class LayerRegistry: Sendable {
         }
         if let f = d.capacityFactor, !(f.isFinite && f > 0) {
             throw DecisionError(.invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
+        }
+        switch RoutingDecision.loadProblem(d.expertCounts, totalTokens: d.totalTokens, topK: d.topK) {
+        case nil:
+            break
+        case .expertAboveTotal(let expert, let load):
+            throw DecisionError(.invalid, "expert \(expert) received \(load) tokens, more than total_tokens (\(d.totalTokens)); a token reaches an expert at most once",
+                                field: "expert_capacities[\(expert)]", index: index)
+        case .sumAboveTopK(_, let k):
+            throw DecisionError(.invalid, "the counts add up to more than top_k (\(k)) × total_tokens (\(d.totalTokens))",
+                                field: "expert_capacities", index: index)
         }
     }
 

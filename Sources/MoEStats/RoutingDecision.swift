@@ -50,6 +50,43 @@ public struct RoutingDecision: Sendable, Equatable {
     }
 }
 
+extension RoutingDecision {
+    /// Why a decision's loads cannot have come from routing `totalTokens` tokens.
+    enum LoadProblem: Equatable {
+        /// One expert received more tokens than the batch held.
+        case expertAboveTotal(expert: Int, load: UInt64)
+        /// The loads add up to more than `topK` assignments per token.
+        case sumAboveTopK(sum: UInt64, topK: Int)
+    }
+
+    /// The first impossible load, or nil. A router sends each token to at most `top_k` distinct
+    /// experts, so one expert receives at most `totalTokens` tokens whatever `top_k` is, and the
+    /// loads add up to at most `top_k × totalTokens` when `top_k` is known. Without these checks an
+    /// utilization of 50000 (400000 tokens of an 8-token batch) or a load from a batch of 0 tokens
+    /// would stay in the run's statistics until the layer is reset.
+    static func loadProblem(_ counts: [UInt64], totalTokens: UInt64, topK: Int?) -> LoadProblem? {
+        var sum: UInt64 = 0
+        var overflow = false
+        for (i, c) in counts.enumerated() {
+            if c > totalTokens { return .expertAboveTotal(expert: i, load: c) }
+            if !overflow {
+                let (s, o) = sum.addingReportingOverflow(c)
+                sum = s
+                overflow = o
+            }
+        }
+        if let k = topK, k >= 1 {
+            let (limit, limitOverflow) = UInt64(k).multipliedReportingOverflow(by: totalTokens)
+            // Each count is at most totalTokens, so an overflowing sum means more than
+            // `counts.count × totalTokens`; it can only exceed the limit if the limit fits.
+            if !limitOverflow && (overflow || sum > limit) {
+                return .sumAboveTopK(sum: overflow ? .max : sum, topK: k)
+            }
+        }
+        return nil
+    }
+}
+
 /// A loss value as sent: a number, `null` (serde's spelling of NaN or infinity), or not sent.
 ///
 /// Non-finite losses are counted (a diverging run must be visible) but kept out of the averages,

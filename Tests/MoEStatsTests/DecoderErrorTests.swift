@@ -39,6 +39,13 @@ struct DecoderValidationTests {
         .init(body: #"{"expert_capacities":[],"total_tokens":1}"#, kind: .invalid, field: "expert_capacities"),
         .init(body: #"{"expert_capacities":[1],"total_tokens":-1}"#, kind: .invalid, field: "total_tokens"),
         .init(body: #"{"expert_capacities":[1],"total_tokens":3,"tokens_dropped":4}"#, kind: .invalid, field: "tokens_dropped"),
+        // Loads: a token reaches an expert at most once, and at most top_k experts.
+        .init(body: #"{"layer":"a","expert_capacities":[400000,4],"total_tokens":8,"top_k":2}"#, kind: .invalid, field: "expert_capacities[0]"),
+        .init(body: #"{"expert_capacities":[5,5],"total_tokens":0}"#, kind: .invalid, field: "expert_capacities[0]"),
+        .init(body: #"{"tokens_per_expert":[1,9],"total_tokens":8}"#, kind: .invalid, field: "tokens_per_expert[1]"),
+        .init(body: #"{"expert_capacities":[8,8,1],"total_tokens":8,"top_k":2}"#, kind: .invalid, field: "expert_capacities"),
+        .init(body: #"{"top_k":1,"tokens_per_expert":[1,1],"total_tokens":1}"#, kind: .invalid, field: "tokens_per_expert"),
+        .init(body: "[" + minimal() + #",{"expert_capacities":[2,1],"total_tokens":1}]"#, kind: .invalid, field: "expert_capacities[0]", index: 1),
         .init(body: minimal(#""step":-1"#), kind: .invalid, field: "step"),
         .init(body: minimal(#""step":9223372036854775808"#), kind: .invalid, field: "step"),
         .init(body: minimal(#""top_k":0"#), kind: .invalid, field: "top_k"),
@@ -116,6 +123,19 @@ struct DecoderValidationTests {
         let single = decodeError(minimal(#""step":-3"#))
         #expect(single?.index == nil)
         #expect(single?.description == "step: must not be negative, got -3 (field step)")
+    }
+
+    @Test func loadsAtTheirBoundariesAreAccepted() throws {
+        for body in [#"{"expert_capacities":[8,8],"total_tokens":8}"#,
+                     #"{"expert_capacities":[8,8,0],"total_tokens":8,"top_k":2}"#,
+                     #"{"expert_capacities":[0,0],"total_tokens":0,"top_k":1}"#,
+                     #"{"expert_capacities":[18446744073709551615,0],"total_tokens":18446744073709551615,"top_k":2}"#] {
+            #expect(try decodeDecisions(body).count == 1, "\(body)")
+        }
+        let e = decodeError(#"{"expert_capacities":[8,8,1],"total_tokens":8,"top_k":2}"#)
+        #expect(e?.message == "expert_capacities: the counts add up to 17, more than top_k 2 × total_tokens 8")
+        let one = decodeError(#"{"expert_capacities":[400000,4],"total_tokens":8}"#)
+        #expect(one?.message == "expert_capacities[0]: 400000 tokens exceed total_tokens 8; a token reaches an expert at most once")
     }
 
     @Test func limitsAtTheirBoundaries() {

@@ -60,9 +60,12 @@ struct DocumentGenerator {
     mutating func decision() -> [String: Any] {
         var d: [String: Any] = [:]
         let experts = int(1...80)
-        var counts = (0..<experts).map { _ in int(0...100_000) }
-        if chance(0.05) { counts[int(0...(experts - 1))] = Int.max - int(0...10) }
         let total = int(0...1_000_000)
+        // Realistic loads: each expert at most every token, all of them at most k per token.
+        let k = int(1...experts)
+        let perExpert = min(total, k * total / experts)
+        var counts = (0..<experts).map { _ in int(0...perExpert) }
+        if chance(0.05) { counts[int(0...(experts - 1))] = Int.max - int(0...10) }
         d[chance(0.8) ? "expert_capacities" : "tokens_per_expert"] = counts
         d["total_tokens"] = total
         if chance(0.7) { d["tokens_dropped"] = int(0...total) }
@@ -82,7 +85,7 @@ struct DocumentGenerator {
         if chance(0.5) { d["layer"] = chance(0.7) ? string(maxLength: 64, pool: Self.layerPool) : int(0...100_000) }
         if chance(0.5) { d["worker"] = chance(0.7) ? string(maxLength: 20, pool: Array("abc-_.0 é😀")) : int(0...4096) }
         if chance(0.5) { d["step"] = int(0...Int.max) }
-        if chance(0.5) { d["top_k"] = int(1...experts) }
+        if chance(0.5) { d["top_k"] = k }
         if chance(0.3) { d["expert_capacity"] = int(1...100_000) }
         if chance(0.3) { d["capacity_factor"] = Double.random(in: 0.01...4, using: &rng) }
         if chance(0.5) { d["latency_ms"] = abs(double()) }
@@ -102,7 +105,7 @@ struct DocumentGenerator {
 
     /// One thing a worker could get wrong; the reference decides whether it is an error.
     mutating func injectDefect(_ d: inout [String: Any], experts: Int) {
-        switch int(0...17) {
+        switch int(0...19) {
         case 0: d["total_tokens"] = -int(1...5)
         case 1: d["tokens_dropped"] = (d["total_tokens"] as! Int) + int(1...5)
         case 2: d.removeValue(forKey: "total_tokens")
@@ -123,6 +126,15 @@ struct DocumentGenerator {
         case 14: d["expert_assignments"] = [[["expert_id": 0, "probability": 0.5, "token_idx": 0] as [String: Any]]]
         case 15: d["load_balance_loss"] = [1]
         case 16: d["layer"] = -int(1...100)
+        case 17:
+            // One expert with more tokens than the batch held.
+            setCount(&d, at: int(0...(experts - 1)), to: (d["total_tokens"] as! Int) + int(1...5))
+        case 18:
+            // Every expert receives every token, more than top-1 allows (with two experts or more).
+            let total = max(1, d["total_tokens"] as! Int)
+            d["total_tokens"] = total
+            d["top_k"] = 1
+            for i in 0..<experts { setCount(&d, at: i, to: total) }
         default: setCount(&d, at: int(0...(experts - 1)), to: Double(int(0...9)) + 0.5)
         }
     }
@@ -243,6 +255,12 @@ enum ReferenceDecoder {
         }
         guard d.tokensDropped <= d.totalTokens else { throw .invalid }
         if let k = d.topK, k > counts.count { throw .invalid }
+        // A token reaches an expert at most once, and at most top_k experts.
+        if counts.contains(where: { $0 > d.totalTokens }) { throw .invalid }
+        if let k = d.topK {
+            let (limit, overflow) = UInt64(k).multipliedReportingOverflow(by: d.totalTokens)
+            if !overflow && sum > limit { throw .invalid }
+        }
         return d
     }
 }
@@ -410,7 +428,7 @@ struct DecoderPropertyTests {
                                    token_idx: t, expert_rank: r)
                     }
                 },
-                expert_capacities: (0..<experts).map { _ in UInt64(gen.int(0...50_000)) },
+                expert_capacities: (0..<experts).map { _ in UInt64(gen.int(0...(tokens + 10))) },
                 total_tokens: UInt64(tokens + 10), tokens_dropped: UInt64(gen.int(0...10)),
                 load_balance_loss: Float.random(in: 0...2, using: &gen.rng), router_z_loss: Float.random(in: 0...2, using: &gen.rng),
                 auxiliary_loss: Float.random(in: 0...2, using: &gen.rng))

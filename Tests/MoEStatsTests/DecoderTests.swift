@@ -26,9 +26,9 @@ func decodeError(_ text: String, format: DecisionDecoder.Format = .json,
     decodeError(Array(text.utf8), format: format, limits: limits, sourceLocation: sourceLocation)
 }
 
-/// A minimal valid decision body with `extra` members appended.
+/// A minimal valid decision body with `extra` members appended (4 tokens, so that any top-k fits).
 func minimal(_ extra: String = "") -> String {
-    #"{"expert_capacities":[3,1],"total_tokens":2"# + (extra.isEmpty ? "" : "," + extra) + "}"
+    #"{"expert_capacities":[3,1],"total_tokens":4"# + (extra.isEmpty ? "" : "," + extra) + "}"
 }
 
 @Suite("Decision decoder: valid shapes")
@@ -53,12 +53,12 @@ struct DecoderValidShapeTests {
 
     @Test func minimalDecisionDefaults() throws {
         let d = try decodeDecisions(minimal())
-        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 2)])
+        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 4)])
         #expect(d[0].tokensDropped == 0 && d[0].loadBalanceLoss == .absent && d[0].layer == nil)
     }
 
     @Test func aliasTokensPerExpert() throws {
-        let d = try decodeDecisions(#"{"tokens_per_expert":[5,0,7],"total_tokens":6}"#)
+        let d = try decodeDecisions(#"{"tokens_per_expert":[5,0,7],"total_tokens":7}"#)
         #expect(d.first?.expertCounts == [5, 0, 7])
     }
 
@@ -69,7 +69,7 @@ struct DecoderValidShapeTests {
             """#))
         #expect(d == [RoutingDecision(layer: "model.layers.3.mlp:moe-1_a", worker: "host-7 é😀", step: 42,
                                       topK: 2, expertCapacity: 3, capacityFactor: 1.25, latencyMs: 0.5,
-                                      expertCounts: [3, 1], totalTokens: 2)])
+                                      expertCounts: [3, 1], totalTokens: 4)])
     }
 
     @Test func envelopeWithIntegersAndNulls() throws {
@@ -82,7 +82,7 @@ struct DecoderValidShapeTests {
 
     @Test func unknownFieldsAreSkipped() throws {
         let d = try decodeDecisions(minimal(#""extra":{"a":[1,2.5e3,{"b":null}],"c":"\u00e9\n"},"z":true,"y":[]"#))
-        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 2)])
+        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 4)])
     }
 
     @Test func keysWithEscapesAreMatchedByValue() throws {
@@ -92,8 +92,8 @@ struct DecoderValidShapeTests {
     }
 
     @Test func whitespaceEverywhere() throws {
-        let d = try decodeDecisions(" \t\r\n[ { \"expert_capacities\" :\n[ 3 , 1 ] ,\t\"total_tokens\" : 2 } ]\r\n ")
-        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 2)])
+        let d = try decodeDecisions(" \t\r\n[ { \"expert_capacities\" :\n[ 3 , 1 ] ,\t\"total_tokens\" : 3 } ]\r\n ")
+        #expect(d == [RoutingDecision(expertCounts: [3, 1], totalTokens: 3)])
     }
 
     @Test func arrayOfDecisions() throws {

@@ -68,6 +68,11 @@ import MoEStats
             (decision([1], topK: 0), "top_k"),
             (decision([1], factor: 0), "capacity_factor"),
             (decision([1], factor: .nan), "capacity_factor"),
+            // Loads no routing of total_tokens tokens can produce (also built without the decoder).
+            (decision([5, 5], tokens: 0), "expert_capacities[0]"),
+            (decision([4, 400_000], tokens: 8, topK: 2), "expert_capacities[1]"),
+            (decision([8, 8, 1], tokens: 8, topK: 2), "expert_capacities"),
+            (decision([.max, .max], tokens: .max, topK: 1), "expert_capacities"),
         ]
         for (bad, field) in cases {
             // The bad decision comes second: the good first one must not be applied either.
@@ -76,6 +81,16 @@ import MoEStats
             }
         }
         #expect(r.layerCount == 0)
+    }
+
+    @Test func loadsAtTheirBoundariesAreAccepted() throws {
+        let r = LayerRegistry(configuration: StatsConfiguration())
+        // Every expert may receive every token; with top_k, the loads may add up to k per token.
+        let n = try r.ingest([decision([8, 8], tokens: 8), decision([8, 8, 0], tokens: 8, layer: "L1", topK: 2),
+                              decision([0, 0], tokens: 0), decision([.max, 1], tokens: .max, layer: "L2", topK: 2)],
+                             defaultLayer: nil, now: 1)
+        #expect(n == 4)
+        #expect(r.snapshot("L0")?.expertTokens == [8, 8])
     }
 
     @Test func expertCountConflictLeavesStateUnchanged() throws {
