@@ -261,7 +261,7 @@ extension JSONScanner {
     mutating func countArray(depth: Int, limits: DecisionDecoder.Limits,
                              into counts: inout [UInt64]) throws(DecisionError) {
         guard peek() == UInt8(ascii: "[") else {
-            throw fail(.malformed, "expected an array of non-negative integers, got \(describeNextValue())")
+            throw mismatch("an array of non-negative integers")
         }
         try enter(depth)
         pos += 1
@@ -335,7 +335,7 @@ extension JSONScanner {
     /// `3.0` or `1e3` is refused rather than guessed at), non-negative, within `min...max`.
     mutating func count(max: UInt64 = .max, min: UInt64 = 0) throws(DecisionError) -> UInt64 {
         guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
-            throw fail(.malformed, "expected a non-negative integer, got \(describeNextValue())")
+            throw mismatch("a non-negative integer")
         }
         let t = try scanNumber()
         guard t.isInteger else {
@@ -356,7 +356,7 @@ extension JSONScanner {
     /// Any JSON number as a finite double (a literal beyond the double range is refused).
     mutating func finiteNumber() throws(DecisionError) -> Double {
         guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
-            throw fail(.malformed, "expected a number, got \(describeNextValue())")
+            throw mismatch("a number")
         }
         let t = try scanNumber()
         let v = doubleValue(t)
@@ -390,7 +390,7 @@ extension JSONScanner {
             return String(decoding: UnsafeBufferPointer(rebasing: bytes[t.start..<t.end]), as: UTF8.self)
         }
         guard b == UInt8(ascii: "\"") else {
-            throw fail(.malformed, "expected a string or an integer, got \(describeNextValue())")
+            throw mismatch("a string or an integer")
         }
         let t = try scanString(decode: true)
         let value = withValue(t) { String(decoding: $0, as: UTF8.self) }
@@ -419,7 +419,7 @@ extension JSONScanner {
                               largestID: inout (id: UInt64, token: Int, entry: Int)?) throws(DecisionError) -> Int {
         if try consumeNull() { return 0 }
         guard peek() == UInt8(ascii: "[") else {
-            throw fail(.malformed, "expected an array (one list per token), got \(describeNextValue())")
+            throw mismatch("an array (one list per token)")
         }
         try enter(depth)
         pos += 1
@@ -431,7 +431,7 @@ extension JSONScanner {
             path.entry = -1
             path.sub = .none
             guard peek() == UInt8(ascii: "[") else {
-                throw fail(.malformed, "expected an array of assignments, got \(describeNextValue())")
+                throw mismatch("an array of assignments")
             }
             try enter(depth + 1)
             pos += 1
@@ -469,7 +469,7 @@ extension JSONScanner {
     /// One assignment object; returns its expert id.
     mutating func assignment(depth: Int) throws(DecisionError) -> UInt64 {
         guard peek() == UInt8(ascii: "{") else {
-            throw fail(.malformed, "expected an assignment object, got \(describeNextValue())")
+            throw mismatch("an assignment object")
         }
         try enter(depth)
         pos += 1

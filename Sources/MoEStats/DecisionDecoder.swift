@@ -91,6 +91,7 @@ public struct DecisionDecoder: Sendable {
                     throw s.fail(.invalid, "more than \(limits.maxDecisions) decisions in one request")
                 }
                 guard s.peek() == UInt8(ascii: "{") else {
+                    if s.peek() == nil { throw s.truncated("a decision object") }
                     throw s.fail(.malformed, "a decision must be an object, got \(s.describeNextValue())")
                 }
                 result.append(try s.decision(depth: 2, limits: limits, counts: &counts))

@@ -59,14 +59,33 @@ struct JSONScanner {
     }
 
     func unexpected(_ expecting: String) -> DecisionError {
-        guard pos < end else { return syntax("unexpected end of input, expected \(expecting)") }
+        guard pos < end else { return truncated(expecting) }
         return syntax("unexpected \(describeByte(bytes[pos])), expected \(expecting)")
+    }
+
+    /// The body (in NDJSON, the line) ended inside a value. No field is named: the field being
+    /// read is not what is wrong, the missing rest of the text is.
+    func truncated(_ expecting: String) -> DecisionError {
+        var text = "\(line == nil ? "the body" : "the line") ended early (invalid JSON at byte \(pos)), expected \(expecting)"
+        if let line { text += " (line \(line))" }
+        return DecisionError(.malformed, text, field: nil, index: decisionIndex)
+    }
+
+    /// "expected X, got Y" for a value of the wrong type, or `truncated` when nothing follows.
+    mutating func mismatch(_ expecting: String) -> DecisionError {
+        guard peek() != nil else { return truncated(expecting) }
+        return fail(.malformed, "expected \(expecting), got \(describeNextValue())")
     }
 
     func describeByte(_ b: UInt8) -> String {
         if b >= 0x21 && b < 0x7F { return "'\(Character(Unicode.Scalar(b)))'" }
-        let hex = String(b, radix: 16, uppercase: true)
-        return "byte 0x\(hex.count == 1 ? "0" + hex : hex)"
+        return "byte \(hex(b))"
+    }
+
+    /// `0x0A`, `0xFF`: a byte in hexadecimal, for messages that already say "byte".
+    func hex(_ b: UInt8) -> String {
+        let digits = String(b, radix: 16, uppercase: true)
+        return "0x\(digits.count == 1 ? "0" + digits : digits)"
     }
 
     // MARK: structure
@@ -133,7 +152,8 @@ struct JSONScanner {
         let n = word.utf8CodeUnitCount
         let p = word.utf8Start
         for i in 0..<n {
-            guard pos < end, bytes[pos] == p[i] else {
+            guard pos < end else { throw truncated("'\(word)'") }
+            guard bytes[pos] == p[i] else {
                 throw syntax("invalid literal, expected '\(word)'")
             }
             pos += 1
@@ -226,7 +246,7 @@ struct JSONScanner {
                 if escaped && decode { scratch.append(b) }
                 pos += 1
             }
-            guard pos < end else { throw syntax("unterminated string") }
+            guard pos < end else { throw truncated("the rest of a string and its closing quote") }
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
                 let token = StringToken(start: start, end: pos, escaped: escaped && decode)
@@ -242,7 +262,7 @@ struct JSONScanner {
                 }
                 try scanEscape(decode: decode)
             } else if b < 0x20 {
-                throw syntax("unescaped control character \(describeByte(b)) in string")
+                throw syntax("unescaped control character \(hex(b)) in string")
             } else {
                 let from = pos
                 try scanUTF8Sequence()
@@ -256,7 +276,7 @@ struct JSONScanner {
     /// One escape after `\` (RFC 8259 section 7).
     mutating func scanEscape(decode: Bool) throws(DecisionError) {
         pos += 1
-        guard pos < end else { throw syntax("unterminated escape") }
+        guard pos < end else { throw truncated("the rest of an escape") }
         let c = bytes[pos]
         let simple: UInt8
         switch c {
@@ -273,6 +293,9 @@ struct JSONScanner {
             var scalar = try hex4()
             if scalar >= 0xD800 && scalar <= 0xDBFF {
                 // A high surrogate must be followed by an escaped low surrogate.
+                if pos >= end || (pos + 1 == end && bytes[pos] == UInt8(ascii: "\\")) {
+                    throw truncated("a \\u escape of a low surrogate")
+                }
                 guard pos + 1 < end, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
                     throw syntax("high surrogate \\u\(String(scalar, radix: 16, uppercase: true)) not followed by a low surrogate")
                 }
@@ -295,7 +318,7 @@ struct JSONScanner {
     }
 
     mutating func hex4() throws(DecisionError) -> UInt32 {
-        guard pos + 4 <= end else { throw syntax("truncated \\u escape") }
+        guard pos + 4 <= end else { throw truncated("4 hex digits of a \\u escape") }
         var v: UInt32 = 0
         for _ in 0..<4 {
             let b = bytes[pos]
@@ -345,9 +368,9 @@ struct JSONScanner {
         case 0xF0: length = 4; lo = 0x90
         case 0xF1...0xF3: length = 4
         case 0xF4: length = 4; hi = 0x8F
-        default: throw syntax("invalid UTF-8 byte \(describeByte(b0))")
+        default: throw syntax("invalid UTF-8 byte \(hex(b0))")
         }
-        guard pos + length <= end else { throw syntax("truncated UTF-8 sequence") }
+        guard pos + length <= end else { throw truncated("the rest of a UTF-8 sequence") }
         let b1 = bytes[pos + 1]
         guard b1 >= lo && b1 <= hi else { throw syntax("invalid UTF-8 sequence") }
         for i in 2..<length where bytes[pos + i] & 0xC0 != 0x80 {
@@ -386,7 +409,8 @@ struct JSONScanner {
             t.negative = true
             pos += 1
         }
-        guard pos < end, bytes[pos] &- UInt8(ascii: "0") < 10 else {
+        guard pos < end else { throw truncated("a digit after '-'") }
+        guard bytes[pos] &- UInt8(ascii: "0") < 10 else {
             throw syntax("a number needs a digit after '-'")
         }
         if bytes[pos] == UInt8(ascii: "0") {
@@ -400,7 +424,8 @@ struct JSONScanner {
         if pos < end, bytes[pos] == UInt8(ascii: ".") {
             t.isInteger = false
             pos += 1
-            guard pos < end, bytes[pos] &- UInt8(ascii: "0") < 10 else {
+            guard pos < end else { throw truncated("a digit after '.'") }
+            guard bytes[pos] &- UInt8(ascii: "0") < 10 else {
                 throw syntax("a number needs a digit after '.'")
             }
             digits(&t, fraction: true)
@@ -413,7 +438,8 @@ struct JSONScanner {
                 negativeExponent = bytes[pos] == UInt8(ascii: "-")
                 pos += 1
             }
-            guard pos < end, bytes[pos] &- UInt8(ascii: "0") < 10 else {
+            guard pos < end else { throw truncated("a digit in a number's exponent") }
+            guard bytes[pos] &- UInt8(ascii: "0") < 10 else {
                 throw syntax("a number needs a digit in its exponent")
             }
             var e = 0

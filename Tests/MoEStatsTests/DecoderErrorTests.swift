@@ -218,7 +218,10 @@ struct DecoderMalformedTests {
             let e = decodeError(body)
             #expect(e?.kind == .malformed, "\(String(describing: e))")
             #expect(e?.message.contains("UTF-8") == true, "\(String(describing: e))")
+            #expect(e?.message.contains("byte byte") == false, "\(String(describing: e))")
         }
+        let ff = decodeError(Array(#"{"x":""#.utf8) + [0xFF] + Array(#""}"#.utf8))
+        #expect(ff?.message == "x: invalid JSON at byte 6: invalid UTF-8 byte 0xFF", "\(String(describing: ff))")
     }
 
     @Test func validUTF8AtTheEdgesIsAccepted() throws {
@@ -235,7 +238,31 @@ struct DecoderMalformedTests {
         for n in 0..<body.count {
             let e = decodeError(Array(body[..<n]))
             #expect(e?.kind == .malformed, "prefix of \(n) bytes: \(String(describing: e))")
+            guard n > 0 else { continue }  // the empty body has its own message
+            // A truncation is about the missing rest, not about the field it cut.
+            #expect(e?.field == nil, "prefix of \(n) bytes: \(String(describing: e))")
+            #expect(e?.message.hasPrefix("the body ended early (invalid JSON at byte \(n))") == true,
+                    "prefix of \(n) bytes: \(String(describing: e))")
         }
+    }
+
+    @Test func truncationNamesNoField() {
+        let e = decodeError(#"{"layer":"layer.0","#)
+        #expect(e?.kind == .malformed)
+        #expect(e?.field == nil, "\(String(describing: e))")
+        #expect(e?.message == "the body ended early (invalid JSON at byte 19), expected a string key")
+        for cut in [#"{"expert_capacities":[1,"#, #"{"total_tokens":1"#, #"{"x":"\u00"#, #"{"x":nu"#, #"{"x":1.5e-"#,
+                    #"{"x":"\ud83d"#, #"{"worker":"é"#, "[" + minimal() + ","] {
+            let t = decodeError(cut)
+            #expect(t?.field == nil && t?.message.hasPrefix("the body ended early") == true, "\(cut): \(String(describing: t))")
+        }
+        // NDJSON: a decision must fit on its line, so the line is what ended early.
+        let line = decodeError(minimal() + "\n" + #"{"layer":"a","#, format: .ndjson)
+        #expect(line?.index == 1 && line?.field == nil, "\(String(describing: line))")
+        #expect(line?.message.hasPrefix("the line ended early") == true && line?.message.hasSuffix("(line 2)") == true,
+                "\(String(describing: line))")
+        // A wrong value that is not a truncation still names its field.
+        #expect(decodeError(#"{"layer":"layer.0",5}"#)?.field == "layer")
     }
 
     @Test func errorOffsetsPointAtTheProblem() {
