@@ -60,7 +60,9 @@ public enum Daemon {
                 return 2
             }
             guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else { return 2 }
-            let p = Persistence(file: file, router: router, logger: logger)
+            // A file that is still there was restored whole: it already holds the current state.
+            let p = Persistence(file: file, router: router, logger: logger,
+                                upToDate: FileManager.default.fileExists(atPath: file.path))
             p.start(interval: configuration.snapshotIntervalSeconds)
             persistence = p
         }
@@ -72,7 +74,8 @@ public enum Daemon {
             logger.critical("cannot listen: \(error)")
             return 1
         }
-        for address in addresses { logger.info("listening on \(address)") }
+        // Shown whatever the log level: with port 0 this line is the only way to learn the port.
+        for address in addresses { LineLogHandler.emit(.notice, "listening on \(address)") }
         router.isReady = true
 
         var running = configuration
@@ -195,13 +198,20 @@ final class Persistence: @unchecked Sendable {
     /// What a call to `save` did.
     enum SaveOutcome: Equatable {
         case written
+        /// Nothing was ingested or reset since the last successful write.
+        case unchanged
         case failed
     }
 
-    init(file: StateFile, router: DaemonRouter, logger: Logger) {
+    /// The router generation the file on disk holds; nil when it holds none yet.
+    private var savedGeneration: UInt64?
+
+    /// `upToDate`: the file already holds the router's current state (it was just restored).
+    init(file: StateFile, router: DaemonRouter, logger: Logger, upToDate: Bool = false) {
         self.file = file
         self.router = router
         self.logger = logger
+        savedGeneration = upToDate ? router.generation : nil
     }
 
     deinit { timer?.cancel() }
@@ -222,14 +232,20 @@ final class Persistence: @unchecked Sendable {
         queue.sync {}
     }
 
-    /// Exports every layer and writes the file; `.failed` (and an error logged) if writing failed.
+    /// Exports every layer and writes the file, unless nothing changed since the last write;
+    /// `.failed` (and an error logged) if writing failed.
     @discardableResult
     func save() -> SaveOutcome { queue.sync { saveOnQueue() } }
 
     private func saveOnQueue() -> SaveOutcome {
+        // Read before exporting: a change made during the export moves the generation on, so
+        // the next save writes again.
+        let generation = router.generation
+        if generation == savedGeneration { return .unchanged }
         let bytes = router.registry.exportState()
         do {
             try file.write(bytes)
+            savedGeneration = generation
             logger.debug("state saved", metadata: ["file": "\(file.path)", "bytes": "\(bytes.count)"])
             return .written
         } catch {

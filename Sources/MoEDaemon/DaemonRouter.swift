@@ -24,6 +24,9 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         public var workerTTLSeconds: Double?
         /// Seconds without an update after which a layer leaves /metrics; nil for never.
         public var layerTTLSeconds: Double?
+        /// Largest body accepted after gzip content decoding (`http.max_body_bytes`), so a small
+        /// compressed body cannot expand past the limit the transport enforces on the wire.
+        public var maxBodyBytes = HTTPLimits().maxBodyBytes
         public init() {}
     }
 
@@ -32,6 +35,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     public let version: String
     private let settings: Mutex<Settings>
     private let ready = Atomic<Bool>(false)
+    private let changes = Atomic<UInt64>(0)
     private let openConnections: @Sendable () -> Int
     private let clock: @Sendable () -> Double
     private let logger: Logger
@@ -62,6 +66,12 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     }
 
     public func update(settings new: Settings) { settings.withLock { $0 = new } }
+
+    /// Counts ingests and resets, each counted after the registry changed, so a state save that
+    /// read the generation before exporting can tell whether anything changed since (the state
+    /// file is skipped when nothing did).
+    public var generation: UInt64 { changes.load(ordering: .acquiring) }
+    private func noteChange() { changes.add(1, ordering: .releasing) }
     public var currentSettings: Settings { settings.withLock { $0 } }
 
     // MARK: Routing
@@ -154,16 +164,18 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         case (.layerDecisions, "POST"):
             return ingest(request, layer: layer)
         case (.layers, _) where isGet:
-            return layersList()
+            return Self.negotiateEncoding(layersList(), request)
         case (.layers, "DELETE"):
             registry.resetAll()
+            noteChange()
             logger.info("all layers reset")
             return .json(200, Array("{\"reset\":\"all\"}\n".utf8))
         case (.layer, _) where isGet:
-            return layerSummary(layer ?? "", request: request)
+            return Self.negotiateEncoding(layerSummary(layer ?? "", request: request), request)
         case (.layer, "DELETE"):
             let name = layer ?? ""
             guard registry.reset(name) else { return .error(404, "no such layer: \(name)", field: "layer") }
+            noteChange()
             logger.info("layer reset", metadata: ["layer": "\(name)"])
             var w = JSONWriter()
             w.beginObject()
@@ -171,7 +183,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             w.endObject()
             return .json(200, w.bytes + [0x0A])
         case (.summary, _) where isGet:
-            return summary(request)
+            return Self.negotiateEncoding(summary(request), request)
         case (.metrics, _) where isGet:
             return metrics(request)
         case (.healthz, _) where isGet:
@@ -223,10 +235,38 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             return .error(415, "Content-Type must be application/json or application/x-ndjson",
                           headers: ["accept-post": Self.acceptPost])
         }
-        let limits = settings.withLock { $0.decoderLimits }
+        let (limits, maxBody) = settings.withLock { ($0.decoderLimits, $0.maxBodyBytes) }
+        var body = request.body
+        switch Self.bodyCoding(request.headers.values("content-encoding")) {
+        case .identity:
+            break
+        case .unsupported:
+            counters.recordRejection(reason: "unsupported_media_type")
+            logger.debug("refused POST: content coding", metadata: ["content-encoding": "\(request.headers["content-encoding"] ?? "")"])
+            // RFC 9110 section 15.5.16: a 415 for a content coding lists the codings accepted.
+            return .error(415, "Content-Encoding must be gzip or identity", headers: ["accept-encoding": "gzip, identity"])
+        case .gzip:
+            switch Gzip.inflate(body, limit: maxBody) {
+            case .inflated(let plain):
+                body = plain
+            case .tooLarge:
+                counters.recordRejection(reason: "too_large")
+                return .error(413, "the body inflates to more than \(maxBody) bytes (http.max_body_bytes)")
+            case .corrupt:
+                counters.recordRejection(reason: "malformed")
+                return .error(400, "Content-Encoding is gzip but the body is not valid gzip data")
+            }
+        }
+        // Zero decisions is never what a client meant: an empty JSON body and an empty (or blank)
+        // NDJSON body are the same mistake and get the same answer.
+        if body.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+            counters.recordRejection(reason: "malformed")
+            return .error(400, Self.emptyBodyMessage)
+        }
         do throws(DecisionError) {
-            let decisions = try DecisionDecoder(limits: limits).decode(request.body, format: format)
+            let decisions = try DecisionDecoder(limits: limits).decode(body, format: format)
             let accepted = try registry.ingest(decisions, defaultLayer: layer, now: clock())
+            noteChange()
             var w = JSONWriter()
             w.beginObject()
             w.field("accepted", accepted)
@@ -241,6 +281,39 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         }
     }
 
+    static let emptyBodyMessage = "empty body: send at least one decision (a JSON object, an array of them, or NDJSON lines)"
+
+    /// A request body's content coding (RFC 9110 section 8.4): none or `identity`, `gzip` (or
+    /// `x-gzip`, section 8.4.1.3) once, or anything else, which we cannot decode.
+    enum BodyCoding: Equatable { case identity, gzip, unsupported }
+
+    static func bodyCoding(_ fieldValues: [String]) -> BodyCoding {
+        let codings = fieldValues.flatMap { $0.split(separator: ",") }
+            .map { String($0).trimmingWhitespace().lowercased() }
+            .filter { !$0.isEmpty && $0 != "identity" }
+        if codings.isEmpty { return .identity }
+        if codings.count == 1, codings[0] == "gzip" || codings[0] == "x-gzip" { return .gzip }
+        return .unsupported
+    }
+
+    /// JSON bodies at least this long are gzipped when the client allows it.
+    static let gzipThreshold = 1024
+
+    /// The `Accept-Encoding` negotiation of /metrics, for JSON answers: a large summary polled
+    /// every few seconds by the dashboard shrinks tenfold. `Vary` is set on every answer of the
+    /// route, compressed or not, so a cache never serves one coding for the other (RFC 9110
+    /// section 12.5.5).
+    static func negotiateEncoding(_ response: HTTPResponse, _ request: HTTPRequest) -> HTTPResponse {
+        var r = response
+        r.headers.add("vary", "Accept-Encoding")
+        if r.status == 200, r.body.count >= gzipThreshold, Gzip.accepted(by: request.headers["accept-encoding"]),
+           let gz = Gzip.compress(r.body) {
+            r.body = gz
+            r.headers.add("content-encoding", "gzip")
+        }
+        return r
+    }
+
     static func status(of kind: DecisionError.Kind) -> (Int, String) {
         switch kind {
         case .malformed: (400, "malformed")
@@ -253,8 +326,15 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     // MARK: Queries
 
-    /// `?window=N`: an integer from 1 to 1,000,000; absent means the configured default.
+    /// `?window=N`: an integer from 1 to 1,000,000; absent means the configured default; given
+    /// twice is refused rather than silently taking one of them.
     static func window(_ request: HTTPRequest) -> (window: Int?, error: HTTPResponse?) {
+        let given = (request.query ?? "").split(separator: "&").filter {
+            PercentDecoding.decode($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]) == "window"
+        }
+        if given.count > 1 {
+            return (nil, .error(400, "window is given more than once", field: "window"))
+        }
         guard let raw = request.queryParameter("window") else { return (nil, nil) }
         guard let n = Int(raw), (1...1_000_000).contains(n) else {
             return (nil, .error(400, "window must be an integer from 1 to 1000000", field: "window"))
@@ -277,6 +357,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     private func layersList() -> HTTPResponse {
         let (now, ttl) = (clock(), settings.withLock { $0.workerTTLSeconds })
         let summaries = registry.snapshots().map { $0.summary(window: nil, now: now, workerTTL: ttl) }
+            .sorted { LayerOrder.precedes($0.layer, $1.layer) }
         var w = JSONWriter(capacity: 256 + summaries.count * 512)
         w.beginObject()
         w.key("layers")
@@ -292,6 +373,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         if let windowError { return windowError }
         let (now, ttl) = (clock(), settings.withLock { $0.workerTTLSeconds })
         let summaries = registry.snapshots().map { $0.summary(window: window, now: now, workerTTL: ttl) }
+            .sorted { LayerOrder.precedes($0.layer, $1.layer) }
         var w = JSONWriter(capacity: 1024 + summaries.count * 2048)
         FleetSummary(summaries).writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
@@ -343,6 +425,35 @@ extension DaemonConfiguration {
         r.decoderLimits.maxAssignments = maxAssignments
         r.decoderLimits.maxDepth = maxJSONDepth
         r.perExpertSeries = perExpertSeries
+        r.maxBodyBytes = http.maxBodyBytes
         return r
     }
+}
+
+/// The order of layers in `/v1/layers` and `/v1/summary`: natural, so `syn.2` comes before
+/// `syn.10` (digit runs compare as numbers, everything else byte by byte), as the dashboard shows
+/// them. Equal-looking names (`l01`, `l1`) fall back to plain byte order, so the order is total.
+enum LayerOrder {
+    static func precedes(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var i = 0, j = 0
+        while i < x.count && j < y.count {
+            if isDigit(x[i]) && isDigit(y[j]) {
+                let si = i, sj = j
+                while i < x.count && isDigit(x[i]) { i += 1 }
+                while j < y.count && isDigit(y[j]) { j += 1 }
+                let p = x[si..<i].drop { $0 == UInt8(ascii: "0") }, q = y[sj..<j].drop { $0 == UInt8(ascii: "0") }
+                if p.count != q.count { return p.count < q.count }
+                if !p.elementsEqual(q) { return p.lexicographicallyPrecedes(q) }
+            } else {
+                if x[i] != y[j] { return x[i] < y[j] }
+                i += 1
+                j += 1
+            }
+        }
+        if (x.count - i) != (y.count - j) { return (x.count - i) < (y.count - j) }
+        return a.utf8.lexicographicallyPrecedes(b.utf8)
+    }
+
+    private static func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
 }

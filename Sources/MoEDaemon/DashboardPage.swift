@@ -132,8 +132,18 @@ function naturalCompare(a, b) {
 
 // Paths are relative to the page, so the dashboard also works behind a reverse proxy that serves
 // the daemon under a prefix.
+// With auth_reads the daemon answers 401: ask once for the token, keep it for this tab only
+// (sessionStorage) and send it as a Bearer header.
+var TOKEN_KEY = "moe-metricsd-token", tokenAsked = false;
 function fetchJSON(path) {
-  return fetch(path, { headers: { "Accept": "application/json" }, cache: "no-store" }).then(function (r) {
+  var headers = { "Accept": "application/json" }, token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers["Authorization"] = "Bearer " + token;
+  return fetch(path, { headers: headers, cache: "no-store" }).then(function (r) {
+    if (r.status === 401 && !tokenAsked) {
+      tokenAsked = true;
+      var t = window.prompt("This daemon requires a bearer token for reads. Token:");
+      if (t && t.trim()) { sessionStorage.setItem(TOKEN_KEY, t.trim()); tokenAsked = false; return fetchJSON(path); }
+    }
     if (!r.ok) throw new Error(path + ": HTTP " + r.status);
     return r.json();
   });
@@ -423,7 +433,7 @@ function renderCards() {
   box.appendChild(card("Tokens", fmtInt(tokens)));
   box.appendChild(card("Dropped", tokens > 0 ? (dropped / tokens * 100).toFixed(2) + "%" : "–", fmtInt(dropped) + " tokens"));
   box.appendChild(card("Worst MaxVio", worst ? fmt(get(worst, "balance.max_violation"), 3) : "–", worst ? "layer " + worst.layer : ""));
-  box.appendChild(card("Dead experts", fmtInt(dead), deadLayers + " layers affected"));
+  box.appendChild(card("Dead experts", fmtInt(dead), deadLayers + (deadLayers === 1 ? " layer affected" : " layers affected")));
   box.appendChild(card("Non-finite losses", fmtInt(nonfinite)));
 }
 

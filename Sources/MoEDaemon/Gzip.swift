@@ -1,5 +1,8 @@
 import CZlib
 
+/// zlib's `inflate`, named apart from `Gzip.inflate`.
+private func zlibInflate(_ strm: z_streamp, _ flush: Int32) -> Int32 { CZlib.inflate(strm, flush) }
+
 /// gzip content coding (RFC 9110 section 8.4.1.3) through the system's zlib.
 ///
 /// /metrics of a large model is megabytes of highly repetitive text; gzip cuts it by an order
@@ -27,29 +30,45 @@ public enum Gzip {
         return output
     }
 
-    /// Decompresses one gzip member; nil if the input is not valid gzip or exceeds `limit`.
-    public static func decompress(_ input: [UInt8], limit: Int = 256 * 1024 * 1024) -> [UInt8]? {
+    /// What inflating a request body gave.
+    public enum InflateResult: Equatable, Sendable {
+        case inflated([UInt8])
+        /// The output passed the limit (inflating stops there: a small bomb cannot fill memory).
+        case tooLarge
+        /// Not one complete gzip member: bad header, bad data, checksum mismatch, cut short,
+        /// or bytes after its end.
+        case corrupt
+    }
+
+    /// Inflates one gzip member, giving up as soon as the output passes `limit` bytes.
+    public static func inflate(_ input: [UInt8], limit: Int) -> InflateResult {
         var stream = z_stream()
-        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return .corrupt }
         defer { inflateEnd(&stream) }
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        return input.withUnsafeBufferPointer { inBuf -> [UInt8]? in
+        return input.withUnsafeBufferPointer { inBuf -> InflateResult in
             stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
             stream.avail_in = uInt(inBuf.count)
             while true {
                 let (rc, produced): (Int32, Int) = chunk.withUnsafeMutableBufferPointer { c in
                     stream.next_out = c.baseAddress
                     stream.avail_out = uInt(c.count)
-                    let rc = inflate(&stream, Z_NO_FLUSH)
+                    let rc = zlibInflate(&stream, Z_NO_FLUSH)
                     return (rc, c.count - Int(stream.avail_out))
                 }
+                if output.count + produced > limit { return .tooLarge }
                 output.append(contentsOf: chunk[0..<produced])
-                if output.count > limit { return nil }
-                if rc == Z_STREAM_END { return output }
-                if rc != Z_OK || (produced == 0 && stream.avail_in == 0) { return nil }
+                if rc == Z_STREAM_END { return stream.avail_in == 0 ? .inflated(output) : .corrupt }
+                if rc != Z_OK || (produced == 0 && stream.avail_in == 0) { return .corrupt }
             }
         }
+    }
+
+    /// Decompresses one gzip member; nil if the input is not valid gzip or exceeds `limit`.
+    public static func decompress(_ input: [UInt8], limit: Int = 256 * 1024 * 1024) -> [UInt8]? {
+        if case .inflated(let bytes) = inflate(input, limit: limit) { return bytes }
+        return nil
     }
 
     /// True when an `Accept-Encoding` header allows gzip (RFC 9110 section 12.5.3): `gzip` or

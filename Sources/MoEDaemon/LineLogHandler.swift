@@ -42,15 +42,25 @@ public struct LineLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        let line = Self.format(level: event.level, message: "\(event.message)",
+        Self.write(Self.format(level: event.level, message: "\(event.message)",
                                metadata: metadata.merging(event.metadata ?? [:]) { $1 },
-                               journal: journal, now: Date())
+                               journal: journal, now: Date()))
+    }
+
+    /// Writes one line at `level` whatever the configured level, for the few lines a user must
+    /// always see (the bound addresses: with port 0 they are the only way to learn the port).
+    public static func emit(_ level: Logger.Level, _ message: String,
+                            journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
+        write(format(level: level, message: message, metadata: [:], journal: journal, now: Date()))
+    }
+
+    private static func write(_ line: String) {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
-                let n = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                let n = Foundation.write(2, buffer.baseAddress! + offset, buffer.count - offset)
                 if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
                 offset += n
             }
