@@ -38,6 +38,10 @@ final class TransportShared: Sendable {
     let rejection: [UInt8]
     let lingerNanoseconds: UInt64
     let nextLoop = Atomic<Int>(0)
+    /// Set by `TCPServer.shutdown` before it shuts the listening sockets down, so that loop 0
+    /// reads accept(2) failing with EINVAL (listener shut down) or EBADF as the end of
+    /// accepting rather than as a failure to log and retry.
+    let stopping = Atomic<Bool>(false)
 
     init(maxConnections: Int, rejection: [UInt8], lingerSeconds: Double) {
         self.maxConnections = Atomic(maxConnections)
@@ -72,8 +76,10 @@ final class EventLoop: @unchecked Sendable {
     private let inbox = Mutex<[Command]>([])
     /// Other loops, for round-robin distribution of accepted sockets (set before start).
     var peers: [EventLoop] = []
-    /// Listening sockets this loop accepts on.
+    /// Listening sockets this loop accepts on and closes at shutdown.
     var listeners: [Int32] = []
+    /// False once accepting has ended for good: the listeners are out of the epoll set.
+    private var accepting = true
     /// Where transport-level failures are reported (set before start).
     var log: (@Sendable (String) -> Void)?
 
@@ -155,7 +161,10 @@ final class EventLoop: @unchecked Sendable {
                     let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: tag))
                     switch tag & ~0xFFFF_FFFF {
                     case Self.wakeTag: drainWake(now: now)
-                    case Self.listenerTag: acceptAll(listener: fd, now: now)
+                    case Self.listenerTag:
+                        // An event gathered before the listener left the epoll set in this same
+                        // batch must not reach accept(2): the number may already be closed.
+                        if accepting && listeners.contains(fd) { acceptAll(listener: fd, now: now) }
                     default: connectionEvent(fd: fd, events: events[i].events, now: now)
                     }
                 }
@@ -207,8 +216,17 @@ final class EventLoop: @unchecked Sendable {
         // Bounded, so one busy listener cannot starve the connections this loop also serves.
         for _ in 0..<64 {
             let accepted: Int32?
-            do {
+            do throws(SocketError) {
                 accepted = try Syscall.accept(listener)
+            } catch where error.errno == EINVAL || error.errno == EBADF {
+                // EINVAL: the listening socket was shut down (TCPServer.shutdown does so to refuse
+                // new connections at once); EBADF: it is gone. Either way no connection will come
+                // from it again: retrying would fail the same way, as often as epoll reports it.
+                if !shared.stopping.load(ordering: .acquiring) {
+                    log?("\(error); no longer accepting connections")
+                }
+                stopAccepting()
+                return
             } catch {
                 // Out of descriptors (EMFILE, ENFILE) or memory: the pending connection stays
                 // queued and the level-triggered listener would report it again at once, so stop
@@ -235,25 +253,33 @@ final class EventLoop: @unchecked Sendable {
 
     private var acceptResumeAt = UInt64.max
 
+    /// Takes the listeners out of the epoll set for a while. Removed rather than modified to
+    /// watch no event: epoll reports EPOLLHUP and EPOLLERR whatever the mask says (epoll_ctl(2)),
+    /// and a listener shut down meanwhile would wake the loop over and over.
     private func pauseAccepting(until: UInt64) {
-        for fd in listeners {
-            var event = epoll_event()
-            event.events = 0
-            event.data.u64 = Self.listenerTag | UInt64(UInt32(bitPattern: fd))
-            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
-        }
+        for fd in listeners { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
         acceptResumeAt = until
         if until < nextTimerCheck { nextTimerCheck = until }
     }
 
     private func resumeAccepting() {
         acceptResumeAt = .max
+        guard accepting else { return }
         for fd in listeners {
             var event = epoll_event()
             event.events = EPOLLIN.rawValue
             event.data.u64 = Self.listenerTag | UInt64(UInt32(bitPattern: fd))
-            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)
+            _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
         }
+    }
+
+    /// Ends accepting for good: the listeners leave the epoll set (they are closed by
+    /// `closeListeners`, which also runs at shutdown).
+    private func stopAccepting() {
+        guard accepting else { return }
+        accepting = false
+        acceptResumeAt = .max
+        for fd in listeners { _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil) }
     }
 
     private func flushWakes() {
@@ -464,7 +490,11 @@ final class EventLoop: @unchecked Sendable {
         for case let c? in connections { close(c) }
     }
 
+    /// Removes the listeners from the epoll set, then closes them: closing alone leaves the
+    /// registration in place while any other reference to the socket exists, and the number
+    /// may be reused by the next socket opened.
     private func closeListeners() {
+        stopAccepting()
         for fd in listeners { Syscall.close(fd) }
         listeners = []
     }

@@ -123,7 +123,9 @@ public final class TCPServer: Sendable {
         }
         guard !loops.isEmpty else { return }
         // shutdown(2) on a listening socket makes the kernel refuse new connections right away,
-        // even while loop 0 is busy; loop 0 closes the descriptors itself.
+        // even while loop 0 is busy; loop 0 closes the descriptors itself. It also makes loop 0's
+        // accept(2) fail with EINVAL, which `stopping` tells it to read as the end of accepting.
+        shared.stopping.store(true, ordering: .releasing)
         for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         let deadline = monotonicNanoseconds() &+ UInt64(max(0, deadlineSeconds) * 1e9)
         for loop in loops { loop.send(.shutdown(deadline: deadline)) }

@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+import Testing
+@testable import Transport
+
+/// A session that echoes nothing and is always idle, so shutdown closes it at once.
+final class IdleSession: StreamSession {
+    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> StreamDisposition { .keepOpen }
+    func peerClosed(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
+    var deadline: UInt64? { nil }
+    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
+    func beginShutdown(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
+    var isIdle: Bool { true }
+    var hasBufferedInput: Bool { false }
+}
+
+/// Collects the transport's log lines.
+final class LogLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+@Suite(.serialized) struct TransportShutdownTests {
+    /// Starts a TCPServer of `loops` loops with idle sessions on an OS-chosen loopback port.
+    static func start(loops: Int, log: LogLines) throws -> (TCPServer, String) {
+        var configuration = TransportConfiguration()
+        configuration.listen = ["127.0.0.1:0", "[::1]:0"]
+        configuration.eventLoops = loops
+        configuration.log = { log.append($0) }
+        let server = TCPServer(configuration: configuration, rejection: []) { _ in { _ in IdleSession() } }
+        let addresses = try server.start()
+        return (server, try #require(addresses.first))
+    }
+
+    /// Shutting down must stop accepting without accept(2) failing on a listener that is being
+    /// shut down or closed: every such failure used to be logged and paused on, many times over.
+    @Test(arguments: [1, 2])
+    func shutdownStopsAcceptingSilently(loops: Int) throws {
+        let log = LogLines()
+        for _ in 0..<20 {
+            let (server, address) = try Self.start(loops: loops, log: log)
+            let client = try RawClient(address)
+            try client.send("x")
+            server.shutdown(deadlineSeconds: 2)
+            _ = client
+        }
+        let acceptLines = log.all.filter { $0.contains("accept") }
+        #expect(acceptLines.count == 0, "first: \(acceptLines.first ?? "")")
+    }
+
+    /// After shutdown the ports refuse connections: the listeners are closed, not just ignored.
+    @Test func listenersAreClosedAfterShutdown() throws {
+        let log = LogLines()
+        let (server, address) = try Self.start(loops: 2, log: log)
+        server.shutdown(deadlineSeconds: 1)
+        #expect(throws: (any Error).self) { _ = try RawClient(address) }
+    }
+}
