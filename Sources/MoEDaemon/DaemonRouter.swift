@@ -8,8 +8,9 @@ import Synchronization
 /// The daemon's routes: a request in, a response out, no sockets.
 ///
 /// Every error becomes a JSON `{"error", "field", "index"}` response here, in one place, with the
-/// status the README lists (400 malformed, 404 unknown, 405 with `Allow`, 409 conflict,
-/// 415 content type, 422 invalid, 507 caps). Handlers run on the connection's event-loop thread
+/// status the README lists (400 malformed or empty, 404 unknown, 405 with `Allow`, 409 conflict,
+/// 413 a gzip body inflating past the body limit, 415 content type or coding, 422 invalid,
+/// 507 caps). Handlers run on the connection's event-loop thread
 /// and never block: each takes at most one short lock per layer, and rendering (JSON, /metrics,
 /// gzip) happens on copies, outside every lock.
 public final class DaemonRouter: HTTPHandler, Sendable {
