@@ -276,8 +276,18 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         let goaway = try #require(RawFrame.parse(out).compactMap(\.goaway).first)
         #expect(goaway.lastStreamID == UInt32(inFlight))
         #expect(goaway.errorCode == NGHTTP2_NO_ERROR.rawValue)
+
+        // A request the client sent before it saw GOAWAY is beyond the last stream id: it is
+        // not processed, and the client learns from GOAWAY that it may retry it elsewhere.
+        let late = pipe.client.request("GET", "/late")
+        let lateBytes = pipe.client.output()
+        #expect(!lateBytes.isEmpty)
+        _ = lateBytes.withUnsafeBytes { pipe.server.receive($0, now: pipe.now, output: &out) }
         pipe.client.input(out)
         #expect(pipe.client.goaways.count == 1)
+        #expect(pipe.client.responses[late]?.status == nil)
+        #expect(pipe.client.responses[late]?.closeCode == NGHTTP2_REFUSED_STREAM.rawValue)
+        #expect(handler.callCount == 1)
 
         // The stream in flight is finished; then the session asks to close.
         pipe.client.release(inFlight)
@@ -287,6 +297,7 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(r.body == body)
         #expect(pipe.lastDisposition == .closeAfterWrite)
         #expect(pipe.server.isIdle)
+        #expect(handler.callCount == 2)
     }
 
     @Test func idleConnectionsAreClosedWithGoaway() throws {
