@@ -43,9 +43,9 @@ public final class HTTP1ServerSession: ConnectionSession {
         if finished { return nil }
         let limits = parser.limits
         switch phase {
-        case .idle: return anchor &+ nanoseconds(limits.idleTimeoutSeconds)
-        case .head: return anchor &+ nanoseconds(limits.headerTimeoutSeconds)
-        case .body: return anchor &+ nanoseconds(limits.bodyTimeoutSeconds)
+        case .idle: return Self.deadline(after: limits.idleTimeoutSeconds, from: anchor)
+        case .head: return Self.deadline(after: limits.headerTimeoutSeconds, from: anchor)
+        case .body: return Self.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
         case .failed: return nil
         }
     }
@@ -124,7 +124,17 @@ public final class HTTP1ServerSession: ConnectionSession {
                                     keepAlive: false, date: dates.current, into: &output)
     }
 
-    private func nanoseconds(_ seconds: Double) -> UInt64 {
-        seconds <= 0 ? 0 : UInt64(min(seconds, 1e9) * 1_000_000_000)
+    /// Longest timeout honoured, about 31.7 years: "never" for a connection, while the
+    /// nanoseconds still fit in a `UInt64` deadline (the same bound as the transport's).
+    public static let maxTimeoutSeconds: Double = 1e9
+
+    /// `anchor + seconds`, defined for every `Double`: NaN, 0 and negative timeouts expire at
+    /// once, larger ones than `maxTimeoutSeconds` (infinity included) count as that maximum, and
+    /// the sum saturates instead of wrapping. `UInt64(seconds * 1e9)` alone traps for NaN.
+    static func deadline(after seconds: Double, from anchor: UInt64) -> UInt64 {
+        guard seconds > 0 else { return anchor }  // false for NaN as well
+        let nanoseconds = UInt64(min(seconds, maxTimeoutSeconds) * 1e9)
+        let (sum, overflow) = anchor.addingReportingOverflow(nanoseconds)
+        return overflow ? .max : sum
     }
 }

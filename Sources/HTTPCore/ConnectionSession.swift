@@ -49,6 +49,10 @@ extension ConnectionSession {
 }
 
 /// Limits shared by both protocols. Each is a documented daemon setting with a safe default.
+///
+/// Timeouts are seconds: 0 or less (or NaN) means the timeout expires at once (a safe failure,
+/// never "no timeout"), and values above 1e9 s (about 31.7 years, infinity included) count as
+/// 1e9 s, so no value can overflow a nanosecond deadline.
 public struct HTTPLimits: Sendable, Equatable {
     /// Longest request line (method, target, version) in bytes; past it, 414.
     public var maxRequestLineBytes: Int = 8 * 1024

@@ -75,7 +75,7 @@ final class ProtocolDetectingSession: StreamSession {
     var deadline: UInt64? {
         if let inner { return inner.deadline }
         let seconds = pending.isEmpty ? limits.idleTimeoutSeconds : limits.headerTimeoutSeconds
-        return anchor &+ UInt64(max(0, min(seconds, 1e9)) * 1e9)
+        return monotonicDeadline(after: seconds, from: anchor)
     }
 
     func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition {

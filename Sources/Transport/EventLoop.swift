@@ -46,7 +46,7 @@ final class TransportShared: Sendable {
     init(maxConnections: Int, rejection: [UInt8], lingerSeconds: Double) {
         self.maxConnections = Atomic(maxConnections)
         self.rejection = rejection
-        self.lingerNanoseconds = UInt64(max(0, lingerSeconds) * 1e9)
+        self.lingerNanoseconds = timeoutNanoseconds(lingerSeconds)
     }
 }
 
@@ -232,7 +232,7 @@ final class EventLoop: @unchecked Sendable {
                 // queued and the level-triggered listener would report it again at once, so stop
                 // watching the listeners for a moment instead of spinning.
                 log?("\(error); pausing accept for 100 ms")
-                pauseAccepting(until: now &+ 100_000_000)
+                pauseAccepting(until: Self.saturatingAdd(now, 100_000_000))
                 return
             }
             guard let fd = accepted else { return }
@@ -434,7 +434,7 @@ final class EventLoop: @unchecked Sendable {
             return
         }
         c.lingering = true
-        var until = now &+ shared.lingerNanoseconds
+        var until = Self.saturatingAdd(now, shared.lingerNanoseconds)
         if let shutdownDeadline { until = min(until, shutdownDeadline) }
         c.deadline = until
         if until < nextTimerCheck { nextTimerCheck = until }
@@ -445,7 +445,7 @@ final class EventLoop: @unchecked Sendable {
         if c.lingering { return }
         if c.closing {
             // Output still pending to a peer that does not read: give it the linger time, no more.
-            if c.deadline == nil { c.deadline = now &+ shared.lingerNanoseconds }
+            if c.deadline == nil { c.deadline = Self.saturatingAdd(now, shared.lingerNanoseconds) }
         } else {
             c.deadline = c.session?.deadline
         }
@@ -475,6 +475,11 @@ final class EventLoop: @unchecked Sendable {
             if connections[Int(c.fd)] === c, let d2 = c.deadline { next = min(next, d2) }
         }
         nextTimerCheck = min(next, acceptResumeAt)
+    }
+
+    private static func saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? .max : sum
     }
 
     private func close(_ c: Connection) {

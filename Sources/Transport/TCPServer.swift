@@ -13,7 +13,8 @@ public struct TransportConfiguration: Sendable {
     public var eventLoops: Int = TransportConfiguration.availableCores
     /// Most concurrent connections; past it, `rejection` is written and the connection closed.
     public var maxConnections: Int = 1024
-    /// How long a closing connection keeps discarding input after our last byte (RFC 9112 section 9.6).
+    /// How long a closing connection keeps discarding input after our last byte (RFC 9112 section 9.6);
+    /// 0 or less closes right after the last byte, and values are capped at `maxTimeoutSeconds`.
     public var lingerSeconds: Double = 2
     /// Receives transport failures worth an operator's attention (accept failing for lack of
     /// descriptors); nil drops them.
@@ -114,7 +115,8 @@ public final class TCPServer: Sendable {
 
     /// Graceful shutdown: stop accepting at once, let every session finish what is in flight,
     /// close idle connections, and return once all loops are done or `deadlineSeconds` passed
-    /// (connections still open then are closed).
+    /// (connections still open then are closed). `deadlineSeconds` of 0 or less (or NaN) closes
+    /// what is open at once; above `maxTimeoutSeconds` it counts as that maximum.
     public func shutdown(deadlineSeconds: Double) {
         let (loops, exited, listenerFDs) = state.withLock { state -> ([EventLoop], [DispatchSemaphore], [Int32]) in
             if state.stopped || !state.started { return ([], [], []) }
@@ -127,11 +129,13 @@ public final class TCPServer: Sendable {
         // accept(2) fail with EINVAL, which `stopping` tells it to read as the end of accepting.
         shared.stopping.store(true, ordering: .releasing)
         for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
-        let deadline = monotonicNanoseconds() &+ UInt64(max(0, deadlineSeconds) * 1e9)
+        // Clamped (`timeoutNanoseconds`): a deadline of 1e300 s used to trap converting to UInt64.
+        let waitNanoseconds = timeoutNanoseconds(deadlineSeconds)
+        let deadline = monotonicDeadline(after: deadlineSeconds, from: monotonicNanoseconds())
         for loop in loops { loop.send(.shutdown(deadline: deadline)) }
         // A loop closes whatever is left at the deadline; the extra second covers that work. Only
         // a handler blocking its loop past it makes us return with that loop still running.
-        let giveUp = DispatchTime.now() + max(0, deadlineSeconds) + 1
+        let giveUp = DispatchTime.now() + .nanoseconds(Int(waitNanoseconds) + 1_000_000_000)
         for (i, done) in exited.enumerated() where done.wait(timeout: giveUp) == .timedOut {
             configuration.log?("event loop \(i) still busy after the shutdown deadline; not waiting for it")
         }

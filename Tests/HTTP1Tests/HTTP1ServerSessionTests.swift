@@ -196,6 +196,33 @@ struct SessionRun {
         #expect(run.output.isEmpty)
     }
 
+    /// Every timeout setting maps to a deadline without trapping: NaN, 0 and negative values
+    /// expire at once, values past the maximum (1e9 s) count as the maximum, and the sum with
+    /// the anchor saturates instead of wrapping.
+    @Test(arguments: [
+        (1.5, 7 * second + 1_500_000_000),
+        (0, 7 * second), (-1, 7 * second), (-Double.infinity, 7 * second), (Double.nan, 7 * second),
+        (HTTP1ServerSession.maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
+        (HTTP1ServerSession.maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
+        (1e300, 7 * second + 1_000_000_000 * second), (Double.infinity, 7 * second + 1_000_000_000 * second),
+    ] as [(Double, UInt64)])
+    func timeoutsOfAnySizeGiveADeadline(seconds: Double, expected: UInt64) {
+        var limits = HTTPLimits()
+        limits.idleTimeoutSeconds = seconds
+        limits.headerTimeoutSeconds = seconds
+        limits.bodyTimeoutSeconds = seconds
+        var idle = SessionRun(limits: limits, now: 7 * second)
+        #expect(idle.session.deadline == expected, "idle")
+        _ = idle.send("GET / HTTP/1.1\r\n", now: 7 * second)
+        #expect(idle.session.deadline == expected, "header")
+        var body = SessionRun(limits: limits)
+        _ = body.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab", now: 7 * second)
+        #expect(body.session.deadline == expected, "body")
+        // Near the top of the clock the deadline saturates.
+        let late = SessionRun(limits: limits, now: .max - 1)
+        #expect(late.session.deadline == (seconds > 0 ? UInt64.max : UInt64.max - 1))
+    }
+
     @Test func shutdownClosesIdleAtOnce() {
         var run = SessionRun()
         #expect(run.session.beginShutdown(now: 0, output: &run.output) == .closeAfterWrite)

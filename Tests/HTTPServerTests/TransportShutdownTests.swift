@@ -30,6 +30,7 @@ final class LogLines: Sendable {
         var configuration = TransportConfiguration()
         configuration.listen = ["127.0.0.1:0", "[::1]:0"]
         configuration.eventLoops = loops
+        configuration.lingerSeconds = 0.05  // the client never closes; do not wait long for it
         configuration.log = { log.append($0) }
         let server = TCPServer(configuration: configuration, rejection: []) { _ in { _ in IdleSession() } }
         let addresses = try server.start()
@@ -50,6 +51,39 @@ final class LogLines: Sendable {
         }
         let acceptLines = log.all.filter { $0.contains("accept") }
         #expect(acceptLines.count == 0, "first: \(acceptLines.first ?? "")")
+    }
+
+    /// Seconds to nanoseconds is defined for every Double, at the boundary and beyond it.
+    @Test func timeoutConversionIsClampedAtTheMaximum() {
+        #expect(maxTimeoutSeconds == 1e9)
+        #expect(timeoutNanoseconds(1.5) == 1_500_000_000)
+        #expect(timeoutNanoseconds(maxTimeoutSeconds) == 1_000_000_000_000_000_000)
+        #expect(timeoutNanoseconds(maxTimeoutSeconds.nextDown) < 1_000_000_000_000_000_000)
+        for big in [maxTimeoutSeconds.nextUp, 1e300, Double.greatestFiniteMagnitude, Double.infinity] {
+            #expect(timeoutNanoseconds(big) == 1_000_000_000_000_000_000, "\(big)")
+        }
+        for none in [0, -0.0, -1, -Double.infinity, Double.nan, Double.leastNonzeroMagnitude] {
+            #expect(timeoutNanoseconds(none) == 0, "\(none)")
+        }
+        #expect(monotonicDeadline(after: 2, from: 5) == 2_000_000_005)
+        #expect(monotonicDeadline(after: 1e300, from: .max - 10) == .max)
+        #expect(monotonicDeadline(after: .nan, from: 42) == 42)
+    }
+
+    /// A shutdown deadline of 1e300 s used to trap (Double to UInt64 overflow); now it is
+    /// clamped, and shutdown still returns as soon as the loops are done.
+    @Test(arguments: [1e300, Double.infinity, Double.nan, -5, 0])
+    func shutdownAcceptsAnyDeadline(seconds: Double) throws {
+        var configuration = TransportConfiguration()
+        configuration.listen = ["127.0.0.1:0"]
+        configuration.eventLoops = 2
+        configuration.lingerSeconds = seconds
+        let server = TCPServer(configuration: configuration, rejection: []) { _ in { _ in IdleSession() } }
+        let address = try #require(try server.start().first)
+        let client = try RawClient(address)
+        try client.send("x")
+        server.shutdown(deadlineSeconds: seconds)
+        #expect(server.openConnections == 0)
     }
 
     /// After shutdown the ports refuse connections: the listeners are closed, not just ignored.
