@@ -42,7 +42,7 @@ final class LogLines: Sendable {
     @Test(arguments: [1, 2])
     func shutdownStopsAcceptingSilently(loops: Int) throws {
         let log = LogLines()
-        for _ in 0..<20 {
+        for _ in 0..<50 {
             let (server, address) = try Self.start(loops: loops, log: log)
             let client = try RawClient(address)
             try client.send("x")
