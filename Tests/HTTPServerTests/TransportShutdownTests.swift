@@ -24,7 +24,7 @@ final class LogLines: Sendable {
     var all: [String] { lines.withLock { $0 } }
 }
 
-@Suite(.serialized) struct TransportShutdownTests {
+@Suite(.serialized, .timeLimit(.minutes(1))) struct TransportShutdownTests {
     /// Starts a TCPServer of `loops` loops with idle sessions on an OS-chosen loopback port.
     static func start(loops: Int, log: LogLines) throws -> (TCPServer, String) {
         var configuration = TransportConfiguration()
