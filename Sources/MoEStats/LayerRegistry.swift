@@ -57,12 +57,26 @@ public final class LayerRegistry: Sendable {
     public func ingest(_ decisions: [RoutingDecision], defaultLayer: String?, now: Double) throws(DecisionError) -> Int {
         guard !decisions.isEmpty else { return 0 }
 
-        // 1. What needs no layer state.
+        // 1. What needs no layer state. The names are not kept yet: the usual batch (one decision,
+        // or several for one layer) takes `ingestIntoOneLayer`, which allocates nothing for an
+        // existing layer, so that recording is allocation-free in the steady state (issue 2, Cost).
+        let first = try Self.layerName(of: decisions[0], defaultLayer: defaultLayer, index: 0)
+        var oneLayer = true
+        for i in decisions.indices {
+            let d = decisions[i]
+            if i > 0 {
+                let name = try Self.layerName(of: d, defaultLayer: defaultLayer, index: i)
+                if name != first { oneLayer = false }
+            }
+            try Self.checkValues(d, index: i)
+        }
+        if oneLayer, let n = ingestIntoOneLayer(first, decisions, now: now) { return n }
+
+        // 1b. The general path: several layers, an expert-count conflict, or a cap reached.
         var names = [String]()
         names.reserveCapacity(decisions.count)
         for (i, d) in decisions.enumerated() {
             names.append(try Self.layerName(of: d, defaultLayer: defaultLayer, index: i))
-            try Self.checkValues(d, index: i)
         }
 
         // 2. Against the layer map and the caps, creating new layers only if everything passes.
@@ -119,6 +133,40 @@ public final class LayerRegistry: Sendable {
         let capacities = decisions.map { Self.capacity(of: $0, configuration: configuration) }
         Self.apply(groups[...], decisions, capacities, now: now,
                    maxWorkers: Swift.max(0, configuration.maxWorkersPerLayer))
+        return decisions.count
+    }
+
+    /// Applies validated decisions that all name `layer` and all have one expert count, if the
+    /// layer exists with that count or can be created within the caps; nil (nothing applied)
+    /// otherwise, leaving the batch to the general path, which reports any error exactly as it
+    /// would have. One layer means one layer lock, so the batch is still all or nothing and the
+    /// lock order (registry, then layer) is unchanged.
+    /// Nothing here allocates for an existing layer: no plan, no groups, no capacity array.
+    private func ingestIntoOneLayer(_ layer: String, _ decisions: [RoutingDecision], now: Double) -> Int? {
+        let experts = decisions[0].expertCounts.count
+        for d in decisions where d.expertCounts.count != experts { return nil }
+        let found = state.withLock { s -> (engine: LayerStatistics, configuration: StatsConfiguration)? in
+            if let engine = s.layers[layer] {
+                guard engine.experts == experts else { return nil }
+                return (engine, s.configuration)
+            }
+            // A new layer within the caps is created here as the general path would create it;
+            // a batch over a cap goes there to be refused with the same error.
+            guard experts <= s.configuration.maxExperts, s.layers.count + 1 <= s.configuration.maxLayers else {
+                return nil
+            }
+            let engine = LayerStatistics(name: layer, experts: experts, latencyBoundsSeconds: s.latencyBuckets)
+            s.layers[layer] = engine
+            return (engine, s.configuration)
+        }
+        guard let engine = found?.engine, let configuration = found?.configuration else { return nil }
+        let maxWorkers = Swift.max(0, configuration.maxWorkersPerLayer)
+        engine.state.withLock { s in
+            for d in decisions {
+                s.record(d, capacity: Self.capacity(of: d, configuration: configuration),
+                         now: now, maxWorkers: maxWorkers)
+            }
+        }
         return decisions.count
     }
 

@@ -30,7 +30,17 @@ public struct StatsConfiguration: Sendable, Equatable {
 
     /// The bucket bounds as the registry uses them: finite, distinct, ascending.
     var normalizedLatencyBuckets: [Double] {
-        var seen = Set<Double>()
-        return latencyBucketsSeconds.filter { $0.isFinite && seen.insert($0).inserted }.sorted()
+        // Sorted first, so duplicates are neighbours: one array, no set.
+        var bounds = [Double]()
+        bounds.reserveCapacity(latencyBucketsSeconds.count)
+        for v in latencyBucketsSeconds where v.isFinite { bounds.append(v) }
+        bounds.sort()
+        var kept = 0
+        for i in bounds.indices where kept == 0 || bounds[i] != bounds[kept - 1] {
+            bounds[kept] = bounds[i]
+            kept += 1
+        }
+        bounds.removeLast(bounds.count - kept)
+        return bounds
     }
 }
