@@ -43,9 +43,9 @@ public final class HTTP1ServerSession: ConnectionSession {
         if finished { return nil }
         let limits = parser.limits
         switch phase {
-        case .idle: return Self.deadline(after: limits.idleTimeoutSeconds, from: anchor)
-        case .head: return Self.deadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body: return Self.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .idle: return HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: anchor)
+        case .head: return HTTPLimits.deadline(after: limits.headerTimeoutSeconds, from: anchor)
+        case .body: return HTTPLimits.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
         case .failed: return nil
         }
     }
@@ -122,19 +122,5 @@ public final class HTTP1ServerSession: ConnectionSession {
     private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {
         HTTP1ResponseEncoder.encode(HTTPResponse.error(error.status, error.message), requestVersion: version,
                                     keepAlive: false, date: dates.current, into: &output)
-    }
-
-    /// Longest timeout honoured, about 31.7 years: "never" for a connection, while the
-    /// nanoseconds still fit in a `UInt64` deadline (the same bound as the transport's).
-    public static let maxTimeoutSeconds: Double = 1e9
-
-    /// `anchor + seconds`, defined for every `Double`: NaN, 0 and negative timeouts expire at
-    /// once, larger ones than `maxTimeoutSeconds` (infinity included) count as that maximum, and
-    /// the sum saturates instead of wrapping. `UInt64(seconds * 1e9)` alone traps for NaN.
-    static func deadline(after seconds: Double, from anchor: UInt64) -> UInt64 {
-        guard seconds > 0 else { return anchor }  // false for NaN as well
-        let nanoseconds = UInt64(min(seconds, maxTimeoutSeconds) * 1e9)
-        let (sum, overflow) = anchor.addingReportingOverflow(nanoseconds)
-        return overflow ? .max : sum
     }
 }

@@ -116,7 +116,7 @@ public final class HTTP2ServerSession: ConnectionSession {
     public var deadline: UInt64? {
         if failed { return nil }
         let seconds = streams.isEmpty ? limits.idleTimeoutSeconds : limits.bodyTimeoutSeconds
-        return lastActivity &+ UInt64(max(0, seconds) * 1_000_000_000)
+        return HTTPLimits.deadline(after: seconds, from: lastActivity)
     }
 
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {

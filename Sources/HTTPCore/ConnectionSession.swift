@@ -75,3 +75,20 @@ public struct HTTPLimits: Sendable, Equatable {
 
     public init() {}
 }
+
+extension HTTPLimits {
+    /// Longest timeout honoured, about 31.7 years: "never" for a connection, while the
+    /// nanoseconds still fit in a `UInt64` deadline (the transport uses the same bound).
+    public static let maxTimeoutSeconds: Double = 1e9
+
+    /// `anchor + seconds` in monotonic nanoseconds, defined for every `Double`: NaN, 0 and
+    /// negative timeouts expire at once, larger ones than `maxTimeoutSeconds` (infinity
+    /// included) count as that maximum, and the sum saturates instead of wrapping.
+    /// `UInt64(seconds * 1e9)` alone traps for NaN and for anything above about 1.8e10 s.
+    public static func deadline(after seconds: Double, from anchor: UInt64) -> UInt64 {
+        guard seconds > 0 else { return anchor }  // false for NaN as well
+        let nanoseconds = UInt64(min(seconds, maxTimeoutSeconds) * 1e9)
+        let (sum, overflow) = anchor.addingReportingOverflow(nanoseconds)
+        return overflow ? .max : sum
+    }
+}

@@ -202,8 +202,8 @@ struct SessionRun {
     @Test(arguments: [
         (1.5, 7 * second + 1_500_000_000),
         (0, 7 * second), (-1, 7 * second), (-Double.infinity, 7 * second), (Double.nan, 7 * second),
-        (HTTP1ServerSession.maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
-        (HTTP1ServerSession.maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
+        (HTTPLimits.maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
+        (HTTPLimits.maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
         (1e300, 7 * second + 1_000_000_000 * second), (Double.infinity, 7 * second + 1_000_000_000 * second),
     ] as [(Double, UInt64)])
     func timeoutsOfAnySizeGiveADeadline(seconds: Double, expected: UInt64) {
