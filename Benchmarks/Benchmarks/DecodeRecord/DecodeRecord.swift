@@ -85,10 +85,11 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
 
+        // One registry for the whole benchmark, made outside the closure (which runs once per
+        // sample): every sample records into the same layer, as a running daemon does, and only
+        // the first decision, in the warm-up, creates the layer.
+        let registry = LayerRegistry(configuration: StatsConfiguration())
         Benchmark("decode+record, \(experts) experts") { benchmark in
-            // One registry for the whole benchmark: every sample records into the same layer, as a
-            // running daemon does; its first decision (creating the layer) is part of the warm-up.
-            let registry = LayerRegistry(configuration: StatsConfiguration())
             for _ in benchmark.scaledIterations {
                 let decisions = try decoder.decode(bytes, format: .json)
                 blackHole(try registry.ingest(decisions, defaultLayer: nil, now: 1_700_000_000))
