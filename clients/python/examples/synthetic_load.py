@@ -62,7 +62,16 @@ def main() -> None:
         for step in range(args.steps):
             for layer, p in enumerate(prefs):
                 wanted = [max(0, round(tokens * k * pe * (1 + 0.05 * rng.gauss(0, 1)))) if pe > 0 else 0 for pe in p]
-                kept = [min(w, capacity) for w in wanted]
+                kept = [min(w, capacity, tokens) for w in wanted]
+                # The noise can push the loads past what top-k routing allows (k x tokens in
+                # all); the daemon refuses such a decision, so trim the largest loads.
+                excess = sum(kept) - tokens * k
+                for e in sorted(range(experts), key=lambda e: -kept[e]):
+                    if excess <= 0:
+                        break
+                    cut = min(excess, kept[e])
+                    kept[e] -= cut
+                    excess -= cut
                 dropped = min(tokens, sum(w - c for w, c in zip(wanted, kept)) // k)
                 fraction = [c / max(1, sum(kept)) for c in kept]
                 lb = experts * sum(f * pe for f, pe in zip(fraction, p))

@@ -29,7 +29,7 @@ def test_batched_layers_arrive_with_their_counts(daemon):
     client = MetricsClient(daemon.url, worker="rank0", linger=0.2)
     for step, layers in enumerate(steps):
         for layer, counts in layers.items():
-            assert client.record(layer, counts, total_tokens=4, tokens_dropped=step % 2, top_k=2,
+            assert client.record(layer, counts, total_tokens=8, tokens_dropped=step % 2, top_k=2,
                                  load_balance_loss=0.5 + step, router_z_loss=0.25, step=step)
     assert client.flush(20)
     client.close()
@@ -41,7 +41,7 @@ def test_batched_layers_arrive_with_their_counts(daemon):
         expected = [sum(step[layer][e] for step in steps) for e in range(4)]
         assert s["layer"] == layer and s["experts"] == 4
         assert s["total_routings"] == 3
-        assert s["total_tokens"] == 12 and s["tokens_dropped"] == 1
+        assert s["total_tokens"] == 24 and s["tokens_dropped"] == 1
         assert s["expert_token_counts"] == expected
         assert math.isclose(s["average_load_balance_loss"], 1.5)
         assert math.isclose(s["average_router_z_loss"], 0.25)

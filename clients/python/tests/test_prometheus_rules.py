@@ -100,12 +100,12 @@ def test_recording_rules_and_alerts_on_the_daemons_metrics(daemon, tmp_path):
     try:
         tokens = f'moe_routing_tokens_total{{layer="{layer}"}}'
         prometheus.wait_for(lambda: list(prometheus.query(tokens).values()) == [2000.0], "the first scrape")
-        # What the rates see: experts 0 and 1 only, one token of four dropped, a null loss.
-        second = dict(first, tokens_per_expert=[6, 2, 0, 0], total_tokens=4, tokens_dropped=1,
+        # What the rates see: experts 0 and 1 only, two tokens of eight dropped, a null loss.
+        second = dict(first, tokens_per_expert=[6, 2, 0, 0], total_tokens=8, tokens_dropped=2,
                       load_balance_loss=1.5, router_z_loss=0.75, auxiliary_loss=None)
         status, reply = daemon.post("/v1/decisions", json.dumps(second).encode())
         assert 200 <= status < 300, reply
-        prometheus.wait_for(lambda: list(prometheus.query(tokens).values()) == [2004.0], "the second scrape")
+        prometheus.wait_for(lambda: list(prometheus.query(tokens).values()) == [2008.0], "the second scrape")
 
         def value(expr):
             values = list(prometheus.query(expr).values())
