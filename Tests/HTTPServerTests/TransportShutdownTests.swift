@@ -80,8 +80,12 @@ final class LogLines: Sendable {
         configuration.lingerSeconds = seconds
         let server = TCPServer(configuration: configuration, rejection: []) { _ in { _ in IdleSession() } }
         let address = try #require(try server.start().first)
-        let client = try RawClient(address)
-        try client.send("x")
+        do {
+            let client = try RawClient(address)
+            try client.send("x")
+        }
+        // The client has closed: the server's linger (as long as `seconds`) ends at its EOF. A
+        // client kept open would hold a shutdown with a deadline of ~31 years for that long.
         server.shutdown(deadlineSeconds: seconds)
         #expect(server.openConnections == 0)
     }
