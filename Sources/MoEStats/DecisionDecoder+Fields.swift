@@ -123,6 +123,18 @@ struct FieldPath {
 }
 
 extension JSONScanner {
+    /// Records a key the schema does not know, refusing it if the object already had it
+    /// (duplicates are refused for every key, known or not). The set is only built once an
+    /// object has an unknown key, so the common case allocates nothing.
+    mutating func rememberUnknownKey(_ keyToken: StringToken,
+                                     in unknownKeys: inout Set<[UInt8]>?) throws(DecisionError) {
+        let key = withValue(keyToken) { Array($0) }
+        if unknownKeys == nil { unknownKeys = [] }
+        guard unknownKeys!.insert(key).inserted else {
+            throw fail(.malformed, "duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
+        }
+    }
+
     /// Reads one decision object; the scanner is at `{` (checked by the caller).
     /// `depth` is the object's own nesting depth.
     mutating func decision(depth: Int, limits: DecisionDecoder.Limits,
@@ -153,11 +165,7 @@ extension JSONScanner {
                     seen |= field.bit
                 } else {
                     path.top = .unknown(keyToken.start..<keyToken.end)
-                    let key = withValue(keyToken) { Array($0) }
-                    if unknownKeys == nil { unknownKeys = [] }
-                    guard unknownKeys!.insert(key).inserted else {
-                        throw fail(.malformed, "duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
-                    }
+                    try rememberUnknownKey(keyToken, in: &unknownKeys)
                 }
                 try expect(UInt8(ascii: ":"), "':' after a key")
                 guard let field else {
@@ -489,11 +497,7 @@ extension JSONScanner {
                     seen |= field.bit
                 } else {
                     path.sub = .unknown(keyToken.start..<keyToken.end)
-                    let key = withValue(keyToken) { Array($0) }
-                    if unknownKeys == nil { unknownKeys = [] }
-                    guard unknownKeys!.insert(key).inserted else {
-                        throw fail(.malformed, "duplicate key \"\(String(decoding: key, as: UTF8.self))\"")
-                    }
+                    try rememberUnknownKey(keyToken, in: &unknownKeys)
                 }
                 try expect(UInt8(ascii: ":"), "':' after a key")
                 switch field {
