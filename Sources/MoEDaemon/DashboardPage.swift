@@ -139,6 +139,8 @@ function fetchJSON(path) {
   var headers = { "Accept": "application/json" }, token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers["Authorization"] = "Bearer " + token;
   return fetch(path, { headers: headers, cache: "no-store" }).then(function (r) {
+    // A refused token is forgotten, so it is not resent on every refresh.
+    if (r.status === 401 && token) sessionStorage.removeItem(TOKEN_KEY);
     if (r.status === 401 && !tokenAsked) {
       tokenAsked = true;
       var t = window.prompt("This daemon requires a bearer token for reads. Token:");
