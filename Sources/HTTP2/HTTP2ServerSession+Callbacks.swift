@@ -16,7 +16,7 @@ extension HTTP2ServerSession {
             let hd = frame.pointee.hd
             if hd.type == UInt8(NGHTTP2_HEADERS.rawValue) && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
                 let me = HTTP2ServerSession.from(userData)
-                me.streams[hd.stream_id] = HTTP2Stream(id: hd.stream_id)
+                me.streams[hd.stream_id] = HTTP2Stream(id: hd.stream_id, now: me.now)
             }
             return 0
         }
@@ -42,6 +42,11 @@ extension HTTP2ServerSession {
             guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue) else { return 0 }
             let me = HTTP2ServerSession.from(userData)
             guard let stream = me.streams[hd.stream_id] else { return 0 }
+            if stream.phase == .headers && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
+                // The header block is complete: the body timer starts now.
+                stream.phase = .body
+                stream.anchor = me.now
+            }
             if hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 {
                 me.enqueue(stream)
             } else if stream.rejection != nil && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
@@ -59,9 +64,12 @@ extension HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { session, frame, userData in
             guard let session, let frame else { return 0 }
             let hd = frame.pointee.hd
-            guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0 else { return 0 }
+            guard hd.stream_id != 0 else { return 0 }
             let me = HTTP2ServerSession.from(userData)
-            guard let stream = me.streams[hd.stream_id], stream.resetAfterResponse else { return 0 }
+            guard let stream = me.streams[hd.stream_id] else { return 0 }
+            // Progress on the response restarts the stream's timer.
+            if stream.phase == .responding { stream.anchor = me.now }
+            guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0, stream.resetAfterResponse else { return 0 }
             stream.resetAfterResponse = false
             if nghttp2_session_get_stream_remote_close(session, hd.stream_id) == 0 {
                 // The response is complete and the client is still sending a body we refused:
@@ -74,6 +82,8 @@ extension HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, _, userData in
             let me = HTTP2ServerSession.from(userData)
             me.streams[streamID] = nil
+            // The idle timer runs from the moment the last stream closed.
+            if me.streams.isEmpty { me.idleSince = me.now }
             return 0
         }
     }
@@ -141,6 +151,7 @@ extension HTTP2ServerSession {
     }
 
     func onData(_ stream: HTTP2Stream, _ data: UnsafeBufferPointer<UInt8>) {
+        if stream.phase == .body { stream.anchor = now }
         guard stream.rejection == nil else { return }
         if stream.body.count + data.count > limits.maxBodyBytes {
             stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")

@@ -18,8 +18,13 @@ import HTTPCore
 ///   gets a 431 response.
 /// - A body over `maxBodyBytes` (declared by content-length or counted as DATA arrives) gets a
 ///   413 response at once, followed by RST_STREAM(NO_ERROR) so the client stops sending.
-/// - Idle connections (no open stream) are closed after `idleTimeoutSeconds`, and a connection
-///   whose open streams make no progress for `bodyTimeoutSeconds`, with GOAWAY(NO_ERROR).
+/// - Each stream has its own timer (see `HTTP2Stream.Phase`): a header block not complete within
+///   `headerTimeoutSeconds`, or a body with no DATA for `bodyTimeoutSeconds`, gets a 408 JSON error
+///   on that stream alone, then RST_STREAM(NO_ERROR) if the client is still sending (RFC 9113
+///   section 8.1); a response that cannot progress for `bodyTimeoutSeconds` (the client keeps its
+///   flow-control window shut) is cut with RST_STREAM(CANCEL). Other streams carry on: a stream
+///   error concerns one stream (RFC 9113 section 5.4.2).
+/// - A connection with no open stream is closed after `idleTimeoutSeconds` with GOAWAY(NO_ERROR).
 /// - Flow control: 1 MiB stream windows and a 16 MiB connection window, so a large POST is
 ///   not throttled to the 64 KiB default (RFC 9113 section 6.9.2) round trip by round trip.
 public final class HTTP2ServerSession: ConnectionSession {
@@ -34,7 +39,10 @@ public final class HTTP2ServerSession: ConnectionSession {
     var streams: [Int32: HTTP2Stream] = [:]
     /// Streams whose request is complete (or rejected), in arrival order, answered after mem_recv.
     var ready: [Int32] = []
-    private var lastActivity: UInt64
+    /// The clock of the call in progress, for callbacks (which nghttp2 calls without one).
+    var now: UInt64
+    /// When the connection last saw bytes or lost its last stream: the idle timer's start.
+    var idleSince: UInt64
     private var shuttingDown = false
     /// Set when nghttp2 reported a fatal error: the connection is done whatever it wants.
     private var failed = false
@@ -42,7 +50,8 @@ public final class HTTP2ServerSession: ConnectionSession {
     public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64) {
         self.handler = handler
         self.limits = limits
-        self.lastActivity = now
+        self.now = now
+        self.idleSince = now
 
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
@@ -85,7 +94,8 @@ public final class HTTP2ServerSession: ConnectionSession {
     // MARK: ConnectionSession
 
     public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
-        lastActivity = now
+        self.now = now
+        idleSince = now
         guard let session, !failed else { return .closeAfterWrite }
         var remaining = bytes
         while !remaining.isEmpty {
@@ -109,26 +119,57 @@ public final class HTTP2ServerSession: ConnectionSession {
     public func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         // Every complete request has already been answered synchronously; nothing more can
         // arrive, so flush what is queued and close.
+        self.now = now
         if let session { drain(session, into: &output) }
         return .closeAfterWrite
     }
 
     public var deadline: UInt64? {
         if failed { return nil }
-        let seconds = streams.isEmpty ? limits.idleTimeoutSeconds : limits.bodyTimeoutSeconds
-        return HTTPLimits.deadline(after: seconds, from: lastActivity)
+        if streams.isEmpty { return HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: idleSince) }
+        var earliest = UInt64.max
+        for stream in streams.values { earliest = min(earliest, stream.deadline(limits)) }
+        return earliest
     }
 
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        self.now = now
         guard let session, !failed else { return .closeAfterWrite }
-        if let deadline, now < deadline { return disposition(session) }
-        // GOAWAY(NO_ERROR) with the last stream we processed, then close (RFC 9113 section 6.8).
-        nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+        if streams.isEmpty {
+            if now < HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: idleSince) {
+                return disposition(session)
+            }
+            // GOAWAY(NO_ERROR) with the last stream we processed, then close (RFC 9113 section 6.8).
+            nghttp2_session_terminate_session(session, NGHTTP2_NO_ERROR.rawValue)
+            drain(session, into: &output)
+            return .closeAfterWrite
+        }
+        // Only the late streams are answered; in id order, so the output is deterministic.
+        let late = streams.values.filter { now >= $0.deadline(limits) }.sorted { $0.id < $1.id }
+        for stream in late {
+            if !stream.responded {
+                // No response yet: a 408 like HTTP/1.1's, then RST_STREAM(NO_ERROR) once it is
+                // sent if the client has not finished its request (RFC 9113 section 8.1).
+                stream.reject(408, "request not completed in time")
+                stream.resetAfterResponse = true
+                enqueue(stream)
+            } else if !stream.cancelled {
+                // The response has started (its HEADERS are gone), so no status can replace it.
+                stream.cancelled = true
+                stream.anchor = now
+                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                                          NGHTTP2_CANCEL.rawValue)
+            } else {
+                stream.anchor = now
+            }
+        }
+        answerReadyStreams(session)
         drain(session, into: &output)
-        return .closeAfterWrite
+        return disposition(session)
     }
 
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        self.now = now
         guard let session, !failed else { return .closeAfterWrite }
         if !shuttingDown {
             shuttingDown = true
@@ -220,6 +261,8 @@ public final class HTTP2ServerSession: ConnectionSession {
             bytes.append(contentsOf: f.value.utf8)
             spans.append((n, v - n, v, bytes.count - v))
         }
+        stream.phase = .responding
+        stream.anchor = now
         if bodyAllowed && !response.body.isEmpty {
             stream.responseBody = response.body
             stream.responseOffset = 0

@@ -4,8 +4,27 @@ import HTTPCore
 ///
 /// Header and body bytes are copied in here inside nghttp2's callbacks: the pointers nghttp2
 /// passes are valid only for the duration of the callback (nghttp2 API guide, "Remarks").
+///
+/// Each stream carries its own deadline, so one late stream is answered alone (408, or
+/// RST_STREAM once a response has started) while the others on the connection carry on; RFC 9113
+/// section 5.4.2 makes a stream error affect that stream only.
 final class HTTP2Stream {
+    /// Where the stream is; each phase has its own timer (`HTTPLimits`).
+    enum Phase {
+        /// HEADERS seen, header block not complete: `headerTimeoutSeconds` from the first frame.
+        case headers
+        /// Header block complete, END_STREAM not yet seen: `bodyTimeoutSeconds` from the latest
+        /// DATA (each chunk restarts it, as each read does over HTTP/1.1).
+        case body
+        /// Response submitted: `bodyTimeoutSeconds` from the latest frame sent on the stream, so a
+        /// client that never opens its flow-control window cannot hold the stream for ever.
+        case responding
+    }
+
     let id: Int32
+    var phase = Phase.headers
+    /// When the current phase's timer started (monotonic nanoseconds).
+    var anchor: UInt64
     var method: String?
     var path: String?
     var authority: String?
@@ -16,12 +35,14 @@ final class HTTP2Stream {
     var body: [UInt8] = []
     /// The request carried `expect: 100-continue` (RFC 9110 section 10.1.1).
     var expectsContinue = false
-    /// The status we answer instead of calling the handler (413, 431, 400), once decided.
+    /// The status we answer instead of calling the handler (408, 413, 431, 400), once decided.
     var rejection: Int?
     var rejectionMessage = ""
     /// True once the request is complete (END_STREAM seen) or answered early.
     var queued = false
     var responded = false
+    /// RST_STREAM was submitted because the response could not be finished in time.
+    var cancelled = false
     /// Set when we answer before the request ended: after the response's END_STREAM we ask the
     /// client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1).
     var resetAfterResponse = false
@@ -29,7 +50,18 @@ final class HTTP2Stream {
     var responseBody: [UInt8] = []
     var responseOffset = 0
 
-    init(id: Int32) { self.id = id }
+    init(id: Int32, now: UInt64) {
+        self.id = id
+        self.anchor = now
+    }
+
+    /// The instant this stream must have made progress by (see `Phase`).
+    func deadline(_ limits: HTTPLimits) -> UInt64 {
+        switch phase {
+        case .headers: HTTPLimits.deadline(after: limits.headerTimeoutSeconds, from: anchor)
+        case .body, .responding: HTTPLimits.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        }
+    }
 
     func reject(_ status: Int, _ message: String) {
         guard rejection == nil else { return }

@@ -23,6 +23,8 @@ final class H2TestClient {
     var settingsReceived = 0
     /// Streams whose body is held back (the data provider defers) until released.
     var held: Set<Int32> = []
+    /// Streams whose body pauses (the data provider defers) once this many bytes have been sent.
+    var uploadCaps: [Int32: Int] = [:]
 
     /// `windowBytes` nil keeps the default 64 KiB stream window (RFC 9113 section 6.9.2).
     init(windowBytes: Int32? = 1 << 20) {
@@ -103,9 +105,10 @@ final class H2TestClient {
         return id
     }
 
-    /// Lets a held-back body go.
-    func release(_ id: Int32) {
+    /// Lets a held-back body go (all of it, or up to `upTo` bytes in total).
+    func release(_ id: Int32, upTo cap: Int? = nil) {
         held.remove(id)
+        uploadCaps[id] = cap
         nghttp2_session_resume_data(session, id)
     }
 
@@ -113,7 +116,9 @@ final class H2TestClient {
         let me = Unmanaged<H2TestClient>.fromOpaque(ud!).takeUnretainedValue()
         if me.held.contains(id) { return Int(NGHTTP2_ERR_DEFERRED.rawValue) }
         guard var u = me.uploads[id] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
-        let n = min(length, u.bytes.count - u.offset)
+        let cap = min(me.uploadCaps[id] ?? u.bytes.count, u.bytes.count)
+        if u.offset >= cap && u.offset < u.bytes.count { return Int(NGHTTP2_ERR_DEFERRED.rawValue) }
+        let n = min(length, cap - u.offset)
         u.bytes.withUnsafeBufferPointer { src in buf!.update(from: src.baseAddress! + u.offset, count: n) }
         u.offset += n
         if u.offset == u.bytes.count { flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }

@@ -1,3 +1,4 @@
+import CNGHTTP2
 import Foundation
 import HTTPCore
 import HTTPServer
@@ -27,8 +28,9 @@ final class LiveServer {
     let server: HTTPServer
     let address: String
 
-    init(handler: any HTTPHandler) throws {
+    init(handler: any HTTPHandler, limits: HTTPLimits = HTTPLimits()) throws {
         var configuration = HTTPServerConfiguration()
+        configuration.limits = limits
         configuration.listen = ["127.0.0.1:0"]
         configuration.eventLoops = 2
         configuration.shutdownDeadlineSeconds = 2
@@ -109,6 +111,39 @@ func number(after label: String, in text: String) -> Int? {
         #expect(counts.http2 == 50)
         // -s prints one line per stream with its status: all fifty answered 200.
         #expect(run.output.components(separatedBy: " 200 ").count - 1 == 50, "\(run.output)")
+    }
+
+    @Test func aStalledStreamGets408WhileAnotherCompletesOnTheSameConnection() throws {
+        var limits = HTTPLimits()
+        limits.bodyTimeoutSeconds = 2
+        let handler = CountingHandler()
+        let live = try LiveServer(handler: handler, limits: limits)
+        defer { live.stop() }
+        let connection = try H2SocketClient(address: live.address)
+        let client = connection.client
+        // HEADERS without END_STREAM, and a body that never comes.
+        let stalled = client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")],
+                                     body: Array("{}".utf8))
+        client.held.insert(stalled)
+        let quick = client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")],
+                                   body: Array(#"{"layer":"l0"}"#.utf8))
+        try connection.exchange { client.responses[quick]?.closeCode != nil }
+        #expect(client.responses[quick]?.status == 201)
+        #expect(client.responses[stalled]?.status == nil)
+
+        try connection.exchange { client.responses[stalled]?.closeCode != nil }
+        let r = try #require(client.responses[stalled])
+        #expect(r.status == 408)
+        #expect(String(decoding: r.body, as: UTF8.self).contains(#""error":"request not completed in time""#))
+        #expect(r.closeCode == NGHTTP2_NO_ERROR.rawValue)
+        #expect(client.goaways.isEmpty)
+        #expect(connection.peerClosed == false)
+
+        // Same connection, next request.
+        let after = client.request("GET", "/v1/summary")
+        try connection.exchange { client.responses[after]?.closeCode != nil }
+        #expect(client.responses[after]?.status == 200)
+        #expect(handler.counts.requests == 2)
     }
 
     @Test func h2loadHundredThousandPostsAllCounted() throws {
