@@ -17,6 +17,7 @@ let package = Package(
     products: [
         .executable(name: "moe-metricsd", targets: ["moe-metricsd"]),
         .library(name: "MoEStats", targets: ["MoEStats"]),
+        .library(name: "HTTPServer", targets: ["HTTPServer", "HTTPCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -6,6 +6,8 @@ import PackageDescription
 //
 //   swift package --package-path Benchmarks benchmark      in-process microbenchmarks
 //   scripts/bench                                        everything, against nginx, nghttpd, Pushgateway
+//   swift build -c release --package-path Benchmarks --product BareServer
+//                                                        the HTTP server alone, answering 204 (bare scenario)
 let package = Package(
     name: "moe-metricsd-benchmarks",
     platforms: [.macOS(.v15)],
@@ -24,6 +26,14 @@ let package = Package(
             ],
             path: "Benchmarks/DecodeRecord",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Our HTTP server with no daemon routes, answering 204 to everything: the peer of nginx's
+        // `return 204` in the bare scenario. Outside Benchmarks/ so the plugin does not take it for
+        // a benchmark target.
+        .executableTarget(
+            name: "BareServer",
+            dependencies: [.product(name: "HTTPServer", package: "moe-metricsd")],
+            path: "BareServer"
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -210,6 +210,43 @@ def start_daemon(procs, binary, workdir, tag, extra=()):
     return server
 
 
+def build_bare_server(package_dir, scratch):
+    """Builds the Benchmarks package's BareServer (our HTTP server answering 204, no daemon routes)
+    in release mode in the microbenchmarks' build directory; returns the binary's path."""
+    argv = ["swift", "build", "-c", "release", "--package-path", package_dir, "--scratch-path", scratch,
+            "--product", "BareServer"]
+    log("  " + " ".join(argv))
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("building BareServer failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+    binpath = subprocess.run(argv[:-2] + ["--show-bin-path"], capture_output=True, text=True).stdout.strip()
+    binary = os.path.join(binpath, "BareServer")
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError(f"BareServer not found at {binary}")
+    return binary
+
+
+def start_bare_server(procs, binary, workdir):
+    """BareServer on an OS-chosen port; like the daemon, it logs `listening on 127.0.0.1:PORT`."""
+    logpath = os.path.join(workdir, "bare-server.log")
+    logfile = open(logpath, "w")
+    p = procs.start("BareServer", [binary, "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=logfile)
+    port = None
+
+    def bound():
+        nonlocal port
+        with open(logpath) as f:
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", f.read())
+        if m:
+            port = int(m.group(1))
+        return port is not None
+
+    wait_until(bound, "BareServer to log its address", proc=p)
+    s = Server("BareServer", p, port)
+    wait_until(lambda: http("GET", s.base + "/")[0] == 204, "BareServer", proc=p)
+    return s
+
+
 def start_nginx(procs, workdir):
     prefix = os.path.join(workdir, "nginx")
     os.makedirs(prefix, exist_ok=True)
@@ -373,6 +410,33 @@ def scenario_http1(procs, workdir, daemon_bin, files):
     for s in (d, n, pg):
         procs.stop(s.proc)
     return res
+
+
+def scenario_bare(procs, workdir, package_dir, scratch, files):
+    """Issue 3's measurement: our HTTP server alone (the HTTPServer module answering 204 to every
+    request, no routes, no decoding) against nginx's `return 204`, same load: wrk, 64 keep-alive
+    connections, a POST of about 1.5 KB."""
+    log("scenario 1c: bare HTTP/1.1 server (204) against nginx, wrk 64 connections, 1.5 KB POST")
+    binary = build_bare_server(package_dir, scratch)
+    b = start_bare_server(procs, binary, workdir)
+    n = start_nginx(procs, workdir)
+    body, ct = files["bare1500"], "application/json"
+    res = alternate([
+        ("moe-metricsd HTTP server", b, lambda: wrk(b.base + "/v1/decisions", SECONDS, 64, "POST", body, ct)),
+        ("nginx", n, lambda: wrk(n.base + "/v1/decisions", SECONDS, 64, "POST", body, ct)),
+    ], RUNS)
+    for s in (b, n):
+        procs.stop(s.proc)
+    return res
+
+
+def bare_body(target=1500):
+    """A decision body of about `target` bytes (the issue's 1.5 KB POST): the fewest experts whose
+    decision reaches that size, so the bytes are what a worker would send."""
+    experts = 64
+    while len(payloads.decision_body("L0", experts)) < target:
+        experts += 1
+    return payloads.decision_body("L0", experts)
 
 
 def daemon_decisions(server, layer):
@@ -727,6 +791,10 @@ def report(r, command):
         ours = s1["moe-metricsd"]["rps"]
         targets.append(("HTTP/1.1 ingest >= 0.8x nginx req/s", ratio(ours, s1["nginx"]["rps"]), 0.8, True))
         targets.append(("HTTP/1.1 ingest >= 20x Pushgateway req/s", ratio(ours, s1["Pushgateway"]["rps"]), 20, True))
+    sb = r.get("bare")
+    if sb:
+        targets.append(("HTTP/1.1 server (bare, 204) >= 0.8x nginx req/s",
+                        ratio(sb["moe-metricsd HTTP server"]["rps"], sb["nginx"]["rps"]), 0.8, True))
     if s2:
         targets.append(("HTTP/2 ingest >= 0.7x nghttpd req/s", ratio(s2["moe-metricsd"]["rps"], s2["nghttpd"]["rps"]),
                         0.7, True))
@@ -779,6 +847,24 @@ def report(r, command):
         L.append("")
         L.append(f"The daemon's `total_routings` for L0 grew by {fmt(rec)} during its runs (every completed "
                  "request was recorded; the count can exceed wrk's, which drops requests in flight at the end).")
+        L.append("")
+
+    if sb:
+        L.append("## 1b. HTTP/1.1 server alone (bare, 204)")
+        L.append("")
+        L.append(f"Our HTTP server with no daemon routes (`Benchmarks/BareServer`: the `HTTPServer` module "
+                 f"answering 204 to every request, one event loop per core) against nginx's `return 204`: "
+                 f"wrk, 64 keep-alive connections, {NPROC} threads, POST body {r['sizes']['bare1500']} bytes. "
+                 "The gap between this and section 1 is what routing, decoding and recording cost per request.")
+        L.append("")
+        L.append("| server | req/s (median) | runs | CPU us/req | p50 ms | p99 ms | ours / theirs (req/s) | errors |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        ours = sb["moe-metricsd HTTP server"]["rps"]
+        for name in ("moe-metricsd HTTP server", "nginx"):
+            x = sb[name]
+            L.append(f"| {name} | {fmt(x['rps'])} | {', '.join(f'{v:,}' for v in x['runs'])} | "
+                     f"{fmt(x['cpu_us_per_req'], 1)} | {fmt(x['p50_ms'], 2)} | {fmt(x['p99_ms'], 2)} | "
+                     f"{'-' if name != 'nginx' else fmt(ratio(ours, x['rps']), 2) + 'x'} | {x['bad']} |")
         L.append("")
 
     if s2:
@@ -986,6 +1072,14 @@ def missed_notes(r):
                          "user space (HTTP parsing, routing, decoding, recording and the Swift runtime's "
                          "reference counting and allocation).")
             notes.append(text)
+    sb = r.get("bare")
+    if sb and sb["moe-metricsd HTTP server"]["rps"] and sb["nginx"]["rps"]:
+        ours, ng = sb["moe-metricsd HTTP server"], sb["nginx"]
+        q = ours["rps"] / ng["rps"]
+        if q < 0.8:
+            notes.append(f"- HTTP/1.1 server alone (204, no routes): {q:.2f}x nginx, {0.8 - q:.2f} below the 0.8x "
+                         f"target ({fmt(ours['cpu_us_per_req'], 1)} vs {fmt(ng['cpu_us_per_req'], 1)} CPU us per "
+                         "request): the transport and the HTTP/1.1 layer themselves cost more than nginx's.")
     if s2 and s2["moe-metricsd"]["rps"] and s2["nghttpd"]["rps"]:
         q = s2["moe-metricsd"]["rps"] / s2["nghttpd"]["rps"]
         if q < 0.7:
@@ -1052,7 +1146,7 @@ def main():
     ap.add_argument("--output", required=True, help="where to write BENCHMARKS.md")
     ap.add_argument("--pidfile", default=None, help="file to append the PID of every started server to")
     ap.add_argument("--command", default="scripts/bench", help="the command shown in the report")
-    ap.add_argument("--only", default="", help="comma-separated scenarios: http1,http2,batch,metrics,micro,growth,"
+    ap.add_argument("--only", default="", help="comma-separated scenarios: http1,bare,http2,batch,metrics,micro,growth,"
                                                "profile,syscalls,pgfull (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -1079,6 +1173,7 @@ def main():
 
     write("decision64", payloads.decision_body("L0", 64))
     write("push64", payloads.push_body(64))
+    write("bare1500", bare_body())
     write("batch64x64", payloads.batch_body(64, 64))
     for e in (8, 64, 256):
         write(f"growth_e{e}", payloads.decision_body(f"E{e}", e))
@@ -1093,6 +1188,7 @@ def main():
         ("micro", lambda: scenario_micro(args.package, args.scratch, workdir)),
         ("http1", lambda: scenario_http1(procs, workdir, args.daemon, files)),
         ("pgfull", lambda: scenario_pushgateway_full(procs, workdir, files)),
+        ("bare", lambda: scenario_bare(procs, workdir, args.package, args.scratch, files)),
         ("http2", lambda: scenario_http2(procs, workdir, args.daemon, files)),
         ("batch", lambda: scenario_batch(procs, workdir, args.daemon, files)),
         ("metrics", lambda: scenario_metrics(procs, workdir, args.daemon)),
