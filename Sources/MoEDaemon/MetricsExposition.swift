@@ -51,19 +51,65 @@ public enum MetricType: String, Sendable {
 /// The text format's values are Go `ParseFloat` syntax, with infinities spelled `+Inf` and
 /// `-Inf` and not-a-number `NaN` (exposition format, "Comments, help text, and type information"
 /// and "Samples"). Integral values are written without a fraction so counters read naturally.
+/// Other values use Swift's shortest representation that reads back as the same double, which
+/// `ParseFloat` accepts as it stands (`0.25`, `1e-07`, `1e+300`).
 public enum PrometheusNumber {
     public static func format(_ v: Double) -> String {
-        if v.isNaN { return "NaN" }
-        if v == .infinity { return "+Inf" }
-        if v == -.infinity { return "-Inf" }
-        if v == v.rounded(), abs(v) < 9_007_199_254_740_992 { return String(Int64(v)) }
-        return v.description
+        var bytes = [UInt8]()
+        append(v, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Largest magnitude written as an integer: 2^53, past which not every integer is a double.
+    static let integralLimit: Double = 9_007_199_254_740_992
+
+    /// Appends `format(v)` to `out` without building a String for it. Most values of an exposition
+    /// are integers (counters, token counts, bucket counts), so they are written digit by digit;
+    /// only fractions go through `description`.
+    @inline(__always)
+    public static func append(_ v: Double, to out: inout [UInt8]) {
+        if v == v.rounded(), abs(v) < integralLimit {
+            // -0.0 passes here and prints as "0", as `String(Int64(-0.0))` does.
+            let i = Int64(v)
+            if i < 0 { out.append(UInt8(ascii: "-")) }
+            appendDecimal(i.magnitude, to: &out)
+            return
+        }
+        if v.isNaN { out.append(contentsOf: "NaN".utf8); return }
+        if v == .infinity { out.append(contentsOf: "+Inf".utf8); return }
+        if v == -.infinity { out.append(contentsOf: "-Inf".utf8); return }
+        var text = v.description
+        text.withUTF8 { out.append(contentsOf: $0) }
+    }
+
+    /// Appends the decimal digits of `v`, with no sign and no leading zero.
+    @inline(__always)
+    static func appendDecimal(_ v: UInt64, to out: inout [UInt8]) {
+        if v < 10 {
+            out.append(UInt8(truncatingIfNeeded: v) &+ UInt8(ascii: "0"))
+            return
+        }
+        var digits = 2
+        var bound: UInt64 = 100
+        while digits < 20, v >= bound {
+            digits += 1
+            bound &*= 10
+        }
+        let end = out.count + digits
+        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits))
+        var x = v
+        var i = end
+        while x > 0 {
+            i -= 1
+            out[i] = UInt8(truncatingIfNeeded: x % 10) &+ UInt8(ascii: "0")
+            x /= 10
+        }
     }
 
     /// OpenMetrics' canonical form for `le` and `quantile` label values: always a float.
     static func canonicalFloat(_ v: Double) -> String {
         if v.isNaN || v.isInfinite { return format(v) }
-        if v == v.rounded(), abs(v) < 9_007_199_254_740_992 { return String(Int64(v)) + ".0" }
+        if v == v.rounded(), abs(v) < integralLimit { return String(Int64(v)) + ".0" }
         return v.description
     }
 }
@@ -74,16 +120,26 @@ public enum PrometheusNumber {
 /// refuses to describe a family twice, because a repeated HELP/TYPE makes Prometheus reject the
 /// whole scrape. It escapes label values (`\`, `"` and newline, the three the format requires)
 /// so a layer name can never break the output.
+///
+/// Two ways to write samples: `sample(...)` takes labels as strings and escapes them each time
+/// (for the few daemon-wide series), while `sample(_:prepared:_:value:)` takes a label set escaped
+/// once by `PreparedLabels`, which is what makes tens of thousands of per-layer and per-expert
+/// series cheap: each sample is then a few byte copies and a number.
 public struct MetricsWriter: Sendable {
     public let format: ExpositionFormat
     private var out: [UInt8] = []
     private var described: Set<String> = []
     private var current: (name: String, type: MetricType)?
+    /// The current family's sample name as bytes, copied into every sample line.
+    private var currentName: [UInt8] = []
 
     public init(format: ExpositionFormat, capacity: Int = 16 * 1024) {
         self.format = format
         out.reserveCapacity(capacity)
     }
+
+    /// Bytes written so far.
+    public var count: Int { out.count }
 
     /// Starts a family. `name` is the sample name without type suffixes: a counter's ends in
     /// `_total` and an info's in `_info`; OpenMetrics names the family without them (OpenMetrics
@@ -93,6 +149,7 @@ public struct MetricsWriter: Sendable {
     public mutating func family(_ name: String, _ type: MetricType, help: String) -> Bool {
         guard described.insert(name).inserted else { return false }
         current = (name, type)
+        currentName = Array(name.utf8)
         var familyName = name
         var typeName = type.rawValue
         switch (format, type) {
@@ -133,8 +190,8 @@ public struct MetricsWriter: Sendable {
     }
 
     public mutating func sample(_ suffix: String, labelList: [(String, String)], _ value: Double) {
-        guard let current else { preconditionFailure("sample written before its family") }
-        append(current.name)
+        precondition(current != nil, "sample written before its family")
+        out.append(contentsOf: currentName)
         append(suffix)
         if !labelList.isEmpty {
             append("{")
@@ -148,21 +205,62 @@ public struct MetricsWriter: Sendable {
             append("}")
         }
         append(" ")
-        append(PrometheusNumber.format(value))
-        append("\n")
+        PrometheusNumber.append(value, to: &out)
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// One sample of the current family with a label set escaped beforehand, plus optionally one
+    /// more label written as raw bytes (`extra` is `,name="value"`, already escaped, such as an
+    /// expert index or a bucket bound). Writes exactly what `sample(_:labelList:_:)` writes for the
+    /// same labels.
+    public mutating func sample(_ suffix: StaticString = "", prepared labels: PreparedLabels, extra: [UInt8] = [],
+                                _ value: Double) {
+        precondition(current != nil, "sample written before its family")
+        out.append(contentsOf: currentName)
+        appendStatic(suffix)
+        if labels.bytes.isEmpty && extra.isEmpty {
+            out.append(UInt8(ascii: " "))
+        } else {
+            if labels.bytes.isEmpty {
+                out.append(UInt8(ascii: "{"))
+                out.append(contentsOf: extra.dropFirst())  // no comma before the first label
+            } else {
+                out.append(contentsOf: labels.bytes)
+                out.append(contentsOf: extra)
+            }
+            out.append(UInt8(ascii: "}"))
+            out.append(UInt8(ascii: " "))
+        }
+        PrometheusNumber.append(value, to: &out)
+        out.append(UInt8(ascii: "\n"))
     }
 
     /// A histogram's samples from cumulative counts: `buckets[i]` is the count of observations
     /// at most `bounds[i]`; `count` is the `+Inf` bucket.
     public mutating func histogram(labels: [(String, String)], bounds: [Double], cumulativeCounts: [UInt64],
                                    count: UInt64, sum: Double) {
-        for (bound, c) in zip(bounds, cumulativeCounts) {
+        histogram(prepared: PreparedLabels(labels), le: leLabels(bounds), cumulativeCounts: cumulativeCounts,
+                  count: count, sum: sum)
+    }
+
+    /// The `le` labels of `bounds` in this writer's format (`,le="0.5"`), to pass to
+    /// `histogram(prepared:le:...)` for every histogram sharing those bounds.
+    public func leLabels(_ bounds: [Double]) -> [[UInt8]] {
+        bounds.map { bound in
             let le = format == .openMetrics ? PrometheusNumber.canonicalFloat(bound) : PrometheusNumber.format(bound)
-            sample("_bucket", labelList: labels + [("le", le)], Double(c))
+            return PreparedLabels.extra("le", le)
         }
-        sample("_bucket", labelList: labels + [("le", "+Inf")], Double(count))
-        sample("_sum", labelList: labels, sum)
-        sample("_count", labelList: labels, Double(count))
+    }
+
+    /// `histogram(labels:...)` with the labels and the bounds' `le` labels prepared beforehand.
+    public mutating func histogram(prepared labels: PreparedLabels, le: [[UInt8]], cumulativeCounts: [UInt64],
+                                   count: UInt64, sum: Double) {
+        for (leLabel, c) in zip(le, cumulativeCounts) {
+            sample("_bucket", prepared: labels, extra: leLabel, Double(c))
+        }
+        sample("_bucket", prepared: labels, extra: PreparedLabels.infBucket, Double(count))
+        sample("_sum", prepared: labels, sum)
+        sample("_count", prepared: labels, Double(count))
     }
 
     /// The finished exposition (OpenMetrics requires the final `# EOF`).
@@ -173,12 +271,54 @@ public struct MetricsWriter: Sendable {
 
     private mutating func append(_ s: String) { out.append(contentsOf: s.utf8) }
 
+    private mutating func appendStatic(_ s: StaticString) {
+        guard s.utf8CodeUnitCount > 0 else { return }
+        s.withUTF8Buffer { out.append(contentsOf: $0) }
+    }
+
     private mutating func appendEscaped(_ s: String, quotes: Bool) {
+        PreparedLabels.appendEscaped(s, quotes: quotes, to: &out)
+    }
+}
+
+/// A label set escaped once, as bytes (`{layer="decoder.3"`, without the closing brace), to be
+/// written in front of many samples: a layer's name is escaped once per scrape instead of once
+/// per series. Empty for no labels.
+public struct PreparedLabels: Sendable, Equatable {
+    public let bytes: [UInt8]
+
+    public init(_ labels: [(String, String)]) {
+        var b = [UInt8]()
+        for (i, (k, v)) in labels.enumerated() {
+            b.append(i == 0 ? UInt8(ascii: "{") : UInt8(ascii: ","))
+            b.append(contentsOf: k.utf8)
+            b.append(contentsOf: "=\"".utf8)
+            Self.appendEscaped(v, quotes: true, to: &b)
+            b.append(UInt8(ascii: "\""))
+        }
+        bytes = b
+    }
+
+    /// One more label as `,name="value"` with the value escaped, for `MetricsWriter.sample`'s `extra`.
+    public static func extra(_ name: String, _ value: String) -> [UInt8] {
+        var b: [UInt8] = [UInt8(ascii: ",")]
+        b.append(contentsOf: name.utf8)
+        b.append(contentsOf: "=\"".utf8)
+        appendEscaped(value, quotes: true, to: &b)
+        b.append(UInt8(ascii: "\""))
+        return b
+    }
+
+    static let infBucket = extra("le", "+Inf")
+
+    /// Escapes `\`, newline and (in label values and OpenMetrics HELP) `"`, the characters the
+    /// exposition formats require escaped.
+    static func appendEscaped(_ s: String, quotes: Bool, to out: inout [UInt8]) {
         for b in s.utf8 {
             switch b {
-            case UInt8(ascii: "\\"): append("\\\\")
-            case UInt8(ascii: "\n"): append("\\n")
-            case UInt8(ascii: "\""): if quotes { append("\\\"") } else { out.append(b) }
+            case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+            case UInt8(ascii: "\n"): out.append(contentsOf: "\\n".utf8)
+            case UInt8(ascii: "\""): if quotes { out.append(contentsOf: "\\\"".utf8) } else { out.append(b) }
             default: out.append(b)
             }
         }

@@ -1,4 +1,5 @@
 import MoEStats
+import Synchronization
 
 /// Renders /metrics from layer snapshots (copied under each layer's lock; rendered here,
 /// outside every lock, as swift-prometheus does).
@@ -7,6 +8,12 @@ import MoEStats
 /// `_ratio` for 0-1 values. Counters and summary sums and counts come first because they are
 /// what aggregates correctly across many daemons (`sum by (layer) (rate(...))`); the derived
 /// gauges are conveniences for one daemon's view.
+///
+/// A large model's exposition is tens of thousands of series scraped every few seconds, so the
+/// renderer works from `LayerMetrics` (only the exported values, computed without sorting) and
+/// writes bytes directly: each layer's label set is escaped once, expert indices and bucket bounds
+/// are formatted once per scrape, integers are written digit by digit, and the output buffer is
+/// reserved from the previous scrape's size so it does not grow by doubling.
 public enum MetricsRenderer {
     /// The daemon's own numbers, gathered by the caller so that rendering reads no global state
     /// (and a test can render a fixed input).
@@ -27,94 +34,124 @@ public enum MetricsRenderer {
         }
     }
 
+    /// Size of the previous exposition, to reserve the next one's buffer at once.
+    private static let previousSize = Atomic<Int>(0)
+
     /// `now` and `workerTTL` split each layer's workers into active and stale.
     public static func render(_ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
                               perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil) -> [UInt8] {
-        let layers = snapshots.sorted { $0.layer < $1.layer }
-        let summaries = layers.map { $0.summary(window: nil) }
-        var w = MetricsWriter(format: format, capacity: 4096 + layers.reduce(0) { $0 + 600 + $1.experts * 160 })
+        render(snapshots.map(LayerMetrics.init), daemon: daemon, format: format, perExpertSeries: perExpertSeries,
+               now: now, workerTTL: workerTTL)
+    }
 
-        func perLayer(_ name: String, _ type: MetricType, _ help: String, _ value: (Int) -> Double?) {
+    /// The same exposition from the metrics-only views (`LayerRegistry.metricsViews()`).
+    public static func render(_ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
+                              perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil) -> [UInt8] {
+        var layers = views
+        // Usually sorted already (the registry lists layers by name); checking is one pass.
+        if !layers.indices.dropFirst().allSatisfy({ layers[$0 - 1].layer <= layers[$0].layer }) {
+            layers.sort { $0.layer < $1.layer }
+        }
+        var estimate = 4096
+        var maxExperts = 0
+        for l in layers {
+            estimate += 600 + l.experts * (perExpertSeries ? 160 : 0)
+            maxExperts = max(maxExperts, l.experts)
+        }
+        let previous = previousSize.load(ordering: .relaxed)
+        let capacity = previous > 0 ? previous + previous / 16 + 4096 : estimate
+        var w = MetricsWriter(format: format, capacity: capacity)
+
+        // Escaped once per scrape: each layer's `{layer="..."` and each expert's `,expert="N"`.
+        let labels = layers.map { PreparedLabels([("layer", $0.layer)]) }
+        let expertLabels = perExpertSeries ? (0..<maxExperts).map { PreparedLabels.extra("expert", String($0)) } : []
+
+        func perLayer(_ name: String, _ type: MetricType, _ help: String, _ value: (LayerMetrics) -> Double?) {
             w.family(name, type, help: help)
-            for i in layers.indices {
-                if let v = value(i) { w.sample(labels: ["layer": layers[i].layer], v) }
+            for (i, l) in layers.enumerated() {
+                if let v = value(l) { w.sample(prepared: labels[i], v) }
             }
         }
 
-        perLayer("moe_routing_decisions_total", .counter, "Routing decisions recorded.") { Double(layers[$0].totalRoutings) }
-        perLayer("moe_routing_tokens_total", .counter, "Tokens routed (sum of total_tokens).") { Double(layers[$0].totalTokens) }
+        perLayer("moe_routing_decisions_total", .counter, "Routing decisions recorded.") { Double($0.totalRoutings) }
+        perLayer("moe_routing_tokens_total", .counter, "Tokens routed (sum of total_tokens).") { Double($0.totalTokens) }
         perLayer("moe_routing_dropped_tokens_total", .counter, "Tokens dropped (sum of tokens_dropped).") {
-            Double(layers[$0].tokensDropped)
+            Double($0.tokensDropped)
         }
         if perExpertSeries {
             w.family("moe_expert_tokens_total", .counter, help: "Tokens each expert received.")
-            for l in layers {
+            for (i, l) in layers.enumerated() {
                 for (e, c) in l.expertTokens.enumerated() {
-                    w.sample(labels: ["layer": l.layer, "expert": String(e)], Double(c))
+                    w.sample(prepared: labels[i], extra: expertLabels[e], Double(c))
                 }
             }
         }
         for (name, help, pick) in [
-            ("moe_routing_load_balance_loss", "Load-balance loss per decision (finite values only).", \LayerSnapshot.loadBalanceLoss),
-            ("moe_routing_router_z_loss", "Router z-loss per decision (finite values only).", \LayerSnapshot.routerZLoss),
-            ("moe_routing_auxiliary_loss", "Auxiliary loss per decision (finite values only).", \LayerSnapshot.auxiliaryLoss),
-        ] as [(String, String, KeyPath<LayerSnapshot, LossTotals>)] {
+            ("moe_routing_load_balance_loss", "Load-balance loss per decision (finite values only).", \LayerMetrics.loadBalanceLoss),
+            ("moe_routing_router_z_loss", "Router z-loss per decision (finite values only).", \LayerMetrics.routerZLoss),
+            ("moe_routing_auxiliary_loss", "Auxiliary loss per decision (finite values only).", \LayerMetrics.auxiliaryLoss),
+        ] as [(String, String, KeyPath<LayerMetrics, LossTotals>)] {
             w.family(name, .summary, help: help)
-            for l in layers {
+            for (i, l) in layers.enumerated() {
                 let t = l[keyPath: pick]
-                w.sample("_sum", labels: ["layer": l.layer], t.sum)
-                w.sample("_count", labels: ["layer": l.layer], Double(t.count))
+                w.sample("_sum", prepared: labels[i], t.sum)
+                w.sample("_count", prepared: labels[i], Double(t.count))
             }
         }
         perLayer("moe_routing_nonfinite_losses_total", .counter, "Losses received as null or non-finite, kept out of the loss sums.") {
-            Double(layers[$0].nonfiniteLosses)
+            Double($0.nonfiniteLosses)
         }
         w.family("moe_routing_latency_seconds", .histogram, help: "Routing latency reported by workers.")
-        for l in layers {
+        // Layers created under the same configuration share their bounds: format them once.
+        var bounds: [Double] = []
+        var le: [[UInt8]] = []
+        for (i, l) in layers.enumerated() {
             let h = l.latencyHistogram
-            w.histogram(labels: [("layer", l.layer)], bounds: h.upperBoundsSeconds, cumulativeCounts: h.cumulativeCounts,
-                        count: h.count, sum: h.sumSeconds)
+            if i == 0 || h.upperBoundsSeconds != bounds {
+                bounds = h.upperBoundsSeconds
+                le = w.leLabels(bounds)
+            }
+            w.histogram(prepared: labels[i], le: le, cumulativeCounts: h.cumulativeCounts, count: h.count, sum: h.sumSeconds)
         }
         perLayer("moe_routing_capacity_tokens_total", .counter, "Expert capacity offered (experts x capacity) in decisions with a known capacity.") {
-            Double(layers[$0].capacity.totalCapacity)
+            Double($0.capacity.totalCapacity)
         }
         perLayer("moe_routing_capacity_used_tokens_total", .counter, "Tokens received in decisions with a known capacity.") {
-            Double(layers[$0].capacity.totalUsed)
+            Double($0.capacity.totalUsed)
         }
 
-        perLayer("moe_routing_efficiency_ratio", .gauge, "Share of tokens not dropped, over all decisions.") { i in
-            let l = layers[i]
-            return l.totalTokens > 0 ? Double(l.totalTokens - l.tokensDropped) / Double(l.totalTokens) : nil
+        perLayer("moe_routing_efficiency_ratio", .gauge, "Share of tokens not dropped, over all decisions.") { l in
+            l.totalTokens > 0 ? Double(l.totalTokens - l.tokensDropped) / Double(l.totalTokens) : nil
         }
         if perExpertSeries {
             w.family("moe_expert_utilization_ratio", .gauge, help: "Mean share of each decision's tokens the expert received.")
             for (i, l) in layers.enumerated() {
-                for (e, u) in summaries[i].expertUtilization.enumerated() {
-                    w.sample(labels: ["layer": l.layer, "expert": String(e)], u)
+                for (e, u) in l.expertUtilization.enumerated() {
+                    w.sample(prepared: labels[i], extra: expertLabels[e], u)
                 }
             }
         }
-        perLayer("moe_routing_utilization_cv", .gauge, "Coefficient of variation of expert utilization.") { summaries[$0].utilizationCV }
+        perLayer("moe_routing_utilization_cv", .gauge, "Coefficient of variation of expert utilization.") { $0.utilizationCV }
         perLayer("moe_routing_max_violation", .gauge, "MaxVio over the run: max expert load over mean load, minus 1.") {
-            summaries[$0].balance.maxViolation
+            $0.maxViolation
         }
-        perLayer("moe_routing_balancedness_ratio", .gauge, "Mean expert load over max expert load.") { summaries[$0].balance.balancedness }
+        perLayer("moe_routing_balancedness_ratio", .gauge, "Mean expert load over max expert load.") { $0.balancedness }
         perLayer("moe_routing_entropy_ratio", .gauge, "Entropy of the expert load distribution over log(experts).") {
-            summaries[$0].balance.entropy
+            $0.entropy
         }
         perLayer("moe_routing_dead_experts", .gauge, "Experts that received no token in the last window of decisions.") {
-            Double(summaries[$0].balance.deadExperts)
+            Double($0.deadExperts)
         }
-        perLayer("moe_routing_capacity_utilization_ratio", .gauge, "Tokens received over capacity offered, in decisions with a known capacity.") { i in
-            let c = layers[i].capacity
-            return c.totalCapacity > 0 ? Double(c.totalUsed) / Double(c.totalCapacity) : nil
+        perLayer("moe_routing_capacity_utilization_ratio", .gauge, "Tokens received over capacity offered, in decisions with a known capacity.") { l in
+            l.capacity.totalCapacity > 0 ? Double(l.capacity.totalUsed) / Double(l.capacity.totalCapacity) : nil
         }
 
         w.family("moe_routing_workers", .gauge, help: "Workers that reported to the layer, by whether they did within the worker TTL.")
-        for l in layers {
+        let active = PreparedLabels.extra("state", "active"), stale = PreparedLabels.extra("state", "stale")
+        for (i, l) in layers.enumerated() {
             let counts = l.workerCounts(now: now, ttl: workerTTL)
-            w.sample(labels: ["layer": l.layer, "state": "active"], Double(counts.active))
-            w.sample(labels: ["layer": l.layer, "state": "stale"], Double(counts.stale))
+            w.sample(prepared: labels[i], extra: active, Double(counts.active))
+            w.sample(prepared: labels[i], extra: stale, Double(counts.stale))
         }
 
         w.family("moe_metricsd_http_requests_total", .counter, help: "HTTP requests answered by the router, by route template and status code.")
@@ -153,6 +190,8 @@ public enum MetricsRenderer {
             w.family("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
             w.sample(v)
         }
-        return w.finish()
+        let body = w.finish()
+        previousSize.store(body.count, ordering: .relaxed)
+        return body
     }
 }

@@ -71,6 +71,96 @@ import Testing
         #expect(PrometheusNumber.format(value) == expected)
     }
 
+    /// The formatting `PrometheusNumber` replaced, built from Strings: integral values below 2^53
+    /// through `Int64`, everything else through `description`.
+    static func referenceFormat(_ v: Double) -> String {
+        if v.isNaN { return "NaN" }
+        if v == .infinity { return "+Inf" }
+        if v == -.infinity { return "-Inf" }
+        if v == v.rounded(), abs(v) < 9_007_199_254_740_992 { return String(Int64(v)) }
+        return v.description
+    }
+
+    @Test func numbersWrittenAsBytesMatchTheStringForm() {
+        var values: [Double] = [0, -0.0, 1, -1, 9, 10, 11, 99, 100, 101, 0.1, 1e-5, 1e-4, 123.456, 1e15, 1e16, 1e17,
+                                9_007_199_254_740_991, 9_007_199_254_740_992, -9_007_199_254_740_991,
+                                9_007_199_254_740_992.nextUp, 1.5e300, -2.5e-300, .leastNonzeroMagnitude,
+                                .greatestFiniteMagnitude, .nan, .infinity, -.infinity, 0.5, 4.5]
+        var p: Double = 1
+        for _ in 0..<20 {
+            values += [p - 1, p, p + 1, -p]
+            p *= 10
+        }
+        var rng = MetricsTestRandom(seed: 42)
+        for _ in 0..<20_000 {
+            values.append(Double(bitPattern: rng.next()))  // any double, NaN payloads included
+            values.append(Double(rng.next() >> UInt64(rng.next() % 64)))  // integers of every length
+            values.append(Double(rng.next() % 2_000) / Double(1 + rng.next() % 300_000))  // utilization-like
+        }
+        var mismatches = 0
+        for v in values {
+            var bytes: [UInt8] = [0x41]  // appending must keep what was there
+            PrometheusNumber.append(v, to: &bytes)
+            let expected = "A" + Self.referenceFormat(v)
+            if bytes != Array(expected.utf8) {
+                mismatches += 1
+                if mismatches < 5 { Issue.record("\(v.bitPattern): got \(String(decoding: bytes, as: UTF8.self)), expected \(expected)") }
+            }
+            #expect(PrometheusNumber.format(v) == Self.referenceFormat(v))
+        }
+        #expect(mismatches == 0)
+    }
+
+    @Test func preparedLabelsWriteWhatStringLabelsWrite() {
+        for format in [ExpositionFormat.prometheusText, .openMetrics] {
+            var slow = MetricsWriter(format: format)
+            var fast = MetricsWriter(format: format)
+            slow.family("x_total", .counter, help: "h")
+            fast.family("x_total", .counter, help: "h")
+            for layer in ["a", "a\\b\"c\nd", "layer.3:moe-x_y", ""] {
+                let prepared = PreparedLabels([("layer", layer)])
+                slow.sample("", labelList: [("layer", layer)], 1.5)
+                fast.sample(prepared: prepared, 1.5)
+                slow.sample("_sum", labelList: [("layer", layer), ("expert", "7")], 12)
+                fast.sample("_sum", prepared: prepared, extra: PreparedLabels.extra("expert", "7"), 12)
+                slow.sample("", labelList: [("layer", layer), ("q", "\"")], -3)
+                fast.sample(prepared: prepared, extra: PreparedLabels.extra("q", "\""), -3)
+            }
+            slow.sample("", labelList: [], 2)
+            fast.sample(prepared: PreparedLabels([]), 2)
+            slow.sample("", labelList: [("only", "x")], 2)
+            fast.sample(prepared: PreparedLabels([]), extra: PreparedLabels.extra("only", "x"), 2)
+            slow.sample("", labelList: [("a", "1"), ("b", "2")], 0.25)
+            fast.sample(prepared: PreparedLabels([("a", "1"), ("b", "2")]), 0.25)
+            let s = slow.finish(), f = fast.finish()
+            #expect(s == f)
+            #expect(String(decoding: f, as: UTF8.self).contains(#"x_total{layer="a\\b\"c\nd",q="\""} -3"#))
+        }
+    }
+
+    @Test func preparedHistogramMatchesTheStringOne() {
+        for format in [ExpositionFormat.prometheusText, .openMetrics] {
+            var slow = MetricsWriter(format: format)
+            var fast = MetricsWriter(format: format)
+            slow.family("lat_seconds", .histogram, help: "L.")
+            fast.family("lat_seconds", .histogram, help: "L.")
+            let bounds = [0.0005, 0.25, 1, 2.5, 10]
+            var le: [[UInt8]] = []
+            for (i, layer) in ["a", "b\"x"].enumerated() {
+                slow.histogram(labels: [("layer", layer)], bounds: bounds, cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)],
+                               count: 9, sum: 3.75)
+                if le.isEmpty { le = fast.leLabels(bounds) }
+                fast.histogram(prepared: PreparedLabels([("layer", layer)]), le: le,
+                               cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)], count: 9, sum: 3.75)
+            }
+            let s = slow.finish(), f = fast.finish()
+            #expect(s == f)
+            let text = String(decoding: s, as: UTF8.self)
+            #expect(text.contains(format == .openMetrics ? #"le="1.0"} 3"# : #"le="1"} 3"#))
+            #expect(text.contains(#"lat_seconds_bucket{layer="b\"x",le="+Inf"} 9"#))
+        }
+    }
+
     @Test func numbersIgnoreTheLocale() {
         // A comma-decimal locale must not leak into the exposition.
         let saved = String(cString: setlocale(LC_ALL, nil))

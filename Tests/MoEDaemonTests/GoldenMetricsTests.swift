@@ -195,3 +195,147 @@ process_start_time_seconds 1700000000
 
 """#
 }
+
+/// The metrics-only view and the fast rendering paths against the slow ones they replace: the
+/// full summary for every exported value, string-label samples for prepared ones, and
+/// `String`-built numbers for numbers written as bytes.
+@Suite struct MetricsViewTests {
+    /// A registry with layers in varied states: dead experts, zero-token decisions, workers, some
+    /// latencies (in and past the buckets), non-finite losses, capacity or none.
+    static func registry(seed: UInt64, layers: Int = 6, decisions: Int = 40) throws -> LayerRegistry {
+        var c = StatsConfiguration()
+        c.latencyBucketsSeconds = [0.0005, 0.002, 0.05]
+        c.defaultWindow = 7
+        let registry = LayerRegistry(configuration: c)
+        var rng = MetricsTestRandom(seed: seed)
+        for d in 0..<decisions {
+            var batch = [RoutingDecision]()
+            for l in 0..<layers {
+                let experts = 1 + l * 3
+                let total = rng.next() % 3 == 0 && d % 5 == 0 ? 0 : 1 + rng.next() % 500
+                // Expert 0 of odd layers never gets a token; others only now and then.
+                let counts = (0..<experts).map { e -> UInt64 in
+                    if total == 0 || (e == 0 && l % 2 == 1) || rng.next() % 4 == 0 { return 0 }
+                    return rng.next() % (total + 1)
+                }
+                let loss: Loss = rng.next() % 7 == 0 ? .nonFinite : .value(Double(rng.next() % 1000) / 997)
+                batch.append(RoutingDecision(
+                    layer: "layer.\(l)", worker: rng.next() % 3 == 0 ? nil : "w\(rng.next() % 4)",
+                    expertCapacity: l % 3 == 0 ? nil : Int(1 + total / 2),
+                    latencyMs: rng.next() % 2 == 0 ? nil : Double(rng.next() % 100_000) / 1000,
+                    expertCounts: counts, totalTokens: total, tokensDropped: total / 7,
+                    loadBalanceLoss: loss, routerZLoss: .value(Double(rng.next() % 100) * 0.013),
+                    auxiliaryLoss: l % 2 == 0 ? .absent : .value(0.1)))
+            }
+            _ = try registry.ingest(batch, defaultLayer: nil, now: Double(1000 + d * 10))
+        }
+        return registry
+    }
+
+    /// Equality that treats two NaNs alike (a view value and its summary twin).
+    static func same(_ a: Double?, _ b: Double?) -> Bool {
+        switch (a, b) {
+        case (nil, nil): true
+        case let (x?, y?): x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN)
+        default: false
+        }
+    }
+
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func viewMatchesTheSummary(seed: UInt64) throws {
+        let registry = try Self.registry(seed: seed)
+        let snapshots = registry.snapshots()
+        let views = registry.metricsViews()
+        #expect(views.map(\.layer) == snapshots.map(\.layer))
+        #expect(views.count == 6)
+        for (view, snapshot) in zip(views, snapshots) {
+            let s = snapshot.summary(window: nil)
+            #expect(view.experts == s.experts)
+            #expect(view.totalRoutings == s.totalRoutings && view.totalTokens == s.totalTokens)
+            #expect(view.tokensDropped == s.tokensDropped)
+            #expect(view.expertTokens == s.expertTokenCounts)
+            #expect(view.expertUtilization.map(\.bitPattern) == s.expertUtilization.map(\.bitPattern))
+            #expect(Self.same(view.utilizationCV, s.utilizationCV))
+            #expect(Self.same(view.maxViolation, s.balance.maxViolation))
+            #expect(Self.same(view.balancedness, s.balance.balancedness))
+            #expect(Self.same(view.entropy, s.balance.entropy))
+            #expect(view.deadExperts == s.balance.deadExperts)
+            #expect(view.loadBalanceLoss == snapshot.loadBalanceLoss && view.routerZLoss == snapshot.routerZLoss)
+            #expect(view.auxiliaryLoss == snapshot.auxiliaryLoss && view.nonfiniteLosses == s.nonfiniteLosses)
+            #expect(view.latencyHistogram == snapshot.latencyHistogram)
+            #expect(view.capacity == snapshot.capacity)
+            #expect(view.lastUpdated == snapshot.lastUpdated)
+            #expect(view.workerLastSeen.sorted() == snapshot.workers.map(\.lastSeen).sorted())
+            for (now, ttl) in [(1000.0, nil), (1300, 50), (1400, 5), (900, 1)] as [(Double, Double?)] {
+                #expect(view.workerCounts(now: now, ttl: ttl) == snapshot.workerCounts(now: now, ttl: ttl))
+                if let ttl { #expect(view.isIdle(now: now, ttl: ttl) == snapshot.isIdle(now: now, ttl: ttl)) }
+            }
+            // The view built from the full snapshot is the same view.
+            let fromSnapshot = LayerMetrics(snapshot)
+            #expect(fromSnapshot.expertUtilization.map(\.bitPattern) == view.expertUtilization.map(\.bitPattern))
+            #expect(fromSnapshot.deadExperts == view.deadExperts && fromSnapshot.latencyHistogram == view.latencyHistogram)
+            #expect(Self.same(fromSnapshot.utilizationCV, view.utilizationCV))
+        }
+        // Layers, experts and seeds above must exercise the cases the view handles specially.
+        #expect(views.contains { $0.deadExperts > 0 } && views.contains { $0.deadExperts == 0 })
+        #expect(views.contains { $0.capacity.totalCapacity == 0 } && views.contains { $0.capacity.totalCapacity > 0 })
+        #expect(views.contains { $0.entropy == nil } && views.contains { $0.entropy != nil })
+    }
+
+    @Test(arguments: [ExpositionFormat.prometheusText, .openMetrics])
+    func viewsAndSnapshotsRenderTheSameBytes(format: ExpositionFormat) throws {
+        let registry = try Self.registry(seed: 9)
+        let daemon = MetricsRenderer.DaemonState(
+            counters: ([(.init(route: "/metrics", code: 200), 3)], [("invalid", 2)]), openConnections: 1, layers: 6,
+            process: ProcessMetrics(residentMemoryBytes: 5e6, cpuSeconds: 1.25, openFDs: nil, maxFDs: nil,
+                                    startTimeSeconds: nil),
+            version: "1.0")
+        for perExpert in [true, false] {
+            let a = MetricsRenderer.render(registry.snapshots(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                                           now: 1300, workerTTL: 60)
+            let b = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: format,
+                                           perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+            // Views out of name order are sorted like snapshots.
+            let c = MetricsRenderer.render(Array(registry.metricsViews().reversed()), daemon: daemon, format: format,
+                                           perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+            #expect(a == b)
+            #expect(a == c)
+            let text = String(decoding: a, as: UTF8.self)
+            #expect(text.contains("moe_expert_utilization_ratio{layer=\"layer.3\",expert=\"9\"} ") == perExpert)
+            #expect(text.contains("moe_routing_latency_seconds_bucket{layer=\"layer.5\",le=\"+Inf\"} "))
+            #expect(text.contains("moe_routing_workers{layer=\"layer.0\",state=\"stale\"} "))
+        }
+    }
+
+    @Test func repeatedScrapesAreIdentical() throws {
+        // The second render reserves from the first one's size; the bytes must not change.
+        let registry = try Self.registry(seed: 4, layers: 3)
+        let daemon = GoldenMetricsTests.fixedDaemon
+        let first = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: .prometheusText,
+                                           perExpertSeries: true)
+        let second = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: .prometheusText,
+                                            perExpertSeries: true)
+        #expect(first == second)
+        #expect(first.count > 1000)
+    }
+}
+
+extension GoldenMetricsTests {
+    static let fixedDaemon = MetricsRenderer.DaemonState(
+        counters: ([], []), openConnections: 0, layers: 0,
+        process: ProcessMetrics(residentMemoryBytes: nil, cpuSeconds: nil, openFDs: nil, maxFDs: nil, startTimeSeconds: nil),
+        version: "0")
+}
+
+/// A small deterministic generator (MetricsTestRandom64), so failures reproduce.
+struct MetricsTestRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
