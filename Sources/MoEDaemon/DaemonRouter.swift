@@ -384,7 +384,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         let format = ExpositionFormat.negotiate(accept: request.headers["accept"])
         let (perExpert, workerTTL, layerTTL) = settings.withLock { ($0.perExpertSeries, $0.workerTTLSeconds, $0.layerTTLSeconds) }
         let now = clock()
-        var snapshots = registry.snapshots()
+        var snapshots = registry.metricsViews()
         if let layerTTL { snapshots.removeAll { $0.isIdle(now: now, ttl: layerTTL) } }
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
