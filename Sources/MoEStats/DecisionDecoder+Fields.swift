@@ -146,6 +146,7 @@ extension JSONScanner {
         var unknownKeys: Set<[UInt8]>? = nil
         var d = RoutingDecision(expertCounts: [], totalTokens: 0)
         var expertCount: Int? = nil
+        var totals = CountTotals()
         // An expert id seen before `expert_capacities`: checked once the count is known.
         var largestID: (id: UInt64, token: Int, entry: Int)? = nil
 
@@ -178,18 +179,21 @@ extension JSONScanner {
                     if seen & other.bit != 0 {
                         throw fail(.malformed, "both expert_capacities and tokens_per_expert are present; send one")
                     }
-                    try countArray(depth: depth + 1, limits: limits, into: &counts)
-                    // An exact-size copy: the scratch array keeps its capacity for the next decision.
-                    d.expertCounts = [UInt64](unsafeUninitializedCapacity: counts.count) { buffer, n in
-                        _ = buffer.initialize(from: counts)
-                        n = counts.count
+                    let t = try countArray(depth: depth + 1, limits: limits, into: &counts)
+                    totals = t
+                    // An exact-size copy: the scratch array stays whole for the next decision.
+                    d.expertCounts = [UInt64](unsafeUninitializedCapacity: t.count) { buffer, n in
+                        counts.withUnsafeBufferPointer { scratch in
+                            _ = buffer.initialize(fromContentsOf: UnsafeBufferPointer(rebasing: scratch[..<t.count]))
+                        }
+                        n = t.count
                     }
-                    expertCount = counts.count
-                    if let largestID, largestID.id >= UInt64(counts.count) {
+                    expertCount = t.count
+                    if let largestID, largestID.id >= UInt64(t.count) {
                         path = FieldPath(top: .known(DecisionField.expertAssignments.name),
                                          element: largestID.token, entry: largestID.entry,
                                          sub: .known(AssignmentField.expertID.name))
-                        throw fail(.invalid, "expert id \(largestID.id) is out of range for \(counts.count) experts")
+                        throw fail(.invalid, "expert id \(largestID.id) is out of range for \(t.count) experts")
                     }
                 case .totalTokens:
                     d.totalTokens = try count()
@@ -251,7 +255,8 @@ extension JSONScanner {
         }
         let countsField = seen & DecisionField.tokensPerExpert.bit != 0
             ? DecisionField.tokensPerExpert : DecisionField.expertCapacities
-        switch RoutingDecision.loadProblem(d.expertCounts, totalTokens: d.totalTokens, topK: d.topK) {
+        switch RoutingDecision.loadProblem(d.expertCounts, sum: totals.sum, largest: totals.largest,
+                                           totalTokens: d.totalTokens, topK: d.topK) {
         case nil:
             break
         case .expertAboveTotal(let expert, let load):
@@ -265,78 +270,126 @@ extension JSONScanner {
         return d
     }
 
+    /// What `countArray` learnt on the way: the number of counts read, their sum and the largest,
+    /// so the load checks (`RoutingDecision.loadProblem`) need no second pass over the counts.
+    struct CountTotals {
+        var count = 0
+        /// Exact: a sum that would overflow is refused while reading.
+        var sum: UInt64 = 0
+        var largest: UInt64 = 0
+    }
+
     /// `expert_capacities`: a non-empty array of non-negative integers, at most `maxExperts`.
+    ///
+    /// The counts go to `counts[0..<totals.count]`; `counts` is scratch reused by every decision of
+    /// a body, kept at its full size (zeros past the counts) so that the common case writes into
+    /// it without growing it.
     mutating func countArray(depth: Int, limits: DecisionDecoder.Limits,
-                             into counts: inout [UInt64]) throws(DecisionError) {
+                             into counts: inout [UInt64]) throws(DecisionError) -> CountTotals {
         guard peek() == UInt8(ascii: "[") else {
             throw mismatch("an array of non-negative integers")
         }
         try enter(depth)
         pos += 1
-        counts.removeAll(keepingCapacity: true)
         if peek() == UInt8(ascii: "]") {
             pos += 1
             throw fail(.invalid, "must list at least one expert")
         }
-        var sum: UInt64 = 0
+        let maxExperts = Swift.max(limits.maxExperts, 0)
+        var t = CountTotals()
         while true {
-            // Fast path for the common shape `123,` with at most 19 digits (cannot overflow);
-            // anything else (signs, fractions, long numbers, errors) is read again from the same
-            // position by the general path below.
-            if counts.count < limits.maxExperts, let v = fastCount() {
-                let (s, overflow) = sum.addingReportingOverflow(v)
-                if !overflow {
-                    sum = s
-                    counts.append(v)
-                    if pos < end {
-                        let b = bytes[pos]
-                        if b == UInt8(ascii: ",") { pos += 1; continue }
-                        if b == UInt8(ascii: "]") { pos += 1; break }
-                    }
-                    path.element = counts.count - 1
-                    if try nextMember(close: UInt8(ascii: "]")) { continue }
-                    break
-                }
-                pos = fastStart
+            // The common shape, `123,` with no whitespace, read by a tight loop; it stops at the
+            // first element of any other shape (whitespace, sign, fraction, more than 19 digits,
+            // an error) and leaves it, unread, to the general path below.
+            if t.count < maxExperts {
+                if t.count == counts.count { Self.grow(&counts) }
+                if plainCounts(into: &counts, room: Swift.min(counts.count, maxExperts), &t) { break }
+                if t.count == counts.count && t.count < maxExperts { continue }  // out of room, not of counts
             }
-            path.element = counts.count
-            guard counts.count < limits.maxExperts else {
+            path.element = t.count
+            guard t.count < maxExperts else {
                 throw fail(.tooManyExperts, "more than \(limits.maxExperts) experts (the decoder's limit)")
             }
             let v = try count()
-            let (s, overflow) = sum.addingReportingOverflow(v)
+            let (s, overflow) = t.sum.addingReportingOverflow(v)
             guard !overflow else { throw fail(.invalid, "the counts add up to more than \(UInt64.max)") }
-            sum = s
-            counts.append(v)
+            t.sum = s
+            t.largest = Swift.max(t.largest, v)
+            if t.count == counts.count { Self.grow(&counts) }
+            counts[t.count] = v
+            t.count += 1
             if try !nextMember(close: UInt8(ascii: "]")) { break }
         }
         path.element = -1
+        return t
     }
 
-    /// Reads a plain integer of 1 to 19 digits directly followed by `,`, `]` or whitespace, or
-    /// returns nil without consuming anything (the position is kept in `fastStart`).
+    /// Doubles the scratch array (zero-filled: its whole length is always initialized).
+    private static func grow(_ counts: inout [UInt64]) {
+        counts.append(contentsOf: repeatElement(0, count: Swift.max(counts.count, 64)))
+    }
+
+    /// Reads elements of the shape `DIGITS,` or `DIGITS]` (1 to 19 digits, so no overflow of the
+    /// value; no leading zero) into `counts[t.count..<room]`, starting at `pos`. Returns true
+    /// after the closing `]`; otherwise `pos` is at the start of the first element it did not
+    /// read (or `room` was reached), which the caller reads on the general path.
+    ///
+    /// (Reading 8 bytes at a time, SWAR, was tried: more instructions for the 3- and 4-digit
+    /// counts workers send.)
+    ///
+    /// Why pointers: the loop runs once per expert of every decision, and indexing the body and
+    /// the scratch array through their collections checked both bounds and the array's uniqueness
+    /// per element. Here every byte read is checked against `end` (the body's or NDJSON line's
+    /// end, never past `bytes`) and every write against `room`, which is checked once against the
+    /// buffer's size.
     @inline(__always)
-    mutating func fastCount() -> UInt64? {
-        skipWhitespace()
-        fastStart = pos
-        guard let base = bytes.baseAddress else { return nil }
+    private mutating func plainCounts(into counts: inout [UInt64], room: Int, _ t: inout CountTotals) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        precondition(end <= bytes.count)
+        let end = self.end
         var p = pos
-        let limit = Swift.min(end, pos + 19)
-        var v: UInt64 = 0
-        while p < limit {
-            let d = base[p] &- UInt8(ascii: "0")
-            guard d < 10 else { break }
-            v = v &* 10 &+ UInt64(d)
-            p += 1
+        var n = t.count
+        var sum = t.sum
+        var largest = t.largest
+        var closed = false
+        counts.withUnsafeMutableBufferPointer { out in
+            precondition(room <= out.count)
+            while n < room {
+                let start = p
+                guard p < end else { break }
+                let first = base[p] &- UInt8(ascii: "0")
+                guard first < 10 else { break }
+                var v = UInt64(first)
+                p += 1
+                if first != 0 {  // after a leading 0 nothing may follow but the separator
+                    let limit = Swift.min(end, start + 19)
+                    while p < limit {
+                        let d = base[p] &- UInt8(ascii: "0")
+                        guard d < 10 else { break }
+                        v = v &* 10 &+ UInt64(d)
+                        p += 1
+                    }
+                }
+                guard p < end else { p = start; break }
+                let next = base[p]
+                let (s, overflow) = sum.addingReportingOverflow(v)
+                guard !overflow, next == UInt8(ascii: ",") || next == UInt8(ascii: "]") else {
+                    p = start
+                    break
+                }
+                sum = s
+                largest = Swift.max(largest, v)
+                out[n] = v
+                n += 1
+                p += 1
+                if next == UInt8(ascii: "]") { closed = true; break }
+            }
         }
-        let n = p - pos
-        guard n > 0, p < end else { return nil }
-        if n > 1 && base[pos] == UInt8(ascii: "0") { return nil }  // leading zero: let the general path say so
-        let next = base[p]
-        guard next == UInt8(ascii: ",") || next == UInt8(ascii: "]") || next == 0x20 || next == 0x0A
-                || next == 0x0D || next == 0x09 else { return nil }
         pos = p
-        return v
+        t.count = n
+        t.sum = sum
+        t.largest = largest
+        return closed
     }
 
     /// A count: an integer literal (no fraction, no exponent: serde writes `usize` that way, and a

@@ -70,8 +70,8 @@ public struct DecisionDecoder: Sendable {
     }
 
     private func decodeJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
-        var counts: [UInt64] = []
-        counts.reserveCapacity(min(limits.maxExperts, 256))  // scratch, reused by every decision
+        // Scratch for `expert_capacities`, reused by every decision (grown when a decision needs it).
+        var counts = [UInt64](repeating: 0, count: min(max(limits.maxExperts, 1), 256))
         var result: [RoutingDecision] = []
         switch s.peek() {
         case UInt8(ascii: "{"):
@@ -111,8 +111,8 @@ public struct DecisionDecoder: Sendable {
 
     /// NDJSON: one decision object per line (LF or CRLF); lines holding only whitespace are skipped.
     private func decodeNDJSON(_ s: inout JSONScanner) throws(DecisionError) -> [RoutingDecision] {
-        var counts: [UInt64] = []
-        counts.reserveCapacity(min(limits.maxExperts, 256))  // scratch, reused by every decision
+        // Scratch for `expert_capacities`, reused by every decision (grown when a decision needs it).
+        var counts = [UInt64](repeating: 0, count: min(max(limits.maxExperts, 1), 256))
         var result: [RoutingDecision] = []
         let total = s.bytes.count
         var lineStart = 0

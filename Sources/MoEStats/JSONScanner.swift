@@ -30,8 +30,6 @@ struct JSONScanner {
     var line: Int?
     /// Decoded bytes of the last string read with escapes.
     var scratch: [UInt8] = []
-    /// Where the last fast integer read started, to retry it on the general path.
-    var fastStart = 0
 
     init(bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
         self.bytes = bytes

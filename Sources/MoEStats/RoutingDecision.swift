@@ -65,16 +65,45 @@ extension RoutingDecision {
     /// utilization of 50000 (400000 tokens of an 8-token batch) or a load from a batch of 0 tokens
     /// would stay in the run's statistics until the layer is reset.
     static func loadProblem(_ counts: [UInt64], totalTokens: UInt64, topK: Int?) -> LoadProblem? {
-        var sum: UInt64 = 0
+        // One branch-free pass (the compiler vectorizes it): the largest count and the wrapping
+        // sum. The sum is exact when it cannot have wrapped: every count at most totalTokens and
+        // `counts.count × totalTokens` representable; otherwise it is added again with overflow
+        // checks (only for absurd values, which are refused anyway).
+        var largest: UInt64 = 0
+        var wrapping: UInt64 = 0
+        for c in counts {
+            largest = Swift.max(largest, c)
+            wrapping &+= c
+        }
+        if largest > totalTokens { return firstAboveTotal(counts, totalTokens: totalTokens) }
+        var sum = wrapping
         var overflow = false
-        for (i, c) in counts.enumerated() {
-            if c > totalTokens { return .expertAboveTotal(expert: i, load: c) }
-            if !overflow {
+        if UInt64(counts.count).multipliedReportingOverflow(by: totalTokens).overflow {
+            sum = 0
+            for c in counts {
                 let (s, o) = sum.addingReportingOverflow(c)
+                if o { overflow = true; break }
                 sum = s
-                overflow = o
             }
         }
+        return sumProblem(sum, overflow: overflow, totalTokens: totalTokens, topK: topK)
+    }
+
+    /// The same check from the sum and largest count the decoder computed while reading the
+    /// counts (`sum` exact: the decoder refuses a sum that overflows), without another pass.
+    static func loadProblem(_ counts: [UInt64], sum: UInt64, largest: UInt64,
+                            totalTokens: UInt64, topK: Int?) -> LoadProblem? {
+        if largest > totalTokens { return firstAboveTotal(counts, totalTokens: totalTokens) }
+        return sumProblem(sum, overflow: false, totalTokens: totalTokens, topK: topK)
+    }
+
+    private static func firstAboveTotal(_ counts: [UInt64], totalTokens: UInt64) -> LoadProblem? {
+        guard let i = counts.firstIndex(where: { $0 > totalTokens }) else { return nil }
+        return .expertAboveTotal(expert: i, load: counts[i])
+    }
+
+    /// `overflow`: the true sum does not fit in `UInt64`.
+    private static func sumProblem(_ sum: UInt64, overflow: Bool, totalTokens: UInt64, topK: Int?) -> LoadProblem? {
         if let k = topK, k >= 1 {
             let (limit, limitOverflow) = UInt64(k).multipliedReportingOverflow(by: totalTokens)
             // Each count is at most totalTokens, so an overflowing sum means more than
