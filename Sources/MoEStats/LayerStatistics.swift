@@ -129,25 +129,42 @@ struct LayerState: Sendable {
         if Self.recordLoss(d.auxiliaryLoss, into: &auxiliaryLoss) { nonfinite += 1 }
         nonfiniteLosses = nonfiniteLosses.addingSaturated(nonfinite)
 
-        let tokens = Double(d.totalTokens)
+        // The per-expert loop works on the arrays' buffers: indexing them as properties of a
+        // struct inside a Mutex re-checked each array's uniqueness and bounds per expert. The
+        // lengths are checked here, once: every per-expert array has `experts` elements.
+        precondition(expertTokens.count == experts && utilizationSums.count == experts
+                     && lastCounts.count == experts && lastActive.count == experts,
+                     "per-expert arrays sized for the layer")
+        let totalTokensOfDecision = d.totalTokens
+        let tokens = Double(totalTokensOfDecision)
+        let routing = totalRoutings
         var used: UInt64 = 0
         var sum: Double = 0
-        for i in 0..<experts {
-            let c = d.expertCounts[i]
-            expertTokens[i] = expertTokens[i].addingSaturated(c)
-            if d.totalTokens > 0 { utilizationSums[i] += Double(c) / tokens }
-            lastCounts[i] = c
-            if c > 0 { lastActive[i] = totalRoutings }
-            used = used.addingSaturated(c)
-            sum += Double(c)
-        }
-
-        // Population variance of this decision's counts, as the reference's calculate_load_variance.
-        let mean = sum / Double(experts)
         var squares: Double = 0
-        for c in d.expertCounts {
-            let diff = Double(c) - mean
-            squares += diff * diff
+        d.expertCounts.withUnsafeBufferPointer { counts in
+            expertTokens.withUnsafeMutableBufferPointer { expertTokens in
+                utilizationSums.withUnsafeMutableBufferPointer { utilizationSums in
+                    lastCounts.withUnsafeMutableBufferPointer { lastCounts in
+                        lastActive.withUnsafeMutableBufferPointer { lastActive in
+                            for i in 0..<counts.count {
+                                let c = counts[i]
+                                expertTokens[i] = expertTokens[i].addingSaturated(c)
+                                if totalTokensOfDecision > 0 { utilizationSums[i] += Double(c) / tokens }
+                                lastCounts[i] = c
+                                if c > 0 { lastActive[i] = routing }
+                                used = used.addingSaturated(c)
+                                sum += Double(c)
+                            }
+                        }
+                    }
+                }
+            }
+            // Population variance of this decision's counts, as the reference's calculate_load_variance.
+            let mean = sum / Double(experts)
+            for c in counts {
+                let diff = Double(c) - mean
+                squares += diff * diff
+            }
         }
         loadVariances.append(squares / Double(experts))
 
@@ -159,7 +176,10 @@ struct LayerState: Sendable {
             recentLatenciesMs.append(ms)
             let seconds = ms / 1000
             // Prometheus buckets are "less than or equal" (`le`).
-            if let i = latencyBoundsSeconds.firstIndex(where: { seconds <= $0 }) {
+            var i = 0
+            let bounds = latencyBoundsSeconds.count
+            while i < bounds && !(seconds <= latencyBoundsSeconds[i]) { i += 1 }
+            if i < bounds, i < latencyBucketCounts.count {
                 latencyBucketCounts[i] = latencyBucketCounts[i].addingSaturated(1)
             }
         }

@@ -30,7 +30,8 @@ struct RingBuffer: Sendable {
         } else {
             storage[next] = value
         }
-        next = (next + 1) % capacity
+        next += 1
+        if next == capacity { next = 0 }  // no division per sample
     }
 
     /// The newest sample.
