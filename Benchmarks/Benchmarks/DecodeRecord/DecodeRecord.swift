@@ -41,6 +41,30 @@ func decisionBody(experts: Int, layer: String = "L0") -> [UInt8] {
     return Array(json.utf8)
 }
 
+/// A batch as scenario 3 of the suite posts it: one decision for each of `layers` layers (`L0`,
+/// `L1`, ...) with `experts` experts each, in the shape the suite's workers send (worker, step,
+/// counts from 400 to 1600, `tokens_dropped` a ninety-seventh of the tokens, three losses and a
+/// latency), from a fixed-seed generator.
+func batchBody(layers: Int, experts: Int) -> [UInt8] {
+    var state: UInt64 = 0x2545_F491_4F6C_DD1D &+ UInt64(layers * 1_000 + experts)
+    var items: [String] = []
+    for layer in 0..<layers {
+        var counts: [UInt64] = []
+        for _ in 0..<experts {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            counts.append(400 + (state >> 33) % 1_201)
+        }
+        let total = counts.reduce(0, +)
+        let list = counts.map(String.init).joined(separator: ",")
+        items.append("""
+            {"layer":"L\(layer)","worker":"rank-0","step":\(1_001 + layer),"expert_capacities":[\(list)],\
+            "total_tokens":\(total),"tokens_dropped":\(total / 97),"load_balance_loss":0.0123,\
+            "router_z_loss":0.00107,"auxiliary_loss":0.0134,"latency_ms":0.42}
+            """)
+    }
+    return Array("[\(items.joined(separator: ","))]".utf8)
+}
+
 /// Seconds each benchmark may run, from `BENCH_MICRO_SECONDS` (default 2); scripts/bench shortens
 /// it for quick runs.
 let secondsPerBenchmark: Int = {
@@ -90,6 +114,26 @@ let benchmarks: @Sendable () -> Void = {
         // the first decision, in the warm-up, creates the layer.
         let registry = LayerRegistry(configuration: StatsConfiguration())
         Benchmark("decode+record, \(experts) experts") { benchmark in
+            for _ in benchmark.scaledIterations {
+                let decisions = try decoder.decode(bytes, format: .json)
+                blackHole(try registry.ingest(decisions, defaultLayer: nil, now: 1_700_000_000))
+            }
+        }
+    }
+
+    // Scenario 3 in process: decode and ingest one 64-layer x 64-expert batch per sample, into
+    // one registry whose 64 layers exist (the first batch, in the warm-up, creates them), so the
+    // steady state of a job posting every layer's decision at once is measured without HTTP.
+    // Decisions per second = 64 / (p50 in seconds); the throughput metric counts batches.
+    do {
+        let layers = 64
+        let bytes = batchBody(layers: layers, experts: 64)
+        let decoder = DecisionDecoder()
+        let check = try! decoder.decode(bytes, format: .json)
+        precondition(check.count == layers && Set(check.compactMap(\.layer)).count == layers,
+                     "the batch body must hold one decision per layer")
+        let registry = LayerRegistry(configuration: StatsConfiguration())
+        Benchmark("decode+ingest batch, \(layers) layers x 64 experts") { benchmark in
             for _ in benchmark.scaledIterations {
                 let decisions = try decoder.decode(bytes, format: .json)
                 blackHole(try registry.ingest(decisions, defaultLayer: nil, now: 1_700_000_000))
