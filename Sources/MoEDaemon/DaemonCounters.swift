@@ -5,6 +5,11 @@ import Synchronization
 /// Labels come from fixed sets only (route templates, never raw paths; status codes the router
 /// can produce), so a client cannot create series at will: request-derived strings used as
 /// labels without a bound are a cardinality bomb.
+///
+/// Every request bumps one request counter, from every event-loop thread at once, so those live
+/// in a fixed table of atomics indexed by (route, status): no lock to contend for and no String
+/// hashing per request. A status outside the table (none the daemon answers today) still counts,
+/// in a dictionary under a mutex.
 public final class DaemonCounters: Sendable {
     /// One `moe_metricsd_http_requests_total` series: a route template and a status code.
     public struct RouteCode: Hashable, Sendable, Comparable {
@@ -13,37 +18,99 @@ public final class DaemonCounters: Sendable {
         public static func < (a: RouteCode, b: RouteCode) -> Bool { (a.route, a.code) < (b.route, b.code) }
     }
 
-    private struct State {
-        var requests: [RouteCode: UInt64] = [:]
-        var rejected: [String: UInt64] = [:]
-    }
-
     /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
     /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
     public static let reasons = ["conflict", "invalid", "malformed", "too_many_experts", "too_many_layers",
                                  "unauthorized", "unsupported_media_type"]
 
-    private let state: Mutex<State>
+    /// The route labels with a row in the table: the router's templates, in `Route` order.
+    static let routes: [String] = DaemonRouter.Route.allCases.map(\.rawValue)
 
-    public init() {
-        var s = State()
-        for r in Self.reasons { s.rejected[r] = 0 }
-        state = Mutex(s)
+    /// The status codes with a column in the table: every status the router or the HTTP layer
+    /// answers a request with.
+    static let codes: [Int] = [200, 400, 401, 404, 405, 408, 409, 413, 414, 415, 417, 422, 431, 500, 501, 503, 505, 507]
+
+    /// The column of `code`, or nil for a status outside the table.
+    static func column(_ code: Int) -> Int? {
+        switch code {
+        case 200: 0
+        case 400: 1
+        case 401: 2
+        case 404: 3
+        case 405: 4
+        case 408: 5
+        case 409: 6
+        case 413: 7
+        case 414: 8
+        case 415: 9
+        case 417: 10
+        case 422: 11
+        case 431: 12
+        case 500: 13
+        case 501: 14
+        case 503: 15
+        case 505: 16
+        case 507: 17
+        default: nil
+        }
     }
 
+    /// One counter, alone in its object so the table is a plain array of references.
+    private final class Slot: Sendable {
+        let count = Atomic<UInt64>(0)
+    }
+
+    private struct Rare {
+        var requests: [RouteCode: UInt64] = [:]
+        var rejected: [String: UInt64] = [:]
+    }
+
+    /// `routes.count * codes.count` counters, row by route.
+    private let table: [Slot]
+    private let rare: Mutex<Rare>
+
+    public init() {
+        table = (0..<(Self.routes.count * Self.codes.count)).map { _ in Slot() }
+        var r = Rare()
+        for reason in Self.reasons { r.rejected[reason] = 0 }
+        rare = Mutex(r)
+    }
+
+    /// Counts one request by its route label (one of `routes`, else it is counted all the same,
+    /// under the lock).
     public func recordRequest(route: String, code: Int) {
-        state.withLock { $0.requests[RouteCode(route: route, code: code), default: 0] &+= 1 }
+        if let row = Self.routes.firstIndex(of: route) {
+            recordRequest(routeIndex: row, code: code)
+        } else {
+            rare.withLock { $0.requests[RouteCode(route: route, code: code), default: 0] &+= 1 }
+        }
+    }
+
+    /// Counts one request by the row of its route in `routes`: the per-request path, lock-free.
+    func recordRequest(routeIndex row: Int, code: Int) {
+        if let column = Self.column(code) {
+            table[row * Self.codes.count + column].count.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            rare.withLock { $0.requests[RouteCode(route: Self.routes[row], code: code), default: 0] &+= 1 }
+        }
     }
 
     public func recordRejection(reason: String) {
-        state.withLock { $0.rejected[reason, default: 0] &+= 1 }
+        rare.withLock { $0.rejected[reason, default: 0] &+= 1 }
     }
 
-    /// Copies of both tables, sorted for a stable exposition.
+    /// Copies of both tables, sorted for a stable exposition; a (route, status) pair appears
+    /// once it has been counted.
     public func snapshot() -> (requests: [(RouteCode, UInt64)], rejected: [(String, UInt64)]) {
-        state.withLock { s in
-            (s.requests.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-             s.rejected.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        var requests = rare.withLock { $0.requests }
+        for (row, route) in Self.routes.enumerated() {
+            for (column, code) in Self.codes.enumerated() {
+                let n = table[row * Self.codes.count + column].count.load(ordering: .relaxed)
+                if n > 0 { requests[RouteCode(route: route, code: code), default: 0] &+= n }
+            }
         }
+        let rejected = rare.withLock { $0.rejected }
+        return (requests.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                rejected.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 }

@@ -315,3 +315,93 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
     guard rc == Z_STREAM_END else { return nil }
     return Array(out.prefix(Int(stream.total_out)))
 }
+
+/// The ingest path's shortcuts give the same answers as the general code they skip.
+@Suite struct RouterFastPathTests {
+    @Test(arguments: [
+        "application/json", "APPLICATION/JSON", "Application/Json", "application/x-ndjson", "Application/X-NDJSON",
+        "application/jsonx", "application/jso", "application/json; charset=utf-8", "application/json;charset=latin1",
+        " application/json", "application/json ", "application/ndjson", "application/jsonl", "text/plain", "",
+        "application/json\u{212A}", "applicatioN/x-ndjsoN; charset=\"UTF-8\"", "application/x-ndjsonx",
+    ])
+    func bodyFormatShortcutMatchesTheGeneralParse(contentType: String) {
+        #expect(DaemonRouter.bodyFormat(contentType) == DaemonRouter.parsedBodyFormat(contentType), "\(contentType)")
+        if let quick = DaemonRouter.commonBodyFormat(contentType) {
+            #expect(quick == DaemonRouter.parsedBodyFormat(contentType), "\(contentType)")
+        }
+    }
+
+    @Test func bodyFormatShortcutTakesTheCommonValues() {
+        #expect(DaemonRouter.commonBodyFormat("application/json") == .json)
+        #expect(DaemonRouter.commonBodyFormat("Application/JSON") == .json)
+        #expect(DaemonRouter.commonBodyFormat("application/x-ndjson") == .ndjson)
+        #expect(DaemonRouter.commonBodyFormat("application/json; charset=utf-8") == nil)
+        #expect(DaemonRouter.commonBodyFormat("application/jsonl") == nil)
+        #expect(DaemonRouter.bodyFormat(nil) == .json)
+    }
+
+    @Test(arguments: [0, 1, 64, 1_000_000, Int.max])
+    func acceptedBodyIsTheJSONObject(count: Int) {
+        #expect(DaemonRouter.acceptedBody(count) == Array("{\"accepted\":\(count)}\n".utf8))
+        let parsed = try? JSONSerialization.jsonObject(with: Data(DaemonRouter.acceptedBody(count))) as? [String: Any]
+        #expect((parsed?["accepted"] as? NSNumber)?.int64Value == Int64(count))
+    }
+
+    @Test func contentEncodingAbsentIdentityOrUnknown() {
+        let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+                                  clock: { 1000 })
+        func post(_ encodings: [String]) -> HTTPResponse {
+            var headers: HTTPHeaders = ["content-type": "application/json"]
+            for e in encodings { headers.add("content-encoding", e) }
+            return router.handle(HTTPRequest(method: "POST", target: "/v1/decisions", headers: headers,
+                                             body: Array(decision([1, 1]).utf8)))
+        }
+        #expect(post([]).status == 200)
+        #expect(post(["identity"]).status == 200)
+        #expect(post(["Identity", ""]).status == 200)
+        let br = post(["br"])
+        #expect(br.status == 415)
+        #expect(br.headers["accept-encoding"] == "gzip, identity")
+        #expect(post(["identity", "br"]).status == 415)
+    }
+}
+
+/// Request counters: the lock-free table and the general path agree, and requests the HTTP layer
+/// refused are counted under "other".
+@Suite struct RequestCounterTests {
+    @Test func everyRouteHasItsRow() {
+        for route in DaemonRouter.Route.allCases {
+            #expect(DaemonCounters.routes[route.counterRow] == route.rawValue)
+        }
+        for (i, code) in DaemonCounters.codes.enumerated() {
+            #expect(DaemonCounters.column(code) == i)
+        }
+        #expect(DaemonCounters.column(418) == nil)
+    }
+
+    @Test func tableAndGeneralPathGiveTheSameSnapshot() {
+        let byName = DaemonCounters(), byRow = DaemonCounters()
+        let calls: [(DaemonRouter.Route, Int)] = [(.decisions, 200), (.decisions, 200), (.layer, 404), (.unmatched, 431),
+                                                  (.metrics, 200), (.decisions, 418), (.decisions, 422)]
+        for (route, code) in calls {
+            byName.recordRequest(route: route.rawValue, code: code)
+            byRow.recordRequest(routeIndex: route.counterRow, code: code)
+        }
+        let a = byName.snapshot().requests.map { "\($0.0.route) \($0.0.code) \($0.1)" }
+        let b = byRow.snapshot().requests.map { "\($0.0.route) \($0.0.code) \($0.1)" }
+        #expect(a == b)
+        #expect(a == ["/metrics 200 1", "/v1/decisions 200 2", "/v1/decisions 418 1", "/v1/decisions 422 1",
+                      "/v1/layers/{layer} 404 1", "other 431 1"])
+        // A label outside the templates still counts.
+        byName.recordRequest(route: "custom", code: 200)
+        #expect(byName.snapshot().requests.contains { $0.0.route == "custom" && $0.1 == 1 })
+    }
+
+    @Test func protocolRefusalsAreCountedUnderOther() {
+        let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+                                  clock: { 1000 })
+        for status in [408, 413, 431, 431, 400] { router.protocolRefused(status: status) }
+        let other = router.counters.snapshot().requests.filter { $0.0.route == "other" }.map { "\($0.0.code) \($0.1)" }
+        #expect(other == ["400 1", "408 1", "413 1", "431 2"])
+    }
+}
