@@ -271,11 +271,21 @@ public struct HTTP1Parser {
         guard !targetBytes.isEmpty, targetBytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             return .badRequest("malformed request target")
         }
-        method = String(decoding: methodBytes, as: UTF8.self)
-        let target = String(decoding: targetBytes, as: UTF8.self)
+        method = Self.methodString(methodBytes)
         if targetBytes.first == UInt8(ascii: "/") {
-            splitTarget(Substring(target))
-        } else if target == "*" {
+            // origin-form, nearly every request: split at the first "?" on the bytes, so only
+            // the path and query Strings are built (the target is ASCII, checked above).
+            if let q = targetBytes.firstIndex(of: UInt8(ascii: "?")) {
+                path = String(decoding: buffer[targetBytes.startIndex..<q], as: UTF8.self)
+                query = String(decoding: buffer[(q + 1)..<targetBytes.endIndex], as: UTF8.self)
+            } else {
+                path = String(decoding: targetBytes, as: UTF8.self)
+                query = nil
+            }
+            return nil
+        }
+        let target = String(decoding: targetBytes, as: UTF8.self)
+        if target == "*" {
             path = "*"
             query = nil
         } else if let schemeEnd = schemeSeparatorEnd(target) {
@@ -295,6 +305,33 @@ public struct HTTP1Parser {
             return .badRequest("malformed request target")
         }
         return nil
+    }
+
+    /// The method token as a String; the common methods are literals, so no String is built
+    /// for them (methods are case-sensitive, RFC 9110 section 9.1: only exact bytes match).
+    static func methodString(_ bytes: ArraySlice<UInt8>) -> String {
+        func matches(_ literal: StaticString) -> Bool {
+            guard literal.utf8CodeUnitCount == bytes.count else { return false }
+            let l = literal.utf8Start
+            var i = 0
+            for b in bytes {
+                if b != l[i] { return false }
+                i += 1
+            }
+            return true
+        }
+        switch bytes.count {
+        case 3:
+            if matches("GET") { return "GET" }
+            if matches("PUT") { return "PUT" }
+        case 4:
+            if matches("POST") { return "POST" }
+            if matches("HEAD") { return "HEAD" }
+        case 6:
+            if matches("DELETE") { return "DELETE" }
+        default: break
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The index just past "://" when `target` starts with a scheme, else nil.
@@ -339,7 +376,7 @@ public struct HTTP1Parser {
     // MARK: - Fields (RFC 9112 section 5)
 
     /// The fields framing and persistence depend on, recognised once while parsing.
-    private enum FieldKind { case host, contentLength, transferEncoding, expect, connection, other }
+    private enum FieldKind { case host, contentLength, contentType, transferEncoding, expect, connection, other }
 
     private enum ScannedField {
         case field(name: Range<Int>, value: Range<Int>, kind: FieldKind)
@@ -384,6 +421,7 @@ public struct HTTP1Parser {
         case 4: return matches("host") ? .host : .other
         case 6: return matches("expect") ? .expect : .other
         case 10: return matches("connection") ? .connection : .other
+        case 12: return matches("content-type") ? .contentType : .other
         case 14: return matches("content-length") ? .contentLength : .other
         case 17: return matches("transfer-encoding") ? .transferEncoding : .other
         default: return .other
@@ -404,11 +442,22 @@ public struct HTTP1Parser {
             return nil
         }
         let (name, value) = buffer.withUnsafeBufferPointer { buf -> (String, String) in
+            let value = String(decoding: UnsafeBufferPointer(rebasing: buf[valueRange]), as: UTF8.self)
+            // Names already recognised (case-insensitively) need no String built from the bytes.
+            switch kind {
+            case .host: return ("host", value)
+            case .contentLength: return ("content-length", value)
+            case .contentType: return ("content-type", value)
+            case .transferEncoding: return ("transfer-encoding", value)
+            case .expect: return ("expect", value)
+            case .connection: return ("connection", value)
+            case .other: break
+            }
             let name = String(unsafeUninitializedCapacity: nameRange.count) { out in
                 for i in 0..<nameRange.count { out[i] = lowercaseASCII(buf[nameRange.lowerBound + i]) }
                 return nameRange.count
             }
-            return (name, String(decoding: UnsafeBufferPointer(rebasing: buf[valueRange]), as: UTF8.self))
+            return (name, value)
         }
         switch kind {
         case .host: hostCount += 1
@@ -420,8 +469,10 @@ public struct HTTP1Parser {
                 let t = token.trimmingSpaces().lowercased()
                 if t == "close" { connectionClose = true } else if t == "keep-alive" { connectionKeepAlive = true }
             }
-        case .other: break
+        case .contentType, .other: break
         }
+        // One allocation for a typical request's fields rather than one per doubling.
+        if fields.capacity == 0 { fields.reserveCapacity(8) }
         fields.append((name, value))
         return nil
     }
@@ -454,14 +505,20 @@ public struct HTTP1Parser {
             bodyExpected = true
         } else if !contentLengths.isEmpty {
             var length: Int?
-            for value in contentLengths {
-                for part in value.split(separator: ",", omittingEmptySubsequences: false) {
-                    // RFC 9110 section 8.6: identical repeated values may be accepted; anything else is invalid.
-                    guard let n = parseContentLength(part.trimmingSpaces()) else {
-                        return fail(.badRequest("invalid Content-Length"))
+            // One plain value, as every client sends it: its digits are the length (a value
+            // holding a comma or anything else takes the general path below, same verdict).
+            if contentLengths.count == 1, let n = parseContentLength(Substring(contentLengths[0])) {
+                length = n
+            } else {
+                for value in contentLengths {
+                    for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+                        // RFC 9110 section 8.6: identical repeated values may be accepted; anything else is invalid.
+                        guard let n = parseContentLength(part.trimmingSpaces()) else {
+                            return fail(.badRequest("invalid Content-Length"))
+                        }
+                        if let length, length != n { return fail(.badRequest("differing Content-Length values")) }
+                        length = n
                     }
-                    if let length, length != n { return fail(.badRequest("differing Content-Length values")) }
-                    length = n
                 }
             }
             guard let length else { return fail(.badRequest("invalid Content-Length")) }

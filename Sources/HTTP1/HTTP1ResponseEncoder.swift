@@ -60,19 +60,24 @@ public enum HTTP1ResponseEncoder {
 
     private static let crlf: [UInt8] = [0x0D, 0x0A]
 
-    private static let commonStatusLines: [Int: [UInt8]] = {
-        var lines: [Int: [UInt8]] = [:]
-        for status in [200, 201, 202, 204, 400, 404, 405, 408, 413, 414, 415, 422, 431, 500, 501, 503, 505] {
-            lines[status] = makeStatusLine(status)
-        }
-        return lines
-    }()
+    // The status lines answered most, built once; a switch instead of a dictionary keeps hashing
+    // off the per-response path.
+    private static let line200 = makeStatusLine(200)
+    private static let line204 = makeStatusLine(204)
+    private static let line400 = makeStatusLine(400)
+    private static let line404 = makeStatusLine(404)
 
-    private static func statusLine(_ status: Int) -> [UInt8] {
-        commonStatusLines[status] ?? makeStatusLine(status)
+    static func statusLine(_ status: Int) -> [UInt8] {
+        switch status {
+        case 200: line200
+        case 204: line204
+        case 400: line400
+        case 404: line404
+        default: makeStatusLine(status)
+        }
     }
 
-    private static func makeStatusLine(_ status: Int) -> [UInt8] {
+    static func makeStatusLine(_ status: Int) -> [UInt8] {
         Array("HTTP/1.1 \(status) \(HTTPResponse.reasonPhrase(status))\r\n".utf8)
     }
 

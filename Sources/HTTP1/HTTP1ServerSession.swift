@@ -120,6 +120,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     }
 
     private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {
+        handler.protocolRefused(status: error.status)
         HTTP1ResponseEncoder.encode(HTTPResponse.error(error.status, error.message), requestVersion: version,
                                     keepAlive: false, date: dates.current, into: &output)
     }

@@ -24,15 +24,23 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
 
     /// The first value of `name` (any case), or nil.
     public subscript(name: String) -> String? {
-        let key = name.lowercased()
+        let key = Self.folded(name)
         for f in fields where f.name == key { return f.value }
         return nil
     }
 
     /// Every value of `name`, in order of appearance.
     public func values(_ name: String) -> [String] {
-        let key = name.lowercased()
+        let key = Self.folded(name)
         return fields.compactMap { $0.name == key ? $0.value : nil }
+    }
+
+    /// `name` lower-cased; a name without upper-case ASCII letters (every lookup the daemon makes)
+    /// is returned as it is, so a lookup builds no String. Any other name goes through
+    /// `lowercased()`, which also folds non-ASCII letters as before.
+    static func folded(_ name: String) -> String {
+        for b in name.utf8 where (b >= 0x41 && b <= 0x5A) || b >= 0x80 { return name.lowercased() }
+        return name
     }
 
     /// Appends a field; `name` must be a valid token (it is lower-cased here).

@@ -19,7 +19,8 @@ public struct HTTPResponse: Sendable {
 
     /// A JSON response with `content-type: application/json`.
     public static func json(_ status: Int = 200, _ body: [UInt8]) -> HTTPResponse {
-        HTTPResponse(status: status, headers: ["content-type": "application/json"], body: body)
+        // The name is already lower-case: no folding per response.
+        HTTPResponse(status: status, headers: HTTPHeaders(lowercasedFields: [("content-type", "application/json")]), body: body)
     }
 
     /// The JSON error body every layer uses: `{"error": message, "field": ..., "index": ...}`,
@@ -32,7 +33,9 @@ public struct HTTPResponse: Sendable {
         if let field { w.field("field", field) }
         if let index { w.field("index", index) }
         w.endObject()
-        var response = HTTPResponse.json(status, w.bytes + [UInt8(ascii: "\n")])
+        var body = w.bytes
+        body.append(UInt8(ascii: "\n"))
+        var response = HTTPResponse.json(status, body)
         for f in extra { response.headers.add(f.name, f.value) }
         return response
     }
@@ -83,6 +86,16 @@ public struct HTTPResponse: Sendable {
 /// would have to be run elsewhere; none of ours needs to.
 public protocol HTTPHandler: Sendable {
     func handle(_ request: HTTPRequest) -> HTTPResponse
+
+    /// The protocol layer answered a request itself with the error `status` (malformed, too
+    /// large, too slow, ...) without calling `handle`, so a handler that counts requests can
+    /// count these too. Called on the connection's thread; must not block.
+    func protocolRefused(status: Int)
+}
+
+extension HTTPHandler {
+    /// Handlers that count nothing need not implement it.
+    public func protocolRefused(status: Int) {}
 }
 
 /// A handler made from a closure, for tests and small tools.

@@ -1,0 +1,140 @@
+import HTTP1
+import HTTPCore
+import Testing
+
+/// The parser's shortcuts for the common request shapes (literal method and field-name Strings,
+/// origin-form targets split on bytes, one plain Content-Length) give what the general paths give.
+@Suite struct HTTP1FastPathTests {
+    @Test(arguments: ["GET", "PUT", "POST", "HEAD", "DELETE", "get", "Get", "POS", "POSTS", "PATCH", "OPTIONS",
+                      "DELETe", "HEAD1", "GOT", "PUX", "X"])
+    func methodIsTheBytesSent(method: String) {
+        let out = parseBothWays("\(method) /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        guard case .request(let m, _, _, _, _, _, _) = out.first else {
+            Issue.record("no request: \(out)")
+            return
+        }
+        #expect(m == method)
+    }
+
+    @Test(arguments: ["/", "/v1/decisions", "/a?b", "/a?", "/?x", "/a?b?c", "/a%3Fb?c=%20&d", "/a/b/?x=1&y=2"])
+    func originFormSplitsLikeTheGeneralSplitter(target: String) {
+        let out = parseBothWays("GET \(target) HTTP/1.1\r\nHost: a\r\n\r\n")
+        let general = HTTPRequest(method: "GET", target: target)
+        guard case .request(_, let path, let query, _, _, _, _) = out.first else {
+            Issue.record("no request: \(out)")
+            return
+        }
+        #expect(path == general.path, "\(target)")
+        #expect(query == general.query, "\(target)")
+    }
+
+    @Test func recognisedFieldNamesAreLowerCaseWhateverTheirCase() {
+        let text = "POST / HTTP/1.1\r\nHOST: a\r\nContent-TYPE: application/json\r\nCONTENT-length: 2\r\n"
+            + "EXPECT: 100-continue\r\nConnection: Keep-Alive\r\ncontent-typo: x\r\nX-Host: y\r\nHosT2: z\r\n\r\nhi"
+        let out = parseBothWays(text)
+        guard case .request(_, _, _, _, let headers, let body, let keepAlive) = out.last else {
+            Issue.record("no request: \(out)")
+            return
+        }
+        #expect(headers == ["host: a", "content-type: application/json", "content-length: 2", "expect: 100-continue",
+                            "connection: Keep-Alive", "content-typo: x", "x-host: y", "host2: z"])
+        #expect(body == Array("hi".utf8))
+        #expect(keepAlive)
+    }
+
+    @Test func transferEncodingNameIsLowerCase() {
+        let out = parseBothWays("POST / HTTP/1.1\r\nHost: a\r\nTRANSFER-ENCODING: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+        guard case .request(_, _, _, _, let headers, let body, _) = out.last else {
+            Issue.record("no request: \(out)")
+            return
+        }
+        #expect(headers == ["host: a", "transfer-encoding: chunked"])
+        #expect(body == Array("hi".utf8))
+    }
+
+    @Test(arguments: [
+        ("3", 3), ("003", 3), ("0", 0), ("3, 3", 3), ("3,3", 3), ("  3  ", 3), ("3 ,3", 3),
+    ])
+    func contentLengthAccepted(value: String, length: Int) {
+        let body = String(repeating: "x", count: length)
+        let out = parseBothWays("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \(value)\r\n\r\n\(body)")
+        #expect(out.count == 1, "\(value): \(out)")
+        #expect(out.first?.body == Array(body.utf8), "\(value)")
+    }
+
+    @Test(arguments: ["3a", "3, 4", "3,", ",3", "x", "1 2", "99999999999999999999"])
+    func contentLengthRefused(value: String) {
+        #expect(statusOf("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \(value)\r\n\r\nabc") == 400, "\(value)")
+    }
+}
+
+/// Header lookups with names that need no folding take no `lowercased()`; the answer is the same.
+@Suite struct HTTPHeadersLookupTests {
+    @Test func lookupsInAnyCase() {
+        let h = HTTPHeaders(lowercasedFields: [("content-type", "a"), ("x-ä", "b"), ("content-type", "c")])
+        #expect(h["content-type"] == "a")
+        #expect(h["Content-Type"] == "a")
+        #expect(h["CONTENT-TYPE"] == "a")
+        #expect(h.values("content-type") == ["a", "c"])
+        #expect(h.values("Content-TYPE") == ["a", "c"])
+        #expect(h["X-Ä"] == "b")
+        #expect(h["x-ä"] == "b")
+        #expect(h["content-typ"] == nil)
+    }
+}
+
+/// Requests the HTTP/1.1 layer answers itself are reported to the handler, so they can be counted.
+@Suite struct HTTP1RefusalReportTests {
+    final class Recorder: HTTPHandler, @unchecked Sendable {
+        // Confined to the one test thread that drives the session.
+        var refused: [Int] = []
+        var handled = 0
+        func handle(_ request: HTTPRequest) -> HTTPResponse {
+            handled += 1
+            return HTTPResponse(status: 204)
+        }
+        func protocolRefused(status: Int) { refused.append(status) }
+    }
+
+    func run(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Recorder {
+        let recorder = Recorder()
+        let session = HTTP1ServerSession(handler: recorder, limits: limits, now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { session.receive($0, now: 1, output: &output) }
+        return recorder
+    }
+
+    @Test func goodRequestReportsNothing() {
+        let r = run("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(r.handled == 1)
+        #expect(r.refused.isEmpty)
+    }
+
+    @Test func headerSectionTooLargeIs431() {
+        var limits = HTTPLimits()
+        limits.maxHeaderBytes = 64
+        let r = run("GET / HTTP/1.1\r\nHost: a\r\nX-Long: \(String(repeating: "x", count: 100))\r\n\r\n", limits: limits)
+        #expect(r.refused == [431])
+        #expect(r.handled == 0)
+    }
+
+    @Test func bodyTooLargeIs413AndMalformedIs400() {
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 10
+        #expect(run("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", limits: limits).refused == [413])
+        #expect(run("GET / HTTP/1.1\r\nHost : a\r\n\r\n").refused == [400])
+    }
+
+    @Test func timeoutIs408() {
+        let recorder = Recorder()
+        let session = HTTP1ServerSession(handler: recorder, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let bytes = Array("GET / HTTP/1.1\r\nHo".utf8)
+        _ = bytes.withUnsafeBytes { session.receive($0, now: 1, output: &output) }
+        let deadline = session.deadline ?? 0
+        _ = session.deadlineExpired(now: deadline, output: &output)
+        #expect(recorder.refused == [408])
+        #expect(String(decoding: output, as: UTF8.self).hasPrefix("HTTP/1.1 408 "))
+    }
+}
