@@ -65,21 +65,39 @@ public enum PrometheusNumber {
 
     /// Appends `format(v)` to `out` without building a String for it. Most values of an exposition
     /// are integers (counters, token counts, bucket counts), so they are written digit by digit;
-    /// only fractions go through `description`.
+    /// fractions get the standard library's shortest round-trip digits (the digits of
+    /// `description`) written straight into `out` by `ByteSink`.
     @inline(__always)
     public static func append(_ v: Double, to out: inout [UInt8]) {
-        if v == v.rounded(), abs(v) < integralLimit {
-            // -0.0 passes here and prints as "0", as `String(Int64(-0.0))` does.
+        // Integral and below 2^53 in magnitude, tested with one truncating conversion instead of
+        // `v == v.rounded()` (a libm call); NaN fails the comparison. -0.0 passes and prints as
+        // "0", as `String(Int64(-0.0))` does.
+        if abs(v) < integralLimit {
             let i = Int64(v)
-            if i < 0 { out.append(UInt8(ascii: "-")) }
-            appendDecimal(i.magnitude, to: &out)
-            return
+            if Double(i) == v {
+                if i < 0 { out.append(UInt8(ascii: "-")) }
+                appendDecimal(i.magnitude, to: &out)
+                return
+            }
         }
         if v.isNaN { out.append(contentsOf: "NaN".utf8); return }
         if v == .infinity { out.append(contentsOf: "+Inf".utf8); return }
         if v == -.infinity { out.append(contentsOf: "-Inf".utf8); return }
-        var text = v.description
-        text.withUTF8 { out.append(contentsOf: $0) }
+        var sink = ByteSink()
+        swap(&out, &sink.bytes)  // moves the buffer in and back out: no copy
+        v.write(to: &sink)
+        swap(&out, &sink.bytes)
+    }
+
+    /// Appends `format(Double(v))`: the digits of `v` when it is below 2^53 (every such integer
+    /// is a double), and what the double nearest to it prints otherwise.
+    @inline(__always)
+    static func append(_ v: UInt64, to out: inout [UInt8]) {
+        if v < 9_007_199_254_740_992 {
+            appendDecimal(v, to: &out)
+        } else {
+            append(Double(v), to: &out)
+        }
     }
 
     /// Appends the decimal digits of `v`, with no sign and no leading zero.
@@ -89,20 +107,18 @@ public enum PrometheusNumber {
             out.append(UInt8(truncatingIfNeeded: v) &+ UInt8(ascii: "0"))
             return
         }
-        var digits = 2
-        var bound: UInt64 = 100
-        while digits < 20, v >= bound {
-            digits += 1
-            bound &*= 10
-        }
-        let end = out.count + digits
-        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits))
-        var x = v
-        var i = end
-        while x > 0 {
-            i -= 1
-            out[i] = UInt8(truncatingIfNeeded: x % 10) &+ UInt8(ascii: "0")
-            x /= 10
+        // The digits come out last first: they are written backwards into a stack buffer of 20
+        // bytes (UInt64.max has 20 digits, so the index stays in it) and copied in one append,
+        // instead of storing each into the array through a checked, uniqueness-testing subscript.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var x = v
+            var i = 20
+            while x > 0 {
+                i -= 1
+                digits[i] = UInt8(truncatingIfNeeded: x % 10) &+ UInt8(ascii: "0")
+                x /= 10
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: digits[i...]))
         }
     }
 
@@ -112,6 +128,20 @@ public enum PrometheusNumber {
         if v == v.rounded(), abs(v) < integralLimit { return String(Int64(v)) + ".0" }
         return v.description
     }
+}
+
+/// A text stream that appends to a byte array.
+///
+/// `Double.write(to:)` formats into a stack buffer and hands the ASCII bytes to `_writeASCII`,
+/// the stream hook the standard library declares for exactly this; implementing it appends them
+/// with no intermediate String (a fraction's 18 to 24 characters would otherwise allocate one per
+/// value). If a future standard library stopped calling it, `write(_:)` receives the same text.
+struct ByteSink: TextOutputStream {
+    var bytes: [UInt8] = []
+
+    mutating func write(_ string: String) { bytes.append(contentsOf: string.utf8) }
+
+    mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: buffer) }
 }
 
 /// Writes one exposition, family by family.
@@ -235,6 +265,59 @@ public struct MetricsWriter: Sendable {
         out.append(UInt8(ascii: "\n"))
     }
 
+    /// `sample(prepared: labels, extra: <label i>, values[i])` for every index `i` of `values`, the
+    /// per-expert series: the line prefix (sample name and label set) is assembled once, and each
+    /// line is then three byte copies and a number. `indexed` must cover every index.
+    public mutating func samples(prepared labels: PreparedLabels, indexed: IndexLabels, counts: [UInt64]) {
+        precondition(indexed.count >= counts.count, "an index label for every value")
+        guard !labels.bytes.isEmpty else {
+            for (i, c) in counts.enumerated() { sample(prepared: labels, extra: indexed.extra(i), Double(c)) }
+            return
+        }
+        let prefix = linePrefix(labels)
+        // The fragments are read through one buffer pointer for the whole loop (bounds checked by
+        // the slice), so no array is retained and released per line.
+        indexed.bytes.withUnsafeBufferPointer { fragments in
+            var start = 0
+            for (i, c) in counts.enumerated() {
+                let end = indexed.ends[i]
+                out.append(contentsOf: prefix)
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: fragments[start..<end]))
+                PrometheusNumber.append(c, to: &out)
+                out.append(UInt8(ascii: "\n"))
+                start = end
+            }
+        }
+    }
+
+    /// The same for fractional values.
+    public mutating func samples(prepared labels: PreparedLabels, indexed: IndexLabels, values: [Double]) {
+        precondition(indexed.count >= values.count, "an index label for every value")
+        guard !labels.bytes.isEmpty else {
+            for (i, v) in values.enumerated() { sample(prepared: labels, extra: indexed.extra(i), v) }
+            return
+        }
+        let prefix = linePrefix(labels)
+        indexed.bytes.withUnsafeBufferPointer { fragments in
+            var start = 0
+            for (i, v) in values.enumerated() {
+                let end = indexed.ends[i]
+                out.append(contentsOf: prefix)
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: fragments[start..<end]))
+                PrometheusNumber.append(v, to: &out)
+                out.append(UInt8(ascii: "\n"))
+                start = end
+            }
+        }
+    }
+
+    private func linePrefix(_ labels: PreparedLabels) -> [UInt8] {
+        precondition(current != nil, "sample written before its family")
+        var prefix = currentName
+        prefix.append(contentsOf: labels.bytes)
+        return prefix
+    }
+
     /// A histogram's samples from cumulative counts: `buckets[i]` is the count of observations
     /// at most `bounds[i]`; `count` is the `+Inf` bucket.
     public mutating func histogram(labels: [(String, String)], bounds: [Double], cumulativeCounts: [UInt64],
@@ -322,5 +405,34 @@ public struct PreparedLabels: Sendable, Equatable {
             default: out.append(b)
             }
         }
+    }
+}
+
+/// The label fragments `,NAME="0"} `, `,NAME="1"} `, ... (each with the closing brace and the
+/// space before the value) for indexed series such as experts: formatted once per scrape, in one
+/// buffer, instead of once per series.
+public struct IndexLabels: Sendable {
+    let bytes: [UInt8]
+    /// `ends[i]` is where fragment `i` ends in `bytes`; it starts where fragment `i - 1` ends.
+    let ends: [Int]
+
+    public init(name: String, count: Int) {
+        var b = [UInt8]()
+        var e = [Int]()
+        e.reserveCapacity(count)
+        for i in 0..<count {
+            b.append(contentsOf: PreparedLabels.extra(name, String(i)))
+            b.append(contentsOf: "} ".utf8)
+            e.append(b.count)
+        }
+        bytes = b
+        ends = e
+    }
+
+    public var count: Int { ends.count }
+
+    /// Fragment `i` as a `MetricsWriter.sample` extra label (without `} `).
+    func extra(_ i: Int) -> [UInt8] {
+        Array(bytes[(i == 0 ? 0 : ends[i - 1])..<(ends[i] - 2)])
     }
 }

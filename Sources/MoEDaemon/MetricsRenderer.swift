@@ -64,7 +64,7 @@ public enum MetricsRenderer {
 
         // Escaped once per scrape: each layer's `{layer="..."` and each expert's `,expert="N"`.
         let labels = layers.map { PreparedLabels([("layer", $0.layer)]) }
-        let expertLabels = perExpertSeries ? (0..<maxExperts).map { PreparedLabels.extra("expert", String($0)) } : []
+        let expertLabels = IndexLabels(name: "expert", count: perExpertSeries ? maxExperts : 0)
 
         func perLayer(_ name: String, _ type: MetricType, _ help: String, _ value: (LayerMetrics) -> Double?) {
             w.family(name, type, help: help)
@@ -81,9 +81,7 @@ public enum MetricsRenderer {
         if perExpertSeries {
             w.family("moe_expert_tokens_total", .counter, help: "Tokens each expert received.")
             for (i, l) in layers.enumerated() {
-                for (e, c) in l.expertTokens.enumerated() {
-                    w.sample(prepared: labels[i], extra: expertLabels[e], Double(c))
-                }
+                w.samples(prepared: labels[i], indexed: expertLabels, counts: l.expertTokens)
             }
         }
         for (name, help, pick) in [
@@ -126,9 +124,7 @@ public enum MetricsRenderer {
         if perExpertSeries {
             w.family("moe_expert_utilization_ratio", .gauge, help: "Mean share of each decision's tokens the expert received.")
             for (i, l) in layers.enumerated() {
-                for (e, u) in l.expertUtilization.enumerated() {
-                    w.sample(prepared: labels[i], extra: expertLabels[e], u)
-                }
+                w.samples(prepared: labels[i], indexed: expertLabels, values: l.expertUtilization)
             }
         }
         perLayer("moe_routing_utilization_cv", .gauge, "Coefficient of variation of expert utilization.") { $0.utilizationCV }

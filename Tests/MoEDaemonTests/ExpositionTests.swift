@@ -138,6 +138,37 @@ import Testing
         }
     }
 
+    @Test func indexedSamplesMatchOneByOne() {
+        let counts: [UInt64] = [0, 7, 10, 1234, 9_007_199_254_740_991, 9_007_199_254_740_992, 9_007_199_254_740_993, .max]
+        let values: [Double] = [0, 0.5, 0.003893213394913234, 1e-7, -0.0, .nan, 3, 1e300]
+        for format in [ExpositionFormat.prometheusText, .openMetrics] {
+            for labelSet in [[("layer", "l\"0")], []] as [[(String, String)]] {
+                var slow = MetricsWriter(format: format)
+                var fast = MetricsWriter(format: format)
+                let index = IndexLabels(name: "expert", count: 10)
+                let prepared = PreparedLabels(labelSet)
+                slow.family("t_total", .counter, help: "t")
+                fast.family("t_total", .counter, help: "t")
+                for (i, c) in counts.enumerated() {
+                    slow.sample("", labelList: labelSet + [("expert", String(i))], Double(c))
+                }
+                fast.samples(prepared: prepared, indexed: index, counts: counts)
+                slow.family("u_ratio", .gauge, help: "u")
+                fast.family("u_ratio", .gauge, help: "u")
+                for (i, v) in values.enumerated() {
+                    slow.sample("", labelList: labelSet + [("expert", String(i))], v)
+                }
+                fast.samples(prepared: prepared, indexed: index, values: values)
+                let s = slow.finish(), f = fast.finish()
+                #expect(s == f)
+                let text = String(decoding: f, as: UTF8.self)
+                #expect(text.contains("expert=\"7\"} 18446744073709551615\n") == false)  // 2^64-1 is no double
+                #expect(text.contains("expert=\"7\"} 1.8446744073709552e+19\n"))
+                #expect(text.contains("expert=\"4\"} 9007199254740991\n"))
+            }
+        }
+    }
+
     @Test func preparedHistogramMatchesTheStringOne() {
         for format in [ExpositionFormat.prometheusText, .openMetrics] {
             var slow = MetricsWriter(format: format)
