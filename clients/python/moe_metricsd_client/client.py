@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import math
+import os
 import queue
 import random
 import threading
@@ -198,6 +199,10 @@ class MetricsClient:
             so that the layers of one step travel together.
         ndjson: send ``application/x-ndjson`` instead of a JSON array.
         timeout: seconds for one HTTP request.
+        token: the bearer token of a daemon started with ``auth_token_file`` (or
+            ``MOE_METRICSD_AUTH_TOKEN``); sent as ``Authorization: Bearer TOKEN``. When not given,
+            the ``MOE_METRICSD_AUTH_TOKEN`` environment variable is used if set, so one variable
+            configures the daemon and its workers alike. Pass ``token=""`` to send none.
         max_retries: retries of a batch (after the first attempt) before it is dropped.
         backoff_initial, backoff_max: the exponential backoff between retries, in seconds
             (doubling, with jitter, capped; a ``Retry-After`` header is honoured up to the cap).
@@ -216,6 +221,7 @@ class MetricsClient:
         max_retries: int = 5,
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
+        token: Optional[str] = None,
     ) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -225,6 +231,12 @@ class MetricsClient:
         self._port = parsed.port
         self._path = parsed.path.rstrip("/") + "/v1/decisions"
         self._worker = None if worker is None else str(worker)
+        if token is None:
+            token = os.environ.get("MOE_METRICSD_AUTH_TOKEN")
+        token = (token or "").strip()
+        if any(c in token for c in "\r\n"):
+            raise ValueError("token must be one line")
+        self._authorization = "Bearer " + token if token else None
         self._max_batch = max(1, int(max_batch))
         self._linger = max(0.0, float(linger))
         self._ndjson = bool(ndjson)
@@ -403,8 +415,12 @@ class MetricsClient:
             self._deliver(batch[:half])
             self._deliver(batch[half:])
         else:
-            self._warn.warning(f"status{status}", "moe-metricsd: daemon refused a decision (%d): %s",
-                               status, reply[:300])
+            hint = ""
+            if status == 401:
+                hint = (" (the daemon requires a bearer token: pass token= or set MOE_METRICSD_AUTH_TOKEN)"
+                        if self._authorization is None else " (the daemon refused the token given)")
+            self._warn.warning(f"status{status}", "moe-metricsd: daemon refused a decision (%d): %s%s",
+                               status, reply[:300], hint)
             self._finish(len(batch), "rejected" if status < 500 else "dropped")
 
     def _encode(self, batch: Sequence[Dict[str, Any]]) -> bytes:
@@ -433,6 +449,8 @@ class MetricsClient:
         content_type = "application/x-ndjson" if self._ndjson else "application/json"
         headers = {"Content-Type": content_type, "Content-Length": str(len(body)),
                    "User-Agent": "moe-metricsd-client-python/0.1"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         attempt = 0
         while True:
             retry_after: Optional[float] = None

@@ -90,3 +90,38 @@ def test_daemon_answer_to_a_refused_decision_names_the_field(daemon):
         {"layer": "py.bad", "tokens_per_expert": [1, 1], "total_tokens": 1, "tokens_dropped": 2}).encode())
     assert status == 422, body
     assert json.loads(body)["field"] == "tokens_dropped"
+
+
+def test_a_guarded_daemon_takes_the_token_from_the_client_or_the_environment(tmp_path, monkeypatch):
+    from conftest import Daemon, daemon_binary
+
+    token_file = tmp_path / "token"
+    token_file.write_text("worker-token-123\n")
+    guarded = Daemon(daemon_binary(), ["--auth-token-file", str(token_file)])
+    try:
+        monkeypatch.delenv("MOE_METRICSD_AUTH_TOKEN", raising=False)
+        with MetricsClient(guarded.url, max_retries=0) as anonymous:
+            anonymous.record("guarded.l", [1, 1], total_tokens=2)
+            assert anonymous.flush(10)
+        assert anonymous.stats.rejected == 1 and anonymous.stats.sent == 0
+
+        with MetricsClient(guarded.url, token="wrong", max_retries=0) as wrong:
+            wrong.record("guarded.l", [1, 1], total_tokens=2)
+            assert wrong.flush(10)
+        assert wrong.stats.rejected == 1 and wrong.stats.sent == 0
+
+        with MetricsClient(guarded.url, token=" worker-token-123 ") as given:
+            given.record("guarded.l", [2, 0], total_tokens=2)
+            assert given.flush(10)
+        assert given.stats.sent == 1
+
+        monkeypatch.setenv("MOE_METRICSD_AUTH_TOKEN", "worker-token-123")
+        with MetricsClient(guarded.url) as from_environment:
+            from_environment.record("guarded.l", [0, 2], total_tokens=2)
+            assert from_environment.flush(10)
+        assert from_environment.stats.sent == 1
+
+        # Only the two accepted decisions were counted.
+        assert guarded.get_json("/v1/layers/guarded.l")["expert_token_counts"] == [2, 2]
+    finally:
+        guarded.stop()
