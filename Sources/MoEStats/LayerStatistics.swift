@@ -148,12 +148,13 @@ struct LayerState: Sendable {
                         lastActive.withUnsafeMutableBufferPointer { lastActive in
                             for i in 0..<counts.count {
                                 let c = counts[i]
+                                let x = Double(c)  // converted once (UInt64 to Double takes several instructions)
                                 expertTokens[i] = expertTokens[i].addingSaturated(c)
-                                if totalTokensOfDecision > 0 { utilizationSums[i] += Double(c) / tokens }
+                                if totalTokensOfDecision > 0 { utilizationSums[i] += x / tokens }
                                 lastCounts[i] = c
                                 if c > 0 { lastActive[i] = routing }
                                 used = used.addingSaturated(c)
-                                sum += Double(c)
+                                sum += x
                             }
                         }
                     }
@@ -161,9 +162,18 @@ struct LayerState: Sendable {
             }
             // Population variance of this decision's counts, as the reference's calculate_load_variance.
             let mean = sum / Double(experts)
-            for c in counts {
-                let diff = Double(c) - mean
-                squares += diff * diff
+            if used <= UInt64(Int64.max) {
+                // No count above Int64.max (their saturated sum is not), so the signed
+                // conversion, one instruction, gives the same doubles.
+                for c in counts {
+                    let diff = Double(Int64(bitPattern: c)) - mean
+                    squares += diff * diff
+                }
+            } else {
+                for c in counts {
+                    let diff = Double(c) - mean
+                    squares += diff * diff
+                }
             }
         }
         loadVariances.append(squares / Double(experts))
