@@ -74,6 +74,10 @@ public struct HTTP1Parser {
     private var body: [UInt8] = []
     private var trailerCount = 0
     private var hostCount = 0
+    /// The Content-Length field values: the first kept apart, so the usual single field needs
+    /// no array; every value (the first included) is in `contentLengths` once there are two.
+    private var contentLengthCount = 0
+    private var firstContentLength = ""
     private var contentLengths: [String] = []
     private var transferEncodings: [String] = []
     private var expect: String?
@@ -364,13 +368,15 @@ public struct HTTP1Parser {
     /// nil: not an HTTP-version at all (400); .some(nil): a version we do not speak (505).
     private func parseVersion(_ v: ArraySlice<UInt8>) -> HTTPVersion?? {
         guard v.count == 8 else { return nil }
-        let b = Array(v)
-        guard b[0] == UInt8(ascii: "H"), b[1] == UInt8(ascii: "T"), b[2] == UInt8(ascii: "T"),
-              b[3] == UInt8(ascii: "P"), b[4] == UInt8(ascii: "/"), isDigit(b[5]), b[6] == UInt8(ascii: "."),
-              isDigit(b[7]) else { return nil }
-        guard b[5] == UInt8(ascii: "1") else { return .some(nil) }
+        // Indexed through the slice's own indices: no copy of the eight bytes per request.
+        let o = v.startIndex
+        func b(_ i: Int) -> UInt8 { v[o + i] }
+        guard b(0) == UInt8(ascii: "H"), b(1) == UInt8(ascii: "T"), b(2) == UInt8(ascii: "T"),
+              b(3) == UInt8(ascii: "P"), b(4) == UInt8(ascii: "/"), isDigit(b(5)), b(6) == UInt8(ascii: "."),
+              isDigit(b(7)) else { return nil }
+        guard b(5) == UInt8(ascii: "1") else { return .some(nil) }
         // RFC 9110 section 6.2: a 1.x minor version above ours is answered as 1.1.
-        return .some(b[7] == UInt8(ascii: "0") ? .http1_0 : .http1_1)
+        return .some(b(7) == UInt8(ascii: "0") ? .http1_0 : .http1_1)
     }
 
     // MARK: - Fields (RFC 9112 section 5)
@@ -410,6 +416,12 @@ public struct HTTP1Parser {
         return .field(name: name, value: lo..<hi, kind: kind(buf, name))
     }
 
+    /// The bytes are exactly `literal` (case-sensitive: the value is kept as sent).
+    private static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        guard bytes.count == literal.utf8CodeUnitCount else { return false }
+        return memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+    }
+
     private static func kind(_ buf: UnsafeBufferPointer<UInt8>, _ name: Range<Int>) -> FieldKind {
         func matches(_ literal: StaticString) -> Bool {
             guard literal.utf8CodeUnitCount == name.count else { return false }
@@ -442,7 +454,10 @@ public struct HTTP1Parser {
             return nil
         }
         let (name, value) = buffer.withUnsafeBufferPointer { buf -> (String, String) in
-            let value = String(decoding: UnsafeBufferPointer(rebasing: buf[valueRange]), as: UTF8.self)
+            let bytes = UnsafeBufferPointer(rebasing: buf[valueRange])
+            // The Content-Type nearly every POST carries is a literal: no String storage for it.
+            let value = kind == .contentType && Self.equals(bytes, "application/json")
+                ? "application/json" : String(decoding: bytes, as: UTF8.self)
             // Names already recognised (case-insensitively) need no String built from the bytes.
             switch kind {
             case .host: return ("host", value)
@@ -461,7 +476,14 @@ public struct HTTP1Parser {
         }
         switch kind {
         case .host: hostCount += 1
-        case .contentLength: contentLengths.append(value)
+        case .contentLength:
+            contentLengthCount += 1
+            if contentLengthCount == 1 {
+                firstContentLength = value
+            } else {
+                if contentLengthCount == 2 { contentLengths.append(firstContentLength) }
+                contentLengths.append(value)
+            }
         case .transferEncoding: transferEncodings.append(value)
         case .expect: expect = value
         case .connection:
@@ -490,7 +512,7 @@ public struct HTTP1Parser {
         if !transferEncodings.isEmpty {
             // RFC 9112 section 6.1: Transfer-Encoding with Content-Length is a smuggling
             // attempt and is refused; a 1.0 message with Transfer-Encoding is treated as faulty.
-            if !contentLengths.isEmpty { return fail(.badRequest("both Content-Length and Transfer-Encoding")) }
+            if contentLengthCount > 0 { return fail(.badRequest("both Content-Length and Transfer-Encoding")) }
             if version == .http1_0 { return fail(.badRequest("Transfer-Encoding in an HTTP/1.0 request")) }
             let codings = transferEncodings.flatMap { $0.split(separator: ",") }
                 .map { $0.trimmingSpaces().lowercased() }
@@ -503,14 +525,14 @@ public struct HTTP1Parser {
             if codings.count != 1 { return fail(.badRequest("chunked applied more than once")) }
             state = .chunkSize
             bodyExpected = true
-        } else if !contentLengths.isEmpty {
+        } else if contentLengthCount > 0 {
             var length: Int?
             // One plain value, as every client sends it: its digits are the length (a value
             // holding a comma or anything else takes the general path below, same verdict).
-            if contentLengths.count == 1, let n = parseContentLength(Substring(contentLengths[0])) {
+            if contentLengthCount == 1, let n = parseContentLength(Substring(firstContentLength)) {
                 length = n
             } else {
-                for value in contentLengths {
+                for value in contentLengthCount == 1 ? [firstContentLength] : contentLengths {
                     for part in value.split(separator: ",", omittingEmptySubsequences: false) {
                         // RFC 9110 section 8.6: identical repeated values may be accepted; anything else is invalid.
                         guard let n = parseContentLength(part.trimmingSpaces()) else {
@@ -602,6 +624,8 @@ public struct HTTP1Parser {
         headerBytes = 0
         trailerCount = 0
         hostCount = 0
+        contentLengthCount = 0
+        firstContentLength = ""
         if !contentLengths.isEmpty { contentLengths = [] }
         if !transferEncodings.isEmpty { transferEncodings = [] }
         expect = nil

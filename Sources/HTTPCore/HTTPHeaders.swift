@@ -35,13 +35,15 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
         return fields.compactMap { $0.name == key ? $0.value : nil }
     }
 
-    /// `name` lower-cased; a name without upper-case ASCII letters (every lookup the daemon makes)
-    /// is returned as it is, so a lookup builds no String. Any other name goes through
-    /// `lowercased()`, which also folds non-ASCII letters as before.
-    static func folded(_ name: String) -> String {
-        for b in name.utf8 where (b >= 0x41 && b <= 0x5A) || b >= 0x80 { return name.lowercased() }
-        return name
+    /// The first value of a field whose name the caller already wrote in lower case (a literal
+    /// such as `"content-type"`): the per-request lookups of a handler, without folding the
+    /// name each time. Stored names are lower-case, so this equals `self[name]` for such names.
+    public func value(lowercasedName name: String) -> String? {
+        for f in fields where f.name == name { return f.value }
+        return nil
     }
+
+    static func folded(_ name: String) -> String { name.lowercased() }
 
     /// Appends a field; `name` must be a valid token (it is lower-cased here).
     public mutating func add(_ name: String, _ value: String) { fields.append((name.lowercased(), value)) }

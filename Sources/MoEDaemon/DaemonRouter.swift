@@ -281,7 +281,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             counters.recordRejection(reason: "invalid")
             return .error(422, "layer name must be 1 to 64 characters of [A-Za-z0-9_.:-]", field: "layer")
         }
-        guard let format = Self.bodyFormat(request.headers["content-type"]) else {
+        guard let format = Self.bodyFormat(request.headers.value(lowercasedName: "content-type")) else {
             counters.recordRejection(reason: "unsupported_media_type")
             logger.debug("refused POST: content type", metadata: ["content-type": "\(request.headers["content-type"] ?? "")"])
             return .error(415, "Content-Type must be application/json or application/x-ndjson",
@@ -290,7 +290,8 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         let (limits, maxBody) = settings.withLock { ($0.decoderLimits, $0.maxBodyBytes) }
         var body = request.body
         // Most bodies carry no Content-Encoding: one lookup instead of collecting every value.
-        let coding = request.headers["content-encoding"] == nil ? .identity : Self.bodyCoding(request.headers.values("content-encoding"))
+        let coding = request.headers.value(lowercasedName: "content-encoding") == nil
+            ? .identity : Self.bodyCoding(request.headers.values("content-encoding"))
         switch coding {
         case .identity:
             break

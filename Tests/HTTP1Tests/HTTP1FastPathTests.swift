@@ -80,6 +80,37 @@ import Testing
         #expect(h["X-Ä"] == "b")
         #expect(h["x-ä"] == "b")
         #expect(h["content-typ"] == nil)
+        #expect(h.value(lowercasedName: "content-type") == "a")
+        #expect(h.value(lowercasedName: "x-ä") == "b")
+        #expect(h.value(lowercasedName: "content-typ") == nil)
+    }
+}
+
+/// Content-Type values and repeated Content-Length fields take the same path as any other value.
+@Suite struct HTTP1FieldValueTests {
+    @Test(arguments: ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/jsonx",
+                      "application/jso", "text/plain"])
+    func contentTypeValueIsKeptAsSent(value: String) {
+        let out = parseBothWays("POST / HTTP/1.1\r\nHost: a\r\nContent-Type: \(value)\r\nContent-Length: 2\r\n\r\nhi")
+        guard case .request(_, _, _, _, let headers, _, _) = out.last else {
+            Issue.record("no request: \(out)")
+            return
+        }
+        #expect(headers == ["host: a", "content-type: \(value)", "content-length: 2"])
+    }
+
+    @Test(arguments: [
+        (["2", "2"], 200), (["2", "2", "2"], 200), (["2", "2, 2"], 200), (["2", "3"], 400), (["2", "2", "3"], 400),
+        (["2", "x"], 400), (["x", "2"], 400),
+    ])
+    func repeatedContentLength(values: [String], status: Int) {
+        let head = values.map { "Content-Length: \($0)\r\n" }.joined()
+        let out = parseBothWays("POST / HTTP/1.1\r\nHost: a\r\n\(head)\r\nhi")
+        if status == 200 {
+            #expect(out.count == 1 && out.first?.body == Array("hi".utf8), "\(values): \(out)")
+        } else {
+            #expect(out.last?.status == status, "\(values): \(out)")
+        }
     }
 }
 
