@@ -182,12 +182,7 @@ extension JSONScanner {
                     let t = try countArray(depth: depth + 1, limits: limits, into: &counts)
                     totals = t
                     // An exact-size copy: the scratch array stays whole for the next decision.
-                    d.expertCounts = [UInt64](unsafeUninitializedCapacity: t.count) { buffer, n in
-                        counts.withUnsafeBufferPointer { scratch in
-                            _ = buffer.initialize(fromContentsOf: UnsafeBufferPointer(rebasing: scratch[..<t.count]))
-                        }
-                        n = t.count
-                    }
+                    d.expertCounts = Array(counts[..<t.count])
                     expertCount = t.count
                     if let largestID, largestID.id >= UInt64(t.count) {
                         path = FieldPath(top: .known(DecisionField.expertAssignments.name),
@@ -454,12 +449,18 @@ extension JSONScanner {
             throw mismatch("a string or an integer")
         }
         let t = try scanString(decode: true)
+        // Checked on the bytes where that settles it: a valid layer name is ASCII, and a worker
+        // name of printable ASCII (the usual `rank-5`, `host:3`) has one character per byte.
+        let (valid, printableASCII) = withValue(t) { bytes in
+            (isLayer && LayerName.isValid(bytes),
+             !isLayer && bytes.count >= 1 && bytes.count <= maxLength && bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F })
+        }
         let value = withValue(t) { String(decoding: $0, as: UTF8.self) }
         if isLayer {
-            guard LayerName.isValid(value) else {
+            guard valid else {
                 throw fail(.invalid, "must be \(rule), got \"\(value.prefix(80))\"")
             }
-        } else {
+        } else if !printableASCII {
             var n = 0
             for s in value.unicodeScalars {
                 // Printable: no C0 or C1 control character and no DEL (Unicode general category Cc).

@@ -83,6 +83,7 @@ public struct DecisionDecoder: Sendable {
                 s.pos += 1
                 break
             }
+            let arrayStart = s.pos
             repeat {
                 let index = result.count
                 s.decisionIndex = index
@@ -95,6 +96,14 @@ public struct DecisionDecoder: Sendable {
                     throw s.fail(.malformed, "a decision must be an object, got \(s.describeNextValue())")
                 }
                 result.append(try s.decision(depth: 2, limits: limits, counts: &counts))
+                if index == 0 {
+                    // Room for as many decisions as the body holds if the rest are the size of
+                    // the first (the usual batch: one per layer, alike), so the array is not
+                    // regrown and copied log2(n) times; never more than the limit allows.
+                    let used = Swift.max(s.pos - arrayStart, 1)
+                    let estimate = (s.bytes.count - arrayStart) / used + 1
+                    result.reserveCapacity(Swift.min(estimate, limits.maxDecisions))
+                }
             } while try s.nextMember(close: UInt8(ascii: "]"))
         case nil:
             throw s.fail(.malformed, "empty body; expected a decision object or an array of them")
@@ -152,18 +161,25 @@ public enum LayerName {
     /// True for 1 to 64 characters of `[A-Za-z0-9_.:-]`: safe as a URL path segment and as a
     /// Prometheus label value without escaping, and bounded so labels cannot grow without limit.
     public static func isValid(_ s: String) -> Bool {
-        let u = s.utf8
-        guard (1...64).contains(u.count) else { return false }
-        for b in u {
-            switch b {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                 UInt8(ascii: ":"), UInt8(ascii: "-"):
-                continue
-            default:
-                return false
-            }
-        }
+        var s = s
+        return s.withUTF8 { isValid($0) }  // a small string is copied to the stack, not allocated
+    }
+
+    /// The same rule on the bytes of a name.
+    static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard (1...64).contains(bytes.count) else { return false }
+        for b in bytes where !allowed(b) { return false }
         return true
+    }
+
+    /// Whether `b` is one of `[A-Za-z0-9_.:-]`, from a 128-bit table (two words, bit b).
+    @inline(__always)
+    static func allowed(_ b: UInt8) -> Bool {
+        // Bits 45 to 46 (- .), 48 to 58 (0-9 :) in the low word; 65 to 90 (A-Z), 95 (_),
+        // 97 to 122 (a-z) in the high word.
+        let low: UInt64 = 0x07FF_6000_0000_0000
+        let high: UInt64 = 0x07FF_FFFE_87FF_FFFE
+        guard b < 128 else { return false }
+        return (b < 64 ? low >> UInt64(b) : high >> UInt64(b - 64)) & 1 != 0
     }
 }

@@ -282,18 +282,7 @@ public final class LayerRegistry: Sendable {
     /// Whether `name` is a valid layer name: 1 to 64 characters of `[A-Za-z0-9_.:-]`. Layer names
     /// become Prometheus label values, so they are bounded in length and alphabet.
     public static func isValidLayerName(_ name: String) -> Bool {
-        let utf8 = name.utf8
-        guard (1...64).contains(utf8.count) else { return false }
-        return utf8.allSatisfy { b in
-            switch b {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                 UInt8(ascii: ":"), UInt8(ascii: "-"):
-                return true
-            default:
-                return false
-            }
-        }
+        LayerName.isValid(name)
     }
 
     // MARK: - validation and application

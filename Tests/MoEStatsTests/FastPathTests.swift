@@ -114,6 +114,49 @@ import Testing
         }
     }
 
+    /// The layer-name table against the rule written out, for every byte and at the length bounds.
+    @Test func layerNameTableMatchesTheRule() {
+        func rule(_ b: UInt8) -> Bool {
+            (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39)
+                || b == 0x5F || b == 0x2E || b == 0x3A || b == 0x2D
+        }
+        for b in 0...255 {
+            let byte = UInt8(b)
+            #expect(LayerName.allowed(byte) == rule(byte), "byte \(b)")
+            let one = [byte].withUnsafeBufferPointer { LayerName.isValid($0) }
+            #expect(one == rule(byte), "byte \(b)")
+            if byte < 0x80 {
+                let name = "a" + String(Character(Unicode.Scalar(byte)))
+                #expect(LayerName.isValid(name) == rule(byte) && LayerRegistry.isValidLayerName(name) == rule(byte))
+            }
+        }
+        #expect(LayerName.isValid(String(repeating: "x", count: 64)))
+        #expect(!LayerName.isValid(String(repeating: "x", count: 65)))
+        #expect(!LayerName.isValid(""))
+        #expect(!LayerName.isValid("é"))
+    }
+
+    /// Worker names of printable ASCII are checked on their bytes; anything else by characters,
+    /// with the same verdicts.
+    @Test func workerNamesOnBothPaths() throws {
+        for (worker, accepted) in [("rank-5", true), (" ~", true), ("é-ü", true), (String(repeating: "w", count: 128), true),
+                                   (String(repeating: "é", count: 128), true), ("", false), ("a\u{7F}", false),
+                                   ("a\u{85}", false), ("\u{1F}", false), (String(repeating: "w", count: 129), false),
+                                   (String(repeating: "é", count: 129), false)] {
+            var escaped = ""
+            for s in worker.unicodeScalars {
+                escaped += s.value < 0x20 || s.value == 0x7F ? "\\u00" + (s.value < 0x10 ? "0" : "") + String(s.value, radix: 16) : String(s)
+            }
+            let body = minimal(#""worker":"\#(escaped)""#)
+            if accepted {
+                #expect(try decodeDecisions(body).first?.worker == worker, "\(worker)")
+            } else {
+                let e = decodeError(body)
+                #expect(e?.kind == .invalid && e?.field == "worker", "\(worker)")
+            }
+        }
+    }
+
     /// The plain definition of `RoutingDecision.loadProblem`, to check both fast versions.
     static func referenceLoadProblem(_ counts: [UInt64], totalTokens: UInt64, topK: Int?) -> RoutingDecision.LoadProblem? {
         for (i, c) in counts.enumerated() where c > totalTokens { return .expertAboveTotal(expert: i, load: c) }
