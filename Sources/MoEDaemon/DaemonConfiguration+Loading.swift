@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+import MoEStats
 
 /// Where settings come from, highest precedence first: flags, then `MOE_METRICSD_*` environment
 /// variables, then the JSON config file, then the defaults in `DaemonConfiguration`.
@@ -108,6 +109,11 @@ extension DaemonConfiguration {
         } catch {
             throw ConfigurationError("config file \(path): cannot be read (\(error.localizedDescription))")
         }
+        // Strict first: Foundation's parser takes trailing commas and lets a duplicate key's last
+        // value win, which would hide an edit gone wrong.
+        if let problem = StrictJSON.problem(in: [UInt8](data)) {
+            throw ConfigurationError("config file \(path): \(problem)")
+        }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: data)
@@ -117,9 +123,7 @@ extension DaemonConfiguration {
         guard let dictionary = object as? [String: Any] else {
             throw ConfigurationError("config file \(path): the top level must be a JSON object")
         }
-        for key in flattenKeys(dictionary, prefix: "") where DaemonSettings.setting(key) == nil {
-            throw ConfigurationError("config file \(path): unknown setting \(key)")
-        }
+        try checkKeys(dictionary, prefix: "", path: path)
         do {
             let bytes = [UInt8](data)
             return try JSONSnapshot(data: bytes.span.bytes, providerName: "config file \(path)", parsingOptions: .default)
@@ -128,17 +132,31 @@ extension DaemonConfiguration {
         }
     }
 
-    /// Dotted keys of the leaves of a JSON object; keys starting with `_` are comments.
-    private static func flattenKeys(_ object: [String: Any], prefix: String) -> [String] {
-        var keys: [String] = []
+    /// Checks every key of the file against the settings (keys starting with `_` are comments):
+    /// an unknown key or section is an error, even an empty one (`"htp": {}` is a typo too); a
+    /// section given a plain value, or a setting given an object or null, is an error that says so
+    /// rather than falling back to the default.
+    private static func checkKeys(_ object: [String: Any], prefix: String, path: String) throws(ConfigurationError) {
         for (k, v) in object.sorted(by: { $0.key < $1.key }) where !k.hasPrefix("_") {
             let full = prefix.isEmpty ? k : prefix + "." + k
+            let isSection = DaemonSettings.all.contains { $0.key.hasPrefix(full + ".") }
             if let nested = v as? [String: Any] {
-                keys += flattenKeys(nested, prefix: full)
+                guard isSection else {
+                    if let setting = DaemonSettings.setting(full) {
+                        throw ConfigurationError("config file \(path): \(full) must be \(setting.kind.noun), not an object")
+                    }
+                    throw ConfigurationError("config file \(path): unknown setting \(full)")
+                }
+                try checkKeys(nested, prefix: full, path: path)
+            } else if let setting = DaemonSettings.setting(full) {
+                if v is NSNull {
+                    throw ConfigurationError("config file \(path): \(full) must be \(setting.kind.noun), not null (leave the key out for the default)")
+                }
+            } else if isSection {
+                throw ConfigurationError("config file \(path): \(full) is a section: it must be an object of settings")
             } else {
-                keys.append(full)
+                throw ConfigurationError("config file \(path): unknown setting \(full)")
             }
         }
-        return keys
     }
 }

@@ -113,6 +113,9 @@ struct MoEMetricsd: ParsableCommand {
             throw ExitCode(2)
         }
         if checkConfig {
+            for name in DaemonSettings.unknownEnvironmentVariables(in: ProcessInfo.processInfo.environment) {
+                FileHandle.standardError.write(Data("moe-metricsd: warning: ignoring environment variable \(name): no setting has that name\n".utf8))
+            }
             var out = "configuration OK\n"
             for s in DaemonSettings.all { out += "\(s.key) = \(s.describe(configuration))\n" }
             FileHandle.standardOutput.write(Data(out.utf8))

@@ -101,13 +101,37 @@ import Testing
         expectError(ConfigurationSources(filePath: "/nonexistent/moe-metricsd.json"), mentioning: ["cannot be read"])
         let notJSON = try tempFile("{listen: 1")
         defer { try? FileManager.default.removeItem(atPath: notJSON) }
-        expectError(ConfigurationSources(filePath: notJSON), mentioning: ["not valid JSON"])
+        expectError(ConfigurationSources(filePath: notJSON), mentioning: ["invalid JSON at byte 1"])
         let array = try tempFile("[1]")
         defer { try? FileManager.default.removeItem(atPath: array) }
         expectError(ConfigurationSources(filePath: array), mentioning: ["top level"])
         let typo = try tempFile(#"{"http": {"max_body_byte": 1}}"#)
         defer { try? FileManager.default.removeItem(atPath: typo) }
         expectError(ConfigurationSources(filePath: typo), mentioning: ["unknown setting http.max_body_byte"])
+    }
+
+    /// Edits gone wrong that Foundation's parser would let through, each refused with a message
+    /// that names the problem.
+    @Test(arguments: [
+        (#"{"http": {"max_body_bytes": 1000, "max_body_bytes": 2000}}"#, "duplicate key \"max_body_bytes\""),
+        (#"{"log_level": "info", "log_level": "debug"}"#, "duplicate key \"log_level\""),
+        (#"{"http": {"max_body_bytes": 1000,}}"#, "invalid JSON at byte"),
+        (#"{"htp": {}}"#, "unknown setting htp"),
+        (#"{"http": {"nested": {}}}"#, "unknown setting http.nested"),
+        (#"{"http": 5}"#, "http is a section"),
+        (#"{"log_level": null}"#, "log_level must be a string, not null"),
+        (#"{"http": {"max_body_bytes": {"value": 5}}}"#, "http.max_body_bytes must be an integer, not an object"),
+    ])
+    func strictFile(json: String, message: String) throws {
+        let path = try tempFile(json)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        expectError(ConfigurationSources(filePath: path), mentioning: [message])
+    }
+
+    @Test func emptyKnownSectionIsFine() throws {
+        let path = try tempFile(#"{"http": {}, "stats": {"max_layers": 7}}"#)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try DaemonConfiguration.load(ConfigurationSources(filePath: path)).maxLayers == 7)
     }
 
     @Test func commentKeysAreIgnored() throws {
