@@ -65,11 +65,18 @@ struct FleetSummary {
         let headlines = summaries.map(Headline.init)
         var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
         var experts = 0
+        // Saturating, as the layers' own counters are: a wrapped sum would report nonsense, and
+        // `tokens - dropped` below relies on dropped <= tokens, which saturation preserves
+        // (each layer has dropped <= tokens) and wrapping does not.
+        func add(_ a: inout UInt64, _ b: UInt64) {
+            let (sum, overflow) = a.addingReportingOverflow(b)
+            a = overflow ? .max : sum
+        }
         for h in headlines {
-            routings &+= h.totalRoutings
-            tokens &+= h.totalTokens
-            dropped &+= h.tokensDropped
-            nonfinite &+= h.nonfiniteLosses
+            add(&routings, h.totalRoutings)
+            add(&tokens, h.totalTokens)
+            add(&dropped, h.tokensDropped)
+            add(&nonfinite, h.nonfiniteLosses)
             experts += h.experts
         }
         w.beginObject()
@@ -80,7 +87,7 @@ struct FleetSummary {
         w.field("total_routings", routings)
         w.field("total_tokens", tokens)
         w.field("tokens_dropped", dropped)
-        w.field("routing_efficiency", tokens > 0 ? Double(tokens - dropped) / Double(tokens) * 100 : nil)
+        w.field("routing_efficiency", tokens > 0 ? Double(tokens - min(dropped, tokens)) / Double(tokens) * 100 : nil)
         w.field("nonfinite_losses", nonfinite)
         w.endObject()
 

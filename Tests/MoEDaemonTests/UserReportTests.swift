@@ -40,6 +40,21 @@ import Testing
         #expect(get("/v1/summary").text == before)
     }
 
+    /// Layers whose token counters reached the top of UInt64 once wrapped the fleet totals of
+    /// `/v1/summary` to a small number, and a wrapped total below the dropped tokens trapped on
+    /// `tokens - dropped`: the totals saturate now, like the counters they add up.
+    @Test func fleetTotalsSaturateInsteadOfWrapping() throws {
+        let huge = RoutingDecision(layer: "big", expertCounts: [0, 0], totalTokens: .max)
+        let dropped = RoutingDecision(layer: "small", expertCounts: [0, 0], totalTokens: 4, tokensDropped: 4)
+        _ = try router.registry.ingest([huge, dropped], defaultLayer: nil, now: 1000)
+        let r = get("/v1/summary")
+        #expect(r.status == 200, "\(r.text)")
+        let totals = try #require(r.json["totals"] as? [String: Any])
+        #expect((totals["total_tokens"] as? NSNumber)?.uint64Value == UInt64.max, "\(totals)")
+        #expect((totals["tokens_dropped"] as? NSNumber)?.uint64Value == 4)
+        #expect(totals["routing_efficiency"] as? Double == 100 * Double(UInt64.max - 4) / Double(UInt64.max))
+    }
+
     @Test func gzipRequestBodiesAreInflated() throws {
         let nd = decision([2, 2]) + "\n" + decision([1, 3]) + "\n"
         let gz = try #require(Gzip.compress(Array(nd.utf8)))
