@@ -230,6 +230,27 @@ import Testing
         #expect(Gzip.decompress(compressed) == input)
     }
 
+    @Test func incompressibleInputGrowsTheOutput() throws {
+        // Random bytes do not shrink: the output outgrows its first buffer (a quarter of the
+        // input) several times, and must still be one complete member.
+        var rng = MetricsTestRandom(seed: 7)
+        for size in [1, 4095, 4096, 70_000, 300_001] {
+            let input = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let compressed = try #require(Gzip.compress(input))
+            #expect(compressed.count > input.count / 4)
+            #expect(Gzip.decompress(compressed) == input)
+        }
+    }
+
+    @Test func levelsGiveTheSameBytesBack() throws {
+        let text = Array(String(repeating: "moe_expert_tokens_total{layer=\"L1\",expert=\"7\"} 1234\n", count: 5000).utf8)
+        let fast = try #require(Gzip.compress(text))
+        let default6 = try #require(Gzip.compress(text, level: 6))
+        #expect(Gzip.decompress(fast) == text)
+        #expect(Gzip.decompress(default6) == text)
+        #expect(fast.count < text.count / 10)
+    }
+
     @Test func emptyInput() throws {
         let compressed = try #require(Gzip.compress([]))
         #expect(Gzip.decompress(compressed) == [])
