@@ -229,7 +229,7 @@ struct LayerImage: Sendable, Equatable {
         s.lastUpdated = lastUpdated
         var table = [String: WorkerRecord](minimumCapacity: workers.count)
         for w in workers { table[w.worker] = WorkerRecord(lastSeen: w.lastSeen, decisions: w.decisions) }
-        s.workers = table
+        s.restoreWorkers(table)
         s.untrackedWorkerDecisions = untrackedWorkerDecisions
         return s
     }

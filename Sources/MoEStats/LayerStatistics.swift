@@ -100,7 +100,13 @@ struct LayerState: Sendable {
     var capacityExceededCount: UInt64 = 0
     var lastUpdated: Double = 0
     /// Workers that reported, by name; at most the configured `maxWorkersPerLayer` entries.
-    var workers: [String: WorkerRecord] = [:]
+    /// Set only in this file (`restoreWorkers` for a restore), so that `lastWorker` stays valid.
+    private(set) var workers: [String: WorkerRecord] = [:]
+    /// The worker of the newest decision that named one, and its position in `workers`: a job's
+    /// worker usually sends every layer's decisions in turn, so most decisions name the same
+    /// worker as the one before and are counted without hashing its name. Dictionary positions
+    /// stay valid until a key is added or removed; adding one clears this.
+    private var lastWorker: (name: String, index: Dictionary<String, WorkerRecord>.Index)? = nil
     /// Decisions whose worker could not be added because the table was full.
     var untrackedWorkerDecisions: UInt64 = 0
 
@@ -214,14 +220,28 @@ struct LayerState: Sendable {
     /// Updates a known worker in place (no allocation); adds a new one only below the cap, and
     /// otherwise counts the decision as untracked, so hostile worker names cannot grow memory.
     private mutating func recordWorker(_ worker: String, now: Double, maxWorkers: Int) {
-        if let i = workers.index(forKey: worker) {
+        let known: Dictionary<String, WorkerRecord>.Index?
+        if let last = lastWorker, last.name == worker {
+            known = last.index
+        } else {
+            known = workers.index(forKey: worker)
+            if let known { lastWorker = (worker, known) }
+        }
+        if let i = known {
             workers.values[i].lastSeen = now
             workers.values[i].decisions = workers.values[i].decisions.addingSaturated(1)
         } else if workers.count < maxWorkers {
             workers[worker] = WorkerRecord(lastSeen: now, decisions: 1)
+            lastWorker = nil  // the insertion may have moved every entry
         } else {
             untrackedWorkerDecisions = untrackedWorkerDecisions.addingSaturated(1)
         }
+    }
+
+    /// Replaces the worker table (a restore from a state file).
+    mutating func restoreWorkers(_ table: [String: WorkerRecord]) {
+        workers = table
+        lastWorker = nil
     }
 
     /// Adds a finite loss to its totals; returns true for a non-finite one (kept out of them).

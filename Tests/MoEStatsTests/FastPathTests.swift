@@ -262,6 +262,43 @@ import Testing
         #expect(r.snapshot("a")?.totalRoutings == 2 && r.snapshot("c")?.totalRoutings == 1)
     }
 
+    /// The last-worker shortcut against a plain model of the worker table, through a full table,
+    /// new workers, repeats, and a restore (which must forget the shortcut's position).
+    @Test func workerTableMatchesAModel() throws {
+        var config = StatsConfiguration()
+        config.maxWorkersPerLayer = 3
+        var r = LayerRegistry(configuration: config)
+        var model: [String: (lastSeen: Double, decisions: UInt64)] = [:]
+        var untracked: UInt64 = 0
+        var g = Generator(state: 11)
+        let names = ["w0", "w1", "w2", "w3", "w4"]
+        for step in 0..<400 {
+            // Runs of one worker, as a job's worker posting every layer in turn sends them.
+            let name = names[Int(g.below(g.below(3) == 0 ? 5 : 2))]
+            let now = Double(step)
+            var d = decision([1, 2])
+            d.worker = name
+            _ = try r.ingest([d], defaultLayer: nil, now: now)
+            if model[name] != nil {
+                model[name] = (now, model[name]!.decisions + 1)
+            } else if model.count < 3 {
+                model[name] = (now, 1)
+            } else {
+                untracked += 1
+            }
+            if step == 200 {
+                r = try LayerRegistry(configuration: config, restoringFrom: r.exportState())
+            }
+        }
+        let s = try #require(r.snapshot("L0"))
+        #expect(s.untrackedWorkerDecisions == untracked)
+        #expect(s.workers.count == model.count)
+        for w in s.workers {
+            #expect(model[w.worker]?.decisions == w.decisions, "\(w.worker)")
+            #expect(model[w.worker]?.lastSeen == w.lastSeen, "\(w.worker)")
+        }
+    }
+
     /// Decisions without a layer take the path's; mixed with decisions naming it, they stay one
     /// layer (the one-layer path), and the layer check still applies.
     @Test func defaultLayerInMultiDecisionBatches() throws {
