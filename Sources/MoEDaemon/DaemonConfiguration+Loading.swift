@@ -17,11 +17,19 @@ public struct ConfigurationSources: Sendable {
     public var environment: [String: String]
     /// Values given as flags, by setting key (e.g. `"http.max_body_bytes": .int(1024)`).
     public var flags: [String: ConfigContent]
+    /// Flags as typed on the command line, by setting key, each occurrence in order
+    /// (`"listen": ["127.0.0.1:1", "[::1]:2"]`). They are read by the rules of the environment
+    /// variables (booleans as `true`/`yes`/`1` in any case, lists also comma-separated), so a
+    /// value means the same wherever it is given and a bad one gets the same exit status 2 and a
+    /// message naming the flag, rather than the argument parser's usage error.
+    public var flagArguments: [String: [String]]
 
-    public init(filePath: String? = nil, environment: [String: String] = [:], flags: [String: ConfigContent] = [:]) {
+    public init(filePath: String? = nil, environment: [String: String] = [:], flags: [String: ConfigContent] = [:],
+                flagArguments: [String: [String]] = [:]) {
         self.filePath = filePath
         self.environment = environment
         self.flags = flags
+        self.flagArguments = flagArguments
     }
 }
 
@@ -40,8 +48,18 @@ extension DaemonConfiguration {
             flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(content, isSecret: false)
         }
         let flags = InMemoryProvider(name: "command line", values: flagValues)
+        var typedFlags = [String: String]()
+        for (key, values) in sources.flagArguments where !values.isEmpty {
+            guard let setting = DaemonSettings.setting(key) else { throw ConfigurationError("unknown setting \(key)") }
+            typedFlags[setting.environmentVariable] = values.joined(separator: ",")
+        }
+        let typed = EnvironmentVariablesProvider(environmentVariables: typedFlags)
         layers.append((name: { "flag \($0.flag)" },
-                       lookup: { try flags.value(forKey: absoluteKey($0), type: $0.kind.configType).value }))
+                       lookup: { s in
+                           if let v = try flags.value(forKey: absoluteKey(s), type: s.kind.configType).value { return v }
+                           return try typed.value(forKey: AbsoluteConfigKey(["moe_metricsd"] + absoluteKey(s).components),
+                                                  type: s.kind.configType).value
+                       }))
 
         let environment = EnvironmentVariablesProvider(
             environmentVariables: sources.environment.filter { $0.key.hasPrefix("MOE_METRICSD_") })

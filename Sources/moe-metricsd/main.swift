@@ -30,75 +30,70 @@ struct MoEMetricsd: ParsableCommand {
     @Flag(name: .long, help: "Validate the configuration, print the effective settings and exit (0 valid, 2 invalid).")
     var checkConfig = false
 
-    @Option(name: .long, help: "Longest request line in bytes (414 past it).") var httpMaxRequestLineBytes: Int?
-    @Option(name: .long, help: "Largest header section in bytes (431 past it).") var httpMaxHeaderBytes: Int?
-    @Option(name: .long, help: "Most header fields per request (431 past it).") var httpMaxHeaderCount: Int?
-    @Option(name: .long, help: "Largest request body in bytes (413 past it).") var httpMaxBodyBytes: Int?
-    @Option(name: .long, help: "Seconds to receive a request's headers (408 past it).") var httpHeaderTimeoutSeconds: Double?
-    @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds: Double?
-    @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: Double?
-    @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: Int?
-    @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: Int?
-    @Option(name: .long, help: "Event-loop threads; 0 = one per core.") var httpEventLoops: Int?
-    @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.") var httpShutdownDeadlineSeconds: Double?
-    @Option(name: .long, help: "Most layers kept (507 past it).") var statsMaxLayers: Int?
-    @Option(name: .long, help: "Most experts per layer (507 past it).") var statsMaxExperts: Int?
-    @Option(name: .long, help: "Default window in decisions for trend and dead experts.") var statsDefaultWindow: Int?
-    @Option(name: .long, parsing: .upToNextOption, help: "Latency histogram bucket bounds in seconds, increasing.")
-    var statsLatencyBucketsSeconds: [Double] = []
-    @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.") var statsDefaultTopK: Int?
-    @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.") var statsDefaultCapacityFactor: Double?
-    @Option(name: .long, help: "Most decisions per request (422 past it).") var decoderMaxDecisions: Int?
-    @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments: Int?
-    @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: Int?
-    @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: Bool?
-    @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: Int?
-    @Option(name: .long, help: "Seconds after which a silent worker is stale; 0 = never.") var workerTtl: Double?
-    @Option(name: .long, help: "Seconds after which an idle layer leaves /metrics; 0 = never.") var layerTtl: Double?
+    @Option(name: .long, help: "Longest request line in bytes (414 past it).") var httpMaxRequestLineBytes: String?
+    @Option(name: .long, help: "Largest header section in bytes (431 past it).") var httpMaxHeaderBytes: String?
+    @Option(name: .long, help: "Most header fields per request (431 past it).") var httpMaxHeaderCount: String?
+    @Option(name: .long, help: "Largest request body in bytes (413 past it).") var httpMaxBodyBytes: String?
+    @Option(name: .long, help: "Seconds to receive a request's headers (408 past it).") var httpHeaderTimeoutSeconds: String?
+    @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds: String?
+    @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: String?
+    @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: String?
+    @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: String?
+    @Option(name: .long, help: "Event-loop threads; 0 = one per core.") var httpEventLoops: String?
+    @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.") var httpShutdownDeadlineSeconds: String?
+    @Option(name: .long, help: "Most layers kept (507 past it).") var statsMaxLayers: String?
+    @Option(name: .long, help: "Most experts per layer (507 past it).") var statsMaxExperts: String?
+    @Option(name: .long, help: "Default window in decisions for trend and dead experts.") var statsDefaultWindow: String?
+    @Option(name: .long, parsing: .upToNextOption, help: "Latency histogram bucket bounds in seconds, increasing; several values, repeated flags or commas.")
+    var statsLatencyBucketsSeconds: [String] = []
+    @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.") var statsDefaultTopK: String?
+    @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.") var statsDefaultCapacityFactor: String?
+    @Option(name: .long, help: "Most decisions per request (422 past it).") var decoderMaxDecisions: String?
+    @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments: String?
+    @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: String?
+    @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: String?
+    @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: String?
+    @Option(name: .long, help: "Seconds after which a silent worker is stale; 0 = never.") var workerTtl: String?
+    @Option(name: .long, help: "Seconds after which an idle layer leaves /metrics; 0 = never.") var layerTtl: String?
     @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile: String?
-    @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: Double?
+    @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: String?
     @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).") var authTokenFile: String?
-    @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: Bool?
+    @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: String?
 
     @Flag(name: .long, help: "If the state file cannot be restored, move it aside (FILE.corrupt-TIME) and start empty.")
     var discardCorruptState = false
 
-    /// The flags given, by setting key.
-    func flagValues() -> [String: ConfigContent] {
-        var f: [String: ConfigContent] = [:]
-        if !listen.isEmpty { f["listen"] = .stringArray(listen) }
-        if let logLevel { f["log_level"] = .string(logLevel) }
-        let ints: [(String, Int?)] = [
+    /// The flags given, by setting key, as typed: `DaemonConfiguration.load` reads them by the
+    /// environment variables' rules, so each value is checked (and refused with exit status 2)
+    /// exactly as the same value in `MOE_METRICSD_*` would be.
+    func flagArguments() -> [String: [String]] {
+        var f: [String: [String]] = [:]
+        if !listen.isEmpty { f["listen"] = listen }
+        if !statsLatencyBucketsSeconds.isEmpty { f["stats.latency_buckets_seconds"] = statsLatencyBucketsSeconds }
+        let single: [(String, String?)] = [
+            ("log_level", logLevel),
             ("http.max_request_line_bytes", httpMaxRequestLineBytes), ("http.max_header_bytes", httpMaxHeaderBytes),
             ("http.max_header_count", httpMaxHeaderCount), ("http.max_body_bytes", httpMaxBodyBytes),
-            ("http.max_connections", httpMaxConnections), ("http.max_concurrent_streams", httpMaxConcurrentStreams),
-            ("http.event_loops", httpEventLoops), ("stats.max_layers", statsMaxLayers),
-            ("stats.max_experts", statsMaxExperts), ("stats.default_window", statsDefaultWindow),
-            ("stats.default_top_k", statsDefaultTopK), ("decoder.max_decisions", decoderMaxDecisions),
-            ("decoder.max_assignments", decoderMaxAssignments), ("decoder.max_depth", decoderMaxDepth),
-        ]
-        for (k, v) in ints { if let v { f[k] = .int(v) } }
-        let doubles: [(String, Double?)] = [
             ("http.header_timeout_seconds", httpHeaderTimeoutSeconds), ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
-            ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),
+            ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.max_connections", httpMaxConnections),
+            ("http.max_concurrent_streams", httpMaxConcurrentStreams), ("http.event_loops", httpEventLoops),
+            ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),
+            ("stats.max_layers", statsMaxLayers), ("stats.max_experts", statsMaxExperts),
+            ("stats.default_window", statsDefaultWindow), ("stats.default_top_k", statsDefaultTopK),
             ("stats.default_capacity_factor", statsDefaultCapacityFactor),
+            ("stats.max_workers_per_layer", statsMaxWorkersPerLayer),
+            ("decoder.max_decisions", decoderMaxDecisions), ("decoder.max_assignments", decoderMaxAssignments),
+            ("decoder.max_depth", decoderMaxDepth), ("metrics.per_expert_series", metricsPerExpertSeries),
+            ("worker_ttl", workerTtl), ("layer_ttl", layerTtl), ("state_file", stateFile),
+            ("snapshot_interval", snapshotInterval), ("auth_token_file", authTokenFile), ("auth_reads", authReads),
         ]
-        for (k, v) in doubles { if let v { f[k] = .double(v) } }
-        if !statsLatencyBucketsSeconds.isEmpty { f["stats.latency_buckets_seconds"] = .doubleArray(statsLatencyBucketsSeconds) }
-        if let metricsPerExpertSeries { f["metrics.per_expert_series"] = .bool(metricsPerExpertSeries) }
-        if let statsMaxWorkersPerLayer { f["stats.max_workers_per_layer"] = .int(statsMaxWorkersPerLayer) }
-        if let workerTtl { f["worker_ttl"] = .double(workerTtl) }
-        if let layerTtl { f["layer_ttl"] = .double(layerTtl) }
-        if let stateFile { f["state_file"] = .string(stateFile) }
-        if let snapshotInterval { f["snapshot_interval"] = .double(snapshotInterval) }
-        if let authTokenFile { f["auth_token_file"] = .string(authTokenFile) }
-        if let authReads { f["auth_reads"] = .bool(authReads) }
+        for (key, value) in single { if let value { f[key] = [value] } }
         return f
     }
 
     func run() throws {
         let sources = ConfigurationSources(filePath: config, environment: ProcessInfo.processInfo.environment,
-                                           flags: flagValues())
+                                           flagArguments: flagArguments())
         let configuration: DaemonConfiguration
         do {
             configuration = try DaemonConfiguration.load(sources)

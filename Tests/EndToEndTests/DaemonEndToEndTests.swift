@@ -275,6 +275,20 @@ import Testing
         let badType = try run("/usr/bin/env", ["MOE_METRICSD_HTTP_MAX_BODY_BYTES=huge", binary, "--check-config"])
         #expect(badType.status == 2)
         #expect(badType.stderr.contains("MOE_METRICSD_HTTP_MAX_BODY_BYTES"))
+        // A flag's value is read by the environment's rules: same spellings, same exit status.
+        let hugeFlag = try run(binary, ["--http-max-body-bytes", "99999999999999999999", "--check-config"])
+        #expect(hugeFlag.status == 2, "\(hugeFlag.stderr)")
+        #expect(hugeFlag.stderr.contains("--http-max-body-bytes"))
+        let twice = try run(binary, ["--auth-reads", "TRUE", "--metrics-per-expert-series", "0",
+                                     "--stats-latency-buckets-seconds", "0.1,0.5", "--stats-latency-buckets-seconds", "2",
+                                     "--check-config"])
+        #expect(twice.status == 0, "\(twice.stderr)")
+        #expect(twice.stdout.contains("auth_reads = true"), "\(twice.stdout)")
+        #expect(twice.stdout.contains("metrics.per_expert_series = false"), "\(twice.stdout)")
+        #expect(twice.stdout.contains("stats.latency_buckets_seconds = 0.1,0.5,2"), "\(twice.stdout)")
+        let notBool = try run(binary, ["--auth-reads", "perhaps", "--check-config"])
+        #expect(notBool.status == 2)
+        #expect(notBool.stderr.contains("--auth-reads"))
         let missing = try run(binary, ["--config", "/nonexistent/x.json"])
         #expect(missing.status == 2)
         let noToken = try run(binary, ["--auth-token-file", "/nonexistent/token", "--check-config"])
