@@ -19,9 +19,12 @@ public struct HTTPResponse: Sendable {
 
     /// A JSON response with `content-type: application/json`.
     public static func json(_ status: Int = 200, _ body: [UInt8]) -> HTTPResponse {
-        // The name is already lower-case: no folding per response.
-        HTTPResponse(status: status, headers: HTTPHeaders(lowercasedFields: [("content-type", "application/json")]), body: body)
+        HTTPResponse(status: status, headers: jsonHeaders, body: body)
     }
+
+    /// Shared by every JSON response (copy-on-write: a handler that adds a field gets its own
+    /// copy), so a JSON answer allocates no header list.
+    static let jsonHeaders = HTTPHeaders(lowercasedFields: [("content-type", "application/json")])
 
     /// The JSON error body every layer uses: `{"error": message, "field": ..., "index": ...}`,
     /// with `field` and `index` present only when known.

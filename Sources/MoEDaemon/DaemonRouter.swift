@@ -118,11 +118,14 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let (route, layer) = Self.match(request.path)
+        // Read once per request: one lock instead of one per use, and one consistent view of a
+        // configuration a reload may replace meanwhile.
+        let current = settings.withLock { $0 }
         let response: HTTPResponse
-        if let refusal = authorize(request, route: route) {
+        if let refusal = authorize(request, route: route, settings: current) {
             response = refusal
         } else {
-            response = respond(request, route: route, layer: layer)
+            response = respond(request, route: route, layer: layer, settings: current)
         }
         counters.recordRequest(routeIndex: route.counterRow, code: response.status)
         return response
@@ -158,9 +161,9 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     /// Nil when the request may proceed; a 401 with `WWW-Authenticate` (RFC 6750 section 3)
     /// when a token is configured and the request needs it but lacks it. Writes always need it;
     /// reads only with `authReads`; liveness, readiness and unknown paths never do.
-    private func authorize(_ request: HTTPRequest, route: Route) -> HTTPResponse? {
-        let (token, reads) = settings.withLock { ($0.authToken, $0.authReads) }
-        guard let token else { return nil }
+    private func authorize(_ request: HTTPRequest, route: Route, settings current: Settings) -> HTTPResponse? {
+        guard let token = current.authToken else { return nil }
+        let reads = current.authReads
         let isWrite = request.method != "GET" && request.method != "HEAD"
         switch route {
         case .healthz, .readyz, .unmatched: return nil
@@ -176,16 +179,16 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         return .error(401, "a valid bearer token is required", headers: ["www-authenticate": challenge])
     }
 
-    private func respond(_ request: HTTPRequest, route: Route, layer: String?) -> HTTPResponse {
+    private func respond(_ request: HTTPRequest, route: Route, layer: String?, settings current: Settings) -> HTTPResponse {
         let method = request.method
         let isGet = method == "GET" || method == "HEAD"
         switch (route, method) {
         case (.unmatched, _):
             return .error(404, "no such path: \(request.path)")
         case (.decisions, "POST"):
-            return ingest(request, layer: nil)
+            return ingest(request, layer: nil, settings: current)
         case (.layerDecisions, "POST"):
-            return ingest(request, layer: layer)
+            return ingest(request, layer: layer, settings: current)
         case (.layers, _) where isGet:
             return Self.negotiateEncoding(layersList(), request)
         case (.layers, "DELETE"):
@@ -276,7 +279,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     /// The dashboard page served at `/` and `/dashboard`.
     static let dashboardHTML: String? = DashboardPage.html
 
-    private func ingest(_ request: HTTPRequest, layer: String?) -> HTTPResponse {
+    private func ingest(_ request: HTTPRequest, layer: String?, settings current: Settings) -> HTTPResponse {
         if let layer, !LayerName.isValid(layer) {
             counters.recordRejection(reason: "invalid")
             return .error(422, "layer name must be 1 to 64 characters of [A-Za-z0-9_.:-]", field: "layer")
@@ -287,7 +290,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             return .error(415, "Content-Type must be application/json or application/x-ndjson",
                           headers: ["accept-post": Self.acceptPost])
         }
-        let (limits, maxBody) = settings.withLock { ($0.decoderLimits, $0.maxBodyBytes) }
+        let (limits, maxBody) = (current.decoderLimits, current.maxBodyBytes)
         var body = request.body
         // Most bodies carry no Content-Encoding: one lookup instead of collecting every value.
         let coding = request.headers.value(lowercasedName: "content-encoding") == nil
@@ -334,6 +337,14 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     /// `{"accepted":N}` and a newline, as `JSONWriter` writes it, in one buffer.
     static func acceptedBody(_ accepted: Int) -> [UInt8] {
+        // One decision per POST is the common case: its answer is shared, not built each time.
+        if accepted == 1 { return acceptedOne }
+        return makeAcceptedBody(accepted)
+    }
+
+    static let acceptedOne = makeAcceptedBody(1)
+
+    static func makeAcceptedBody(_ accepted: Int) -> [UInt8] {
         var body: [UInt8] = []
         body.reserveCapacity(32)
         body.append(contentsOf: "{\"accepted\":".utf8)

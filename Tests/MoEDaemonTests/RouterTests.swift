@@ -343,6 +343,7 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
     @Test(arguments: [0, 1, 64, 1_000_000, Int.max])
     func acceptedBodyIsTheJSONObject(count: Int) {
         #expect(DaemonRouter.acceptedBody(count) == Array("{\"accepted\":\(count)}\n".utf8))
+        #expect(DaemonRouter.acceptedBody(count) == DaemonRouter.makeAcceptedBody(count))
         let parsed = try? JSONSerialization.jsonObject(with: Data(DaemonRouter.acceptedBody(count))) as? [String: Any]
         #expect((parsed?["accepted"] as? NSNumber)?.int64Value == Int64(count))
     }
