@@ -1,5 +1,10 @@
 import CNGHTTP2
 import HTTPCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// nghttp2's callbacks. Each reaches the session through the user-data pointer, which holds
 /// `Unmanaged.passUnretained(self)`: the session owns the nghttp2 session and outlives it, so no
@@ -126,13 +131,15 @@ extension HTTP2ServerSession {
         }
         // Trailers count against the limits but are not part of the request value.
         guard isRequest else { return }
+        // Names are compared as bytes: no String is made for a name we do not keep. nghttp2
+        // has already refused upper-case names (RFC 9113 section 8.2.1), so names are lower-case.
         if name.first == UInt8(ascii: ":") {
-            let value = String(decoding: value, as: UTF8.self)
-            switch String(decoding: name, as: UTF8.self) {
-            case ":method": stream.method = value
-            case ":path": stream.path = value
-            case ":authority": stream.authority = value
-            default: break
+            if Self.equals(name, ":method") {
+                stream.method = Self.method(value)
+            } else if Self.equals(name, ":path") {
+                stream.setTarget(value)
+            } else if Self.equals(name, ":authority") {
+                stream.authority = String(decoding: value, as: UTF8.self)
             }
             return
         }
@@ -140,14 +147,54 @@ extension HTTP2ServerSession {
             stream.reject(431, "more than \(limits.maxHeaderCount) header fields")
             return
         }
-        let nameString = String(decoding: name, as: UTF8.self)
-        let valueString = String(decoding: value, as: UTF8.self)
-        if nameString == "content-length", let declared = Int(valueString), declared > limits.maxBodyBytes {
-            stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
-            return
+        if Self.equals(name, "content-length") {
+            // nghttp2 checks it is digits only and matches the DATA received (RFC 9113 8.1.1).
+            if let declared = Self.decimal(value) {
+                if declared > limits.maxBodyBytes {
+                    stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
+                    return
+                }
+                // One allocation for the whole body instead of doubling as DATA arrives.
+                stream.body.reserveCapacity(declared)
+            }
+        } else if Self.equals(name, "host") {
+            stream.hasHost = true
+        } else if Self.equals(name, "expect") {
+            if String(decoding: value, as: UTF8.self).lowercased() == "100-continue" { stream.expectsContinue = true }
         }
-        if nameString == "expect" && valueString.lowercased() == "100-continue" { stream.expectsContinue = true }
-        stream.headers.append((nameString, valueString))
+        if stream.headers.isEmpty { stream.headers.reserveCapacity(8) }
+        stream.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+    }
+
+    /// True when `bytes` spell `literal` exactly (an ASCII literal).
+    @inline(__always)
+    static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        bytes.count == literal.utf8CodeUnitCount
+            && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+    }
+
+    /// The method as a String; the common ones are literals, so no bytes are decoded for them.
+    static func method(_ value: UnsafeBufferPointer<UInt8>) -> String {
+        if equals(value, "POST") { return "POST" }
+        if equals(value, "GET") { return "GET" }
+        if equals(value, "HEAD") { return "HEAD" }
+        if equals(value, "DELETE") { return "DELETE" }
+        return String(decoding: value, as: UTF8.self)
+    }
+
+    /// A decimal of digits only, as `Int(String)` would read it; nil when it is not one or
+    /// does not fit (`Int(_:)` fails then too).
+    static func decimal(_ value: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard !value.isEmpty else { return nil }
+        var n = 0
+        for b in value {
+            guard b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") else { return nil }
+            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(Int(b - UInt8(ascii: "0")))
+            if o1 || o2 { return nil }
+            n = sum
+        }
+        return n
     }
 
     func onData(_ stream: HTTP2Stream, _ data: UnsafeBufferPointer<UInt8>) {

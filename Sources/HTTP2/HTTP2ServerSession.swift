@@ -213,9 +213,12 @@ public final class HTTP2ServerSession: ConnectionSession {
     /// Runs the handler for each complete stream and submits its response.
     private func answerReadyStreams(_ session: OpaquePointer) {
         guard !ready.isEmpty else { return }
-        let ids = ready
-        ready.removeAll(keepingCapacity: true)
-        for id in ids {
+        // Indexing, not a copy of the list: submitting calls no callback, so nothing is added
+        // to `ready` while it is walked.
+        var i = 0
+        while i < ready.count {
+            let id = ready[i]
+            i += 1
             guard let stream = streams[id], !stream.responded else { continue }
             stream.responded = true
             let isHead = stream.method == "HEAD"
@@ -229,17 +232,20 @@ public final class HTTP2ServerSession: ConnectionSession {
             }
             submit(response, on: stream, isHead: isHead, session: session)
         }
+        ready.removeAll(keepingCapacity: true)
     }
 
     private func makeRequest(_ stream: HTTP2Stream) -> HTTPRequest? {
-        guard let method = stream.method, let target = stream.path else { return nil }
-        var headers = HTTPHeaders(stream.headers)
+        guard let method = stream.method, let path = stream.path else { return nil }
+        // nghttp2 refuses upper-case field names (RFC 9113 section 8.2.1): nothing to fold.
+        var headers = HTTPHeaders(lowercasedFields: stream.headers)
+        stream.headers = []
         // Routes that read Host see the same value over both protocols (RFC 9113 section 8.3.1:
         // :authority replaces Host).
-        if let authority = stream.authority, headers["host"] == nil { headers.add("host", authority) }
+        if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
         let body = stream.body
         stream.body = []
-        return HTTPRequest(method: method, target: target, version: .http2, headers: headers, body: body)
+        return HTTPRequest(method: method, path: path, query: stream.query, version: .http2, headers: headers, body: body)
     }
 
     private func submit(_ response: HTTPResponse, on stream: HTTP2Stream, isHead: Bool, session: OpaquePointer) {

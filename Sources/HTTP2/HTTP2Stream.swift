@@ -26,8 +26,12 @@ final class HTTP2Stream {
     /// When the current phase's timer started (monotonic nanoseconds).
     var anchor: UInt64
     var method: String?
+    /// The `:path` pseudo-header split into path and query (see `setTarget`).
     var path: String?
+    var query: String?
     var authority: String?
+    /// A `host` field was sent beside `:authority`.
+    var hasHost = false
     var headers: [HTTPHeaders.Field] = []
     /// Header list size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 per field
     /// (RFC 9113 section 6.5.2).
@@ -60,6 +64,35 @@ final class HTTP2Stream {
         switch phase {
         case .headers: HTTPLimits.deadline(after: limits.headerTimeoutSeconds, from: anchor)
         case .body, .responding: HTTPLimits.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        }
+    }
+
+    /// Splits `:path` at its first `?`. An ASCII target is split on the bytes, so only the two
+    /// Strings kept are built; any other goes through `HTTPRequest(target:)`, which splits on
+    /// characters, so both give the request value they always gave.
+    func setTarget(_ value: UnsafeBufferPointer<UInt8>) {
+        var ascii = true
+        var question: Int?
+        for i in value.indices {
+            let b = value[i]
+            if b >= 0x80 {
+                ascii = false
+                break
+            }
+            if b == UInt8(ascii: "?") && question == nil { question = i }
+        }
+        guard ascii else {
+            let split = HTTPRequest(method: "", target: String(decoding: value, as: UTF8.self))
+            path = split.path
+            query = split.query
+            return
+        }
+        if let q = question {
+            path = String(decoding: UnsafeBufferPointer(rebasing: value[..<q]), as: UTF8.self)
+            query = String(decoding: UnsafeBufferPointer(rebasing: value[(q + 1)...]), as: UTF8.self)
+        } else {
+            path = String(decoding: value, as: UTF8.self)
+            query = nil
         }
     }
 
