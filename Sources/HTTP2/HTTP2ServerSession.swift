@@ -39,6 +39,10 @@ public final class HTTP2ServerSession: ConnectionSession {
     var streams: [Int32: HTTP2Stream] = [:]
     /// Streams whose request is complete (or rejected), in arrival order, answered after mem_recv.
     var ready: [Int32] = []
+    /// Response header buffers reused by every `submit` (see there).
+    private var nvBytes: [UInt8] = []
+    private var nvSpans: [NameValueSpan] = []
+    private var nvList: [nghttp2_nv] = []
     /// The clock of the call in progress, for callbacks (which nghttp2 calls without one).
     var now: UInt64
     /// When the connection last saw bytes or lost its last stream: the idle timer's start.
@@ -252,45 +256,85 @@ public final class HTTP2ServerSession: ConnectionSession {
         let status = response.status
         let bodyAllowed = !isHead && status != 204 && status != 304 && status >= 200
         // One contiguous buffer holds every name and value; nghttp2 copies the list inside
-        // nghttp2_submit_response, so it only has to outlive the call.
-        var fields: [(name: String, value: String)] = [(":status", String(status))]
-        for f in response.headers where !HTTP2ServerSession.isConnectionSpecific(f.name) {
-            fields.append((f.name, f.value))
-        }
-        if status != 204 && status != 304 { fields.append(("content-length", String(response.body.count))) }
+        // nghttp2_submit_response, so the buffers only have to outlive the call. The session
+        // keeps them (emptied) for the next response instead of allocating them per stream; they
+        // are moved into locals while in use, which spares an exclusivity check per append.
         var bytes: [UInt8] = []
-        var spans: [(Int, Int, Int, Int)] = []
-        for f in fields {
+        var spans: [NameValueSpan] = []
+        var list: [nghttp2_nv] = []
+        swap(&bytes, &nvBytes)
+        swap(&spans, &nvSpans)
+        swap(&list, &nvList)
+        bytes.removeAll(keepingCapacity: true)
+        spans.removeAll(keepingCapacity: true)
+        list.removeAll(keepingCapacity: true)
+        Self.appendField(":status", decimal: status, to: &bytes, &spans)
+        for f in response.headers where !HTTP2ServerSession.isConnectionSpecific(f.name) {
             let n = bytes.count
             bytes.append(contentsOf: f.name.utf8)
             let v = bytes.count
             bytes.append(contentsOf: f.value.utf8)
-            spans.append((n, v - n, v, bytes.count - v))
+            spans.append(NameValueSpan(name: n, nameCount: v - n, value: v, valueCount: bytes.count - v))
+        }
+        if status != 204 && status != 304 {
+            Self.appendField("content-length", decimal: response.body.count, to: &bytes, &spans)
         }
         stream.phase = .responding
         stream.anchor = now
-        if bodyAllowed && !response.body.isEmpty {
+        let withBody = bodyAllowed && !response.body.isEmpty
+        if withBody {
             stream.responseBody = response.body
             stream.responseOffset = 0
         }
-        let withBody = bodyAllowed && !response.body.isEmpty
         let rv: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
             let base = buf.baseAddress!
-            var nva = spans.map { s in
-                nghttp2_nv(name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            for s in spans {
+                list.append(nghttp2_nv(name: base + s.name, value: base + s.value, namelen: s.nameCount,
+                                       valuelen: s.valueCount, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
             }
-            if withBody {
-                var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil),
-                                                     read_callback: HTTP2ServerSession.readResponseBody)
-                return nghttp2_submit_response(session, stream.id, &nva, nva.count, &provider)
+            return list.withUnsafeMutableBufferPointer { nva in
+                if withBody {
+                    var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil),
+                                                         read_callback: HTTP2ServerSession.readResponseBody)
+                    return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, &provider)
+                }
+                return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, nil)
             }
-            return nghttp2_submit_response(session, stream.id, &nva, nva.count, nil)
         }
+        swap(&bytes, &nvBytes)
+        swap(&spans, &nvSpans)
+        swap(&list, &nvList)
         if rv != 0 {
             nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
                                       NGHTTP2_INTERNAL_ERROR.rawValue)
         }
+    }
+
+    /// Where one field's name and value sit in the response header buffer.
+    struct NameValueSpan {
+        var name: Int
+        var nameCount: Int
+        var value: Int
+        var valueCount: Int
+    }
+
+    /// Appends a field whose value is a decimal, written as digits without an intermediate String.
+    static func appendField(_ name: StaticString, decimal value: Int, to bytes: inout [UInt8],
+                            _ spans: inout [NameValueSpan]) {
+        let n = bytes.count
+        bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        let v = bytes.count
+        if value < 0 {
+            bytes.append(contentsOf: String(value).utf8)
+        } else {
+            var divisor = 1
+            while divisor <= value / 10 { divisor *= 10 }
+            repeat {
+                bytes.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            } while divisor > 0
+        }
+        spans.append(NameValueSpan(name: n, nameCount: v - n, value: v, valueCount: bytes.count - v))
     }
 
     /// Sends an interim 100 (Continue) response; called from a callback, which may submit.
