@@ -1,4 +1,13 @@
 import CZlib
+import Dispatch
+#if canImport(Glibc)
+import Glibc  // sysconf
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
 
 /// zlib's `inflate`, named apart from `Gzip.inflate`.
 private func zlibInflate(_ strm: z_streamp, _ flush: Int32) -> Int32 { CZlib.inflate(strm, flush) }
@@ -18,11 +27,72 @@ public enum Gzip {
     /// time than 1 for 1 to 3% fewer bytes, and Z_RLE or Huffman-only halve nothing (1.35 MB).
     public static let responseLevel: Int32 = 1
 
+    /// Inputs at least this long are compressed as two halves at once (`compressInHalves`).
+    static let halvesThreshold = 256 * 1024
+
     /// Compresses `input` into a complete gzip member; nil only if zlib fails (out of memory).
     public static func compress(_ input: [UInt8], level: Int32 = responseLevel) -> [UInt8]? {
-        var stream = z_stream()
+        if input.count >= halvesThreshold, processors > 1 { return compressInHalves(input, level: level) }
+        return compressWhole(input, level: level)
+    }
+
+    /// Online processors, read once: halves help only with a second core to run on.
+    static let processors: Int = {
+        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
+        return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        #else
+        return 1
+        #endif
+    }()
+
+    /// One zlib stream over all of `input`.
+    static func compressWhole(_ input: [UInt8], level: Int32) -> [UInt8]? {
         // windowBits 15 + 16 asks zlib for a gzip header and trailer instead of zlib's own.
-        guard deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+        input.withUnsafeBufferPointer { deflateAll($0, windowBits: 15 + 16, level: level, finish: true) }
+    }
+
+    /// The same member built from two deflate streams compressed at the same time, as pigz does:
+    /// the first half ends with a sync flush (an empty stored block, so it stops on a byte
+    /// boundary without a final block) and the second half, compressed without the first as its
+    /// history, carries the final block. Their concatenation is one valid deflate stream (RFC
+    /// 1951 section 3.2.3: blocks follow one another; a back-reference simply never reaches into
+    /// the other half), wrapped here in the gzip header and trailer (RFC 1952 section 2.3) with
+    /// the two halves' CRC-32s combined. A 2 MB exposition compresses in about half the wall time
+    /// on two cores, for a few hundred bytes more.
+    static func compressInHalves(_ input: [UInt8], level: Int32) -> [UInt8]? {
+        let mid = input.count / 2
+        let results = Mutex<[(bytes: [UInt8]?, crc: UInt)]>([(nil, 0), (nil, 0)])
+        let ranges = [0..<mid, mid..<input.count]
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let (bytes, crc) = input[ranges[i]].withUnsafeBufferPointer { half in
+                // windowBits -15: raw deflate, no header or trailer of its own.
+                (deflateAll(half, windowBits: -15, level: level, finish: i == 1),
+                 UInt(crc32(0, half.baseAddress, uInt(half.count))))
+            }
+            results.withLock { $0[i] = (bytes, crc) }
+        }
+        let parts = results.withLock { $0 }
+        guard let first = parts[0].bytes, let second = parts[1].bytes else { return nil }
+        let crc = UInt32(truncatingIfNeeded: crc32_combine(uLong(parts[0].crc), uLong(parts[1].crc),
+                                                           input.count - mid))
+        var out = [UInt8]()
+        out.reserveCapacity(10 + first.count + second.count + 8)
+        // ID1 ID2, CM = 8 (deflate), no flags, no modification time, XFL = 4 (fastest), OS = 3 (Unix).
+        out.append(contentsOf: [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, level == 1 ? 4 : 0, 3])
+        out.append(contentsOf: first)
+        out.append(contentsOf: second)
+        let size = UInt32(truncatingIfNeeded: input.count)  // ISIZE: the length modulo 2^32
+        for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8(truncatingIfNeeded: crc >> UInt32(shift))) }
+        for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8(truncatingIfNeeded: size >> UInt32(shift))) }
+        return out
+    }
+
+    /// Deflates all of `input` as one stream: to its end (`finish`, Z_FINISH) or to a byte
+    /// boundary with no final block (Z_SYNC_FLUSH). nil if zlib fails.
+    private static func deflateAll(_ input: UnsafeBufferPointer<UInt8>, windowBits: Int32, level: Int32,
+                                   finish: Bool) -> [UInt8]? {
+        var stream = z_stream()
+        guard deflateInit2_(&stream, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY,
                             ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
         defer { deflateEnd(&stream) }
         // Responses are text that shrinks 6 to 10 times, so the output starts at a quarter of the
@@ -31,28 +101,28 @@ public enum Gzip {
         // the 2.2 MB exposition it compresses): the process's peak memory.
         var output = [UInt8](repeating: 0, count: Swift.max(4096, input.count / 4))
         var produced = 0
-        return input.withUnsafeBufferPointer { inBuf -> [UInt8]? in
-            stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress)
-            stream.avail_in = uInt(inBuf.count)
-            while true {
-                if produced == output.count { output.append(contentsOf: repeatElement(0, count: output.count)) }
-                // zlib keeps `next_out`, which growing the array invalidates: it is set again
-                // before every call, from the current buffer.
-                let rc: Int32 = output.withUnsafeMutableBufferPointer { outBuf in
-                    stream.next_out = outBuf.baseAddress.map { $0 + produced }
-                    stream.avail_out = uInt(outBuf.count - produced)
-                    let rc = deflate(&stream, Z_FINISH)
-                    produced = outBuf.count - Int(stream.avail_out)
-                    return rc
-                }
-                if rc == Z_STREAM_END {
-                    output.removeSubrange(produced...)
-                    return output
-                }
-                // Z_OK (or Z_BUF_ERROR) with the buffer full: grow it and go on.
-                guard rc == Z_OK || rc == Z_BUF_ERROR, produced == output.count else { return nil }
+        stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+        stream.avail_in = uInt(input.count)
+        while true {
+            if produced == output.count { output.append(contentsOf: repeatElement(0, count: output.count)) }
+            // zlib keeps `next_out`, which growing the array invalidates: it is set again
+            // before every call, from the current buffer.
+            let rc: Int32 = output.withUnsafeMutableBufferPointer { outBuf in
+                stream.next_out = outBuf.baseAddress.map { $0 + produced }
+                stream.avail_out = uInt(outBuf.count - produced)
+                let rc = deflate(&stream, finish ? Z_FINISH : Z_SYNC_FLUSH)
+                produced = outBuf.count - Int(stream.avail_out)
+                return rc
             }
+            let full = produced == output.count
+            if finish, rc == Z_STREAM_END { break }
+            // A flush is complete once deflate returns with output space left over (zlib.h).
+            if !finish, rc == Z_OK || rc == Z_BUF_ERROR, !full, stream.avail_in == 0 { break }
+            // Z_OK (or Z_BUF_ERROR) with the buffer full: grow it and go on.
+            guard rc == Z_OK || rc == Z_BUF_ERROR, full else { return nil }
         }
+        output.removeSubrange(produced...)
+        return output
     }
 
     /// What inflating a request body gave.

@@ -3,6 +3,7 @@
 /// Everything derived (utilization, trends, percentiles, balance measures) is computed from this
 /// value by `summary(window:)`, outside any lock, so readers hold a layer's lock only for a copy.
 /// The plain sums and counts here are what Prometheus needs to aggregate many daemons correctly.
+/// `/metrics` needs much less than a summary and copies less: see `LayerMetrics`.
 public struct LayerSnapshot: Sendable {
     public let layer: String
     /// Number of experts (fixed for the layer's life).

@@ -251,6 +251,29 @@ import Testing
         #expect(fast.count < text.count / 10)
     }
 
+    @Test func halvesMakeOneMemberWithTheSameBytes() throws {
+        var rng = MetricsTestRandom(seed: 11)
+        let line = Array("moe_expert_utilization_ratio{layer=\"L3\",expert=\"17\"} 0.003893213394913234\n".utf8)
+        for size in [2, 3, 1001, 256 * 1024, 600_001] {
+            var text = [UInt8]()
+            while text.count < size { text += line }
+            text.removeLast(text.count - size)
+            let noise = (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            for input in [text, noise] {
+                let halves = try #require(Gzip.compressInHalves(input, level: Gzip.responseLevel))
+                let whole = try #require(Gzip.compressWhole(input, level: Gzip.responseLevel))
+                // `decompress` refuses anything but one complete member (checksum and length
+                // included), so equal bytes back mean the combined CRC and ISIZE are right.
+                #expect(Gzip.decompress(halves) == input)
+                #expect(Gzip.decompress(whole) == input)
+                #expect(halves.prefix(3) == [0x1F, 0x8B, 8])
+            }
+        }
+        // Past the threshold `compress` takes the halves (with two processors), below it the whole.
+        let big = Array(repeating: UInt8(ascii: "x"), count: Gzip.halvesThreshold)
+        #expect(Gzip.decompress(try #require(Gzip.compress(big))) == big)
+    }
+
     @Test func emptyInput() throws {
         let compressed = try #require(Gzip.compress([]))
         #expect(Gzip.decompress(compressed) == [])
