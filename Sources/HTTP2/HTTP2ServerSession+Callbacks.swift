@@ -21,14 +21,16 @@ extension HTTP2ServerSession {
             let hd = frame.pointee.hd
             if hd.type == UInt8(NGHTTP2_HEADERS.rawValue) && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
                 let me = HTTP2ServerSession.from(userData)
-                me.streams[hd.stream_id] = HTTP2Stream(id: hd.stream_id, now: me.now)
+                let stream = HTTP2Stream(id: hd.stream_id, now: me.now)
+                me.streams[hd.stream_id] = stream
+                me.lastStream = stream
             }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, userData in
             guard let frame, let name, let value else { return 0 }
             let me = HTTP2ServerSession.from(userData)
-            guard let stream = me.streams[frame.pointee.hd.stream_id] else { return 0 }
+            guard let stream = me.stream(frame.pointee.hd.stream_id) else { return 0 }
             me.onHeader(stream, name: UnsafeBufferPointer(start: name, count: namelen),
                         value: UnsafeBufferPointer(start: value, count: valuelen),
                         isRequest: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -37,7 +39,7 @@ extension HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, userData in
             guard let data else { return 0 }
             let me = HTTP2ServerSession.from(userData)
-            guard let stream = me.streams[streamID] else { return 0 }
+            guard let stream = me.stream(streamID) else { return 0 }
             me.onData(stream, UnsafeBufferPointer(start: data, count: len))
             return 0
         }
@@ -46,7 +48,7 @@ extension HTTP2ServerSession {
             let hd = frame.pointee.hd
             guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue) else { return 0 }
             let me = HTTP2ServerSession.from(userData)
-            guard let stream = me.streams[hd.stream_id] else { return 0 }
+            guard let stream = me.stream(hd.stream_id) else { return 0 }
             if stream.phase == .headers && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
                 // The header block is complete: the body timer starts now.
                 stream.phase = .body
@@ -71,7 +73,7 @@ extension HTTP2ServerSession {
             let hd = frame.pointee.hd
             guard hd.stream_id != 0 else { return 0 }
             let me = HTTP2ServerSession.from(userData)
-            guard let stream = me.streams[hd.stream_id] else { return 0 }
+            guard let stream = me.stream(hd.stream_id) else { return 0 }
             // Progress on the response restarts the stream's timer.
             if stream.phase == .responding { stream.anchor = me.now }
             guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0, stream.resetAfterResponse else { return 0 }
@@ -87,6 +89,7 @@ extension HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, _, userData in
             let me = HTTP2ServerSession.from(userData)
             me.streams[streamID] = nil
+            if me.lastStream?.id == streamID { me.lastStream = nil }
             // The idle timer runs from the moment the last stream closed.
             if me.streams.isEmpty { me.idleSince = me.now }
             return 0
@@ -97,7 +100,7 @@ extension HTTP2ServerSession {
     /// `mem_send` cannot use NO_COPY, which needs a send callback).
     static let readResponseBody: nghttp2_data_source_read_callback = { _, streamID, buf, length, dataFlags, _, userData in
         let me = HTTP2ServerSession.from(userData)
-        guard let stream = me.streams[streamID], let buf, let dataFlags else {
+        guard let stream = me.stream(streamID), let buf, let dataFlags else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
         let count = min(length, stream.responseBody.count - stream.responseOffset)
@@ -113,6 +116,17 @@ extension HTTP2ServerSession {
             stream.responseOffset = 0
         }
         return count
+    }
+
+    /// The stream with `id`, or nil. nghttp2 calls several callbacks in a row for one stream (one
+    /// per header field, then the frame's end), so the last stream found is tried first and one
+    /// comparison usually replaces a hash lookup. `lastStream` is cleared when its stream closes.
+    @inline(__always)
+    func stream(_ id: Int32) -> HTTP2Stream? {
+        if let last = lastStream, last.id == id { return last }
+        let found = streams[id]
+        if found != nil { lastStream = found }
+        return found
     }
 
     func enqueue(_ stream: HTTP2Stream) {

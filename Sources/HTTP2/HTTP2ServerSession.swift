@@ -37,6 +37,8 @@ public final class HTTP2ServerSession: ConnectionSession {
     let limits: HTTPLimits
     private var session: OpaquePointer?
     var streams: [Int32: HTTP2Stream] = [:]
+    /// The stream the latest lookup found (see `stream(_:)`); never a closed one.
+    var lastStream: HTTP2Stream?
     /// Streams whose request is complete (or rejected), in arrival order, answered after mem_recv.
     var ready: [Int32] = []
     /// Response header buffers reused by every `submit` (see there).
@@ -223,7 +225,7 @@ public final class HTTP2ServerSession: ConnectionSession {
         while i < ready.count {
             let id = ready[i]
             i += 1
-            guard let stream = streams[id], !stream.responded else { continue }
+            guard let stream = self.stream(id), !stream.responded else { continue }
             stream.responded = true
             let isHead = stream.method == "HEAD"
             let response: HTTPResponse
