@@ -83,6 +83,10 @@ public final class HTTP2ServerSession: ConnectionSession {
                                    value: UInt32(HTTP2ServerSession.streamWindowBytes)),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
                                    value: UInt32(clamping: max(0, limits.maxHeaderBytes))),
+            // RFC 9113 section 5.3.2 deprecates RFC 7540's priority tree and we answer every
+            // stream as soon as it is complete, so we say we do not use it (RFC 9218 section
+            // 2.1); nghttp2 then keeps no tree and retains no closed stream for it.
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
         ]
         if nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) != 0 {
             failed = true
