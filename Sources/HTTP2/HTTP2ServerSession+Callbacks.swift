@@ -177,7 +177,18 @@ extension HTTP2ServerSession {
             if String(decoding: value, as: UTF8.self).lowercased() == "100-continue" { stream.expectsContinue = true }
         }
         if stream.headers.isEmpty { stream.headers.reserveCapacity(8) }
-        stream.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        stream.headers.append((String(decoding: name, as: UTF8.self), Self.fieldValue(value)))
+    }
+
+    /// A field value as a String. The content types our clients send on every POST are longer
+    /// than a small (inline) String, so they are returned as literals: no allocation to build
+    /// them, no release when the request is done.
+    static func fieldValue(_ value: UnsafeBufferPointer<UInt8>) -> String {
+        if value.count > 15 {
+            if equals(value, "application/json") { return "application/json" }
+            if equals(value, "application/x-ndjson") { return "application/x-ndjson" }
+        }
+        return String(decoding: value, as: UTF8.self)
     }
 
     /// True when `bytes` spell `literal` exactly (an ASCII literal).

@@ -60,4 +60,13 @@ import Testing
         #expect(request.headers["x-long"]?.count == 300)
         #expect(request.headers.map(\.name) == ["x-a", "content-type", "x-long", "x-a", "host"])
     }
+
+    /// Common content types come back as literals (fast path), others are decoded (slow path):
+    /// the values must be the same either way.
+    @Test(arguments: ["application/json", "application/x-ndjson", "application/json; charset=utf-8",
+                      "application/jsonx", "application/jso", "text/plain", "application/ndjson"])
+    func contentTypeValuesArePreserved(value: String) throws {
+        let request = try Self.received("/c", headers: [("content-type", value)], body: bytes(3))
+        #expect(request.headers["content-type"] == value)
+    }
 }
