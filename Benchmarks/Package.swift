@@ -28,12 +28,13 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Our HTTP server with no daemon routes, answering 204 to everything: the peer of nginx's
-        // `return 204` in the bare scenario. Outside Benchmarks/ so the plugin does not take it for
-        // a benchmark target.
+        // `return 204` in the bare scenario. The benchmark plugin runs every executable target
+        // whose directory sits directly in a directory named Benchmarks (this package's root is
+        // one), hence the extra level: BareServer/Sources.
         .executableTarget(
             name: "BareServer",
             dependencies: [.product(name: "HTTPServer", package: "moe-metricsd")],
-            path: "BareServer"
+            path: "BareServer/Sources"
         ),
     ],
     swiftLanguageModes: [.v6]
