@@ -20,8 +20,8 @@ public final class DaemonCounters: Sendable {
 
     /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
     /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
-    public static let reasons = ["conflict", "invalid", "malformed", "too_many_experts", "too_many_layers",
-                                 "unauthorized", "unsupported_media_type"]
+    public static let reasons = ["conflict", "invalid", "malformed", "too_large", "too_many_experts",
+                                 "too_many_layers", "unauthorized", "unsupported_media_type"]
 
     /// The route labels with a row in the table: the router's templates, in `Route` order.
     static let routes: [String] = DaemonRouter.Route.allCases.map(\.rawValue)

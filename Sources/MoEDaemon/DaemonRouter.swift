@@ -184,7 +184,10 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         let isGet = method == "GET" || method == "HEAD"
         switch (route, method) {
         case (.unmatched, _):
-            return .error(404, "no such path: \(request.path)")
+            // The path is echoed for the caller's benefit, but bounded: a long target must not
+            // come back as a long error body.
+            let path = request.path.utf8.count <= 200 ? request.path : String(request.path.prefix(200)) + "..."
+            return .error(404, "no such path: \(path)")
         case (.decisions, "POST"):
             return ingest(request, layer: nil, settings: current)
         case (.layerDecisions, "POST"):
@@ -323,6 +326,11 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         }
         do throws(DecisionError) {
             let decisions = try DecisionDecoder(limits: limits).decode(body, format: format)
+            // `[]` is the same mistake as an empty body, whatever its syntax.
+            guard !decisions.isEmpty else {
+                counters.recordRejection(reason: "malformed")
+                return .error(400, Self.emptyBodyMessage)
+            }
             let accepted = try registry.ingest(decisions, defaultLayer: layer, now: clock())
             noteChange()
             return .json(200, Self.acceptedBody(accepted))

@@ -32,6 +32,7 @@ import Testing
         let answers = [
             post([]), post([], contentType: "application/x-ndjson"),
             post(Array("\n \r\n\t\n".utf8), contentType: "application/x-ndjson"), post(Array("  \n".utf8)),
+            post(Array("[]".utf8)), post(Array(" [\n] ".utf8)),
         ]
         for r in answers {
             #expect(r.status == 400, "\(r.text)")
@@ -53,6 +54,26 @@ import Testing
         #expect((totals["total_tokens"] as? NSNumber)?.uint64Value == UInt64.max, "\(totals)")
         #expect((totals["tokens_dropped"] as? NSNumber)?.uint64Value == 4)
         #expect(totals["routing_efficiency"] as? Double == 100 * Double(UInt64.max - 4) / Double(UInt64.max))
+    }
+
+    /// Every rejection reason is exposed at 0 before it first happens, `too_large` included, so
+    /// that `increase()` sees the first one.
+    @Test func everyRejectionReasonStartsAtZero() {
+        let text = get("/metrics").text
+        for reason in ["conflict", "invalid", "malformed", "too_large", "too_many_experts", "too_many_layers",
+                       "unauthorized", "unsupported_media_type"] {
+            #expect(text.contains("moe_metricsd_rejected_decisions_total{reason=\"\(reason)\"} 0\n"), "\(reason)")
+        }
+    }
+
+    /// A 404 names the path it could not find, but a long target does not come back whole.
+    @Test func unknownLongPathsAreEchoedBounded() {
+        let long = "/" + String(repeating: "a", count: 9000)
+        let r = get(long)
+        #expect(r.status == 404)
+        #expect(r.body.count < 400, "\(r.body.count) bytes")
+        #expect((r.json["error"] as? String)?.hasPrefix("no such path: /aaa") == true)
+        #expect((get("/nope").json["error"] as? String) == "no such path: /nope")
     }
 
     @Test func gzipRequestBodiesAreInflated() throws {
