@@ -151,6 +151,12 @@ extension HTTP2ServerSession {
             if Self.equals(name, ":method") {
                 stream.method = Self.method(value)
             } else if Self.equals(name, ":path") {
+                // The same bound as an HTTP/1.1 request line, whose target this is: a long path
+                // gets the same 414 over either protocol (the header list limit is far larger).
+                if value.count > limits.maxRequestLineBytes {
+                    stream.reject(414, "request target longer than \(limits.maxRequestLineBytes) bytes")
+                    return
+                }
                 stream.setTarget(value)
             } else if Self.equals(name, ":authority") {
                 stream.authority = String(decoding: value, as: UTF8.self)

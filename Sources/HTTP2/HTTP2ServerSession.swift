@@ -53,8 +53,13 @@ public final class HTTP2ServerSession: ConnectionSession {
     /// Set when nghttp2 reported a fatal error: the connection is done whatever it wants.
     private var failed = false
 
-    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64) {
+    /// The `date` field of every response (RFC 9110 section 6.6.1: an origin server with a clock
+    /// sends it); shared with the HTTP/1.1 sessions of the same event loop.
+    private let dates: HTTPDateCache
+
+    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
         self.handler = handler
+        self.dates = dateCache
         self.limits = limits
         self.now = now
         self.idleSince = now
@@ -275,7 +280,8 @@ public final class HTTP2ServerSession: ConnectionSession {
         spans.removeAll(keepingCapacity: true)
         list.removeAll(keepingCapacity: true)
         Self.appendField(":status", decimal: status, to: &bytes, &spans)
-        for f in response.headers where !HTTP2ServerSession.isConnectionSpecific(f.name) {
+        // `date` is ours too, as over HTTP/1.1: one per response, from the shared cache.
+        for f in response.headers where !HTTP2ServerSession.isConnectionSpecific(f.name) && f.name != "date" {
             let n = bytes.count
             bytes.append(contentsOf: f.name.utf8)
             let v = bytes.count
@@ -285,6 +291,11 @@ public final class HTTP2ServerSession: ConnectionSession {
         if status != 204 && status != 304 {
             Self.appendField("content-length", decimal: response.body.count, to: &bytes, &spans)
         }
+        let dateName = bytes.count
+        bytes.append(contentsOf: "date".utf8)
+        let dateValue = bytes.count
+        bytes.append(contentsOf: dates.current)
+        spans.append(NameValueSpan(name: dateName, nameCount: 4, value: dateValue, valueCount: bytes.count - dateValue))
         stream.phase = .responding
         stream.anchor = now
         let withBody = bodyAllowed && !response.body.isEmpty

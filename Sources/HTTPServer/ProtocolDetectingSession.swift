@@ -64,7 +64,7 @@ final class ProtocolDetectingSession: StreamSession {
             return HTTP1ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
         }
         if count < Self.http2Preface.count { return nil }
-        return HTTP2ServerSession(handler: handler, limits: limits, now: anchor)
+        return HTTP2ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
     }
 
     func peerClosed(now: UInt64, output: inout [UInt8]) -> StreamDisposition {

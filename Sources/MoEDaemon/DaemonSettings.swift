@@ -70,7 +70,7 @@ public enum DaemonSettings {
                           }
                           c.logLevel = level
                       }),
-        int("http.max_request_line_bytes", "Longest request line in bytes; longer gets 414.",
+        int("http.max_request_line_bytes", "Longest request line in bytes (HTTP/2: the :path); longer gets 414.",
             \.http.maxRequestLineBytes),
         int("http.max_header_bytes", "Largest header section in bytes (HTTP/2: header list size); larger gets 431.",
             \.http.maxHeaderBytes),

@@ -192,6 +192,45 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(pipe.lastDisposition == .keepOpen)
     }
 
+    /// A :path longer than the request-line limit gets the 414 an HTTP/1.1 request line would;
+    /// the handler never sees it and the connection goes on.
+    @Test func longPathGets414LikeHTTP1() throws {
+        var limits = HTTPLimits()
+        limits.maxRequestLineBytes = 100
+        let handler = EchoHandler()
+        var pipe = H2Pipe(handler: handler, limits: limits)
+        let long = pipe.client.request("GET", "/" + String(repeating: "p", count: 100))
+        let fits = pipe.client.request("GET", "/" + String(repeating: "p", count: 99))
+        pipe.run()
+        let refused = try #require(pipe.client.responses[long])
+        #expect(refused.status == 414)
+        #expect(String(decoding: refused.body, as: UTF8.self).contains("longer than 100 bytes"))
+        #expect(pipe.client.responses[fits]?.status == 200)
+        #expect(handler.callCount == 1)
+        #expect(pipe.lastDisposition == .keepOpen)
+    }
+
+    /// Every answer carries `date` (RFC 9110 section 6.6.1), exactly once, as over HTTP/1.1;
+    /// a handler's own `date` does not make a second one.
+    @Test func everyResponseCarriesOneDate() throws {
+        final class Dated: HTTPHandler {
+            func handle(_ request: HTTPRequest) -> HTTPResponse {
+                HTTPResponse(status: 200, headers: ["date": "Thu, 01 Jan 1970 00:00:00 GMT"], body: [])
+            }
+        }
+        var pipe = H2Pipe(handler: Dated())
+        let id = pipe.client.request("GET", "/x")
+        let refused = pipe.client.request("GET", "/" + String(repeating: "p", count: 9000))
+        pipe.run()
+        for stream in [id, refused] {
+            let r = try #require(pipe.client.responses[stream])
+            let dates = r.headers.filter { $0.0 == "date" }.map(\.1)
+            #expect(dates.count == 1, "\(r.headers)")
+            let value = try #require(dates.first)
+            #expect(value.hasSuffix(" GMT") && value.count == 29 && value != "Thu, 01 Jan 1970 00:00:00 GMT", "\(value)")
+        }
+    }
+
     @Test func tooManyHeaderFieldsGets431() throws {
         var limits = HTTPLimits()
         limits.maxHeaderCount = 5
