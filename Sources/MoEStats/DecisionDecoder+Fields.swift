@@ -393,6 +393,27 @@ extension JSONScanner {
         guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
             throw mismatch("a non-negative integer")
         }
+        // The usual shape, 1 to 19 digits without a leading zero, sign, fraction or exponent,
+        // read directly; anything else (and any value out of range) on the general path below.
+        if b != UInt8(ascii: "-"), let base = bytes.baseAddress {
+            var p = pos
+            var v: UInt64 = 0
+            let limit = Swift.min(end, pos + 19)
+            while p < limit {
+                let d = base[p] &- UInt8(ascii: "0")
+                if d >= 10 { break }
+                v = v &* 10 &+ UInt64(d)
+                p += 1
+            }
+            let n = p - pos
+            if p < end, n >= 1, n == 1 || b != UInt8(ascii: "0"), v >= min, v <= max {
+                let next = base[p]
+                if next &- UInt8(ascii: "0") >= 10, next != UInt8(ascii: "."), next | 0x20 != UInt8(ascii: "e") {
+                    pos = p
+                    return v
+                }
+            }
+        }
         let t = try scanNumber()
         guard t.isInteger else {
             throw fail(.malformed, "expected an integer without fraction or exponent, got \(text(t.start, t.end))")

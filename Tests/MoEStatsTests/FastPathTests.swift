@@ -76,6 +76,35 @@ import Testing
         #expect(compact?.field != nil)
     }
 
+    /// Integer fields read directly (plain digits) or by the general number scanner give the
+    /// same values and the same errors; a leading space sends the value to neither shortcut.
+    @Test(arguments: [
+        ("0", true), ("7", true), ("1234567890123456789", true), ("18446744073709551615", true),
+        ("-0", true), ("00", false), ("01", false), ("1.0", false), ("1e2", false), ("1E2", false),
+        ("18446744073709551616", false), ("-1", false), ("1.", false), ("12345678901234567890", true),
+        ("9223372036854775808", true),
+    ])
+    func integerFieldsAgreeOnBothPaths(text: String, accepted: Bool) {
+        for field in ["total_tokens", "step"] {
+            func body(_ space: String) -> String {
+                #"{"expert_capacities":[0],"\#(field)":\#(space)\#(text)\#(field == "step" ? #","total_tokens":1"# : "")}"#
+            }
+            let compact = body(""), spaced = body(" ")
+            let a = try? decodeDecisions(compact)
+            let b = try? decodeDecisions(spaced)
+            #expect(a == b, "\(field) \(text)")
+            if field == "total_tokens" {  // `step` has a lower maximum (Int64.max): compared only
+                #expect((a != nil) == accepted, "\(field) \(text)")
+            }
+            if a == nil {
+                let e1 = decodeError(compact), e2 = decodeError(spaced)
+                #expect(e1 != nil && e1?.kind == e2?.kind && e1?.field == e2?.field, "\(field) \(text)")
+            }
+        }
+        let topK = decodeError(#"{"expert_capacities":[1],"total_tokens":1,"top_k":0}"#)
+        #expect(topK?.kind == .invalid && topK?.field == "top_k")
+    }
+
     @Test func truncatedArraysAreRefusedOnBothPaths() {
         for text in [#"{"expert_capacities":[1,2"#, #"{"expert_capacities":[1,2,"#, #"{"expert_capacities":[1, 2"#,
                      #"{"expert_capacities":[12345678901234567890"#] {
