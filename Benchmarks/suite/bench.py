@@ -947,6 +947,17 @@ def report(r, command):
                 L.append(f"| {e} | {kind} | {fmt(x['p50_us'], 2)} | {fmt(x['p90_us'], 2)} | {fmt(x['p99_us'], 2)} | "
                          f"{fmt(x['mallocs_p50'])} | {fmt(x['samples'])} | {fmt(sp, 1)}x |")
         L.append("")
+        batch = micro.get("decode+ingest batch, 64 layers x 64 experts")
+        if batch:
+            per_s = 64 / (batch["p50_us"] / 1e6) if batch["p50_us"] else None
+            L.append("Scenario 3 without HTTP: one sample decodes a 64-layer x 64-expert batch body and ingests it into "
+                     "64 existing layers, on one core.")
+            L.append("")
+            L.append("| benchmark | p50 us per batch | p90 us | p99 us | mallocs | samples | decisions/s on one core |")
+            L.append("|---|---|---|---|---|---|---|")
+            L.append(f"| decode+ingest batch, 64 layers x 64 experts | {fmt(batch['p50_us'], 1)} | {fmt(batch['p90_us'], 1)} | "
+                     f"{fmt(batch['p99_us'], 1)} | {fmt(batch['mallocs_p50'])} | {fmt(batch['samples'])} | {fmt(per_s)} |")
+            L.append("")
 
     if r.get("growth"):
         L.append("## 7. How the cost grows")
