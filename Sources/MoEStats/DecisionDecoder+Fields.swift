@@ -27,26 +27,27 @@ enum DecisionField: UInt8, CaseIterable {
 
     var bit: UInt32 { 1 << UInt32(rawValue) }
 
-    /// Matches a key's bytes without building a `String`: by length first, then bytewise.
+    /// Matches a key's bytes without building a `String`. The length and the first byte pick the
+    /// one candidate (no two field names share both), which is then compared in whole words
+    /// against its literal (spelled out per case so that the compiler folds the literal's words).
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> DecisionField? {
-        switch key.count {
-        case 4: return key.equals("step") ? .step : nil
-        case 5: return key.equals("layer") ? .layer : key.equals("top_k") ? .topK : nil
-        case 6: return key.equals("worker") ? .worker : nil
-        case 10: return key.equals("latency_ms") ? .latencyMs : nil
-        case 12: return key.equals("total_tokens") ? .totalTokens : nil
-        case 13: return key.equals("router_z_loss") ? .routerZLoss : nil
-        case 14:
-            return key.equals("tokens_dropped") ? .tokensDropped
-                : key.equals("auxiliary_loss") ? .auxiliaryLoss : nil
-        case 15:
-            return key.equals("expert_capacity") ? .expertCapacity
-                : key.equals("capacity_factor") ? .capacityFactor : nil
-        case 17:
-            return key.equals("expert_capacities") ? .expertCapacities
-                : key.equals("tokens_per_expert") ? .tokensPerExpert
-                : key.equals("load_balance_loss") ? .loadBalanceLoss : nil
-        case 18: return key.equals("expert_assignments") ? .expertAssignments : nil
+        guard let p = key.baseAddress, key.count >= 4 else { return nil }
+        switch (key.count, p[0]) {
+        case (4, UInt8(ascii: "s")): return key.equals("step") ? .step : nil
+        case (5, UInt8(ascii: "l")): return key.equals("layer") ? .layer : nil
+        case (5, UInt8(ascii: "t")): return key.equals("top_k") ? .topK : nil
+        case (6, UInt8(ascii: "w")): return key.equals("worker") ? .worker : nil
+        case (10, UInt8(ascii: "l")): return key.equals("latency_ms") ? .latencyMs : nil
+        case (12, UInt8(ascii: "t")): return key.equals("total_tokens") ? .totalTokens : nil
+        case (13, UInt8(ascii: "r")): return key.equals("router_z_loss") ? .routerZLoss : nil
+        case (14, UInt8(ascii: "t")): return key.equals("tokens_dropped") ? .tokensDropped : nil
+        case (14, UInt8(ascii: "a")): return key.equals("auxiliary_loss") ? .auxiliaryLoss : nil
+        case (15, UInt8(ascii: "e")): return key.equals("expert_capacity") ? .expertCapacity : nil
+        case (15, UInt8(ascii: "c")): return key.equals("capacity_factor") ? .capacityFactor : nil
+        case (17, UInt8(ascii: "e")): return key.equals("expert_capacities") ? .expertCapacities : nil
+        case (17, UInt8(ascii: "t")): return key.equals("tokens_per_expert") ? .tokensPerExpert : nil
+        case (17, UInt8(ascii: "l")): return key.equals("load_balance_loss") ? .loadBalanceLoss : nil
+        case (18, UInt8(ascii: "e")): return key.equals("expert_assignments") ? .expertAssignments : nil
         default: return nil
         }
     }
@@ -67,22 +68,44 @@ enum AssignmentField: UInt8, CaseIterable {
 
     var bit: UInt8 { 1 << rawValue }
 
+    /// As `DecisionField.match`: length and first byte pick the candidate.
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> AssignmentField? {
-        switch key.count {
-        case 9: return key.equals("expert_id") ? .expertID : key.equals("token_idx") ? .tokenIndex : nil
-        case 11: return key.equals("probability") ? .probability : key.equals("expert_rank") ? .expertRank : nil
+        guard let p = key.baseAddress, key.count >= 9 else { return nil }
+        switch (key.count, p[0]) {
+        case (9, UInt8(ascii: "e")): return key.equals("expert_id") ? .expertID : nil
+        case (9, UInt8(ascii: "t")): return key.equals("token_idx") ? .tokenIndex : nil
+        case (11, UInt8(ascii: "p")): return key.equals("probability") ? .probability : nil
+        case (11, UInt8(ascii: "e")): return key.equals("expert_rank") ? .expertRank : nil
         default: return nil
         }
     }
 }
 
 extension UnsafeBufferPointer<UInt8> {
+    /// Whether the bytes are exactly `s`. Keys of 4 to 24 bytes are compared as two or three
+    /// overlapping words (loads within both buffers, unaligned: JSON keys sit anywhere); other
+    /// lengths byte by byte.
     @inline(__always)
     func equals(_ s: StaticString) -> Bool {
         let n = s.utf8CodeUnitCount
         guard count == n else { return false }
+        guard n > 0, let base = baseAddress else { return n == 0 }
+        let a = UnsafeRawPointer(base)
+        let b = UnsafeRawPointer(s.utf8Start)
+        if n >= 8 && n <= 24 {
+            guard a.loadUnaligned(as: UInt64.self) == b.loadUnaligned(as: UInt64.self),
+                  a.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+                    == b.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) else { return false }
+            return n <= 16
+                || a.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        }
+        if n >= 4 && n < 8 {
+            return a.loadUnaligned(as: UInt32.self) == b.loadUnaligned(as: UInt32.self)
+                && a.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+                    == b.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+        }
         let p = s.utf8Start
-        for i in 0..<n where self[i] != p[i] { return false }
+        for i in 0..<n where base[i] != p[i] { return false }
         return true
     }
 }
@@ -155,7 +178,7 @@ extension JSONScanner {
         } else {
             repeat {
                 guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
-                let keyToken = try scanString(decode: true)
+                let keyToken = try scanDecodedString()
                 let field = withValue(keyToken) { DecisionField.match($0) }
                 path = FieldPath()
                 if let field {
@@ -469,7 +492,7 @@ extension JSONScanner {
         guard b == UInt8(ascii: "\"") else {
             throw mismatch("a string or an integer")
         }
-        let t = try scanString(decode: true)
+        let t = try scanDecodedString()
         // Checked on the bytes where that settles it: a valid layer name is ASCII, and a worker
         // name of printable ASCII (the usual `rank-5`, `host:3`) has one character per byte.
         let (valid, printableASCII) = withValue(t) { bytes in
@@ -564,7 +587,7 @@ extension JSONScanner {
         } else {
             repeat {
                 guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
-                let keyToken = try scanString(decode: true)
+                let keyToken = try scanDecodedString()
                 let field = withValue(keyToken) { AssignmentField.match($0) }
                 if let field {
                     path.sub = .known(field.name)

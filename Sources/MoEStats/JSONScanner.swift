@@ -230,6 +230,66 @@ struct JSONScanner {
         var escaped: Bool
     }
 
+    /// Reads a string starting at `"` whose value is needed (an object key, a name), with the
+    /// result of `scanString(decode: true)`.
+    ///
+    /// Keys and names are nearly always printable ASCII without escapes; for those the closing
+    /// quote is found by a tight pointer loop and the raw bytes are the value. Anything else (a
+    /// backslash, a byte below 0x20, a non-ASCII byte, or the end of the input before a quote)
+    /// sends the whole string, from its opening quote, through `scanString`, which validates and
+    /// reports it (RFC 8259 sections 7 and 8.1).
+    @inline(__always)
+    mutating func scanDecodedString() throws(DecisionError) -> StringToken {
+        if let close = plainStringEnd(from: pos + 1) {
+            let token = StringToken(start: pos + 1, end: close, escaped: false)
+            pos = close + 1
+            return token
+        }
+        return try scanString(decode: true)
+    }
+
+    /// The index of the closing quote of a string whose contents start at `start`, when every byte
+    /// before it is printable ASCII other than a backslash; nil otherwise (the caller then takes
+    /// the general path).
+    ///
+    /// Eight bytes at a time while eight remain before `end`: a word is flagged when a byte is a
+    /// quote or a backslash (equal to 0x22 or 0x5C: the zero-byte test on `word ^ pattern`), below
+    /// 0x20 (the same test with a subtraction) or 0x80 and above (its top bit). Each test may
+    /// flag a clean byte only above a truly flagged one (a borrow runs upward), so the lowest
+    /// flag is the first byte that ends the plain run. The rest byte by byte.
+    ///
+    /// Why pointers: the loop runs over every key of every decision, and indexing the buffer
+    /// checked its bounds per byte. Here every load lies below `end`, which is checked once
+    /// against the buffer's size.
+    @inline(__always)
+    func plainStringEnd(from start: Int) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
+        let end = self.end
+        precondition(end <= bytes.count)
+        var p = start
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while p + 8 <= end {
+            let w = UInt64(littleEndian: UnsafeRawPointer(base + p).loadUnaligned(as: UInt64.self))
+            let q = w ^ (ones &* 0x22)
+            let s = w ^ (ones &* 0x5C)
+            let flags = ((q &- ones) & ~q | (s &- ones) & ~s | (w &- ones &* 0x20) & ~w | w) & highs
+            if flags != 0 {
+                let i = p + flags.trailingZeroBitCount >> 3
+                return base[i] == UInt8(ascii: "\"") ? i : nil
+            }
+            p += 8
+        }
+        while p < end {
+            let b = base[p]
+            if b == UInt8(ascii: "\"") { return p }
+            // 0x20 ... 0x7F and not a backslash; one compare for the range.
+            guard b &- 0x20 < 0x60, b != UInt8(ascii: "\\") else { return nil }
+            p += 1
+        }
+        return nil
+    }
+
     /// Reads a string starting at `"`. With `decode`, an escaped string's value is left in
     /// `scratch`; the raw bytes of an unescaped string are its value.
     mutating func scanString(decode: Bool) throws(DecisionError) -> StringToken {
