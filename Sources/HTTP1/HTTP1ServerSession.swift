@@ -12,13 +12,17 @@ import HTTPCore
 /// bytes, and the idle timeout from the end of the previous response.
 public final class HTTP1ServerSession: ConnectionSession {
     private let handler: any HTTPHandler
-    private var parser: HTTP1Parser
+    // `@exclusivity(unchecked)` on the per-request state below: the session is confined to its
+    // connection's event-loop thread and never hands these out, so the runtime's dynamic access
+    // checks (a `swift_beginAccess` per touch, ~1,000 instructions per request in all) guard
+    // nothing the compiler's static checks do not already cover.
+    @exclusivity(unchecked) private var parser: HTTP1Parser
     private let dates: HTTPDateCache
-    private var phase: HTTP1Parser.Phase = .idle
+    @exclusivity(unchecked) private var phase: HTTP1Parser.Phase = .idle
     /// When the current phase's timer started (monotonic nanoseconds).
-    private var anchor: UInt64
-    private var shuttingDown = false
-    private var finished = false
+    @exclusivity(unchecked) private var anchor: UInt64
+    @exclusivity(unchecked) private var shuttingDown = false
+    @exclusivity(unchecked) private var finished = false
 
     public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
         self.handler = handler
@@ -83,7 +87,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     /// of tiny pipelined requests could demand thousands of large responses at once.
     public static let outputHighWaterBytes = 1 << 20
 
-    public private(set) var hasBufferedInput = false
+    @exclusivity(unchecked) public private(set) var hasBufferedInput = false
 
     private func process(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         var completed = false

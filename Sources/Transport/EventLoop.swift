@@ -9,7 +9,10 @@ final class Connection {
     let fd: Int32
     let session: (any StreamSession)?
     /// Bytes produced but not yet accepted by the kernel, from `outputOffset` on.
-    var output: [UInt8] = []
+    /// `@exclusivity(unchecked)`: a connection lives on one loop thread and `output` is lent
+    /// (inout) only to its own session's calls, so the runtime's dynamic access check on every
+    /// read guards nothing the static checks do not.
+    @exclusivity(unchecked) var output: [UInt8] = []
     var outputOffset = 0
     /// The socket may hold unread bytes (edge-triggered: we saw an edge and have not drained it).
     var readable = false
@@ -90,7 +93,8 @@ final class EventLoop: @unchecked Sendable {
     private let readBuffer: UnsafeMutableRawBufferPointer
     private var nextTimerCheck = UInt64.max
     private var shutdownDeadline: UInt64?
-    private var pendingWakes: Set<Int> = []
+    /// Loop-thread only, as everything here; no dynamic access check on the per-iteration flush.
+    @exclusivity(unchecked) private var pendingWakes: Set<Int> = []
 
     private static let listenerTag: UInt64 = 1 << 32
     private static let wakeTag: UInt64 = 2 << 32
