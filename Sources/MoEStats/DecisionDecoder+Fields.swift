@@ -458,12 +458,67 @@ extension JSONScanner {
         guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
             throw mismatch("a number")
         }
+        if let v = plainDouble() { return v }
         let t = try scanNumber()
         let v = doubleValue(t)
         guard v.isFinite else {
             throw fail(.invalid, "\(text(t.start, t.end)) is outside the range of a double")
         }
         return v
+    }
+
+    /// The usual shape of a double, `-?(0|[1-9][0-9]*)(.[0-9]+)?` with at most 19 digits and no
+    /// exponent, followed by a byte that cannot continue a number, whose digits make an integer
+    /// `m <= 2^53` and whose fraction has at most 22 digits: its value is `m / 10^k`, one
+    /// correctly rounded division of two exactly representable doubles (Clinger's fast path, as
+    /// `doubleValue` computes it), so the result is the correctly rounded value of the literal.
+    /// Anything else returns nil with `pos` unchanged, for `scanNumber` and `doubleValue`, which
+    /// read (or refuse) every number.
+    ///
+    /// Why pointers: four of these per decision, and indexing the body checked its bounds per
+    /// byte. Every byte read here is below `end`, which is checked once against the buffer.
+    @inline(__always)
+    mutating func plainDouble() -> Double? {
+        guard let base = bytes.baseAddress else { return nil }
+        let end = self.end
+        precondition(end <= bytes.count)
+        var p = pos
+        let negative = p < end && base[p] == UInt8(ascii: "-")
+        if negative { p += 1 }
+        let first = p
+        var m: UInt64 = 0
+        while p < end {
+            let d = base[p] &- UInt8(ascii: "0")
+            if d >= 10 { break }
+            m = m &* 10 &+ UInt64(d)
+            p += 1
+        }
+        let integerDigits = p - first
+        // A leading zero may only stand alone.
+        guard integerDigits >= 1, integerDigits == 1 || base[first] != UInt8(ascii: "0"), p < end else { return nil }
+        var fractionDigits = 0
+        if base[p] == UInt8(ascii: ".") {
+            p += 1
+            let fractionStart = p
+            while p < end {
+                let d = base[p] &- UInt8(ascii: "0")
+                if d >= 10 { break }
+                m = m &* 10 &+ UInt64(d)
+                p += 1
+            }
+            fractionDigits = p - fractionStart
+            guard fractionDigits >= 1, p < end else { return nil }
+        }
+        // 19 digits cannot overflow a UInt64 (10^19 - 1 < 2^64), so `m` is exact.
+        guard integerDigits + fractionDigits <= 19, m <= 1 << 53, fractionDigits <= 22 else { return nil }
+        let next = base[p]
+        guard next &- UInt8(ascii: "0") >= 10, next != UInt8(ascii: "."), next | 0x20 != UInt8(ascii: "e") else {
+            return nil
+        }
+        var v = Double(m)
+        if fractionDigits > 0 { v /= JSONScanner.powersOfTen[fractionDigits] }
+        pos = p
+        return negative ? -v : v
     }
 
     /// A loss: a number, or `null`, which is how serde_json writes a NaN or infinite float.

@@ -187,3 +187,103 @@ import Testing
         }
     }
 }
+
+/// The plain-double fast path beside the general number path and the standard library's parser.
+@Suite struct DoubleFastPathTests {
+    /// What `finiteNumber` answers for `text` followed by `tail`, by the fast path alone (nil when it
+    /// declines) and by the general path alone, with where each stopped.
+    static func both(_ text: String, tail: String = ",") -> (fast: (Double, Int)?, general: Result<(Double, Int), DecisionError>) {
+        let bytes = Array((text + tail).utf8)
+        return bytes.withUnsafeBufferPointer { buffer in
+            var fast = JSONScanner(bytes: buffer, maxDepth: 8)
+            let f = fast.plainDouble().map { ($0, fast.pos) }
+            if f == nil { #expect(fast.pos == 0, "a declined number must leave the position alone") }
+            var general = JSONScanner(bytes: buffer, maxDepth: 8)
+            let g: Result<(Double, Int), DecisionError>
+            do throws(DecisionError) {
+                let t = try general.scanNumber()
+                g = .success((general.doubleValue(t), general.pos))
+            } catch {
+                g = .failure(error)
+            }
+            return (f, g)
+        }
+    }
+
+    static func check(_ text: String, tail: String = ",", sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
+        let (fast, general) = both(text, tail: tail)
+        guard let fast else { return false }
+        guard case .success(let g) = general else {
+            Issue.record("fast path accepted \(text) that the general path refuses", sourceLocation: sourceLocation)
+            return true
+        }
+        #expect(fast.0.bitPattern == g.0.bitPattern && fast.1 == g.1, "\(text)", sourceLocation: sourceLocation)
+        if let reference = Double(text) {
+            #expect(fast.0.bitPattern == reference.bitPattern, "\(text): \(fast.0) vs \(reference)", sourceLocation: sourceLocation)
+        } else {
+            Issue.record("the standard library does not read \(text)", sourceLocation: sourceLocation)
+        }
+        return true
+    }
+
+    @Test func edgeValuesAgreeBitForBit() {
+        let taken = ["0", "-0", "0.0", "-0.0", "1", "0.1", "0.2", "0.3", "0.0123", "0.00107", "0.42", "-1.5",
+                     "9007199254740992", "900719925474099.2", "0.9007199254740992", "2.5",
+                     "0.000000000000000001", "-900719925474.0992", "7.0", "1000000000000000"]
+        for text in taken {
+            #expect(Self.check(text), "\(text) should take the fast path")
+            #expect(Self.check(text, tail: "}"), "\(text)")
+            #expect(Self.check(text, tail: " "), "\(text)")
+        }
+        // Declined: exponents, too many digits, m above 2^53, more than 22 fraction digits, bad
+        // shapes and a number at the end of the input; the general path reads or refuses them.
+        let declined: [(String, String)] = [
+            ("1e5", ","), ("1.5E-3", ","), ("9007199254740993", ","), ("12345678901234567890", ","),
+            ("0.00000000000000000000001", ","), ("01", ","), ("-", ","), ("1.", ","), ("-.5", ","), ("1.5", ""),
+            ("1", ""), ("00", ","), ("1.2.3", ""), ("-a", ","), ("1.2", "."), ("3", "e"),
+            ("1.7976931348623157", ","), ("0.0000000000000000000001", ","), ("4.9406564584124654", ","),
+            ("123456789012345678", ","), ("0.30000000000000004", ","), ("1.0000000000000002", ","),
+            ("0.1000000000000000055", ","), ("0.0000000000000000001", ","),
+        ]
+        for (text, tail) in declined {
+            #expect(Self.both(text, tail: tail).fast == nil, "\(text)\(tail) should be declined")
+        }
+    }
+
+    @Test func randomValuesAgreeBitForBit() {
+        var g = FastPathTests.Generator(state: 2026)
+        var fastCount = 0
+        for i in 0..<50_000 {
+            let text: String
+            switch i % 4 {
+            case 0:  // shortest round-trip forms of random doubles in the usual ranges
+                let v = Double(bitPattern: g.next() >> 2) .truncatingRemainder(dividingBy: 1e6)
+                text = "\(abs(v))".contains("e") ? "0.5" : "\(v)"
+            case 1:  // random digit strings with a random point
+                let n = 1 + Int(g.below(20))
+                var digits = (0..<n).map { _ in String(g.below(10)) }.joined()
+                while digits.count > 1 && digits.hasPrefix("0") { digits.removeFirst() }
+                let point = Int(g.below(UInt64(digits.count)))
+                text = point == 0 ? digits : "0." + String(repeating: "0", count: Int(g.below(5))) + digits
+            case 2:  // losses as workers print them
+                text = String(Double(g.below(1_000_000)) / 1_000_000.0)
+            default:  // integers around 2^53
+                let v = (UInt64(1) << 53) &+ g.below(64) &- 32
+                text = (g.below(2) == 0 ? "-" : "") + String(v)
+            }
+            if Self.check(text) { fastCount += 1 }
+        }
+        #expect(fastCount > 25_000, "\(fastCount)")  // most of them exercised the fast path
+    }
+
+    /// Whole decisions read with the fast path: the losses and latency equal the standard library's
+    /// values of their text.
+    @Test func decisionsUseTheSameValues() throws {
+        for (loss, latency) in [("0.0123", "0.42"), ("-0.0", "0"), ("1e-3", "1E2"), ("0.1000000000000000055", "12.5"),
+                                ("123456789012345678901", "0.00000000000000000000001")] {
+            let d = try decodeDecisions(minimal(#""load_balance_loss":\#(loss),"latency_ms":\#(latency)"#))[0]
+            #expect(d.loadBalanceLoss == .value(Double(loss)!) && d.latencyMs?.bitPattern == Double(latency)!.bitPattern)
+            if case .value(let v) = d.loadBalanceLoss { #expect(v.bitPattern == Double(loss)!.bitPattern) }
+        }
+    }
+}
