@@ -30,6 +30,7 @@ enum DecisionField: UInt8, CaseIterable {
     /// Matches a key's bytes without building a `String`. The length and the first byte pick the
     /// one candidate (no two field names share both), which is then compared in whole words
     /// against its literal (spelled out per case so that the compiler folds the literal's words).
+    @inline(__always)
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> DecisionField? {
         guard let p = key.baseAddress, key.count >= 4 else { return nil }
         switch (key.count, p[0]) {
@@ -167,7 +168,14 @@ extension JSONScanner {
         path = FieldPath()
         var seen: UInt32 = 0
         var unknownKeys: Set<[UInt8]>? = nil
-        var d = RoutingDecision(expertCounts: [], totalTokens: 0)
+        // The fields are kept in locals and the decision built once at the end: assigning into a
+        // `RoutingDecision` variable field by field made the optimizer copy and destroy the whole
+        // value (its strings and array retained and released) twice per decision.
+        var layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil
+        var expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil
+        var expertCounts: [UInt64] = [], totalTokens: UInt64 = 0, tokensDropped: UInt64 = 0
+        var loadBalanceLoss = Loss.absent, routerZLoss = Loss.absent, auxiliaryLoss = Loss.absent
+        var assignmentCount = 0
         var expertCount: Int? = nil
         var totals = CountTotals()
         // An expert id seen before `expert_capacities`: checked once the count is known.
@@ -205,7 +213,7 @@ extension JSONScanner {
                     let t = try countArray(depth: depth + 1, limits: limits, into: &counts)
                     totals = t
                     // An exact-size copy: the scratch array stays whole for the next decision.
-                    d.expertCounts = Array(counts[..<t.count])
+                    expertCounts = Array(counts[..<t.count])
                     expertCount = t.count
                     if let largestID, largestID.id >= UInt64(t.count) {
                         path = FieldPath(top: .known(DecisionField.expertAssignments.name),
@@ -214,41 +222,41 @@ extension JSONScanner {
                         throw fail(.invalid, "expert id \(largestID.id) is out of range for \(t.count) experts")
                     }
                 case .totalTokens:
-                    d.totalTokens = try count()
+                    totalTokens = try count()
                 case .tokensDropped:
-                    d.tokensDropped = try count()
+                    tokensDropped = try count()
                 case .loadBalanceLoss:
-                    d.loadBalanceLoss = try loss()
+                    loadBalanceLoss = try loss()
                 case .routerZLoss:
-                    d.routerZLoss = try loss()
+                    routerZLoss = try loss()
                 case .auxiliaryLoss:
-                    d.auxiliaryLoss = try loss()
+                    auxiliaryLoss = try loss()
                 case .expertAssignments:
-                    d.assignmentCount = try assignments(depth: depth + 1, limits: limits,
-                                                        expertCount: expertCount, largestID: &largestID)
+                    assignmentCount = try assignments(depth: depth + 1, limits: limits,
+                                                      expertCount: expertCount, largestID: &largestID)
                 case .layer:
-                    d.layer = try name(maxLength: 64, isLayer: true)
+                    layer = try name(maxLength: 64, isLayer: true)
                 case .worker:
-                    d.worker = try name(maxLength: 128, isLayer: false)
+                    worker = try name(maxLength: 128, isLayer: false)
                 case .step:
                     if try consumeNull() { break }
-                    d.step = Int64(try count(max: UInt64(Int64.max)))
+                    step = Int64(try count(max: UInt64(Int64.max)))
                 case .topK:
                     if try consumeNull() { break }
-                    d.topK = Int(try count(max: UInt64(Int.max), min: 1))
+                    topK = Int(try count(max: UInt64(Int.max), min: 1))
                 case .expertCapacity:
                     if try consumeNull() { break }
-                    d.expertCapacity = Int(try count(max: UInt64(Int.max), min: 1))
+                    expertCapacity = Int(try count(max: UInt64(Int.max), min: 1))
                 case .capacityFactor:
                     if try consumeNull() { break }
                     let v = try finiteNumber()
                     guard v > 0 else { throw fail(.invalid, "must be greater than 0, got \(v)") }
-                    d.capacityFactor = v
+                    capacityFactor = v
                 case .latencyMs:
                     if try consumeNull() { break }
                     let v = try finiteNumber()
                     guard v >= 0 else { throw fail(.invalid, "must not be negative, got \(v)") }
-                    d.latencyMs = v
+                    latencyMs = v
                 }
             } while try nextMember(close: UInt8(ascii: "}"))
         }
@@ -263,29 +271,34 @@ extension JSONScanner {
             path.top = .known(DecisionField.totalTokens.name)
             throw fail(.malformed, "missing required field")
         }
-        guard d.tokensDropped <= d.totalTokens else {
+        guard tokensDropped <= totalTokens else {
             path.top = .known(DecisionField.tokensDropped.name)
-            throw fail(.invalid, "\(d.tokensDropped) exceeds total_tokens \(d.totalTokens)")
+            throw fail(.invalid, "\(tokensDropped) exceeds total_tokens \(totalTokens)")
         }
-        if let k = d.topK, k > d.expertCounts.count {
+        if let k = topK, k > expertCounts.count {
             path.top = .known(DecisionField.topK.name)
-            throw fail(.invalid, "\(k) exceeds the number of experts \(d.expertCounts.count)")
+            throw fail(.invalid, "\(k) exceeds the number of experts \(expertCounts.count)")
         }
         let countsField = seen & DecisionField.tokensPerExpert.bit != 0
             ? DecisionField.tokensPerExpert : DecisionField.expertCapacities
-        switch RoutingDecision.loadProblem(d.expertCounts, sum: totals.sum, largest: totals.largest,
-                                           totalTokens: d.totalTokens, topK: d.topK) {
+        switch RoutingDecision.loadProblem(expertCounts, sum: totals.sum, largest: totals.largest,
+                                           totalTokens: totalTokens, topK: topK) {
         case nil:
             break
         case .expertAboveTotal(let expert, let load):
             path.top = .known(countsField.name)
             path.element = expert
-            throw fail(.invalid, "\(load) tokens exceed total_tokens \(d.totalTokens); a token reaches an expert at most once")
+            throw fail(.invalid, "\(load) tokens exceed total_tokens \(totalTokens); a token reaches an expert at most once")
         case .sumAboveTopK(let sum, let k):
             path.top = .known(countsField.name)
-            throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(d.totalTokens)")
+            throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(totalTokens)")
         }
-        return d
+        return RoutingDecision(layer: layer, worker: worker, step: step, topK: topK,
+                               expertCapacity: expertCapacity, capacityFactor: capacityFactor,
+                               latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
+                               tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
+                               routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
+                               assignmentCount: assignmentCount)
     }
 
     /// What `countArray` learnt on the way: the number of counts read, their sum and the largest,
