@@ -39,7 +39,11 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
     /// such as `"content-type"`): the per-request lookups of a handler, without folding the
     /// name each time. Stored names are lower-case, so this equals `self[name]` for such names.
     public func value(lowercasedName name: String) -> String? {
-        for f in fields where f.name == name { return f.value }
+        // Byte counts first: most stored names differ in length from the one sought, and a
+        // count is read from the string's header, where `==` on two different small strings
+        // goes through the general comparison (~60 instructions a field).
+        let length = name.utf8.count
+        for f in fields where f.name.utf8.count == length && f.name == name { return f.value }
         return nil
     }
 

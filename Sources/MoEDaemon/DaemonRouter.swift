@@ -181,7 +181,9 @@ public final class DaemonRouter: HTTPHandler, Sendable {
 
     private func respond(_ request: HTTPRequest, route: Route, layer: String?, settings current: Settings) -> HTTPResponse {
         let method = request.method
-        let isGet = method == "GET" || method == "HEAD"
+        // Computed only by the cases that ask: an ingest POST matches before any of them, so it
+        // pays for no comparison of two different strings (the slow path of String ==).
+        var isGet: Bool { method == "GET" || method == "HEAD" }
         switch (route, method) {
         case (.unmatched, _):
             // The path is echoed for the caller's benefit, but bounded: a long target must not
