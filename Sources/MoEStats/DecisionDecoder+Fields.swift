@@ -378,13 +378,15 @@ extension JSONScanner {
         guard let base = bytes.baseAddress else { return false }
         precondition(end <= bytes.count)
         let end = self.end
-        var p = pos
-        var n = t.count
-        var sum = t.sum
-        var largest = t.largest
-        var closed = false
-        counts.withUnsafeMutableBufferPointer { out in
+        // The loop's state lives in the closure's locals and comes back as its result: captured
+        // variables were kept in memory and stored back on every element.
+        let start0 = pos, count0 = t.count, sum0 = t.sum, largest0 = t.largest
+        let r = counts.withUnsafeMutableBufferPointer { out -> (p: Int, n: Int, sum: UInt64, largest: UInt64, closed: Bool) in
             precondition(room <= out.count)
+            var p = start0
+            var n = count0
+            var sum = sum0
+            var largest = largest0
             while n < room {
                 let start = p
                 guard p < end else { break }
@@ -393,7 +395,7 @@ extension JSONScanner {
                 var v = UInt64(first)
                 p += 1
                 if first != 0 {  // after a leading 0 nothing may follow but the separator
-                    let limit = Swift.min(end, start + 19)
+                    let limit = Swift.min(end, start &+ 19)  // start < end, so no overflow
                     while p < limit {
                         let d = base[p] &- UInt8(ascii: "0")
                         guard d < 10 else { break }
@@ -413,14 +415,15 @@ extension JSONScanner {
                 out[n] = v
                 n += 1
                 p += 1
-                if next == UInt8(ascii: "]") { closed = true; break }
+                if next == UInt8(ascii: "]") { return (p, n, sum, largest, true) }
             }
+            return (p, n, sum, largest, false)
         }
-        pos = p
-        t.count = n
-        t.sum = sum
-        t.largest = largest
-        return closed
+        pos = r.p
+        t.count = r.n
+        t.sum = r.sum
+        t.largest = r.largest
+        return r.closed
     }
 
     /// A count: an integer literal (no fraction, no exponent: serde writes `usize` that way, and a
