@@ -258,6 +258,7 @@ public struct HTTP1Parser {
     // MARK: - Request line (RFC 9112 section 3)
 
     private mutating func parseRequestLine(_ line: Range<Int>) -> HTTP1ParseError? {
+        startRequest()
         guard let sp1 = buffer[line].firstIndex(of: SP) else { return .badRequest("malformed request line") }
         let methodBytes = buffer[line.lowerBound..<sp1]
         guard !methodBytes.isEmpty, methodBytes.allSatisfy(isTokenByte) else { return .badRequest("malformed method") }
@@ -620,7 +621,6 @@ public struct HTTP1Parser {
         method = ""
         path = ""
         query = nil
-        fields = []
         headerBytes = 0
         trailerCount = 0
         hostCount = 0
@@ -631,9 +631,20 @@ public struct HTTP1Parser {
         expect = nil
         connectionClose = false
         connectionKeepAlive = false
-        body = []
+        // `fields` and `body` stay: the request shares their storage (copy-on-write) and
+        // `startRequest` empties them for the next one.
         state = .requestLine
         return .request(request, keepAlive: keepAlive)
+    }
+
+    /// Empties the field list and body the previous request was given. Once that request is
+    /// released (the handler kept no copy), their storage is uniquely ours again and is reused
+    /// instead of allocating two buffers per request; a copy still held elsewhere is left intact
+    /// (the parser then starts fresh storage). Storage over 64 KiB is returned, as the input
+    /// buffer's is, so an idle keep-alive connection does not pin a large body.
+    private mutating func startRequest() {
+        if !fields.isEmpty { fields.removeAll(keepingCapacity: fields.capacity <= 64) }
+        if body.capacity > 0 { body.removeAll(keepingCapacity: body.capacity <= 1 << 16) }
     }
 }
 

@@ -185,3 +185,68 @@ import Testing
         #expect(HTTPResponse.json(200, []).headers.count == 1)
     }
 }
+
+/// The parser reuses the field list and body storage of a request once it is released; a request
+/// still held keeps its own fields and body, and a reused parser answers as a fresh one does.
+@Suite struct HTTP1BufferReuseTests {
+    static let first = "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-One: 1\r\n\r\nhello"
+    static let second = "POST /b HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nbye"
+    static let third = "PUT /c HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+    @Test func heldRequestIsUntouchedByTheNextOnes() {
+        var parser = HTTP1Parser()
+        parser.append(contentsOf: Array((Self.first + Self.second + Self.third).utf8))
+        var held: [HTTPRequest] = []
+        while let event = parser.next() {
+            guard case .request(let request, _) = event else {
+                Issue.record("unexpected \(event)")
+                return
+            }
+            held.append(request)
+        }
+        #expect(held.map(\.path) == ["/a", "/b", "/c"])
+        #expect(held.map { String(decoding: $0.body, as: UTF8.self) } == ["hello", "bye", "ok"])
+        #expect(held.map { $0.headers.map { "\($0.name): \($0.value)" } } == [
+            ["host: a", "content-length: 5", "x-one: 1"],
+            ["host: b", "content-length: 3"],
+            ["host: c", "transfer-encoding: chunked"],
+        ])
+    }
+
+    @Test func releasedRequestsGiveWhatAFreshParserGives() {
+        var reused = HTTP1Parser()
+        for text in [Self.first, Self.second, Self.third, Self.first] {
+            var fresh = HTTP1Parser()
+            fresh.append(contentsOf: Array(text.utf8))
+            reused.append(contentsOf: Array(text.utf8))
+            // Each reused request is dropped before the next is parsed, so its storage is reused.
+            guard case .request(let a, let keepA)? = fresh.next(), case .request(let b, let keepB)? = reused.next() else {
+                Issue.record("no request for \(text)")
+                return
+            }
+            #expect(a.method == b.method && a.path == b.path && a.query == b.query && keepA == keepB)
+            #expect(a.body == b.body)
+            #expect(a.headers.map { "\($0.name): \($0.value)" } == b.headers.map { "\($0.name): \($0.value)" })
+        }
+    }
+
+    @Test func bodyLimitCountsOnlyTheCurrentRequest() {
+        // A chunked body's limit is checked against the bytes gathered so far: the previous
+        // request's body, whose storage is reused, must not count.
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 4
+        var parser = HTTP1Parser(limits: limits)
+        let text = "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd"
+            + "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n"
+        parser.append(contentsOf: Array(text.utf8))
+        var bodies: [String] = []
+        while let event = parser.next() {
+            guard case .request(let request, _) = event else {
+                Issue.record("unexpected \(event)")
+                return
+            }
+            bodies.append(String(decoding: request.body, as: UTF8.self))
+        }
+        #expect(bodies == ["abcd", "wxyz"])
+    }
+}
