@@ -293,12 +293,14 @@ extension JSONScanner {
             path.top = .known(countsField.name)
             throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(totalTokens)")
         }
-        return RoutingDecision(layer: layer, worker: worker, step: step, topK: topK,
-                               expertCapacity: expertCapacity, capacityFactor: capacityFactor,
-                               latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
-                               tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
-                               routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
-                               assignmentCount: assignmentCount)
+        var d = RoutingDecision(layer: layer, worker: worker, step: step, topK: topK,
+                                expertCapacity: expertCapacity, capacityFactor: capacityFactor,
+                                latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
+                                tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
+                                routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
+                                assignmentCount: assignmentCount)
+        d.loadsChecked = true  // loadProblem was nil just above
+        return d
     }
 
     /// What `countArray` learnt on the way: the number of counts read, their sum and the largest,

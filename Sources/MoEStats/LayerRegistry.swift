@@ -331,6 +331,8 @@ public final class LayerRegistry: Sendable {
         if let f = d.capacityFactor, !(f.isFinite && f > 0) {
             throw DecisionError(.invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
         }
+        // Decoded decisions were checked by the decoder; the flag is cleared by any change since.
+        if d.loadsChecked { return }
         switch RoutingDecision.loadProblem(d.expertCounts, totalTokens: d.totalTokens, topK: d.topK) {
         case nil:
             break

@@ -11,7 +11,7 @@ public struct RoutingDecision: Sendable, Equatable {
     /// The rank or host that sent it (an integer is written in decimal).
     public var worker: String?
     public var step: Int64?
-    public var topK: Int?
+    public var topK: Int? { didSet { loadsChecked = false } }
     /// Per-expert capacity in tokens used for this batch, when the worker knows it.
     public var expertCapacity: Int?
     public var capacityFactor: Double?
@@ -19,14 +19,19 @@ public struct RoutingDecision: Sendable, Equatable {
     public var latencyMs: Double?
     /// Tokens each expert received (`expert_capacities` in torsh, alias `tokens_per_expert`);
     /// its length is the layer's expert count.
-    public var expertCounts: [UInt64]
-    public var totalTokens: UInt64
+    public var expertCounts: [UInt64] { didSet { loadsChecked = false } }
+    public var totalTokens: UInt64 { didSet { loadsChecked = false } }
     public var tokensDropped: UInt64
     public var loadBalanceLoss: Loss
     public var routerZLoss: Loss
     public var auxiliaryLoss: Loss
     /// Number of per-token assignment lists that were sent and validated (they are not kept).
     public var assignmentCount: Int
+    /// True only while `loadProblem` is known to be nil for the current `expertCounts`,
+    /// `totalTokens` and `topK`: the decoder sets it after checking them, and any change to one of
+    /// the three (in place or not) clears it, so `LayerRegistry` re-checks only decisions it
+    /// cannot know to be checked (built by hand, or changed since decoding). Not part of equality.
+    var loadsChecked = false
 
     public init(layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil,
                 expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil,
@@ -47,6 +52,18 @@ public struct RoutingDecision: Sendable, Equatable {
         self.routerZLoss = routerZLoss
         self.auxiliaryLoss = auxiliaryLoss
         self.assignmentCount = assignmentCount
+    }
+}
+
+extension RoutingDecision {
+    /// Equality of what was sent; `loadsChecked` records what is known about it, not part of it.
+    public static func == (a: RoutingDecision, b: RoutingDecision) -> Bool {
+        a.layer == b.layer && a.worker == b.worker && a.step == b.step && a.topK == b.topK
+            && a.expertCapacity == b.expertCapacity && a.capacityFactor == b.capacityFactor
+            && a.latencyMs == b.latencyMs && a.expertCounts == b.expertCounts
+            && a.totalTokens == b.totalTokens && a.tokensDropped == b.tokensDropped
+            && a.loadBalanceLoss == b.loadBalanceLoss && a.routerZLoss == b.routerZLoss
+            && a.auxiliaryLoss == b.auxiliaryLoss && a.assignmentCount == b.assignmentCount
     }
 }
 

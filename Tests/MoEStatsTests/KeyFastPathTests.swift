@@ -287,3 +287,52 @@ import Testing
         }
     }
 }
+
+/// The registry skips its load re-check only for decisions the decoder checked and nobody changed.
+@Suite struct LoadsCheckedTests {
+    static let body = #"{"layer":"L0","expert_capacities":[3,1],"total_tokens":4,"top_k":1}"#
+
+    @Test func decodedDecisionsAreMarkedAndChangesClearTheMark() throws {
+        let decoded = try decodeDecisions(Self.body)[0]
+        #expect(decoded.loadsChecked)
+        let built = RoutingDecision(layer: "L0", topK: 1, expertCounts: [3, 1], totalTokens: 4)
+        #expect(!built.loadsChecked)
+        #expect(built == decoded)  // the mark is not part of equality
+        let changes: [(String, (inout RoutingDecision) -> Void)] = [
+            ("element", { $0.expertCounts[0] = 9 }), ("append", { $0.expertCounts.append(5) }),
+            ("array", { $0.expertCounts = [4, 4] }), ("total", { $0.totalTokens = 1 }),
+            ("total in place", { $0.totalTokens -= 1 }), ("top k", { $0.topK = 2 }), ("top k nil", { $0.topK = nil }),
+        ]
+        for (name, change) in changes {
+            var d = decoded
+            change(&d)
+            #expect(!d.loadsChecked, "\(name)")
+        }
+        var other = decoded
+        other.worker = "w"
+        other.latencyMs = 1
+        #expect(other.loadsChecked)  // fields the load check does not read keep the mark
+    }
+
+    /// A decoded decision changed into an impossible one is refused exactly as the same decision
+    /// built by hand.
+    @Test func changedDecisionsAreCheckedAgain() throws {
+        for change: (inout RoutingDecision) -> Void in [{ $0.expertCounts[0] = 9 }, { $0.totalTokens = 3 },
+                                                         { $0.expertCounts.append(4) }] {
+            var d = try decodeDecisions(Self.body)[0]
+            change(&d)
+            let handmade = RoutingDecision(layer: d.layer, topK: d.topK, expertCounts: d.expertCounts, totalTokens: d.totalTokens)
+            func refusal(_ x: RoutingDecision) -> DecisionError? {
+                do {
+                    _ = try LayerRegistry(configuration: StatsConfiguration()).ingest([x], defaultLayer: nil, now: 0)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            let a = refusal(d)
+            let b = refusal(handmade)
+            #expect(a != nil && a?.message == b?.message && a?.field == b?.field, "\(String(describing: a)) vs \(String(describing: b))")
+        }
+    }
+}
