@@ -83,6 +83,10 @@ public struct HTTP1Parser {
     private var expect: String?
     private var connectionClose = false
     private var connectionKeepAlive = false
+    // The last path, Host and Content-Length values built, reused when the bytes repeat.
+    private var recentPath = RecentString()
+    private var recentHost = RecentString()
+    private var recentContentLength = RecentString()
 
     public init(limits: HTTPLimits = HTTPLimits()) {
         self.limits = limits
@@ -284,7 +288,9 @@ public struct HTTP1Parser {
                 path = String(decoding: buffer[targetBytes.startIndex..<q], as: UTF8.self)
                 query = String(decoding: buffer[(q + 1)..<targetBytes.endIndex], as: UTF8.self)
             } else {
-                path = String(decoding: targetBytes, as: UTF8.self)
+                path = buffer.withUnsafeBufferPointer {
+                    recentPath.string(UnsafeBufferPointer(rebasing: $0[targetBytes.startIndex..<targetBytes.endIndex]))
+                }
                 query = nil
             }
             return nil
@@ -457,8 +463,14 @@ public struct HTTP1Parser {
         let (name, value) = buffer.withUnsafeBufferPointer { buf -> (String, String) in
             let bytes = UnsafeBufferPointer(rebasing: buf[valueRange])
             // The Content-Type nearly every POST carries is a literal: no String storage for it.
-            let value = kind == .contentType && Self.equals(bytes, "application/json")
-                ? "application/json" : String(decoding: bytes, as: UTF8.self)
+            let value: String
+            switch kind {
+            case .contentType where Self.equals(bytes, "application/json"): value = "application/json"
+            // A keep-alive client repeats these from request to request.
+            case .host: value = recentHost.string(bytes)
+            case .contentLength: value = recentContentLength.string(bytes)
+            default: value = String(decoding: bytes, as: UTF8.self)
+            }
             // Names already recognised (case-insensitively) need no String built from the bytes.
             switch kind {
             case .host: return ("host", value)
@@ -645,6 +657,29 @@ public struct HTTP1Parser {
     private mutating func startRequest() {
         if !fields.isEmpty { fields.removeAll(keepingCapacity: fields.capacity <= 64) }
         if body.capacity > 0 { body.removeAll(keepingCapacity: body.capacity <= 1 << 16) }
+    }
+}
+
+/// The String last built from some bytes, handed out again when the same bytes come back: a
+/// comparison of a few bytes costs less than building (validating) a String, and the path,
+/// Host and Content-Length of one keep-alive client usually repeat. Only short values are kept.
+struct RecentString {
+    private var bytes: [UInt8] = []
+    private var value = ""
+    static let maxBytes = 64
+
+    mutating func string(_ new: UnsafeBufferPointer<UInt8>) -> String {
+        if new.count == bytes.count, new.count > 0,
+           bytes.withUnsafeBufferPointer({ memcmp($0.baseAddress!, new.baseAddress!, new.count) == 0 }) {
+            return value
+        }
+        let built = String(decoding: new, as: UTF8.self)
+        if new.count <= Self.maxBytes {
+            bytes.removeAll(keepingCapacity: true)
+            bytes.append(contentsOf: new)
+            value = built
+        }
+        return built
     }
 }
 

@@ -250,3 +250,31 @@ import Testing
         #expect(bodies == ["abcd", "wxyz"])
     }
 }
+
+/// Path, Host and Content-Length Strings are reused when the bytes repeat from one request to the
+/// next; any difference (same length or not, longer than what is kept) gives the new bytes.
+@Suite struct HTTP1RecentStringTests {
+    @Test func repeatedAndChangedValuesMatchAFreshParser() {
+        let long = "/" + String(repeating: "p", count: 100)
+        let longOther = "/" + String(repeating: "p", count: 99) + "q"
+        let shapes: [(path: String, host: String, body: String)] = [
+            ("/v1/decisions", "127.0.0.1:9477", "hello"), ("/v1/decisions", "127.0.0.1:9477", "hello"),
+            ("/v1/decisionz", "127.0.0.1:9478", "world"), ("/v1/decisions", "127.0.0.1:9477", "hi"),
+            (long, "a", "x"), (long, "a", "x"), (longOther, "b", "y"), ("/x", "", "0123456789"),
+            ("/x", "", "0123456789"), ("/y", "host", ""),
+        ]
+        var reused = HTTP1Parser()
+        for shape in shapes {
+            let text = "POST \(shape.path) HTTP/1.1\r\nHost: \(shape.host)\r\nContent-Length: \(shape.body.utf8.count)\r\n\r\n\(shape.body)"
+            reused.append(contentsOf: Array(text.utf8))
+            guard case .request(let request, _)? = reused.next() else {
+                Issue.record("no request for \(text)")
+                return
+            }
+            #expect(request.path == shape.path)
+            #expect(request.headers["host"] == shape.host)
+            #expect(request.headers["content-length"] == String(shape.body.utf8.count))
+            #expect(request.body == Array(shape.body.utf8))
+        }
+    }
+}
