@@ -252,8 +252,11 @@ struct LayerState: Sendable {
         case .nonFinite:
             return true
         case .value(let v):
-            guard v.isFinite else { return true }
-            totals.sum += v
+            // A finite value whose addition would overflow the sum (1e308 twice) is kept out like a
+            // non-finite one: an infinite sum would poison the average and `_sum` for good.
+            let sum = totals.sum + v
+            guard v.isFinite, sum.isFinite else { return true }
+            totals.sum = sum
             totals.count = totals.count.addingSaturated(1)
             return false
         }

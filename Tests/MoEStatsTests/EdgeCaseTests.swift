@@ -115,6 +115,20 @@ import MoEStats
         #expect(registry.snapshot("L0")?.summary(window: nil).balance.deadExperts == 1)
     }
 
+    /// Two finite losses of 1.7e308 overflow a Double sum: the second is kept out and counted as
+    /// non-finite, so the sum, its count and the average stay finite and consistent.
+    @Test func lossSumsNeverOverflowToInfinity() throws {
+        let registry = LayerRegistry(configuration: StatsConfiguration())
+        _ = try registry.ingest([decision([1, 1], lbl: 1.7e308, z: -1.7e308), decision([1, 1], lbl: 1.7e308, z: -1.7e308),
+                                 decision([1, 1], lbl: 1, z: 1)], defaultLayer: nil, now: 1)
+        let s = try #require(registry.snapshot("L0"))
+        #expect(s.loadBalanceLoss.sum == 1.7e308 + 1)
+        #expect(s.loadBalanceLoss.count == 2)
+        #expect(s.routerZLoss.sum == -1.7e308 + 1 && s.routerZLoss.count == 2)
+        #expect(s.nonfiniteLosses == 2)
+        #expect(s.summary(window: nil).averageLoadBalanceLoss?.isFinite == true)
+    }
+
     @Test func countersSaturateInsteadOfTrapping() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
         _ = try registry.ingest([decision([.max, 1], tokens: .max), decision([.max, 1], tokens: .max)], defaultLayer: nil, now: 1)
