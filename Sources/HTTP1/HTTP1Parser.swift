@@ -430,11 +430,28 @@ public struct HTTP1Parser {
     }
 
     private static func kind(_ buf: UnsafeBufferPointer<UInt8>, _ name: Range<Int>) -> FieldKind {
-        func matches(_ literal: StaticString) -> Bool {
-            guard literal.utf8CodeUnitCount == name.count else { return false }
-            let l = literal.utf8Start
-            for i in 0..<name.count where lowercaseASCII(buf[name.lowerBound + i]) != l[i] { return false }
-            return true
+        // `name` lies inside `buf` (scanField found it there), so loads within its count are in bounds.
+        let p = UnsafeRawPointer(buf.baseAddress! + name.lowerBound)
+        /// Case-insensitive comparison a word at a time: `name` holds only token bytes (RFC 9110
+        /// section 5.6.2), and among those OR 0x20 turns exactly A-Z into a-z and leaves the
+        /// literals' other bytes (a-z and "-") as they are, so it equals lowercaseASCII here.
+        @inline(__always) func matches(_ literal: StaticString) -> Bool {
+            let n = literal.utf8CodeUnitCount
+            guard n == name.count else { return false }
+            let l = UnsafeRawPointer(literal.utf8Start)
+            if n >= 8 {
+                let fold: UInt64 = 0x2020_2020_2020_2020
+                var at = 0
+                while at < n - 8 {
+                    if p.loadUnaligned(fromByteOffset: at, as: UInt64.self) | fold != l.loadUnaligned(fromByteOffset: at, as: UInt64.self) { return false }
+                    at += 8
+                }
+                return p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) | fold == l.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+            }
+            // 4 to 7 bytes (host, expect): two overlapping 32-bit words.
+            let fold: UInt32 = 0x2020_2020
+            return p.loadUnaligned(as: UInt32.self) | fold == l.loadUnaligned(as: UInt32.self)
+                && p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) | fold == l.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
         }
         switch name.count {
         case 4: return matches("host") ? .host : .other

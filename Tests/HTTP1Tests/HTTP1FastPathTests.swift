@@ -278,3 +278,58 @@ import Testing
         }
     }
 }
+
+/// Recognised field names are compared a word at a time with case folded by OR 0x20; a name one
+/// token byte away from a recognised one (at any position, including bytes that OR 0x20 moves)
+/// must not be taken for it, and any letter case must be.
+@Suite struct HTTP1FieldNameWordCompareTests {
+    /// Token bytes that are not letters or "-": "^" and "_" become "~" and DEL under OR 0x20.
+    static let strangers: [UInt8] = Array("^_~`|!#0".utf8)
+
+    static func variants(of name: String) -> (same: [String], other: [String]) {
+        let bytes = Array(name.utf8)
+        var same = [name.uppercased(), name]
+        var other: [String] = []
+        for i in bytes.indices {
+            var upper = bytes
+            upper[i] = UInt8(ascii: "A") &+ (bytes[i] &- UInt8(ascii: "a"))
+            if bytes[i] != UInt8(ascii: "-") { same.append(String(decoding: upper, as: UTF8.self)) }
+            for b in strangers {
+                var changed = bytes
+                changed[i] = b
+                other.append(String(decoding: changed, as: UTF8.self))
+            }
+        }
+        return (same, other)
+    }
+
+    @Test func hostInAnyCaseOnly() {
+        let (same, other) = Self.variants(of: "host")
+        for name in same { #expect(statusOf("GET / HTTP/1.1\r\n\(name): a\r\n\r\n") == nil, "\(name)") }
+        for name in other { #expect(statusOf("GET / HTTP/1.1\r\n\(name): a\r\n\r\n") == 400, "\(name)") }
+    }
+
+    @Test(arguments: ["content-length", "transfer-encoding"])
+    func framingFieldsInAnyCaseOnly(field: String) {
+        let (same, other) = Self.variants(of: field)
+        func body(_ name: String) -> [UInt8]? {
+            let value = field == "content-length" ? "3\r\n\r\nabc" : "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            var parser = HTTP1Parser()
+            parser.append(contentsOf: Array("POST / HTTP/1.1\r\nHost: a\r\n\(name): \(value)".utf8))
+            guard case .request(let request, _)? = parser.next() else { return nil }
+            return request.body
+        }
+        for name in same { #expect(body(name) == Array("abc".utf8), "\(name)") }
+        for name in other { #expect(body(name) == [], "\(name)") }
+    }
+
+    @Test func expectInAnyCaseOnly() {
+        let (same, other) = Self.variants(of: "expect")
+        for name in same {
+            #expect(statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == 417, "\(name)")
+        }
+        for name in other {
+            #expect(statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == nil, "\(name)")
+        }
+    }
+}
