@@ -161,8 +161,11 @@ extension JSONScanner {
 
     /// Reads one decision object; the scanner is at `{` (checked by the caller).
     /// `depth` is the object's own nesting depth.
+    ///
+    /// `lastUse`: the caller reads no other decision with `counts`, so the scratch array itself,
+    /// cut to the counts read, becomes the decision's counts (no second allocation and copy).
     mutating func decision(depth: Int, limits: DecisionDecoder.Limits,
-                           counts: inout [UInt64]) throws(DecisionError) -> RoutingDecision {
+                           counts: inout [UInt64], lastUse: Bool = false) throws(DecisionError) -> RoutingDecision {
         try enter(depth)
         pos += 1
         path = FieldPath()
@@ -212,8 +215,14 @@ extension JSONScanner {
                     }
                     let t = try countArray(depth: depth + 1, limits: limits, into: &counts)
                     totals = t
-                    // An exact-size copy: the scratch array stays whole for the next decision.
-                    expertCounts = Array(counts[..<t.count])
+                    if lastUse {
+                        counts.removeLast(counts.count - t.count)
+                        expertCounts = counts
+                        counts = []
+                    } else {
+                        // An exact-size copy: the scratch array stays whole for the next decision.
+                        expertCounts = Array(counts[..<t.count])
+                    }
                     expertCount = t.count
                     if let largestID, largestID.id >= UInt64(t.count) {
                         path = FieldPath(top: .known(DecisionField.expertAssignments.name),

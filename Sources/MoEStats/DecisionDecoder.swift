@@ -75,7 +75,7 @@ public struct DecisionDecoder: Sendable {
         var result: [RoutingDecision] = []
         switch s.peek() {
         case UInt8(ascii: "{"):
-            result.append(try s.decision(depth: 1, limits: limits, counts: &counts))
+            result.append(try s.decision(depth: 1, limits: limits, counts: &counts, lastUse: true))
         case UInt8(ascii: "["):
             try s.enter(1)
             s.pos += 1

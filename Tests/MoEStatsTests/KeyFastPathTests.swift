@@ -336,3 +336,20 @@ import Testing
         }
     }
 }
+
+/// A single-object body hands the count scratch array to its decision; batches and NDJSON copy
+/// out of it. Every form gives the same decisions, at sizes around the scratch array's growth.
+@Suite struct ScratchHandOverTests {
+    @Test(arguments: [1, 2, 63, 64, 65, 255, 256, 257, 1_000])
+    func singleBatchAndNDJSONAgree(experts: Int) throws {
+        var g = FastPathTests.Generator(state: UInt64(experts))
+        let counts = (0..<experts).map { _ in g.below(500) }
+        let total = counts.max()! + 1
+        let object = #"{"layer":"L1","expert_capacities":[\#(counts.map(String.init).joined(separator: ","))],"total_tokens":\#(total)}"#
+        let single = try decodeDecisions(object)
+        let batch = try decodeDecisions("[\(object),\(object)]")
+        let lines = try decodeDecisions("\(object)\n\(object)\n", format: .ndjson)
+        #expect(single.count == 1 && single[0].expertCounts == counts && single[0].totalTokens == total)
+        #expect(batch == [single[0], single[0]] && lines == batch)
+    }
+}
