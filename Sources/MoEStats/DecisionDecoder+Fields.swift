@@ -6,22 +6,24 @@ enum DecisionField: UInt8, CaseIterable {
     case layer, worker, step, topK, expertCapacity, capacityFactor, latencyMs
 
     var name: StaticString {
-        switch self {
-        case .expertCapacities: "expert_capacities"
-        case .tokensPerExpert: "tokens_per_expert"
-        case .totalTokens: "total_tokens"
-        case .tokensDropped: "tokens_dropped"
-        case .loadBalanceLoss: "load_balance_loss"
-        case .routerZLoss: "router_z_loss"
-        case .auxiliaryLoss: "auxiliary_loss"
-        case .expertAssignments: "expert_assignments"
-        case .layer: "layer"
-        case .worker: "worker"
-        case .step: "step"
-        case .topK: "top_k"
-        case .expertCapacity: "expert_capacity"
-        case .capacityFactor: "capacity_factor"
-        case .latencyMs: "latency_ms"
+        @inline(__always) get {
+            switch self {
+            case .expertCapacities: "expert_capacities"
+            case .tokensPerExpert: "tokens_per_expert"
+            case .totalTokens: "total_tokens"
+            case .tokensDropped: "tokens_dropped"
+            case .loadBalanceLoss: "load_balance_loss"
+            case .routerZLoss: "router_z_loss"
+            case .auxiliaryLoss: "auxiliary_loss"
+            case .expertAssignments: "expert_assignments"
+            case .layer: "layer"
+            case .worker: "worker"
+            case .step: "step"
+            case .topK: "top_k"
+            case .expertCapacity: "expert_capacity"
+            case .capacityFactor: "capacity_factor"
+            case .latencyMs: "latency_ms"
+            }
         }
     }
 

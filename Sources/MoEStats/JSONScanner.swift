@@ -140,6 +140,7 @@ struct JSONScanner {
     }
 
     /// Consumes `null` if it is next.
+    @inline(__always)
     mutating func consumeNull() throws(DecisionError) -> Bool {
         guard peek() == UInt8(ascii: "n") else { return false }
         try literal("null")
