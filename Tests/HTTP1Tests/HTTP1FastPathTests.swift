@@ -333,3 +333,37 @@ import Testing
         }
     }
 }
+
+/// Field names and methods are tokens (RFC 9110 section 5.6.2): every byte value is tried against
+/// the RFC's tchar list written out here (the parser's set is the one its field-name word
+/// comparison relies on).
+@Suite struct HTTP1TokenSetTests {
+    static let tchar = Set(Array("!#$%&'*+-.^_`|~0123456789".utf8)
+        + Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8))
+
+    @Test func everyByteInAFieldName() {
+        for b in UInt8.min...UInt8.max where b != UInt8(ascii: ":") {
+            var text = Array("GET / HTTP/1.1\r\nHost: a\r\nx".utf8)
+            text.append(b)
+            text += Array("y: v\r\n\r\n".utf8)
+            var parser = HTTP1Parser()
+            parser.append(contentsOf: text)
+            let accepted: Bool
+            if case .request? = parser.next() { accepted = true } else { accepted = false }
+            #expect(accepted == Self.tchar.contains(b), "byte \(b)")
+        }
+    }
+
+    @Test func everyByteInAMethod() {
+        for b in UInt8.min...UInt8.max where b != UInt8(ascii: " ") {
+            var text = Array("G".utf8)
+            text.append(b)
+            text += Array("T / HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+            var parser = HTTP1Parser()
+            parser.append(contentsOf: text)
+            let accepted: Bool
+            if case .request? = parser.next() { accepted = true } else { accepted = false }
+            #expect(accepted == Self.tchar.contains(b), "byte \(b)")
+        }
+    }
+}
