@@ -192,7 +192,9 @@ extension JSONScanner {
             repeat {
                 guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
                 let keyToken = try scanDecodedString()
-                let field = withValue(keyToken) { DecisionField.match($0) }
+                // A plain key is matched on the body's bytes directly (no closure call per key).
+                let field = keyToken.escaped ? withValue(keyToken) { DecisionField.match($0) }
+                    : DecisionField.match(UnsafeBufferPointer(rebasing: bytes[keyToken.start..<keyToken.end]))
                 path = FieldPath()
                 if let field {
                     path.top = .known(field.name)
@@ -441,30 +443,42 @@ extension JSONScanner {
 
     /// A count: an integer literal (no fraction, no exponent: serde writes `usize` that way, and a
     /// `3.0` or `1e3` is refused rather than guessed at), non-negative, within `min...max`.
+    @inline(__always)
     mutating func count(max: UInt64 = .max, min: UInt64 = 0) throws(DecisionError) -> UInt64 {
+        if let v = plainCount(max: max, min: min) { return v }
+        return try generalCount(max: max, min: min)
+    }
+
+    /// The usual shape of a count, 1 to 19 digits without a leading zero, sign, fraction or
+    /// exponent and within `min...max`, read directly (inlined into each caller); nil, with `pos`
+    /// at the value, for anything else.
+    @inline(__always)
+    mutating func plainCount(max: UInt64, min: UInt64) -> UInt64? {
+        guard let b = peek(), b &- UInt8(ascii: "0") < 10, let base = bytes.baseAddress else { return nil }
+        var p = pos
+        var v: UInt64 = 0
+        let limit = Swift.min(end, pos + 19)
+        while p < limit {
+            let d = base[p] &- UInt8(ascii: "0")
+            if d >= 10 { break }
+            v = v &* 10 &+ UInt64(d)
+            p += 1
+        }
+        let n = p - pos
+        if p < end, n >= 1, n == 1 || b != UInt8(ascii: "0"), v >= min, v <= max {
+            let next = base[p]
+            if next &- UInt8(ascii: "0") >= 10, next != UInt8(ascii: "."), next | 0x20 != UInt8(ascii: "e") {
+                pos = p
+                return v
+            }
+        }
+        return nil
+    }
+
+    /// Every other count (and every refusal), through the general number scanner.
+    mutating func generalCount(max: UInt64, min: UInt64) throws(DecisionError) -> UInt64 {
         guard let b = peek(), b == UInt8(ascii: "-") || b &- UInt8(ascii: "0") < 10 else {
             throw mismatch("a non-negative integer")
-        }
-        // The usual shape, 1 to 19 digits without a leading zero, sign, fraction or exponent,
-        // read directly; anything else (and any value out of range) on the general path below.
-        if b != UInt8(ascii: "-"), let base = bytes.baseAddress {
-            var p = pos
-            var v: UInt64 = 0
-            let limit = Swift.min(end, pos + 19)
-            while p < limit {
-                let d = base[p] &- UInt8(ascii: "0")
-                if d >= 10 { break }
-                v = v &* 10 &+ UInt64(d)
-                p += 1
-            }
-            let n = p - pos
-            if p < end, n >= 1, n == 1 || b != UInt8(ascii: "0"), v >= min, v <= max {
-                let next = base[p]
-                if next &- UInt8(ascii: "0") >= 10, next != UInt8(ascii: "."), next | 0x20 != UInt8(ascii: "e") {
-                    pos = p
-                    return v
-                }
-            }
         }
         let t = try scanNumber()
         guard t.isInteger else {
