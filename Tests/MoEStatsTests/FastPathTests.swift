@@ -6,18 +6,7 @@ import Testing
 /// and maximum against a plain loop, and the registry's path for batches into existing layers
 /// against applying the same decisions one at a time.
 @Suite struct FastPathTests {
-    /// A deterministic generator (SplitMix64), so that a failure names a reproducible case.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-    }
+    typealias Generator = SplitMix64
 
     /// The counts in the compact form the fast scan reads, and in a spaced form (a space after
     /// every comma) that sends every element but the first to the general path.

@@ -5,17 +5,7 @@ import Testing
 /// The state file: a restored registry answers exactly as the saved one, and every damaged,
 /// foreign or contradictory file is refused with a `StateError`, changing nothing.
 @Suite struct StateTests {
-    /// A deterministic generator, so a failure can be replayed.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias SplitMix = SplitMix64
 
     static func withWorker(_ d: RoutingDecision, _ worker: String?) -> RoutingDecision {
         var d = d
