@@ -240,10 +240,12 @@ public final class HTTP2ServerSession: ConnectionSession {
             let response: HTTPResponse
             if let status = stream.rejection {
                 response = .error(status, stream.rejectionMessage)
+                handler.protocolRefused(status: status)
             } else if let request = makeRequest(stream) {
                 response = handler.handle(request)
             } else {
                 response = .error(400, "request without :method or :path")
+                handler.protocolRefused(status: 400)
             }
             submit(response, on: stream, isHead: isHead, session: session)
         }

@@ -150,7 +150,7 @@ public enum MetricsRenderer {
             w.sample(prepared: labels[i], extra: stale, Double(counts.stale))
         }
 
-        w.family("moe_metricsd_http_requests_total", .counter, help: "HTTP requests answered, by route template and status code (refusals of the HTTP/1.1 layer under route other).")
+        w.family("moe_metricsd_http_requests_total", .counter, help: "HTTP requests answered, by route template and status code (refusals of the HTTP layers under route other).")
         for (rc, n) in daemon.counters.requests {
             w.sample(labels: ["route": rc.route, "code": String(rc.code)], Double(n))
         }

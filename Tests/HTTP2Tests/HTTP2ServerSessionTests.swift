@@ -24,6 +24,11 @@ final class EchoHandler: HTTPHandler {
     }
 
     var callCount: Int { calls.withLock { $0 } }
+
+    /// Statuses the HTTP/2 layer answered itself, as reported to the handler for counting.
+    let refused = Mutex<[Int]>([])
+    func protocolRefused(status: Int) { refused.withLock { $0.append(status) } }
+    var refusedStatuses: [Int] { refused.withLock { $0 } }
 }
 
 /// A deterministic, non-repeating-looking body (written through a raw buffer: debug builds map slowly).
@@ -189,6 +194,7 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(pipe.client.responses[big]?.status == 431)
         #expect(pipe.client.responses[fits]?.status == 200)
         #expect(handler.callCount == 1)
+        #expect(handler.refusedStatuses == [431])
         #expect(pipe.lastDisposition == .keepOpen)
     }
 
@@ -207,6 +213,7 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(String(decoding: refused.body, as: UTF8.self).contains("longer than 100 bytes"))
         #expect(pipe.client.responses[fits]?.status == 200)
         #expect(handler.callCount == 1)
+        #expect(handler.refusedStatuses == [414])
         #expect(pipe.lastDisposition == .keepOpen)
     }
 

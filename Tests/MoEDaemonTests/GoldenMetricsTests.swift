@@ -162,7 +162,7 @@ moe_routing_workers{layer="a",state="active"} 0
 moe_routing_workers{layer="a",state="stale"} 0
 moe_routing_workers{layer="b",state="active"} 0
 moe_routing_workers{layer="b",state="stale"} 0
-# HELP moe_metricsd_http_requests_total HTTP requests answered, by route template and status code (refusals of the HTTP/1.1 layer under route other).
+# HELP moe_metricsd_http_requests_total HTTP requests answered, by route template and status code (refusals of the HTTP layers under route other).
 # TYPE moe_metricsd_http_requests_total counter
 moe_metricsd_http_requests_total{route="/v1/decisions",code="200"} 1
 # HELP moe_metricsd_rejected_decisions_total Request bodies of decisions refused, by reason (a refused batch counts once).
