@@ -574,7 +574,7 @@ public struct HTTP1Parser {
                 }
             }
             guard let length else { return fail(.badRequest("invalid Content-Length")) }
-            if length > limits.maxBodyBytes { return fail(HTTP1ParseError(status: 413, "request body too large")) }
+            if length > limits.maxBodyBytes { return fail(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes")) }
             if length > 0 {
                 state = .fixedBody(remaining: length)
                 body.reserveCapacity(length)
@@ -625,7 +625,7 @@ public struct HTTP1Parser {
             size = size &* 16 &+ Int(h)
             digits += 1
             // Checked per digit, so the value cannot overflow before it is refused.
-            if size > limits.maxBodyBytes - body.count { return .failure(HTTP1ParseError(status: 413, "request body too large")) }
+            if size > limits.maxBodyBytes - body.count { return .failure(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes")) }
             i += 1
         }
         if digits == 0 { return .failure(.badRequest("invalid chunk size")) }
