@@ -189,11 +189,11 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
 
 
-def start_daemon(procs, binary, workdir, tag, extra=()):
-    logpath = os.path.join(workdir, f"moe-metricsd-{tag}.log")
+def start_logged(procs, name, argv, logpath):
+    """Starts a server that logs `listening on 127.0.0.1:PORT` (the daemon and BareServer both do,
+    having bound an OS-chosen port) and returns it once that line is there."""
     logfile = open(logpath, "w")
-    p = procs.start(f"moe-metricsd ({tag})", [binary, "--listen", "127.0.0.1:0", *extra],
-                    stdout=subprocess.DEVNULL, stderr=logfile)
+    p = procs.start(name, argv, stdout=subprocess.DEVNULL, stderr=logfile)
     port = None
 
     def bound():
@@ -204,9 +204,15 @@ def start_daemon(procs, binary, workdir, tag, extra=()):
             port = int(m.group(1))
         return port is not None
 
-    wait_until(bound, "moe-metricsd to log its address", proc=p)
-    server = Server("moe-metricsd", p, port)
-    wait_until(lambda: http("GET", server.base + "/readyz")[0] == 200, "moe-metricsd /readyz", proc=p)
+    wait_until(bound, f"{name} to log its address", proc=p)
+    return Server(name, p, port)
+
+
+def start_daemon(procs, binary, workdir, tag, extra=()):
+    server = start_logged(procs, f"moe-metricsd ({tag})", [binary, "--listen", "127.0.0.1:0", *extra],
+                          os.path.join(workdir, f"moe-metricsd-{tag}.log"))
+    server.name = "moe-metricsd"
+    wait_until(lambda: http("GET", server.base + "/readyz")[0] == 200, "moe-metricsd /readyz", proc=server.proc)
     return server
 
 
@@ -228,22 +234,8 @@ def build_bare_server(package_dir, scratch):
 
 def start_bare_server(procs, binary, workdir):
     """BareServer on an OS-chosen port; like the daemon, it logs `listening on 127.0.0.1:PORT`."""
-    logpath = os.path.join(workdir, "bare-server.log")
-    logfile = open(logpath, "w")
-    p = procs.start("BareServer", [binary, "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=logfile)
-    port = None
-
-    def bound():
-        nonlocal port
-        with open(logpath) as f:
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", f.read())
-        if m:
-            port = int(m.group(1))
-        return port is not None
-
-    wait_until(bound, "BareServer to log its address", proc=p)
-    s = Server("BareServer", p, port)
-    wait_until(lambda: http("GET", s.base + "/")[0] == 204, "BareServer", proc=p)
+    s = start_logged(procs, "BareServer", [binary, "127.0.0.1:0"], os.path.join(workdir, "bare-server.log"))
+    wait_until(lambda: http("GET", s.base + "/")[0] == 204, "BareServer", proc=s.proc)
     return s
 
 
