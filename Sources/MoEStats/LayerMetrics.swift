@@ -135,33 +135,26 @@ public struct LayerMetrics: Sendable {
             utilization.append(u)
             sum += u
         }
-        let meanU = utilization.isEmpty ? 0 : sum / Double(utilization.count)
-        var cv: Double?
-        if meanU > 0 {
-            var squares: Double = 0
-            for u in utilization { squares += (u - meanU) * (u - meanU) }
-            cv = (squares / Double(utilization.count)).squareRoot() / meanU
-        }
         expertUtilization = utilization
-        utilizationCV = cv
+        utilizationCV = LayerSnapshot.coefficientOfVariation(utilization, sum: sum)
 
         maxViolation = LayerSnapshot.maxViolation(expertTokens)
         balancedness = LayerSnapshot.balancedness(expertTokens)
         entropy = LayerSnapshot.normalizedEntropy(expertTokens)
 
         // The summary's dead-expert rule with its default window, counted instead of listed.
-        let w = UInt64(Swift.max(1, window))
         var dead = 0
-        for active in lastActive where active == 0 || totalRoutings - active >= w { dead += 1 }
+        for active in lastActive where LayerSnapshot.isDead(lastActive: active, routings: totalRoutings, window: window) {
+            dead += 1
+        }
         deadExperts = dead
     }
 
     /// How many workers reported within `ttl` seconds of `now` and how many did not: the same
     /// split as `LayerSnapshot.workerCounts(now:ttl:)`.
     public func workerCounts(now: Double, ttl: Double?) -> WorkerCounts {
-        guard let ttl else { return WorkerCounts(active: workerLastSeen.count, stale: 0) }
         var stale = 0
-        for lastSeen in workerLastSeen where Swift.max(0, now - lastSeen) > ttl { stale += 1 }
+        for lastSeen in workerLastSeen where WorkerActivity.isStale(lastSeen: lastSeen, now: now, ttl: ttl) { stale += 1 }
         return WorkerCounts(active: workerLastSeen.count - stale, stale: stale)
     }
 

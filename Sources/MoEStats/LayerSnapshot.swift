@@ -137,13 +137,20 @@ public struct WorkerActivity: Sendable, Equatable {
     /// Seconds since its newest decision at `now`; 0 if that is in the future (a clock stepped
     /// back), so an age is never negative.
     public func age(now: Double) -> Double {
-        Swift.max(0, now - lastSeen)
+        Self.age(lastSeen: lastSeen, now: now)
     }
 
     /// Silent for longer than `ttl` seconds at `now`; never with a nil `ttl`.
     public func isStale(now: Double, ttl: Double?) -> Bool {
+        Self.isStale(lastSeen: lastSeen, now: now, ttl: ttl)
+    }
+
+    /// The rules above on a bare time, for views that keep only the times (`LayerMetrics`).
+    static func age(lastSeen: Double, now: Double) -> Double { Swift.max(0, now - lastSeen) }
+
+    static func isStale(lastSeen: Double, now: Double, ttl: Double?) -> Bool {
         guard let ttl else { return false }
-        return age(now: now) > ttl
+        return age(lastSeen: lastSeen, now: now) > ttl
     }
 }
 

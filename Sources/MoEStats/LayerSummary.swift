@@ -156,6 +156,23 @@ public struct LayerSummary: Sendable, Equatable {
 }
 
 extension LayerSnapshot {
+    /// Population coefficient of variation of `values`, whose sum (accumulated in order) is
+    /// `sum`; nil when the mean is 0. One definition for the summary and `LayerMetrics`, so the
+    /// JSON field and its series never differ.
+    static func coefficientOfVariation(_ values: [Double], sum: Double) -> Double? {
+        let mean = values.isEmpty ? 0 : sum / Double(values.count)
+        guard mean > 0 else { return nil }
+        var squares: Double = 0
+        for v in values { squares += (v - mean) * (v - mean) }
+        return (squares / Double(values.count)).squareRoot() / mean
+    }
+
+    /// An expert is dead when it never received a token, or none in the newest `window`
+    /// decisions (`lastActive` is the routing number of its newest token, 0 for never).
+    static func isDead(lastActive: UInt64, routings: UInt64, window: Int) -> Bool {
+        lastActive == 0 || routings - lastActive >= UInt64(Swift.max(1, window))
+    }
+
     /// Computes every statistic from the copied state. `window` (in decisions) bounds the
     /// load-variance trend and the dead-expert check; nil means the registry's default; values
     /// below 1 are treated as 1.
@@ -183,12 +200,7 @@ extension LayerSnapshot {
             maxU = Swift.max(maxU, u)
         }
         let meanU = utilization.isEmpty ? 0 : sum / Double(utilization.count)
-        var cv: Double?
-        if meanU > 0 {
-            var squares: Double = 0
-            for u in utilization { squares += (u - meanU) * (u - meanU) }
-            cv = (squares / Double(utilization.count)).squareRoot() / meanU
-        }
+        let cv = Self.coefficientOfVariation(utilization, sum: sum)
 
         let averageLatency: Double? = latencyHistogram.count > 0 ? latencySumMs / Double(latencyHistogram.count) : nil
         let sorted = recentLatenciesMs.sorted()
@@ -216,7 +228,7 @@ extension LayerSnapshot {
                 ? Double(capacity.totalUsed) / Double(capacity.totalCapacity) * 100 : nil)
 
         var dead: [Int] = []
-        for (i, active) in lastActive.enumerated() where active == 0 || totalRoutings - active >= UInt64(window) {
+        for (i, active) in lastActive.enumerated() where Self.isDead(lastActive: active, routings: totalRoutings, window: window) {
             dead.append(i)
         }
         let balance = LayerSummary.Balance(
