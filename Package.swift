@@ -13,7 +13,6 @@ import PackageDescription
 //   moe-metricsd -> MoEDaemon, ArgumentParser                   the executable
 let package = Package(
     name: "moe-metricsd",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "moe-metricsd", targets: ["moe-metricsd"]),
         .library(name: "MoEStats", targets: ["MoEStats"]),

@@ -2,8 +2,6 @@ import CNGHTTP2
 import HTTPCore
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// nghttp2's callbacks. Each reaches the session through the user-data pointer, which holds

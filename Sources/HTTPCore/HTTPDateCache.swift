@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The `Date` header value, formatted at most once per second (RFC 9110 section 6.6.1 asks for

@@ -4,8 +4,6 @@ import Dispatch
 import Glibc  // sysconf
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 import Synchronization
 
@@ -38,7 +36,7 @@ public enum Gzip {
 
     /// Online processors, read once: halves help only with a second core to run on.
     static let processors: Int = {
-        #if canImport(Glibc) || canImport(Musl) || canImport(Darwin)
+        #if canImport(Glibc) || canImport(Musl)
         return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         #else
         return 1

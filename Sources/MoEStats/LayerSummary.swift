@@ -2,8 +2,6 @@
 import Glibc  // log(); the C math library only, no I/O
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Every statistic of one layer, as the JSON summary reports it.

@@ -2,6 +2,9 @@
 // This target exists only to make them visible; it contains no logic.
 #ifndef CTRANSPORT_H
 #define CTRANSPORT_H
+#ifndef __linux__
+#error "moe-metricsd supports Linux only: its transport is built on epoll(7), eventfd(2) and timerfd_create(2)"
+#endif
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
