@@ -1,10 +1,27 @@
+import Foundation
 import MoEStats
 import Testing
 @testable import MoEDaemon
 
-/// The whole exposition for a fixed input, compared line by line with a golden copy: any change
-/// to a name, a label, HELP text, ordering or number formatting shows up here first.
+/// The whole exposition for a fixed input, compared line by line with a golden copy,
+/// `Fixtures/golden-metrics.txt`: any change to a name, a label, HELP text, ordering or number
+/// formatting shows up here first. After an intended change, rewrite the file from the current
+/// output with `MOE_UPDATE_GOLDEN=1 swift test --filter GoldenMetricsTests` and review its diff.
 @Suite struct GoldenMetricsTests {
+    static let goldenURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/golden-metrics.txt")
+
+    /// The golden text exposition; with `MOE_UPDATE_GOLDEN=1`, the current output, written to the file first.
+    static func goldenText() throws -> String {
+        if ProcessInfo.processInfo.environment["MOE_UPDATE_GOLDEN"] == "1" {
+            let rendered = try render(.prometheusText)
+            try Data(rendered.utf8).write(to: goldenURL, options: .atomic)
+            return rendered
+        }
+        let data = try #require(FileManager.default.contents(atPath: goldenURL.path), "golden file \(goldenURL.path) is missing")
+        return String(decoding: data, as: UTF8.self)
+    }
+
     static func render(_ format: ExpositionFormat) throws -> String {
         var c = StatsConfiguration()
         c.latencyBucketsSeconds = [0.001, 0.01]
@@ -38,14 +55,14 @@ import Testing
     }
 
     @Test func textFormat() throws {
-        compare(try Self.render(.prometheusText), Self.goldenText)
+        compare(try Self.render(.prometheusText), try Self.goldenText())
     }
 
     @Test func openMetricsDiffersOnlyWhereTheFormatsDo() throws {
         let om = try Self.render(.openMetrics)
         // Counter families lose `_total` in HELP and TYPE, the build info is an `info` family
         // without `_info`, and the exposition ends with `# EOF`; nothing else differs.
-        var expected = Self.goldenText
+        var expected = try Self.goldenText()
         for name in ["moe_routing_decisions", "moe_routing_tokens", "moe_routing_dropped_tokens", "moe_expert_tokens",
                      "moe_routing_nonfinite_losses", "moe_routing_capacity_tokens", "moe_routing_capacity_used_tokens",
                      "moe_metricsd_http_requests", "moe_metricsd_rejected_decisions", "process_cpu_seconds"] {
@@ -57,143 +74,6 @@ import Testing
         expected += "# EOF\n"
         compare(om, expected)
     }
-
-    static let goldenText = #"""
-# HELP moe_routing_decisions_total Routing decisions recorded.
-# TYPE moe_routing_decisions_total counter
-moe_routing_decisions_total{layer="a"} 1
-moe_routing_decisions_total{layer="b"} 1
-# HELP moe_routing_tokens_total Tokens routed (sum of total_tokens).
-# TYPE moe_routing_tokens_total counter
-moe_routing_tokens_total{layer="a"} 4
-moe_routing_tokens_total{layer="b"} 4
-# HELP moe_routing_dropped_tokens_total Tokens dropped (sum of tokens_dropped).
-# TYPE moe_routing_dropped_tokens_total counter
-moe_routing_dropped_tokens_total{layer="a"} 0
-moe_routing_dropped_tokens_total{layer="b"} 1
-# HELP moe_expert_tokens_total Tokens each expert received.
-# TYPE moe_expert_tokens_total counter
-moe_expert_tokens_total{layer="a",expert="0"} 2
-moe_expert_tokens_total{layer="a",expert="1"} 2
-moe_expert_tokens_total{layer="a",expert="2"} 0
-moe_expert_tokens_total{layer="a",expert="3"} 0
-moe_expert_tokens_total{layer="b",expert="0"} 3
-moe_expert_tokens_total{layer="b",expert="1"} 1
-# HELP moe_routing_load_balance_loss Load-balance loss per decision (finite values only).
-# TYPE moe_routing_load_balance_loss summary
-moe_routing_load_balance_loss_sum{layer="a"} 0
-moe_routing_load_balance_loss_count{layer="a"} 0
-moe_routing_load_balance_loss_sum{layer="b"} 0.5
-moe_routing_load_balance_loss_count{layer="b"} 1
-# HELP moe_routing_router_z_loss Router z-loss per decision (finite values only).
-# TYPE moe_routing_router_z_loss summary
-moe_routing_router_z_loss_sum{layer="a"} 0
-moe_routing_router_z_loss_count{layer="a"} 0
-moe_routing_router_z_loss_sum{layer="b"} 0
-moe_routing_router_z_loss_count{layer="b"} 0
-# HELP moe_routing_auxiliary_loss Auxiliary loss per decision (finite values only).
-# TYPE moe_routing_auxiliary_loss summary
-moe_routing_auxiliary_loss_sum{layer="a"} 0
-moe_routing_auxiliary_loss_count{layer="a"} 0
-moe_routing_auxiliary_loss_sum{layer="b"} 0.25
-moe_routing_auxiliary_loss_count{layer="b"} 1
-# HELP moe_routing_nonfinite_losses_total Losses received as null or non-finite, kept out of the loss sums.
-# TYPE moe_routing_nonfinite_losses_total counter
-moe_routing_nonfinite_losses_total{layer="a"} 0
-moe_routing_nonfinite_losses_total{layer="b"} 1
-# HELP moe_routing_latency_seconds Routing latency reported by workers.
-# TYPE moe_routing_latency_seconds histogram
-moe_routing_latency_seconds_bucket{layer="a",le="0.001"} 0
-moe_routing_latency_seconds_bucket{layer="a",le="0.01"} 0
-moe_routing_latency_seconds_bucket{layer="a",le="+Inf"} 1
-moe_routing_latency_seconds_sum{layer="a"} 0.02
-moe_routing_latency_seconds_count{layer="a"} 1
-moe_routing_latency_seconds_bucket{layer="b",le="0.001"} 1
-moe_routing_latency_seconds_bucket{layer="b",le="0.01"} 1
-moe_routing_latency_seconds_bucket{layer="b",le="+Inf"} 1
-moe_routing_latency_seconds_sum{layer="b"} 0.0005
-moe_routing_latency_seconds_count{layer="b"} 1
-# HELP moe_routing_capacity_tokens_total Expert capacity offered (experts x capacity) in decisions with a known capacity.
-# TYPE moe_routing_capacity_tokens_total counter
-moe_routing_capacity_tokens_total{layer="a"} 0
-moe_routing_capacity_tokens_total{layer="b"} 8
-# HELP moe_routing_capacity_used_tokens_total Tokens received in decisions with a known capacity.
-# TYPE moe_routing_capacity_used_tokens_total counter
-moe_routing_capacity_used_tokens_total{layer="a"} 0
-moe_routing_capacity_used_tokens_total{layer="b"} 4
-# HELP moe_routing_efficiency_ratio Share of tokens not dropped, over all decisions.
-# TYPE moe_routing_efficiency_ratio gauge
-moe_routing_efficiency_ratio{layer="a"} 1
-moe_routing_efficiency_ratio{layer="b"} 0.75
-# HELP moe_expert_utilization_ratio Mean share of each decision's tokens the expert received.
-# TYPE moe_expert_utilization_ratio gauge
-moe_expert_utilization_ratio{layer="a",expert="0"} 0.5
-moe_expert_utilization_ratio{layer="a",expert="1"} 0.5
-moe_expert_utilization_ratio{layer="a",expert="2"} 0
-moe_expert_utilization_ratio{layer="a",expert="3"} 0
-moe_expert_utilization_ratio{layer="b",expert="0"} 0.75
-moe_expert_utilization_ratio{layer="b",expert="1"} 0.25
-# HELP moe_routing_utilization_cv Coefficient of variation of expert utilization.
-# TYPE moe_routing_utilization_cv gauge
-moe_routing_utilization_cv{layer="a"} 1
-moe_routing_utilization_cv{layer="b"} 0.5
-# HELP moe_routing_max_violation MaxVio over the run: max expert load over mean load, minus 1.
-# TYPE moe_routing_max_violation gauge
-moe_routing_max_violation{layer="a"} 1
-moe_routing_max_violation{layer="b"} 0.5
-# HELP moe_routing_balancedness_ratio Mean expert load over max expert load.
-# TYPE moe_routing_balancedness_ratio gauge
-moe_routing_balancedness_ratio{layer="a"} 0.5
-moe_routing_balancedness_ratio{layer="b"} 0.6666666666666666
-# HELP moe_routing_entropy_ratio Entropy of the expert load distribution over log(experts).
-# TYPE moe_routing_entropy_ratio gauge
-moe_routing_entropy_ratio{layer="a"} 0.5
-moe_routing_entropy_ratio{layer="b"} 0.8112781244591328
-# HELP moe_routing_dead_experts Experts that received no token in the last window of decisions.
-# TYPE moe_routing_dead_experts gauge
-moe_routing_dead_experts{layer="a"} 2
-moe_routing_dead_experts{layer="b"} 0
-# HELP moe_routing_capacity_utilization_ratio Tokens received over capacity offered, in decisions with a known capacity.
-# TYPE moe_routing_capacity_utilization_ratio gauge
-moe_routing_capacity_utilization_ratio{layer="b"} 0.5
-# HELP moe_routing_workers Workers that reported to the layer, by whether they did within the worker TTL.
-# TYPE moe_routing_workers gauge
-moe_routing_workers{layer="a",state="active"} 0
-moe_routing_workers{layer="a",state="stale"} 0
-moe_routing_workers{layer="b",state="active"} 0
-moe_routing_workers{layer="b",state="stale"} 0
-# HELP moe_metricsd_http_requests_total HTTP requests answered, by route template and status code (refusals of the HTTP layers under route other).
-# TYPE moe_metricsd_http_requests_total counter
-moe_metricsd_http_requests_total{route="/v1/decisions",code="200"} 1
-# HELP moe_metricsd_rejected_decisions_total Request bodies of decisions refused, by reason (a refused batch counts once).
-# TYPE moe_metricsd_rejected_decisions_total counter
-moe_metricsd_rejected_decisions_total{reason="malformed"} 0
-# HELP moe_metricsd_open_connections Client connections currently open.
-# TYPE moe_metricsd_open_connections gauge
-moe_metricsd_open_connections 2
-# HELP moe_metricsd_layers Layers held.
-# TYPE moe_metricsd_layers gauge
-moe_metricsd_layers 2
-# HELP moe_metricsd_build_info Always 1; the version label says which build is running.
-# TYPE moe_metricsd_build_info gauge
-moe_metricsd_build_info{version="9.9.9"} 1
-# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
-# TYPE process_cpu_seconds_total counter
-process_cpu_seconds_total 0.5
-# HELP process_resident_memory_bytes Resident memory size in bytes.
-# TYPE process_resident_memory_bytes gauge
-process_resident_memory_bytes 1024
-# HELP process_open_fds Number of open file descriptors.
-# TYPE process_open_fds gauge
-process_open_fds 7
-# HELP process_max_fds Maximum number of open file descriptors.
-# TYPE process_max_fds gauge
-process_max_fds 1024
-# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
-# TYPE process_start_time_seconds gauge
-process_start_time_seconds 1700000000
-
-"""#
 }
 
 /// The metrics-only view and the fast rendering paths against the slow ones they replace: the
