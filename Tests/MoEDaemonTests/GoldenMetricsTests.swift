@@ -4,11 +4,13 @@ import Testing
 @testable import MoEDaemon
 
 /// The whole exposition for a fixed input, compared line by line with a golden copy,
-/// `Fixtures/golden-metrics.txt`: any change to a name, a label, HELP text, ordering or number
+/// `Tests/Fixtures/golden-metrics.txt`: any change to a name, a label, HELP text, ordering or number
 /// formatting shows up here first. After an intended change, rewrite the file from the current
 /// output with `MOE_UPDATE_GOLDEN=1 swift test --filter GoldenMetricsTests` and review its diff.
 @Suite struct GoldenMetricsTests {
-    static let goldenURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    static let goldenURL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent()   // MoEDaemonTests
+        .deletingLastPathComponent()   // Tests
         .appendingPathComponent("Fixtures/golden-metrics.txt")
 
     /// The golden text exposition; with `MOE_UPDATE_GOLDEN=1`, the current output, written to the file first.

@@ -2,16 +2,19 @@ import Foundation
 import Testing
 import MoEStats
 
-/// The reference's own results (`Fixtures/vectors/*.json`, produced by running torsh's `stats.rs`)
+/// The reference's own results (`Tests/Fixtures/vectors/*.json`, produced by running torsh's `stats.rs`)
 /// reproduced to a relative tolerance of 1e-4 (the reference computes in f32), and the same
 /// formulas in f64 to 1e-9. Where the reference reports 0 for lack of latency samples, we report
 /// null, as the vectors' README says to read them.
 @Suite struct VectorTests {
     static let names = ["seed_tests_capacity", "seed_tests_monitor", "seed_tests_recording", "small_8x10"]
 
-    /// `Fixtures/vectors` beside this file.
+    /// `Tests/Fixtures/vectors` (outside the test target's folder, so SwiftPM does not build it).
     static var directory: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/vectors")
+        URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent()   // MoEStatsTests
+            .deletingLastPathComponent()   // Tests
+            .appendingPathComponent("Fixtures/vectors")
     }
 
     @Test(arguments: names)
