@@ -48,7 +48,9 @@ let package = Package(
                 "MoEStats", "HTTPCore", "HTTPServer", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
-            ]
+            ],
+            // The dashboard page, compiled into the binary as bytes (PackageResources.dashboard_html).
+            resources: [.embedInCode("Resources/dashboard.html")]
         ),
         .executableTarget(
             name: "moe-metricsd",
