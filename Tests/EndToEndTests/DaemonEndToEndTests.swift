@@ -32,7 +32,7 @@ import Testing
         #expect(abs(v - b) <= 1e-9 * max(1, abs(b)), "\(what) = \(v), expected \(b)")
     }
 
-    @Test func postsAndSummariesValueByValue() throws {
+    @Test(.needs("curl")) func postsAndSummariesValueByValue() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         try postAll(daemon)
@@ -87,7 +87,7 @@ import Testing
         #expect(!head.body.contains("{"))
     }
 
-    @Test func everyErrorStatusLeavesStatisticsUnchanged() throws {
+    @Test(.needs("curl")) func everyErrorStatusLeavesStatisticsUnchanged() throws {
         let daemon = try RunningDaemon(["--http-max-body-bytes", "4096", "--stats-max-layers", "2", "--stats-max-experts", "16"])
         defer { daemon.stop() }
         try postAll(daemon)
@@ -125,8 +125,8 @@ import Testing
         }
     }
 
-    @Test func metricsPassPromtoolInBothCodings() throws {
-        let promtool = try tool("promtool", package: "prometheus")
+    @Test(.needs("curl", "promtool")) func metricsPassPromtoolInBothCodings() throws {
+        let promtool = try tool("promtool")
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         try postAll(daemon)
@@ -147,8 +147,8 @@ import Testing
         #expect(om.body.hasSuffix("# EOF\n"))
     }
 
-    @Test func prometheusScrapesThePostedTotals() throws {
-        let prometheus = try tool("prometheus", package: "prometheus")
+    @Test(.needs("curl", "prometheus")) func prometheusScrapesThePostedTotals() throws {
+        let prometheus = try tool("prometheus")
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         try postAll(daemon)
@@ -197,7 +197,7 @@ import Testing
         Issue.record("Prometheus never returned moe_routing_tokens_total; last answer: \(last)\nits log:\n\(server.log)")
     }
 
-    @Test func http2PriorKnowledge() throws {
+    @Test(.needs("curl")) func http2PriorKnowledge() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         let r = try curl("\(daemon.base)/v1/decisions",
@@ -207,7 +207,7 @@ import Testing
         #expect(s.json["total_tokens"] as? Int == 8)
     }
 
-    @Test func sigtermStopsCleanlyWithStatusZero() throws {
+    @Test(.needs("curl")) func sigtermStopsCleanlyWithStatusZero() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         #expect(try curl("\(daemon.base)/readyz").status == 200)
@@ -224,7 +224,7 @@ import Testing
         #expect(daemon.child.waitForExit(timeout: 20) == 0, "\(daemon.child.log)")
     }
 
-    @Test func settingsFromEnvironmentAndFile() throws {
+    @Test(.needs("curl")) func settingsFromEnvironmentAndFile() throws {
         let dir = try temporaryDirectory("config")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("c.json")
@@ -241,7 +241,7 @@ import Testing
         #expect(two.status == 200, "environment must override the file's max_layers: \(two.body)")
     }
 
-    @Test func sighupReloadsTheFileAndRefusesABadOne() throws {
+    @Test(.needs("curl")) func sighupReloadsTheFileAndRefusesABadOne() throws {
         let dir = try temporaryDirectory("reload")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("c.json")
@@ -315,8 +315,8 @@ import Testing
         #expect(version.status == 0 && !version.stdout.isEmpty)
     }
 
-    @Test func systemdUnitVerifies() throws {
-        let analyze = try tool("systemd-analyze", package: "systemd")
+    @Test(.needs("systemd-analyze")) func systemdUnitVerifies() throws {
+        let analyze = try tool("systemd-analyze")
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let unit = try String(contentsOf: root.appendingPathComponent("systemd/moe-metricsd.service"), encoding: .utf8)
         #expect(unit.contains("ExecStart=/usr/local/bin/moe-metricsd "))

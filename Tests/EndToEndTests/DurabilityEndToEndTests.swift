@@ -5,7 +5,7 @@ import Testing
 @Suite struct DurabilityEndToEndTests {
     let post = ["-H", "Content-Type: application/json", "--data-binary"]
 
-    @Test func restartKeepsEverySummaryField() throws {
+    @Test(.needs("curl")) func restartKeepsEverySummaryField() throws {
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         let state = dir.appendingPathComponent("state.bin").path
@@ -39,7 +39,7 @@ import Testing
         }
     }
 
-    @Test func killMinusNineLosesAtMostOneInterval() throws {
+    @Test(.needs("curl")) func killMinusNineLosesAtMostOneInterval() throws {
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         let state = dir.appendingPathComponent("state.bin").path
@@ -86,7 +86,7 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["file"])
     }
 
-    @Test func finalSaveFailureExitsNonZero() throws {
+    @Test(.needs("curl")) func finalSaveFailureExitsNonZero() throws {
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         let sub = dir.appendingPathComponent("sub")
@@ -101,7 +101,7 @@ import Testing
                 "\(daemon.child.log)")
     }
 
-    @Test func corruptStateStopsTheStartUnlessDiscarded() throws {
+    @Test(.needs("curl")) func corruptStateStopsTheStartUnlessDiscarded() throws {
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         let state = dir.appendingPathComponent("state.bin").path
@@ -119,7 +119,7 @@ import Testing
         #expect(try curl("\(daemon.base)/v1/layers").json["layers"] as? [Any] != nil)
     }
 
-    @Test func tokenGuardsWrites() throws {
+    @Test(.needs("curl")) func tokenGuardsWrites() throws {
         var env = ProcessInfo.processInfo.environment
         env["MOE_METRICSD_AUTH_TOKEN"] = "sekr1t"
         let daemon = try RunningDaemon([], environment: env)
@@ -138,7 +138,7 @@ import Testing
 @Suite struct ReadmeExamplesEndToEndTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    @Test func exampleFilesArePostedAsTheReadmeShows() throws {
+    @Test(.needs("curl")) func exampleFilesArePostedAsTheReadmeShows() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         let one = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary",
@@ -157,8 +157,8 @@ import Testing
         #expect(!readme.contains("@decision.json") && !readme.contains("@decisions.ndjson"))
     }
 
-    @Test func gzippedPostWithCurl() throws {
-        let gzip = try tool("gzip", package: "gzip")
+    @Test(.needs("curl", "gzip")) func gzippedPostWithCurl() throws {
+        let gzip = try tool("gzip")
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
         let dir = try temporaryDirectory("gzip")
@@ -175,7 +175,7 @@ import Testing
         #expect(unsupported.status == 415)
     }
 
-    @Test func listeningLineShownAtEveryLogLevel() throws {
+    @Test(.needs("curl")) func listeningLineShownAtEveryLogLevel() throws {
         let daemon = try RunningDaemon(["--log-level", "critical"])   // throws without the line
         defer { daemon.stop() }
         #expect(try curl("\(daemon.base)/healthz").status == 200)

@@ -9,12 +9,9 @@ struct HarnessError: Error, CustomStringConvertible {
 }
 
 /// Finds an executable on the PATH; a missing tool fails the test loudly with what to install.
-func tool(_ name: String, package: String) throws -> String {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-        let path = "\(dir)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    throw HarnessError("\(name) is not installed: this test needs it (Debian package \(package); scripts/install-deps test installs it)")
+func tool(_ name: String) throws -> String {
+    guard let path = ExternalTool.path(name) else { throw HarnessError(ExternalTool.missing(name)) }
+    return path
 }
 
 /// The built `moe-metricsd`, next to the test bundle in the build products directory.
@@ -222,7 +219,7 @@ struct CurlResponse {
 
 /// Runs curl once; `extra` are curl arguments (method, headers, data), the URL comes last.
 func curl(_ url: String, _ extra: [String] = []) throws -> CurlResponse {
-    let curlPath = try tool("curl", package: "curl")
+    let curlPath = try tool("curl")
     let dir = try temporaryDirectory("curl")
     defer { try? FileManager.default.removeItem(at: dir) }
     let headerFile = dir.appendingPathComponent("headers").path

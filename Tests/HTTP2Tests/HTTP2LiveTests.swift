@@ -43,17 +43,9 @@ final class LiveServer {
     func stop() { server.shutdown() }
 }
 
-struct ToolMissing: Error, CustomStringConvertible {
-    let name: String
-    var description: String { "\(name) is not installed (Debian: curl, nghttp2-client); this test needs it" }
-}
-
-/// Runs a command-line client; a missing tool is a failure, never a skip.
+/// Runs a command-line client; a missing tool fails the test (its `.needs` trait decides whether it runs).
 func runTool(_ name: String, _ arguments: [String], timeoutSeconds: Double = 120) throws -> (status: Int32, output: String) {
-    let path = try #require(
-        (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-            .map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) },
-        "\(ToolMissing(name: name))")
+    let path = try #require(ExternalTool.path(name), "\(ExternalTool.missing(name))")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -76,7 +68,7 @@ func number(after label: String, in text: String) -> Int? {
 }
 
 @Suite(.serialized) struct HTTP2LiveTests {
-    @Test func curlGetAndPostWithPriorKnowledge() throws {
+    @Test(.needs("curl")) func curlGetAndPostWithPriorKnowledge() throws {
         let handler = CountingHandler()
         let live = try LiveServer(handler: handler)
         defer { live.stop() }
@@ -100,7 +92,7 @@ func number(after label: String, in text: String) -> Int? {
         #expect(counts.bodyBytes == body.utf8.count)
     }
 
-    @Test func nghttpManyConcurrentStreams() throws {
+    @Test(.needs("nghttp")) func nghttpManyConcurrentStreams() throws {
         let handler = CountingHandler()
         let live = try LiveServer(handler: handler)
         defer { live.stop() }
@@ -146,7 +138,7 @@ func number(after label: String, in text: String) -> Int? {
         #expect(handler.counts.requests == 2)
     }
 
-    @Test func h2loadHundredThousandPostsAllCounted() throws {
+    @Test(.needs("h2load")) func h2loadHundredThousandPostsAllCounted() throws {
         let handler = CountingHandler()
         let live = try LiveServer(handler: handler)
         defer { live.stop() }

@@ -83,11 +83,10 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(try client.readsEOF())
     }
 
-    @Test func curlPostsTwoMegabytesThroughExpectContinue() throws {
+    @Test(.needs("curl")) func curlPostsTwoMegabytesThroughExpectContinue() throws {
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
-        let curl = "/usr/bin/curl"
-        try #require(FileManager.default.isExecutableFile(atPath: curl), "curl is required for this test (apt-get install curl)")
+        let curl = try #require(ExternalTool.path("curl"), "\(ExternalTool.missing("curl"))")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("http1-body-\(getpid()).bin")
         try Data(repeating: 0x61, count: 2 * 1024 * 1024).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
@@ -293,11 +292,10 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(header.count == 9 && header[3] == 4)
     }
 
-    @Test func nghttpClientIsServedOverH2CPriorKnowledge() throws {
+    @Test(.needs("nghttp")) func nghttpClientIsServedOverH2CPriorKnowledge() throws {
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
-        let nghttp = "/usr/bin/nghttp"
-        try #require(FileManager.default.isExecutableFile(atPath: nghttp), "nghttp is required for this test (apt-get install nghttp2-client)")
+        let nghttp = try #require(ExternalTool.path("nghttp"), "\(ExternalTool.missing("nghttp"))")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: nghttp)
         // Without --upgrade, nghttp speaks HTTP/2 with prior knowledge: the preface comes first.
