@@ -10,7 +10,6 @@ import PackageDescription
 //                                                        the HTTP server alone, answering 204 (bare scenario)
 let package = Package(
     name: "moe-metricsd-benchmarks",
-    platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "moe-metricsd", path: ".."),
         // The malloc interposer trait gives the allocation counts reported beside the times.
