@@ -405,7 +405,7 @@ def scenario_http1(procs, workdir, daemon_bin, files):
 
 
 def scenario_bare(procs, workdir, package_dir, scratch, files):
-    """Issue 3's measurement: our HTTP server alone (the HTTPServer module answering 204 to every
+    """The transport's share of the gap: our HTTP server alone (the HTTPServer module answering 204 to every
     request, no routes, no decoding) against nginx's `return 204`, same load: wrk, 64 keep-alive
     connections, a POST of about 1.5 KB."""
     log("scenario 1c: bare HTTP/1.1 server (204) against nginx, wrk 64 connections, 1.5 KB POST")
@@ -423,7 +423,7 @@ def scenario_bare(procs, workdir, package_dir, scratch, files):
 
 
 def bare_body(target=1500):
-    """A decision body of about `target` bytes (the issue's 1.5 KB POST): the fewest experts whose
+    """A decision body of about `target` bytes (the ingest targets' 1.5 KB POST): the fewest experts whose
     decision reaches that size, so the bytes are what a worker would send."""
     experts = 64
     while len(payloads.decision_body("L0", experts)) < target:
@@ -768,8 +768,7 @@ def report(r, command):
     L.append(f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']}, Linux {m['kernel']}; "
              f"load average before the run {' '.join(m['load_before'])}")
     L.append(f"- Load runs: {SECONDS} s each, {RUNS} runs per contender interleaved, median shown "
-             f"(growth table: {GROWTH_SECONDS} s, one run). Client and servers share the same CPUs, as in "
-             "the issue's reference measurements.")
+             f"(growth table: {GROWTH_SECONDS} s, one run). Client and servers share the same CPUs.")
     L.append("- CPU us/req: the server's utime+stime (from `/proc/PID/stat`, all its processes) over the run, "
              "divided by the requests completed.")
     L.append("- Tools: " + "; ".join(f"{k}: {v}" for k, v in m["versions"].items()))
@@ -803,7 +802,7 @@ def report(r, command):
     if s3:
         targets.append(("batched ingest 1,000,000 decisions/s (stretch)",
                         ratio(s3["moe-metricsd"]["decisions_per_s"], 1_000_000), 1, True))
-    L.append("## Targets (issue 7), measured in this run")
+    L.append("## Targets, measured in this run")
     L.append("")
     L.append("| target | measured ratio | needed | verdict |")
     L.append("|---|---|---|---|")

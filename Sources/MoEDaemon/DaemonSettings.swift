@@ -54,7 +54,7 @@ public struct DaemonSetting: Sendable {
     public var defaultValue: String { describe(DaemonConfiguration()) }
 }
 
-/// The table of every setting, in the order the README and `--check-config` list them.
+/// The table of every setting, in the order docs/configuration.md and `--check-config` list them.
 public enum DaemonSettings {
     public static let all: [DaemonSetting] = [
         string("listen", list: true,

@@ -18,11 +18,8 @@ public enum Gzip {
     /// The compression level of responses: zlib's fastest, 1, not its default, 6.
     ///
     /// Responses are compressed on every request (a scrape every few seconds), so compression time
-    /// is latency the client waits for, while the bytes saved are few: on a 64-layer x 256-expert
-    /// /metrics exposition (2,247,834 bytes), level 1 gives 341,150 bytes in 11 ms of CPU and
-    /// level 6 gives 304,005 bytes in 45 ms (zlib 1.2.13, same machine, best of 8). Level 1 is 4x
-    /// faster for 12% more bytes, still 6.6x smaller than plain text; levels 2 and 3 cost more
-    /// time than 1 for 1 to 3% fewer bytes, and Z_RLE or Huffman-only halve nothing (1.35 MB).
+    /// is latency the client waits for, while higher levels save only about a tenth more of the
+    /// bytes on a /metrics exposition (scripts/bench, /metrics scenario at 64 layers x 256 experts).
     public static let responseLevel: Int32 = 1
 
     /// Inputs at least this long are compressed as two halves at once (`compressInHalves`).
@@ -55,8 +52,8 @@ public enum Gzip {
     /// history, carries the final block. Their concatenation is one valid deflate stream (RFC
     /// 1951 section 3.2.3: blocks follow one another; a back-reference simply never reaches into
     /// the other half), wrapped here in the gzip header and trailer (RFC 1952 section 2.3) with
-    /// the two halves' CRC-32s combined. A 2 MB exposition compresses in about half the wall time
-    /// on two cores, for a few hundred bytes more.
+    /// the two halves' CRC-32s combined: on two cores a large exposition compresses in about half
+    /// the wall time, for a few hundred bytes more.
     static func compressInHalves(_ input: [UInt8], level: Int32) -> [UInt8]? {
         let mid = input.count / 2
         let results = Mutex<[(bytes: [UInt8]?, crc: UInt)]>([(nil, 0), (nil, 0)])
@@ -94,9 +91,8 @@ public enum Gzip {
                             ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
         defer { deflateEnd(&stream) }
         // Responses are text that shrinks 6 to 10 times, so the output starts at a quarter of the
-        // input and doubles only when that is not enough. Sizing it by `deflateBound` instead
-        // allocated more than the input for every response (2.2 MB for a 2.2 MB scrape, beside
-        // the 2.2 MB exposition it compresses): the process's peak memory.
+        // input and doubles only when that is not enough. Not `deflateBound`, which exceeds the
+        // input: beside the exposition being compressed, that would set the process's peak memory.
         var output = [UInt8](repeating: 0, count: Swift.max(4096, input.count / 4))
         var produced = 0
         stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)

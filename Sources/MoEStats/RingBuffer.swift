@@ -1,7 +1,7 @@
 /// A fixed-capacity history of doubles that overwrites its oldest sample.
 ///
-/// The reference trims its histories with `Vec::remove(0)`, O(n) per sample; appending here is O(1)
-/// and, once the buffer is full, allocation-free.
+/// Appending is O(1) and, once the buffer is full, allocation-free (removing the oldest sample from
+/// the front of an array would be O(n) per sample), so recording under a layer's lock stays cheap.
 struct RingBuffer: Sendable {
     private var storage: [Double]
     /// Where the next sample goes once the buffer is full (also the oldest sample's position).

@@ -157,6 +157,27 @@ import Testing
         #expect(!readme.contains("@decision.json") && !readme.contains("@decisions.ndjson"))
     }
 
+    /// Every metric family the daemon exposes (with the example files posted) has a row in
+    /// docs/metrics.md, so a new metric cannot ship undocumented.
+    @Test(.needs("curl")) func everyExposedMetricIsDocumented() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        for (file, type) in [("examples/decision.json", "application/json"), ("examples/decisions.ndjson", "application/x-ndjson")] {
+            let r = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: \(type)", "--data-binary",
+                                                             "@" + Self.root.appendingPathComponent(file).path])
+            #expect(r.status == 200, "\(r.body)")
+        }
+        let exposition = try curl("\(daemon.base)/metrics").body
+        let families = exposition.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("# TYPE ") else { return nil }
+            return line.dropFirst("# TYPE ".count).split(separator: " ").first.map(String.init)
+        }
+        #expect(families.count > 20, "\(exposition)")
+        let doc = try String(contentsOf: Self.root.appendingPathComponent("docs/metrics.md"), encoding: .utf8)
+        let undocumented = families.filter { !doc.contains("`\($0)`") }
+        #expect(undocumented.isEmpty, "docs/metrics.md does not document \(undocumented)")
+    }
+
     @Test(.needs("curl", "gzip")) func gzippedPostWithCurl() throws {
         let gzip = try tool("gzip")
         let daemon = try RunningDaemon()

@@ -202,13 +202,13 @@ import Testing
 }
 
 @Suite struct DocumentationTests {
-    /// The README's configuration table names every setting with its variable, flag and default.
-    @Test func readmeDocumentsEverySetting() throws {
+    /// The configuration document's table names every setting with its variable, flag and default.
+    @Test func configurationDocumentsEverySetting() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let doc = try String(contentsOf: root.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
         for s in DaemonSettings.all {
             let row = "| `\(s.key)` | `\(s.environmentVariable)` | `\(s.flag)` | `\(s.defaultValue)` |"
-            #expect(readme.contains(row), "README lacks the row \(row)")
+            #expect(doc.contains(row), "docs/configuration.md lacks the row \(row)")
         }
     }
 }

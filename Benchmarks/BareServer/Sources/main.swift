@@ -1,7 +1,7 @@
 // The bare-server benchmark scenario: our HTTP server with no daemon routes, answering 204 to
 // every request, so the suite can compare the transport and HTTP/1.1 layers alone against nginx's
-// `return 204` (issue 3's measurement). The difference between this and the daemon's ingest
-// figure is what the routes, decoding and recording cost per request.
+// `return 204`. The difference between this and the daemon's ingest figure is what the routes,
+// decoding and recording cost per request.
 //
 //   BareServer [HOST:PORT] [EVENT_LOOPS]     default 127.0.0.1:0, one loop per core
 //

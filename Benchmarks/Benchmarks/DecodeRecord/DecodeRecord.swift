@@ -4,8 +4,8 @@ import MoEStats
 
 // Scenario 6 of the benchmark suite: the in-process cost of turning one POSTed decision into
 // statistics, for 8, 64 and 256 experts, beside Foundation's JSONDecoder decoding the same bytes
-// into a Codable mirror of the schema (the baseline the target is a ratio to: our decode
-// and record of a 64-expert decision must be at least 10x faster than JSONDecoder's decode alone).
+// into a Codable mirror of the schema (the baseline of the target: our decode and record of a
+// 64-expert decision at least 10x faster than JSONDecoder's decode alone).
 //
 // Each sample is one operation (no inner scaling loop), so the percentiles are per decision; the
 // benchmark framework warms up, repeats until its time or iteration budget is spent, and reports
@@ -97,7 +97,7 @@ let benchmarks: @Sendable () -> Void = {
                      "DecisionDecoder and JSONDecoder disagree on the benchmark body")
 
         // Made once, like `decoder` and the registry: the closure runs once per sample, so a
-        // decoder made inside it was timed (its creation) in every sample of the baseline.
+        // decoder made inside it would add its creation to every sample of the baseline.
         let json = JSONDecoder()
         Benchmark("JSONDecoder decode, \(experts) experts") { benchmark in
             for _ in benchmark.scaledIterations {
