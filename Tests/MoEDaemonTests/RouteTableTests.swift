@@ -45,6 +45,40 @@ import Testing
         }
     }
 
+    /// With a token configured: liveness, readiness and unknown paths stay open, the dashboard
+    /// is open for reads, writes always need the token, other reads need it with `auth_reads`.
+    @Test(arguments: [false, true])
+    func accessRulesWithAToken(authReads: Bool) {
+        var c = DaemonConfiguration()
+        c.authReads = authReads
+        let router = DaemonRouter(configuration: c, version: "test", logger: Logger(label: "test"), clock: { 1000 })
+        router.update(settings: c.routerSettings(token: AuthToken("t0k")))
+        router.isReady = true
+        let open: Set<String> = ["/healthz", "/readyz"]
+        var unauthorized = 0
+        for route in Self.table.routes {
+            for path in Self.paths(route) {
+                for method in Self.methods {
+                    let isRead = method == "GET" || method == "HEAD"
+                    let needsToken = !open.contains(route.template) && (!isRead || (authReads && route.template != "/"))
+                    let r = router.handle(.make(method, path))
+                    if needsToken {
+                        #expect(r.status == 401, "\(method) \(path)")
+                        #expect(r.headers["www-authenticate"] == "Bearer realm=\"moe-metricsd\"", "\(method) \(path)")
+                        if route.ingests { unauthorized += 1 }
+                    } else {
+                        #expect(r.status != 401, "\(method) \(path)")
+                    }
+                }
+            }
+        }
+        for method in Self.methods { #expect(router.handle(.make(method, "/no/such/path")).status == 404, "\(method)") }
+        // A refused request on an ingest route also counts as a rejected decision.
+        let rejected = router.counters.snapshot().rejected.first { $0.0 == "unauthorized" }?.1
+        #expect(unauthorized == 2 * (authReads ? Self.methods.count : Self.methods.count - 2))
+        #expect(rejected == UInt64(unauthorized))
+    }
+
     @Test func allowListsHeadAfterGet() {
         for route in Self.table.routes {
             let names = route.methods.map(\.name)
