@@ -162,8 +162,9 @@ extension DaemonRouter {
         static func delete(_ handler: @escaping Handler) -> Method { Method(name: "DELETE", handler: handler) }
     }
 
-    /// One row of the route table.
-    struct Route: Sendable {
+    /// One row of the route table (a class, so that handing a row to a request copies one
+    /// reference rather than each of its fields).
+    final class Route: Sendable {
         /// The path, with `{layer}` standing for one non-empty, percent-decoded segment; also
         /// the request counter's `route` label (a template, never a raw path, so that clients
         /// cannot create series).
