@@ -175,8 +175,10 @@ extension DaemonRouter {
         /// Whether the route takes decisions: a 401 on it also counts as a rejected decision.
         let ingests: Bool
         let methods: [Method]
-        /// The `Allow` value of a 405 (RFC 9110 section 10.2.1): the methods, with HEAD after
-        /// GET, since HEAD is answered wherever GET is (RFC 9110 section 9.3.2).
+        /// Every method answered: the declared ones, with HEAD after GET, since HEAD is answered
+        /// wherever GET is (RFC 9110 section 9.3.2).
+        let allowedMethods: [String]
+        /// The `Allow` value of a 405 (RFC 9110 section 10.2.1).
         let allow: String
 
         init(_ template: String, aliases: [String] = [], access: Access = .token, ingests: Bool = false,
@@ -186,7 +188,8 @@ extension DaemonRouter {
             self.access = access
             self.ingests = ingests
             self.methods = methods
-            allow = methods.flatMap { $0.name == "GET" ? ["GET", "HEAD"] : [$0.name] }.joined(separator: ", ")
+            allowedMethods = methods.flatMap { $0.name == "GET" ? ["GET", "HEAD"] : [$0.name] }
+            allow = allowedMethods.joined(separator: ", ")
         }
 
         /// The handler for `method`; HEAD takes GET's (the protocol layer drops the body).
@@ -195,9 +198,6 @@ extension DaemonRouter {
             if method == "HEAD" { return handler(for: "GET") }
             return nil
         }
-
-        /// Every method answered, HEAD included, in `Allow` order.
-        var allowedMethods: [String] { allow.isEmpty ? [] : allow.components(separatedBy: ", ") }
     }
 
     /// The routes and the lookups derived from them: literal paths, compared whole, and
@@ -236,6 +236,7 @@ extension DaemonRouter {
                 paths += route.aliases
                 rows += route.aliases.map { _ in row }
             }
+            precondition(Set(paths).count == paths.count, "a path is declared twice")
             literalPaths = paths
             literalRows = rows
             self.patterns = patterns
