@@ -89,7 +89,8 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             response = Self.notFound(request)
         } else {
             let route = table.routes[row]
-            if let refusal = authorize(request, route: route, settings: current) {
+            // Without a token every request may proceed, so the common case makes no call.
+            if current.authToken != nil, let refusal = authorize(request, route: route, settings: current) {
                 response = refusal
             } else if let handler = route.handler(for: request.method) {
                 response = handler(self, request, layer ?? "", current)
@@ -193,9 +194,11 @@ extension DaemonRouter {
         }
 
         /// The handler for `method`; HEAD takes GET's (the protocol layer drops the body).
+        @inline(__always)
         func handler(for method: String) -> Handler? {
-            for m in methods where m.name == method { return m.handler }
-            if method == "HEAD" { return handler(for: "GET") }
+            for i in methods.indices where methods[i].name == method { return methods[i].handler }
+            guard method == "HEAD" else { return nil }
+            for i in methods.indices where methods[i].name == "GET" { return methods[i].handler }
             return nil
         }
     }
