@@ -190,14 +190,6 @@ import Testing
         #expect(summary.map { $0["layer"] as? String } == expected)
     }
 
-    @Test(arguments: [
-        ("a2", "a10", true), ("a10", "a2", false), ("a", "a1", true), ("l01", "l1", true), ("l1", "l01", false),
-        ("x.9.moe", "x.10.moe", true), ("B", "a", true), ("a", "a", false), ("7", "a", true),
-    ])
-    func naturalOrder(a: String, b: String, precedes: Bool) {
-        #expect(LayerOrder.precedes(a, b) == precedes)
-    }
-
     @Test func dashboardPluralisesLayers() {
         let html = get("/").text
         #expect(html.contains("\" layer affected\""))
