@@ -1,16 +1,16 @@
 import MoEStats
 import Synchronization
 
-/// Renders /metrics from layer snapshots (copied under each layer's lock; rendered here,
-/// outside every lock, as swift-prometheus does).
+/// Renders /metrics from layer views (copied under each layer's lock; rendered here, outside
+/// every lock, so a scrape never holds a layer's lock while it formats).
 ///
 /// Names follow Prometheus' naming rules: base units (`_seconds`), `_total` for counters,
 /// `_ratio` for 0-1 values. Counters and summary sums and counts come first because they are
 /// what aggregates correctly across many daemons (`sum by (layer) (rate(...))`); the derived
-/// gauges are conveniences for one daemon's view.
+/// gauges, the rows of `LayerMeasure.all` that have one, are conveniences for one daemon's view.
 ///
 /// A large model's exposition is tens of thousands of series scraped every few seconds, so the
-/// renderer works from `LayerMetrics` (only the exported values, computed without sorting) and
+/// renderer works from `LayerMetrics` (only the raw totals the gauges need, no sorting) and
 /// writes bytes directly: each layer's label set is escaped once, expert indices and bucket bounds
 /// are formatted once per scrape, integers are written digit by digit, and the output buffer is
 /// reserved from the previous scrape's size so it does not grow by doubling.

@@ -133,6 +133,7 @@ public struct LayerMeasureInput: Sendable {
         self.history = history
     }
 
+    @inlinable
     public subscript<T>(dynamicMember path: KeyPath<LayerTotals, T>) -> T { totals[keyPath: path] }
 
     /// Number of experts the dead-expert rule flags.

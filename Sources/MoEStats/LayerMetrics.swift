@@ -8,8 +8,11 @@
 /// computed from those totals (the same functions the summary calls, with the same operands), so
 /// a series never differs from the JSON field it mirrors. The totals' fields read as the view's
 /// own (`view.totalTokens`).
+///
+/// A class: the renderer passes each view to a closure per family, and a reference is one
+/// retain where the value's dozen arrays would be a dozen.
 @dynamicMemberLookup
-public struct LayerMetrics: Sendable {
+public final class LayerMetrics: Sendable {
     /// The totals and the per-expert utilization derived from them, at the default window.
     public let input: LayerMeasureInput
     /// The latency histogram in Prometheus form.
@@ -39,13 +42,14 @@ public struct LayerMetrics: Sendable {
     }
 
     /// The view of a full snapshot: equal, series by series, to what its summary reports.
-    public init(_ s: LayerSnapshot) {
+    public convenience init(_ s: LayerSnapshot) {
         var lastSeen = [Double]()
         lastSeen.reserveCapacity(s.workers.count)
         for w in s.workers { lastSeen.append(w.lastSeen) }
         self.init(copy: Copy(totals: s.totals, workerLastSeen: lastSeen))
     }
 
+    @inlinable
     public subscript<T>(dynamicMember path: KeyPath<LayerTotals, T>) -> T { input.totals[keyPath: path] }
 
     /// Per expert, the mean share of each decision's tokens it received (the summary's

@@ -35,7 +35,7 @@ public struct LayerTotals: Sendable {
     public let latencyMaxMs: Double?
     /// Capacity sums over the decisions with a known capacity.
     public let capacity: CapacityTotals
-    /// Decisions that dropped tokens (the reference's `capacity_exceeded_count`).
+    /// Decisions that dropped tokens (the summary's `capacity_exceeded_count`).
     public let capacityExceededCount: UInt64
     /// Unix seconds of the newest decision.
     public let lastUpdated: Double
@@ -126,6 +126,7 @@ public struct LayerSnapshot: Sendable {
         untrackedWorkerDecisions = s.untrackedWorkerDecisions
     }
 
+    @inlinable
     public subscript<T>(dynamicMember path: KeyPath<LayerTotals, T>) -> T { totals[keyPath: path] }
 
     /// Puts `workers` in name order; done after the layer's lock is released.

@@ -167,7 +167,7 @@ struct LayerState: Sendable {
                     }
                 }
             }
-            // Population variance of this decision's counts, as the reference's calculate_load_variance.
+            // Population variance of this decision's counts (divided by E, not E - 1).
             let mean = sum / Double(experts)
             if used <= UInt64(Int64.max) {
                 // No count above Int64.max (their saturated sum is not), so the signed
@@ -201,7 +201,7 @@ struct LayerState: Sendable {
             }
         }
 
-        // The reference counts decisions that dropped tokens, whatever the capacity.
+        // A decision that dropped tokens counts as exceeding capacity, whether its capacity is known or not.
         if d.tokensDropped > 0 { capacityExceededCount = capacityExceededCount.addingSaturated(1) }
         if let perExpert, perExpert > 0 {
             let (total, overflow) = perExpert.multipliedReportingOverflow(by: UInt64(experts))
@@ -268,8 +268,7 @@ struct LayerState: Sendable {
 ///
 /// One lock per layer (not one for the registry) so that workers feeding different layers never
 /// wait for each other; the lock is held only to apply a decision or to copy a snapshot, and every
-/// derived statistic is computed from the snapshot outside it (as swift-prometheus renders outside
-/// its lock). The expert count is fixed for the layer's life, so it is read without the lock.
+/// derived statistic is computed from the snapshot outside it. The expert count is fixed for the layer's life, so it is read without the lock.
 final class LayerStatistics: Sendable {
     let name: String
     let experts: Int
