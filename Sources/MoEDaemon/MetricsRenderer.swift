@@ -1,16 +1,16 @@
 import MoEStats
 import Synchronization
 
-/// Renders /metrics from layer snapshots (copied under each layer's lock; rendered here,
-/// outside every lock, as swift-prometheus does).
+/// Renders /metrics from layer views (copied under each layer's lock; rendered here, outside
+/// every lock, so a scrape never holds a layer's lock while it formats).
 ///
 /// Names follow Prometheus' naming rules: base units (`_seconds`), `_total` for counters,
 /// `_ratio` for 0-1 values. Counters and summary sums and counts come first because they are
 /// what aggregates correctly across many daemons (`sum by (layer) (rate(...))`); the derived
-/// gauges are conveniences for one daemon's view.
+/// gauges, the rows of `LayerMeasure.all` that have one, are conveniences for one daemon's view.
 ///
 /// A large model's exposition is tens of thousands of series scraped every few seconds, so the
-/// renderer works from `LayerMetrics` (only the exported values, computed without sorting) and
+/// renderer works from `LayerMetrics` (only the raw totals the gauges need, no sorting) and
 /// writes bytes directly: each layer's label set is escaped once, expert indices and bucket bounds
 /// are formatted once per scrape, integers are written digit by digit, and the output buffer is
 /// reserved from the previous scrape's size so it does not grow by doubling.
@@ -118,28 +118,21 @@ public enum MetricsRenderer {
             Double($0.capacity.totalUsed)
         }
 
-        perLayer("moe_routing_efficiency_ratio", .gauge, "Share of tokens not dropped, over all decisions.") { l in
-            l.totalTokens > 0 ? Double(l.totalTokens - l.tokensDropped) / Double(l.totalTokens) : nil
-        }
-        if perExpertSeries {
-            w.family("moe_expert_utilization_ratio", .gauge, help: "Mean share of each decision's tokens the expert received.")
-            for (i, l) in layers.enumerated() {
-                w.samples(prepared: labels[i], indexed: expertLabels, values: l.expertUtilization)
+        // The derived gauges: the rows of the table of layer measures that have one, in order.
+        for measure in LayerMeasure.all {
+            guard let gauge = measure.gauge else { continue }
+            switch measure.value {
+            case .perLayer:
+                perLayer(gauge.name, .gauge, gauge.help) { $0.gaugeValue(measure) }
+            case .perExpert(let values):
+                guard perExpertSeries else { continue }
+                w.family(gauge.name, .gauge, help: gauge.help)
+                for (i, l) in layers.enumerated() {
+                    let v = values(l.input)
+                    w.samples(prepared: labels[i], indexed: expertLabels,
+                              values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
+                }
             }
-        }
-        perLayer("moe_routing_utilization_cv", .gauge, "Coefficient of variation of expert utilization.") { $0.utilizationCV }
-        perLayer("moe_routing_max_violation", .gauge, "MaxVio over the run: max expert load over mean load, minus 1.") {
-            $0.maxViolation
-        }
-        perLayer("moe_routing_balancedness_ratio", .gauge, "Mean expert load over max expert load.") { $0.balancedness }
-        perLayer("moe_routing_entropy_ratio", .gauge, "Entropy of the expert load distribution over log(experts).") {
-            $0.entropy
-        }
-        perLayer("moe_routing_dead_experts", .gauge, "Experts that received no token in the last window of decisions.") {
-            Double($0.deadExperts)
-        }
-        perLayer("moe_routing_capacity_utilization_ratio", .gauge, "Tokens received over capacity offered, in decisions with a known capacity.") { l in
-            l.capacity.totalCapacity > 0 ? Double(l.capacity.totalUsed) / Double(l.capacity.totalCapacity) : nil
         }
 
         w.family("moe_routing_workers", .gauge, help: "Workers that reported to the layer, by whether they did within the worker TTL.")

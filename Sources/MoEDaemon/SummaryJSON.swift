@@ -2,7 +2,8 @@ import JSONOutput
 import MoEStats
 
 /// The headline numbers of one layer, as `GET /v1/layers` lists them and `GET /v1/summary`
-/// spreads them across layers. Names match the full summary's fields.
+/// spreads them across layers: the counters, then the headline rows of `LayerMeasure.all` under
+/// their names, as the full summary reports them.
 struct Headline {
     let layer: String
     let experts: Int
@@ -10,8 +11,8 @@ struct Headline {
     let totalTokens: UInt64
     let tokensDropped: UInt64
     let nonfiniteLosses: UInt64
-    /// The spread-able numbers, in output order; nil where the layer has no value yet.
-    let numbers: [(String, Double?)]
+    /// The values of `LayerMeasure.headlines`, in that order; nil where the layer has no value yet.
+    let numbers: [Double?]
 
     init(_ s: LayerSummary) {
         layer = s.layer
@@ -20,21 +21,7 @@ struct Headline {
         totalTokens = s.totalTokens
         tokensDropped = s.tokensDropped
         nonfiniteLosses = s.nonfiniteLosses
-        numbers = [
-            ("routing_efficiency", s.routingEfficiency),
-            ("average_load_balance_loss", s.averageLoadBalanceLoss),
-            ("average_router_z_loss", s.averageRouterZLoss),
-            ("average_auxiliary_loss", s.averageAuxiliaryLoss),
-            ("utilization_cv", s.utilizationCV),
-            ("max_violation", s.balance.maxViolation),
-            ("balancedness", s.balance.balancedness),
-            ("entropy", s.balance.entropy),
-            ("dead_experts", Double(s.balance.deadExperts)),
-            ("average_latency_ms", s.latency.averageMs),
-            ("p99_latency_ms", s.latency.p99Ms),
-            ("capacity_utilization", s.capacity.overallUtilization),
-            ("tokens_per_second", s.throughput.tokensPerSecond),
-        ]
+        numbers = LayerMeasure.headlines.map { s[$0] }
     }
 
     func writeJSON(_ w: inout JSONWriter) {
@@ -44,7 +31,7 @@ struct Headline {
         w.field("total_routings", totalRoutings)
         w.field("total_tokens", totalTokens)
         w.field("tokens_dropped", tokensDropped)
-        for (name, value) in numbers { w.field(name, value) }
+        for (row, value) in zip(LayerMeasure.headlines, numbers) { w.field(row.name, value) }
         w.field("nonfinite_losses", nonfiniteLosses)
         w.endObject()
     }
@@ -66,8 +53,8 @@ struct FleetSummary {
         var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
         var experts = 0
         // Saturating, as the layers' own counters are: a wrapped sum would report nonsense, and
-        // `tokens - dropped` below relies on dropped <= tokens, which saturation preserves
-        // (each layer has dropped <= tokens) and wrapping does not.
+        // the efficiency below needs dropped <= tokens, which saturation preserves (each layer
+        // has dropped <= tokens) and wrapping does not.
         func add(_ a: inout UInt64, _ b: UInt64) {
             let (sum, overflow) = a.addingReportingOverflow(b)
             a = overflow ? .max : sum
@@ -87,20 +74,21 @@ struct FleetSummary {
         w.field("total_routings", routings)
         w.field("total_tokens", tokens)
         w.field("tokens_dropped", dropped)
-        w.field("routing_efficiency", tokens > 0 ? Double(tokens - min(dropped, tokens)) / Double(tokens) * 100 : nil)
+        w.field(LayerMeasure.routingEfficiency.name,
+                Measures.routingEfficiency(tokens: tokens, dropped: dropped,
+                                           scale: LayerMeasure.routingEfficiency.jsonScale))
         w.field("nonfinite_losses", nonfinite)
         w.endObject()
 
         w.key("spread")
         w.beginObject()
-        let names = headlines.first?.numbers.map(\.0) ?? Headline.numberNames
-        for (i, name) in names.enumerated() {
-            let values = headlines.compactMap { $0.numbers[i].1 }.filter(\.isFinite)
-            w.key(name)
+        for (i, row) in LayerMeasure.headlines.enumerated() {
+            let values = headlines.compactMap { $0.numbers[i] }.filter(\.isFinite)
+            w.key(row.name)
             w.beginObject()
             w.field("min", values.min())
             w.field("max", values.max())
-            w.field("mean", values.isEmpty ? nil : values.reduce(0, +) / Double(values.count))
+            w.field("mean", Measures.mean(sum: values.reduce(0, +), count: values.count))
             w.field("layers", values.count)
             w.endObject()
         }
@@ -112,12 +100,4 @@ struct FleetSummary {
         w.endArray()
         w.endObject()
     }
-}
-
-extension Headline {
-    static let numberNames = [
-        "routing_efficiency", "average_load_balance_loss", "average_router_z_loss", "average_auxiliary_loss",
-        "utilization_cv", "max_violation", "balancedness", "entropy", "dead_experts", "average_latency_ms",
-        "p99_latency_ms", "capacity_utilization", "tokens_per_second",
-    ]
 }

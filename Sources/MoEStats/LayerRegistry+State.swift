@@ -168,7 +168,10 @@ struct LayerImage: Sendable, Equatable {
 
     /// Smallest encoded record: a one-byte name, one expert, no sample, bucket or worker.
     static let minimumRecordSize = 2 + 1 + 4 + 3 * 8 + 4 * 8 + 3 * 16 + 8 + 4 + 4 + 4 * 8 + 4 + 5 * 8 + 2 * 8 + 4 + 8
+}
 
+// In an extension, so that the declaration above keeps its memberwise initializer (`decode` uses it).
+extension LayerImage {
     init(name: String, copying s: LayerState) {
         self.name = name
         experts = s.experts
@@ -339,43 +342,6 @@ struct LayerImage: Sendable, Equatable {
             untrackedWorkerDecisions: untracked)
         try image.check(context: r.context)
         return image
-    }
-
-    private init(name: String, experts: Int, totalRoutings: UInt64, totalTokens: UInt64,
-                 tokensDropped: UInt64, expertTokens: [UInt64], utilizationSums: [Double],
-                 lastCounts: [UInt64], lastActive: [UInt64], loadBalanceLoss: LossTotals,
-                 routerZLoss: LossTotals, auxiliaryLoss: LossTotals, nonfiniteLosses: UInt64,
-                 loadVariances: [Double], recentLatenciesMs: [Double], latencyCount: UInt64,
-                 latencySumMs: Double, latencyMinMs: Double, latencyMaxMs: Double,
-                 latencyBoundsSeconds: [Double], latencyBucketCounts: [UInt64], capacity: CapacityTotals,
-                 capacityExceededCount: UInt64, lastUpdated: Double, workers: [WorkerActivity],
-                 untrackedWorkerDecisions: UInt64) {
-        self.name = name
-        self.experts = experts
-        self.totalRoutings = totalRoutings
-        self.totalTokens = totalTokens
-        self.tokensDropped = tokensDropped
-        self.expertTokens = expertTokens
-        self.utilizationSums = utilizationSums
-        self.lastCounts = lastCounts
-        self.lastActive = lastActive
-        self.loadBalanceLoss = loadBalanceLoss
-        self.routerZLoss = routerZLoss
-        self.auxiliaryLoss = auxiliaryLoss
-        self.nonfiniteLosses = nonfiniteLosses
-        self.loadVariances = loadVariances
-        self.recentLatenciesMs = recentLatenciesMs
-        self.latencyCount = latencyCount
-        self.latencySumMs = latencySumMs
-        self.latencyMinMs = latencyMinMs
-        self.latencyMaxMs = latencyMaxMs
-        self.latencyBoundsSeconds = latencyBoundsSeconds
-        self.latencyBucketCounts = latencyBucketCounts
-        self.capacity = capacity
-        self.capacityExceededCount = capacityExceededCount
-        self.lastUpdated = lastUpdated
-        self.workers = workers
-        self.untrackedWorkerDecisions = untrackedWorkerDecisions
     }
 
     // MARK: - checks

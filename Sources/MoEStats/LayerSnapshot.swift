@@ -1,10 +1,10 @@
-/// The raw statistics of one layer, copied under the layer's lock.
+/// The raw running totals of one layer that every view of it starts from: the JSON summary
+/// (`LayerSnapshot`) and `/metrics` (`LayerMetrics`) both copy exactly this under the layer's
+/// lock, and the table of layer measures (`LayerMeasure`) computes from it outside the lock.
 ///
-/// Everything derived (utilization, trends, percentiles, balance measures) is computed from this
-/// value by `summary(window:)`, outside any lock, so readers hold a layer's lock only for a copy.
-/// The plain sums and counts here are what Prometheus needs to aggregate many daemons correctly.
-/// `/metrics` needs much less than a summary and copies less: see `LayerMetrics`.
-public struct LayerSnapshot: Sendable {
+/// These are plain sums and counts, which is also what Prometheus needs to aggregate many
+/// daemons correctly. A raw value a new measure needs is added here (and saved in `LayerImage`).
+public struct LayerTotals: Sendable {
     public let layer: String
     /// Number of experts (fixed for the layer's life).
     public let experts: Int
@@ -16,45 +16,35 @@ public struct LayerSnapshot: Sendable {
     public let tokensDropped: UInt64
     /// Per expert, the sum of the tokens it received.
     public let expertTokens: [UInt64]
+    /// Per expert, the sum of count / total_tokens over decisions.
+    public let utilizationSums: [Double]
+    /// Per expert, the routing number (1-based) of the newest decision that gave it a token; 0 = never.
+    public let lastActive: [UInt64]
     public let loadBalanceLoss: LossTotals
     public let routerZLoss: LossTotals
     public let auxiliaryLoss: LossTotals
     /// Losses received as `null` (serde's NaN or infinity) or non-finite, over the three losses.
     public let nonfiniteLosses: UInt64
-    /// Routing latency as a histogram (seconds, cumulative bucket counts).
-    public let latencyHistogram: LatencyHistogram
-    /// Latency over all samples, in milliseconds (nil before the first sample).
+    /// Latency bucket upper bounds in seconds and the per-bucket (not cumulative) counts.
+    public let latencyBoundsSeconds: [Double]
+    public let latencyBucketCounts: [UInt64]
+    /// Latency samples, their sum, minimum and maximum in milliseconds (nil before the first).
+    public let latencyCount: UInt64
+    public let latencySumMs: Double
     public let latencyMinMs: Double?
     public let latencyMaxMs: Double?
-    public let latencySumMs: Double
     /// Capacity sums over the decisions with a known capacity.
     public let capacity: CapacityTotals
-    /// Decisions that dropped tokens (the reference's `capacity_exceeded_count`).
+    /// Decisions that dropped tokens (the summary's `capacity_exceeded_count`).
     public let capacityExceededCount: UInt64
     /// Unix seconds of the newest decision.
     public let lastUpdated: Double
-    /// The registry's default window when the snapshot was taken.
+    /// The registry's default window when the copy was taken.
     public let defaultWindow: Int
 
-    // Inputs of the summary, copied out of the layer.
-    /// Per expert, the sum of count / total_tokens over decisions.
-    public let utilizationSums: [Double]
-    /// Counts of the newest decision.
-    public let lastCounts: [UInt64]
-    /// Per expert, the routing number (1-based) of the newest decision that gave it a token; 0 = never.
-    public let lastActive: [UInt64]
-    /// Load variance of the newest decisions (at most 1000), oldest first.
-    public let loadVariances: [Double]
-    /// Latency samples of the newest decisions (at most 1000), oldest first, in milliseconds.
-    public let recentLatenciesMs: [Double]
-
-    /// Workers that reported to this layer, sorted by name (at most `maxWorkersPerLayer`).
-    public private(set) var workers: [WorkerActivity]
-    /// Decisions from workers left out of `workers` because the table was full.
-    public let untrackedWorkerDecisions: UInt64
-
-    /// Copies `state`. Arrays are copied element by element (`map`), never shared: a shared buffer
-    /// would make the layer's next append copy it under the lock.
+    /// Copies `state`; called under the layer's lock, so it only copies. Arrays are copied element
+    /// by element (`map`), never shared: a shared buffer would make the layer's next write copy it
+    /// under the lock.
     init(layer: String, state s: LayerState, defaultWindow: Int) {
         self.layer = layer
         experts = s.experts
@@ -62,31 +52,69 @@ public struct LayerSnapshot: Sendable {
         totalTokens = s.totalTokens
         tokensDropped = s.tokensDropped
         expertTokens = s.expertTokens.map { $0 }
+        utilizationSums = s.utilizationSums.map { $0 }
+        lastActive = s.lastActive.map { $0 }
         loadBalanceLoss = s.loadBalanceLoss
         routerZLoss = s.routerZLoss
         auxiliaryLoss = s.auxiliaryLoss
         nonfiniteLosses = s.nonfiniteLosses
-        var cumulative = [UInt64]()
-        cumulative.reserveCapacity(s.latencyBucketCounts.count)
-        var running: UInt64 = 0
-        for c in s.latencyBucketCounts {
-            running = running.addingSaturated(c)
-            cumulative.append(running)
-        }
-        latencyHistogram = LatencyHistogram(upperBoundsSeconds: s.latencyBoundsSeconds.map { $0 },
-                                            cumulativeCounts: cumulative,
-                                            sumSeconds: s.latencySumMs / 1000,
-                                            count: s.latencyCount)
+        latencyBoundsSeconds = s.latencyBoundsSeconds
+        latencyBucketCounts = s.latencyBucketCounts.map { $0 }
+        latencyCount = s.latencyCount
+        latencySumMs = s.latencySumMs
         latencyMinMs = s.latencyCount > 0 ? s.latencyMinMs : nil
         latencyMaxMs = s.latencyCount > 0 ? s.latencyMaxMs : nil
-        latencySumMs = s.latencySumMs
         capacity = s.capacity
         capacityExceededCount = s.capacityExceededCount
         lastUpdated = s.lastUpdated
         self.defaultWindow = defaultWindow
-        utilizationSums = s.utilizationSums.map { $0 }
+    }
+
+    /// The latency histogram in Prometheus form: cumulative counts (saturating, as the layer's
+    /// counters are), the sum in seconds. Computed on each use, outside the lock.
+    public var latencyHistogram: LatencyHistogram {
+        var cumulative = [UInt64]()
+        cumulative.reserveCapacity(latencyBucketCounts.count)
+        var running: UInt64 = 0
+        for c in latencyBucketCounts {
+            running = running.addingSaturated(c)
+            cumulative.append(running)
+        }
+        return LatencyHistogram(upperBoundsSeconds: latencyBoundsSeconds, cumulativeCounts: cumulative,
+                                sumSeconds: latencySumMs / 1000, count: latencyCount)
+    }
+
+    /// Whether nobody updated the layer for longer than `ttl` seconds at `now` (a layer TTL lets
+    /// the daemon leave such layers out of `/metrics`, so series of finished jobs end).
+    public func isIdle(now: Double, ttl: Double) -> Bool {
+        now - lastUpdated > ttl
+    }
+}
+
+/// Everything the JSON summary of one layer is computed from, copied under the layer's lock: the
+/// raw totals, the recent history, and the workers by name.
+///
+/// Every statistic is computed from this value by `summary(window:)`, outside any lock, so readers
+/// hold a layer's lock only for a copy. The totals' fields read as the snapshot's own
+/// (`snapshot.totalTokens`). `/metrics` needs much less and copies less: see `LayerMetrics`.
+@dynamicMemberLookup
+public struct LayerSnapshot: Sendable {
+    public let totals: LayerTotals
+    /// Counts of the newest decision.
+    public let lastCounts: [UInt64]
+    /// Load variance of the newest decisions (at most 1000), oldest first.
+    public let loadVariances: [Double]
+    /// Latency samples of the newest decisions (at most 1000), oldest first, in milliseconds.
+    public let recentLatenciesMs: [Double]
+    /// Workers that reported to this layer, sorted by name (at most `maxWorkersPerLayer`).
+    public private(set) var workers: [WorkerActivity]
+    /// Decisions from workers left out of `workers` because the table was full.
+    public let untrackedWorkerDecisions: UInt64
+
+    /// Copies `state` (see `LayerTotals.init`).
+    init(layer: String, state s: LayerState, defaultWindow: Int) {
+        totals = LayerTotals(layer: layer, state: s, defaultWindow: defaultWindow)
         lastCounts = s.lastCounts.map { $0 }
-        lastActive = s.lastActive.map { $0 }
         loadVariances = s.loadVariances.chronological()
         recentLatenciesMs = s.recentLatenciesMs.chronological()
         var list = [WorkerActivity]()
@@ -97,6 +125,9 @@ public struct LayerSnapshot: Sendable {
         workers = list
         untrackedWorkerDecisions = s.untrackedWorkerDecisions
     }
+
+    @inlinable
+    public subscript<T>(dynamicMember path: KeyPath<LayerTotals, T>) -> T { totals[keyPath: path] }
 
     /// Puts `workers` in name order; done after the layer's lock is released.
     mutating func sortWorkers() {
@@ -112,11 +143,8 @@ public struct LayerSnapshot: Sendable {
         return WorkerCounts(active: workers.count - stale, stale: stale)
     }
 
-    /// Whether nobody updated the layer for longer than `ttl` seconds at `now` (a layer TTL lets
-    /// the daemon leave such layers out of `/metrics`, so series of finished jobs end).
-    public func isIdle(now: Double, ttl: Double) -> Bool {
-        now - lastUpdated > ttl
-    }
+    /// Whether nobody updated the layer for longer than `ttl` seconds at `now`.
+    public func isIdle(now: Double, ttl: Double) -> Bool { totals.isIdle(now: now, ttl: ttl) }
 }
 
 /// One worker as a layer remembers it.

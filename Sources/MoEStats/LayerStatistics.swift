@@ -2,8 +2,8 @@ import Synchronization
 
 /// Sum and count of one loss over the finite values received.
 ///
-/// Averages cannot be combined across daemons (defect 7 of the reference); sums and counts can,
-/// so Prometheus gets these and computes `sum / count` itself.
+/// Averages cannot be combined across daemons; sums and counts can, so Prometheus gets these and
+/// computes `sum / count` itself.
 public struct LossTotals: Sendable, Equatable {
     /// Sum of the finite values received.
     public var sum: Double = 0
@@ -16,14 +16,14 @@ public struct LossTotals: Sendable, Equatable {
     }
 
     /// The mean of the finite values, or nil before the first one.
-    public var average: Double? { count > 0 ? sum / Double(count) : nil }
+    public var average: Double? { Measures.mean(sum: sum, count: count) }
 }
 
 /// Capacity sums over the decisions whose capacity is known.
 public struct CapacityTotals: Sendable, Equatable {
     /// Decisions that had a known, non-zero capacity.
     public var decisions: UInt64 = 0
-    /// The reference's smoothed utilization: EMA with alpha 0.1 starting from 0, as a fraction.
+    /// Smoothed per-decision utilization: EMA with alpha 0.1 starting from 0, as a fraction.
     public var averageUtilization: Double = 0
     /// Highest per-decision utilization (tokens received / (experts x capacity)), as a fraction.
     public var peakUtilization: Double = 0
@@ -65,7 +65,8 @@ struct WorkerRecord: Sendable, Equatable {
     var decisions: UInt64
 }
 
-/// Capacity of the ring buffers (load variance, latency), as in the reference.
+/// Capacity of the ring buffers (load variance, latency): the summary's trend and percentiles
+/// look at most this many decisions back.
 let historyCapacity = 1000
 
 /// The mutable statistics of one layer. Only ever touched under its `LayerStatistics` lock.
@@ -76,8 +77,8 @@ struct LayerState: Sendable {
     var tokensDropped: UInt64 = 0
     var expertTokens: [UInt64]
     /// Per expert, the sum over decisions of count / total_tokens (0 for a decision of no tokens);
-    /// divided by `totalRoutings` it is the reference's `expert_utilization` (its alpha = 1/n
-    /// "EMA" is this cumulative mean).
+    /// divided by `totalRoutings` it is the summary's `expert_utilization`, the cumulative mean
+    /// (an EMA with alpha = 1/n).
     var utilizationSums: [Double]
     /// Counts of the newest decision (MaxVio of the last batch).
     var lastCounts: [UInt64]
@@ -166,7 +167,7 @@ struct LayerState: Sendable {
                     }
                 }
             }
-            // Population variance of this decision's counts, as the reference's calculate_load_variance.
+            // Population variance of this decision's counts (divided by E, not E - 1).
             let mean = sum / Double(experts)
             if used <= UInt64(Int64.max) {
                 // No count above Int64.max (their saturated sum is not), so the signed
@@ -200,7 +201,7 @@ struct LayerState: Sendable {
             }
         }
 
-        // The reference counts decisions that dropped tokens, whatever the capacity.
+        // A decision that dropped tokens counts as exceeding capacity, whether its capacity is known or not.
         if d.tokensDropped > 0 { capacityExceededCount = capacityExceededCount.addingSaturated(1) }
         if let perExpert, perExpert > 0 {
             let (total, overflow) = perExpert.multipliedReportingOverflow(by: UInt64(experts))
@@ -267,8 +268,7 @@ struct LayerState: Sendable {
 ///
 /// One lock per layer (not one for the registry) so that workers feeding different layers never
 /// wait for each other; the lock is held only to apply a decision or to copy a snapshot, and every
-/// derived statistic is computed from the snapshot outside it (as swift-prometheus renders outside
-/// its lock). The expert count is fixed for the layer's life, so it is read without the lock.
+/// derived statistic is computed from the snapshot outside it. The expert count is fixed for the layer's life, so it is read without the lock.
 final class LayerStatistics: Sendable {
     let name: String
     let experts: Int

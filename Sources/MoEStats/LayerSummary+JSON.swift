@@ -2,8 +2,9 @@ import JSONOutput
 
 extension LayerSummary {
     /// Writes the summary as one JSON object, fields in the documented order (README "Summary
-    /// fields"). Nil values are written as `null`; JSONWriter writes any non-finite double as
-    /// `null` too, since RFC 8259 section 6 has no NaN or infinity.
+    /// fields"): in each section its raw fields, then the rows of `LayerMeasure.all` placed in
+    /// it, in table order. Nil values are written as `null`; JSONWriter writes any non-finite
+    /// double as `null` too, since RFC 8259 section 6 has no NaN or infinity.
     public func writeJSON(_ w: inout JSONWriter) {
         w.beginObject()
         w.field("layer", layer)
@@ -11,10 +12,7 @@ extension LayerSummary {
         w.field("total_routings", totalRoutings)
         w.field("total_tokens", totalTokens)
         w.field("tokens_dropped", tokensDropped)
-        w.field("routing_efficiency", routingEfficiency)
-        w.field("average_load_balance_loss", averageLoadBalanceLoss)
-        w.field("average_router_z_loss", averageRouterZLoss)
-        w.field("average_auxiliary_loss", averageAuxiliaryLoss)
+        writeMeasures(of: .layer, into: &w)
         w.key("expert_utilization")
         w.beginArray()
         for u in expertUtilization { w.value(u) }
@@ -23,64 +21,47 @@ extension LayerSummary {
         w.beginArray()
         for c in expertTokenCounts { w.value(c) }
         w.endArray()
-        w.field("utilization_cv", utilizationCV)
+        writeMeasures(of: .experts, into: &w)
         Self.write(mostUtilizedExpert, as: "most_utilized_expert", into: &w)
         Self.write(leastUtilizedExpert, as: "least_utilized_expert", into: &w)
 
         w.key("utilization_summary")
         w.beginObject()
-        w.field("mean_utilization", utilizationSummary.meanUtilization)
-        w.field("min_utilization", utilizationSummary.minUtilization)
-        w.field("max_utilization", utilizationSummary.maxUtilization)
-        w.field("utilization_cv", utilizationSummary.utilizationCV)
-        w.field("routing_efficiency", utilizationSummary.routingEfficiency)
-        w.field("average_load_balance_loss", utilizationSummary.averageLoadBalanceLoss)
-        w.field("average_router_z_loss", utilizationSummary.averageRouterZLoss)
+        writeMeasures(of: .utilizationSummary, into: &w)
         w.endObject()
 
         w.key("load_variance")
         w.beginObject()
-        w.field("last", loadVariance.last)
-        w.field("history_length", loadVariance.historyLength)
-        w.field("window", loadVariance.window)
-        w.field("trend", loadVariance.trend)
+        w.field("last", lastLoadVariance)
+        w.field("history_length", loadVarianceHistoryLength)
+        w.field("window", window)
+        writeMeasures(of: .loadVariance, into: &w)
         w.endObject()
 
         w.key("latency")
         w.beginObject()
-        w.field("count", latency.count)
-        w.field("average_ms", latency.averageMs)
-        w.field("min_ms", latency.minMs)
-        w.field("max_ms", latency.maxMs)
-        w.field("p50_ms", latency.p50Ms)
-        w.field("p95_ms", latency.p95Ms)
-        w.field("p99_ms", latency.p99Ms)
+        w.field("count", latencyCount)
+        writeMeasures(of: .latency, into: &w)
         w.endObject()
 
         w.key("capacity")
         w.beginObject()
-        w.field("average_utilization", capacity.averageUtilization)
-        w.field("peak_utilization", capacity.peakUtilization)
-        w.field("capacity_exceeded_count", capacity.capacityExceededCount)
-        Self.field("total_capacity", capacity.totalCapacity, into: &w)
-        Self.field("total_used", capacity.totalUsed, into: &w)
-        w.field("overall_utilization", capacity.overallUtilization)
+        w.field("average_utilization", capacityAverageUtilization)
+        w.field("peak_utilization", capacityPeakUtilization)
+        w.field("capacity_exceeded_count", capacityExceededCount)
+        Self.field("total_capacity", totalCapacity, into: &w)
+        Self.field("total_used", totalUsed, into: &w)
+        writeMeasures(of: .capacity, into: &w)
         w.endObject()
 
         w.key("throughput")
         w.beginObject()
-        w.field("tokens_per_routing", throughput.tokensPerRouting)
-        w.field("tokens_per_second", throughput.tokensPerSecond)
-        w.field("routings_per_second", throughput.routingsPerSecond)
+        writeMeasures(of: .throughput, into: &w)
         w.endObject()
 
         w.key("balance")
         w.beginObject()
-        w.field("max_violation", balance.maxViolation)
-        w.field("max_violation_last", balance.maxViolationLast)
-        w.field("balancedness", balance.balancedness)
-        w.field("entropy", balance.entropy)
-        w.field("dead_experts", balance.deadExperts)
+        writeMeasures(of: .balance, into: &w)
         w.endObject()
 
         w.field("nonfinite_losses", nonfiniteLosses)
@@ -105,6 +86,14 @@ extension LayerSummary {
         w.endArray()
         w.endObject()
         w.endObject()
+    }
+
+    /// The rows of the table placed in `section`, in table order.
+    private func writeMeasures(of section: LayerMeasure.Section, into w: inout JSONWriter) {
+        for (i, row) in LayerMeasure.all.enumerated() {
+            guard let place = row.summary, place.section == section else { continue }
+            w.field(place.key, measures[i])
+        }
     }
 
     private static func write(_ e: ExpertUtilization?, as name: String, into w: inout JSONWriter) {

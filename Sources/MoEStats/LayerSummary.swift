@@ -1,17 +1,12 @@
-#if canImport(Glibc)
-import Glibc  // log(); the C math library only, no I/O
-#elseif canImport(Musl)
-import Musl
-#endif
-
 /// Every statistic of one layer, as the JSON summary reports it.
 ///
-/// Names and units follow the reference (`stats.rs` of torsh) where it has them, so existing
-/// dashboards and scripts keep working: `routing_efficiency` and `overall_utilization` are
-/// percentages, utilizations are fractions, latencies are milliseconds (defect 5 of the reference:
-/// only Prometheus switches to 0-1 ratios and seconds). A value that does not exist yet is nil
-/// (JSON `null`), never 0, NaN or infinity: the reference's 0 before the first latency sample and
-/// its infinite minimum (defect 6) are not numbers anyone can trust.
+/// Units: `routing_efficiency` and `overall_utilization` are percentages, utilizations are
+/// fractions, latencies are milliseconds (only Prometheus switches to 0-1 ratios and seconds, its
+/// base units). A value that does not exist yet is nil (JSON `null`), never 0, NaN or infinity: a
+/// 0 before the first latency sample or an infinite minimum would read as a measurement.
+///
+/// The derived numbers are the rows of `LayerMeasure.all`, held in `measures` and read with
+/// `summary[row]`; the nested views below (`balance`, `latency`, ...) name the existing rows.
 public struct LayerSummary: Sendable, Equatable {
     public struct ExpertUtilization: Sendable, Equatable {
         public var expert: Int
@@ -41,7 +36,7 @@ public struct LayerSummary: Sendable, Equatable {
         /// Window the trend and dead experts were computed over, in decisions.
         public var window: Int
         /// Least-squares slope of the newest `window` variances against their index (0 with fewer
-        /// than 2 points, as the reference).
+        /// than 2 points).
         public var trend: Double
     }
 
@@ -134,43 +129,79 @@ public struct LayerSummary: Sendable, Equatable {
     public var totalRoutings: UInt64
     public var totalTokens: UInt64
     public var tokensDropped: UInt64
-    public var routingEfficiency: Double?
-    public var averageLoadBalanceLoss: Double?
-    public var averageRouterZLoss: Double?
-    public var averageAuxiliaryLoss: Double?
     public var expertUtilization: [Double]
     public var expertTokenCounts: [UInt64]
-    public var utilizationCV: Double?
+    /// Last maximum and first minimum of `expertUtilization`, nil without experts.
     public var mostUtilizedExpert: ExpertUtilization?
     public var leastUtilizedExpert: ExpertUtilization?
-    public var utilizationSummary: UtilizationSummary
-    public var loadVariance: LoadVariance
-    public var latency: Latency
-    public var capacity: Capacity
-    public var throughput: Throughput
-    public var balance: Balance
+    /// The value of each row of `LayerMeasure.all` as the summary reports it (`jsonValue`), in
+    /// table order.
+    public var measures: [Double?]
+    /// Variance of the newest decision's counts, and how many variances are kept.
+    public var lastLoadVariance: Double?
+    public var loadVarianceHistoryLength: Int
+    /// Window of the trend and the dead-expert rule, in decisions.
+    public var window: Int
+    public var latencyCount: UInt64
+    /// The raw capacity fields (nil without capacity) and the count of decisions that dropped tokens.
+    public var capacityAverageUtilization: Double?
+    public var capacityPeakUtilization: Double?
+    public var capacityExceededCount: UInt64
+    public var totalCapacity: UInt64?
+    public var totalUsed: UInt64?
+    /// Indices of the experts the dead-expert rule flags, ascending (not part of the JSON summary).
+    public var deadExpertIndices: [Int]
     public var nonfiniteLosses: UInt64
     public var workers: Workers
+
+    /// The value of `measure` as the summary reports it (percentages as percentages).
+    public subscript(measure: LayerMeasure) -> Double? {
+        LayerMeasure.index[measure.name].flatMap { measures[$0] }
+    }
+
+    public var routingEfficiency: Double? { self[.routingEfficiency] }
+    public var averageLoadBalanceLoss: Double? { self[.averageLoadBalanceLoss] }
+    public var averageRouterZLoss: Double? { self[.averageRouterZLoss] }
+    public var averageAuxiliaryLoss: Double? { self[.averageAuxiliaryLoss] }
+    public var utilizationCV: Double? { self[.utilizationCV] }
+
+    public var utilizationSummary: UtilizationSummary {
+        .init(meanUtilization: self[.meanUtilization] ?? 0, minUtilization: self[.minUtilization] ?? 0,
+              maxUtilization: self[.maxUtilization] ?? 0, utilizationCV: utilizationCV,
+              routingEfficiency: routingEfficiency, averageLoadBalanceLoss: averageLoadBalanceLoss,
+              averageRouterZLoss: averageRouterZLoss)
+    }
+
+    public var loadVariance: LoadVariance {
+        .init(last: lastLoadVariance, historyLength: loadVarianceHistoryLength, window: window,
+              trend: self[.loadVarianceTrend] ?? 0)
+    }
+
+    public var latency: Latency {
+        .init(count: latencyCount, averageMs: self[.averageLatencyMs], minMs: self[.minLatencyMs],
+              maxMs: self[.maxLatencyMs], p50Ms: self[.p50LatencyMs], p95Ms: self[.p95LatencyMs],
+              p99Ms: self[.p99LatencyMs])
+    }
+
+    public var capacity: Capacity {
+        .init(averageUtilization: capacityAverageUtilization, peakUtilization: capacityPeakUtilization,
+              capacityExceededCount: capacityExceededCount, totalCapacity: totalCapacity, totalUsed: totalUsed,
+              overallUtilization: self[.capacityUtilization])
+    }
+
+    public var throughput: Throughput {
+        .init(tokensPerRouting: self[.tokensPerRouting], tokensPerSecond: self[.tokensPerSecond],
+              routingsPerSecond: self[.routingsPerSecond])
+    }
+
+    public var balance: Balance {
+        .init(maxViolation: self[.maxViolation], maxViolationLast: self[.maxViolationLast],
+              balancedness: self[.balancedness], entropy: self[.entropy],
+              deadExperts: deadExpertIndices.count, deadExpertIndices: deadExpertIndices)
+    }
 }
 
 extension LayerSnapshot {
-    /// Population coefficient of variation of `values`, whose sum (accumulated in order) is
-    /// `sum`; nil when the mean is 0. One definition for the summary and `LayerMetrics`, so the
-    /// JSON field and its series never differ.
-    static func coefficientOfVariation(_ values: [Double], sum: Double) -> Double? {
-        let mean = values.isEmpty ? 0 : sum / Double(values.count)
-        guard mean > 0 else { return nil }
-        var squares: Double = 0
-        for v in values { squares += (v - mean) * (v - mean) }
-        return (squares / Double(values.count)).squareRoot() / mean
-    }
-
-    /// An expert is dead when it never received a token, or none in the newest `window`
-    /// decisions (`lastActive` is the routing number of its newest token, 0 for never).
-    static func isDead(lastActive: UInt64, routings: UInt64, window: Int) -> Bool {
-        lastActive == 0 || routings - lastActive >= UInt64(Swift.max(1, window))
-    }
-
     /// Computes every statistic from the copied state. `window` (in decisions) bounds the
     /// load-variance trend and the dead-expert check; nil means the registry's default; values
     /// below 1 are treated as 1.
@@ -179,93 +210,44 @@ extension LayerSnapshot {
     /// with `workerTTL` (seconds) flags workers silent for longer as stale; without them ages are
     /// nil and no worker is stale.
     public func summary(window: Int?, now: Double? = nil, workerTTL: Double? = nil) -> LayerSummary {
-        let window = Swift.max(1, window ?? defaultWindow)
-        let n = Double(totalRoutings)
+        let input = measureInput(window: window)
 
-        let utilization = utilizationSums.map { totalRoutings > 0 ? $0 / n : 0 }
-        let efficiency: Double? = totalTokens > 0
-            ? Double(totalTokens - tokensDropped) / Double(totalTokens) * 100 : nil
-
-        // Utilization spread, most/least utilized (last maximum, first minimum: Rust's max_by
-        // keeps the last of equal elements, min_by the first).
-        var sum: Double = 0, minU = Double.infinity, maxU = -Double.infinity
+        // Most and least utilized: the last maximum and the first minimum.
         var most: LayerSummary.ExpertUtilization?, least: LayerSummary.ExpertUtilization?
-        for (i, u) in utilization.enumerated() {
-            sum += u
+        for (i, u) in input.utilization.enumerated() {
             if most == nil || u >= most!.utilization { most = .init(expert: i, utilization: u) }
             if least == nil || u < least!.utilization { least = .init(expert: i, utilization: u) }
-            minU = Swift.min(minU, u)
-            maxU = Swift.max(maxU, u)
         }
-        let meanU = utilization.isEmpty ? 0 : sum / Double(utilization.count)
-        let cv = Self.coefficientOfVariation(utilization, sum: sum)
-
-        let averageLatency: Double? = latencyHistogram.count > 0 ? latencySumMs / Double(latencyHistogram.count) : nil
-        let sorted = recentLatenciesMs.sorted()
-        func percentile(_ p: Double) -> Double? {
-            guard !sorted.isEmpty else { return nil }
-            let index = Int((p / 100) * Double(sorted.count - 1))
-            return sorted[Swift.min(index, sorted.count - 1)]
-        }
-
-        let tokensPerRouting: Double? = totalRoutings > 0 ? Double(totalTokens) / n : nil
-        var tokensPerSecond: Double?, routingsPerSecond: Double?
-        if let averageLatency, averageLatency > 0 {
-            routingsPerSecond = 1000 / averageLatency
-            if let tokensPerRouting { tokensPerSecond = tokensPerRouting * 1000 / averageLatency }
-        }
-
-        let hasCapacity = capacity.decisions > 0
-        let capacitySummary = LayerSummary.Capacity(
-            averageUtilization: hasCapacity ? capacity.averageUtilization : nil,
-            peakUtilization: hasCapacity ? capacity.peakUtilization : nil,
-            capacityExceededCount: capacityExceededCount,
-            totalCapacity: hasCapacity ? capacity.totalCapacity : nil,
-            totalUsed: hasCapacity ? capacity.totalUsed : nil,
-            overallUtilization: hasCapacity && capacity.totalCapacity > 0
-                ? Double(capacity.totalUsed) / Double(capacity.totalCapacity) * 100 : nil)
-
         var dead: [Int] = []
-        for (i, active) in lastActive.enumerated() where Self.isDead(lastActive: active, routings: totalRoutings, window: window) {
+        for (i, active) in totals.lastActive.enumerated()
+        where Measures.isDead(lastActive: active, routings: totals.totalRoutings, window: input.window) {
             dead.append(i)
         }
-        let balance = LayerSummary.Balance(
-            maxViolation: Self.maxViolation(expertTokens),
-            maxViolationLast: Self.maxViolation(lastCounts),
-            balancedness: Self.balancedness(expertTokens),
-            entropy: Self.normalizedEntropy(expertTokens),
-            deadExperts: dead.count,
-            deadExpertIndices: dead)
+        let capacity = totals.capacity, hasCapacity = capacity.decisions > 0
 
         return LayerSummary(
-            layer: layer, experts: experts,
-            totalRoutings: totalRoutings, totalTokens: totalTokens, tokensDropped: tokensDropped,
-            routingEfficiency: efficiency,
-            averageLoadBalanceLoss: loadBalanceLoss.average,
-            averageRouterZLoss: routerZLoss.average,
-            averageAuxiliaryLoss: auxiliaryLoss.average,
-            expertUtilization: utilization,
-            expertTokenCounts: expertTokens,
-            utilizationCV: cv,
+            layer: totals.layer, experts: totals.experts,
+            totalRoutings: totals.totalRoutings, totalTokens: totals.totalTokens, tokensDropped: totals.tokensDropped,
+            expertUtilization: input.utilization, expertTokenCounts: totals.expertTokens,
             mostUtilizedExpert: most, leastUtilizedExpert: least,
-            utilizationSummary: .init(
-                meanUtilization: meanU,
-                minUtilization: utilization.isEmpty ? 0 : minU,
-                maxUtilization: utilization.isEmpty ? 0 : maxU,
-                utilizationCV: cv, routingEfficiency: efficiency,
-                averageLoadBalanceLoss: loadBalanceLoss.average,
-                averageRouterZLoss: routerZLoss.average),
-            loadVariance: .init(last: loadVariances.last, historyLength: loadVariances.count,
-                                window: window, trend: Self.trend(loadVariances, window: window)),
-            latency: .init(count: latencyHistogram.count, averageMs: averageLatency,
-                           minMs: latencyMinMs, maxMs: latencyMaxMs,
-                           p50Ms: percentile(50), p95Ms: percentile(95), p99Ms: percentile(99)),
-            capacity: capacitySummary,
-            throughput: .init(tokensPerRouting: tokensPerRouting, tokensPerSecond: tokensPerSecond,
-                              routingsPerSecond: routingsPerSecond),
-            balance: balance,
-            nonfiniteLosses: nonfiniteLosses,
+            measures: LayerMeasure.all.map { $0.jsonValue(input) },
+            lastLoadVariance: loadVariances.last, loadVarianceHistoryLength: loadVariances.count,
+            window: input.window, latencyCount: totals.latencyCount,
+            capacityAverageUtilization: hasCapacity ? capacity.averageUtilization : nil,
+            capacityPeakUtilization: hasCapacity ? capacity.peakUtilization : nil,
+            capacityExceededCount: totals.capacityExceededCount,
+            totalCapacity: hasCapacity ? capacity.totalCapacity : nil,
+            totalUsed: hasCapacity ? capacity.totalUsed : nil,
+            deadExpertIndices: dead,
+            nonfiniteLosses: totals.nonfiniteLosses,
             workers: workersSummary(now: now, ttl: workerTTL))
+    }
+
+    /// What the rows of `LayerMeasure` compute the summary from, at `window` (nil: the default).
+    public func measureInput(window: Int?) -> LayerMeasureInput {
+        LayerMeasureInput(totals: totals, window: window ?? totals.defaultWindow,
+                          history: .init(lastCounts: lastCounts, loadVariances: loadVariances,
+                                         sortedLatenciesMs: recentLatenciesMs.sorted()))
     }
 
     private func workersSummary(now: Double?, ttl: Double?) -> LayerSummary.Workers {
@@ -280,57 +262,5 @@ extension LayerSnapshot {
         }
         return .init(active: workers.count - stale, stale: stale, ttlSeconds: ttl,
                      untrackedDecisions: untrackedWorkerDecisions, list: list)
-    }
-
-    /// The reference's `recent_load_variance_trend`: least-squares slope of the newest `window`
-    /// values against 0..m-1, 0 with fewer than two. Computed with centred sums in doubles, which
-    /// is the same slope without the cancellation of `n*sum_xy - sum_x*sum_y` in floats.
-    static func trend(_ values: [Double], window: Int) -> Double {
-        let m = Swift.min(window, values.count)
-        guard m >= 2 else { return 0 }
-        let recent = values[(values.count - m)...]
-        let meanX = Double(m - 1) / 2
-        var meanY: Double = 0
-        for y in recent { meanY += y }
-        meanY /= Double(m)
-        var sxy: Double = 0, sxx: Double = 0
-        for (i, y) in recent.enumerated() {
-            let dx = Double(i) - meanX
-            sxy += dx * (y - meanY)
-            sxx += dx * dx
-        }
-        return sxx > 0 ? sxy / sxx : 0
-    }
-
-    /// MaxVio (DeepSeek): (max load - mean load) / mean load; nil when no expert has a token.
-    static func maxViolation(_ counts: [UInt64]) -> Double? {
-        guard !counts.isEmpty else { return nil }
-        var sum: Double = 0, maxC: Double = 0
-        for c in counts { sum += Double(c); maxC = Swift.max(maxC, Double(c)) }
-        let mean = sum / Double(counts.count)
-        return mean > 0 ? (maxC - mean) / mean : nil
-    }
-
-    /// Balancedness (vLLM, SGLang): mean load / max load; nil when no expert has a token.
-    static func balancedness(_ counts: [UInt64]) -> Double? {
-        guard !counts.isEmpty else { return nil }
-        var sum: Double = 0, maxC: Double = 0
-        for c in counts { sum += Double(c); maxC = Swift.max(maxC, Double(c)) }
-        return maxC > 0 ? sum / Double(counts.count) / maxC : nil
-    }
-
-    /// Entropy of the load distribution p_i = count_i / sum, divided by log(E) so that 1 means
-    /// uniform; nil with no token or a single expert (log 1 = 0).
-    static func normalizedEntropy(_ counts: [UInt64]) -> Double? {
-        guard counts.count > 1 else { return nil }
-        var sum: Double = 0
-        for c in counts { sum += Double(c) }
-        guard sum > 0 else { return nil }
-        var h: Double = 0
-        for c in counts where c > 0 {
-            let p = Double(c) / sum
-            h -= p * log(p)
-        }
-        return h / log(Double(counts.count))
     }
 }

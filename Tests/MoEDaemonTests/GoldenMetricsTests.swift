@@ -137,11 +137,15 @@ import Testing
             #expect(view.tokensDropped == s.tokensDropped)
             #expect(view.expertTokens == s.expertTokenCounts)
             #expect(view.expertUtilization.map(\.bitPattern) == s.expertUtilization.map(\.bitPattern))
-            #expect(Self.same(view.utilizationCV, s.utilizationCV))
-            #expect(Self.same(view.maxViolation, s.balance.maxViolation))
-            #expect(Self.same(view.balancedness, s.balance.balancedness))
-            #expect(Self.same(view.entropy, s.balance.entropy))
-            #expect(view.deadExperts == s.balance.deadExperts)
+            // Every gauge row: the view's series and the summary's own input give the same bits;
+            // rows reported at the same scale in both are the JSON field itself.
+            let full = snapshot.measureInput(window: nil)
+            for row in LayerMeasure.all {
+                guard let gauge = row.gauge, case .perLayer = row.value else { continue }
+                #expect(Self.same(view.gaugeValue(row), row.unitValue(full).map { $0 * gauge.scale }), "\(row.name)")
+                if row.jsonScale == gauge.scale { #expect(Self.same(view.gaugeValue(row), s[row]), "\(row.name)") }
+            }
+            #expect(view.gaugeValue(.deadExperts) == Double(s.balance.deadExperts))
             #expect(view.loadBalanceLoss == snapshot.loadBalanceLoss && view.routerZLoss == snapshot.routerZLoss)
             #expect(view.auxiliaryLoss == snapshot.auxiliaryLoss && view.nonfiniteLosses == s.nonfiniteLosses)
             #expect(view.latencyHistogram == snapshot.latencyHistogram)
@@ -155,13 +159,15 @@ import Testing
             // The view built from the full snapshot is the same view.
             let fromSnapshot = LayerMetrics(snapshot)
             #expect(fromSnapshot.expertUtilization.map(\.bitPattern) == view.expertUtilization.map(\.bitPattern))
-            #expect(fromSnapshot.deadExperts == view.deadExperts && fromSnapshot.latencyHistogram == view.latencyHistogram)
-            #expect(Self.same(fromSnapshot.utilizationCV, view.utilizationCV))
+            #expect(fromSnapshot.latencyHistogram == view.latencyHistogram)
+            for row in LayerMeasure.all where row.gauge != nil {
+                #expect(Self.same(fromSnapshot.gaugeValue(row), view.gaugeValue(row)), "\(row.name)")
+            }
         }
         // Layers, experts and seeds above must exercise the cases the view handles specially.
-        #expect(views.contains { $0.deadExperts > 0 } && views.contains { $0.deadExperts == 0 })
+        #expect(views.contains { $0.gaugeValue(.deadExperts)! > 0 } && views.contains { $0.gaugeValue(.deadExperts) == 0 })
         #expect(views.contains { $0.capacity.totalCapacity == 0 } && views.contains { $0.capacity.totalCapacity > 0 })
-        #expect(views.contains { $0.entropy == nil } && views.contains { $0.entropy != nil })
+        #expect(views.contains { $0.gaugeValue(.entropy) == nil } && views.contains { $0.gaugeValue(.entropy) != nil })
     }
 
     @Test(arguments: [ExpositionFormat.prometheusText, .openMetrics])
