@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(
             name: "MoEDaemonTests",
             dependencies: [
-                "MoEDaemon", "MoEStats", "HTTPCore", "CZlib",
+                "MoEDaemon", "MoEStats", "HTTPCore", "HTTP1", "HTTPServer", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ]

@@ -1,4 +1,6 @@
+import HTTP1
 import HTTPCore
+@testable import HTTPServer
 import Logging
 @testable import MoEDaemon
 import Testing
@@ -43,5 +45,34 @@ import Testing
         #expect(r.headers.map { "\($0.name): \($0.value)" } == ["content-type: application/json", "retry-after: 1"])
         #expect(r.body == Array(#"{"error":"too many connections"}"#.utf8) + [0x0A])
         #expect(other.isEmpty)
+    }
+}
+
+/// The daemon's answers to what the protocol layers refuse, byte for byte.
+@Suite struct DaemonRefusalWireTests {
+    let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+                              clock: { 1000 })
+
+    var other: [String] {
+        router.counters.snapshot().requests.filter { $0.0.route == "other" }.map { "\($0.0.code) \($0.1)" }
+    }
+
+    @Test func theConnectionCapAnswer() {
+        let bytes = HTTPServer.rejection(router)
+        #expect(String(decoding: bytes, as: UTF8.self) == "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            + "retry-after: 1\r\ncontent-length: 33\r\nconnection: close\r\n\r\n{\"error\":\"too many connections\"}\n")
+        #expect(other.isEmpty)
+    }
+
+    @Test func anHTTP1Refusal() {
+        let session = HTTP1ServerSession(handler: router, limits: HTTPLimits(), now: 0,
+                                         dateCache: HTTPDateCache(wallClock: { 784_111_777 }))
+        var output: [UInt8] = []
+        let request = Array("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".utf8)
+        #expect(request.withUnsafeBytes { session.receive($0, now: 1, output: &output) } == .closeAfterWrite)
+        #expect(String(decoding: output, as: UTF8.self) == "HTTP/1.1 400 Bad Request\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+            + "content-type: application/json\r\ncontent-length: 44\r\nconnection: close\r\n\r\n"
+            + "{\"error\":\"differing Content-Length values\"}\n")
+        #expect(other == ["400 1"])
     }
 }
