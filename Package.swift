@@ -2,14 +2,15 @@
 import PackageDescription
 
 // Modules by layer, dependencies pointing one way (see README "Architecture"); every module a
-// target imports is declared (the build passes --explicit-target-dependency-import-check error):
+// target (tests and the executable included) imports is declared, so the build passes
+// `--explicit-target-dependency-import-check error`:
 //   JSONOutput                    a small JSON writer (non-finite numbers become null)
 //   MoEStats -> JSONOutput        statistics domain: decisions, validation, per-layer engines (pure)
 //   SessionCore                   the connection-session contract between the transport and the
 //                                 protocols, the monotonic clock and timeout clamp, the debug
-//                                 thread-confinement check; below both sides (as NIOCore sits
-//                                 under NIOPosix), so the HTTP modules stay bytes only, no sockets,
-//                                 and the transport knows no HTTP
+//                                 thread-confinement check; a module of its own below both sides,
+//                                 so the HTTP modules stay bytes only (no sockets) and the
+//                                 transport knows no HTTP, yet both use one contract
 //   HTTPCore                      request/response values and the handler interface (pure, no
 //                                 error format or media type of its own: the handler supplies them)
 //   HTTP1 -> HTTPCore, SessionCore             incremental HTTP/1.1 parser, encoder, session (bytes only)
