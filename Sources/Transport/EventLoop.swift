@@ -150,6 +150,12 @@ final class EventLoop: @unchecked Sendable {
         #endif
     }
 
+    #if DEBUG
+    /// The verdict `assertInLoop` acts on, without trapping (for tests of the check): whether
+    /// the calling thread is this loop's. Meaningful once `run` has claimed the thread.
+    func isInLoopThread() -> Bool { owner.isCallingThreadOwner() }
+    #endif
+
     // MARK: - The loop
 
     /// Runs until shutdown completes. Called on this loop's own thread.
