@@ -15,8 +15,8 @@ public final class HTTP1ServerSession: ConnectionSession {
     private let handler: any HTTPHandler
     // `@exclusivity(unchecked)` on the per-request state below: the session is confined to its
     // connection's event-loop thread (checked in debug builds, `assertConfined`) and never hands
-    // these out, so the runtime's dynamic access checks (a `swift_beginAccess` per touch, counted
-    // by the callgrind ingest benchmark) guard nothing the compiler's static checks cover.
+    // these out, so the runtime's dynamic access checks (a `swift_beginAccess` call per touch on
+    // the request path) guard nothing the compiler's static checks do not already cover.
     @exclusivity(unchecked) private var parser: HTTP1Parser
     private let dates: HTTPDateCache
     @exclusivity(unchecked) private var phase: HTTP1Parser.Phase = .idle
