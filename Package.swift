@@ -1,16 +1,25 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Modules by layer, dependencies pointing one way (see README "Architecture"):
+// Modules by layer, dependencies pointing one way (see README "Architecture"); every module a
+// target (tests and the executable included) imports is declared, so the build passes
+// `--explicit-target-dependency-import-check error`:
 //   JSONOutput                    a small JSON writer (non-finite numbers become null)
 //   MoEStats -> JSONOutput        statistics domain: decisions, validation, per-layer engines (pure)
-//   HTTPCore -> JSONOutput        request/response values and the handler interface (pure)
-//   HTTP1 -> HTTPCore             incremental HTTP/1.1 parser and response encoder (pure, bytes only)
-//   HTTP2 -> HTTPCore, CNGHTTP2   nghttp2 session bridge (bytes only, no sockets)
-//   Transport -> CTransport       sockets, listener, epoll event loops (no HTTP)
-//   HTTPServer -> Transport, HTTP1, HTTP2
-//   MoEDaemon -> MoEStats, HTTPServer, CZlib, Logging, Configuration   routes, /metrics, config
-//   moe-metricsd -> MoEDaemon, ArgumentParser                   the executable
+//   SessionCore                   the connection-session contract between the transport and the
+//                                 protocols, the monotonic clock and timeout clamp, the debug
+//                                 thread-confinement check; a module of its own below both sides,
+//                                 so the HTTP modules stay bytes only (no sockets) and the
+//                                 transport knows no HTTP, yet both use one contract
+//   HTTPCore                      request/response values and the handler interface (pure, no
+//                                 error format or media type of its own: the handler supplies them)
+//   HTTP1 -> HTTPCore, SessionCore             incremental HTTP/1.1 parser, encoder, session (bytes only)
+//   HTTP2 -> HTTPCore, SessionCore, CNGHTTP2   nghttp2 session bridge (bytes only, no sockets)
+//   Transport -> SessionCore, CTransport       sockets, listener, epoll event loops (no HTTP)
+//   HTTPServer -> Transport, HTTP1, HTTP2, HTTPCore, SessionCore
+//   MoEDaemon -> MoEStats, JSONOutput, HTTPServer, HTTPCore, SessionCore, CZlib, Logging,
+//                Configuration         routes, JSON error body, /metrics, config
+//   moe-metricsd -> MoEDaemon, ArgumentParser, Logging, Configuration   the executable
 let package = Package(
     name: "moe-metricsd",
     products: [
@@ -37,15 +46,16 @@ let package = Package(
         .target(name: "CTransport"),
         .target(name: "JSONOutput"),
         .target(name: "MoEStats", dependencies: ["JSONOutput"]),
-        .target(name: "HTTPCore", dependencies: ["JSONOutput"]),
-        .target(name: "HTTP1", dependencies: ["HTTPCore"]),
-        .target(name: "HTTP2", dependencies: ["HTTPCore", "CNGHTTP2"]),
-        .target(name: "Transport", dependencies: ["CTransport"]),
-        .target(name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "Transport"]),
+        .target(name: "SessionCore"),
+        .target(name: "HTTPCore"),
+        .target(name: "HTTP1", dependencies: ["HTTPCore", "SessionCore"]),
+        .target(name: "HTTP2", dependencies: ["HTTPCore", "SessionCore", "CNGHTTP2"]),
+        .target(name: "Transport", dependencies: ["SessionCore", "CTransport"]),
+        .target(name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport"]),
         .target(
             name: "MoEDaemon",
             dependencies: [
-                "MoEStats", "HTTPCore", "HTTPServer", "CZlib",
+                "MoEStats", "JSONOutput", "HTTPCore", "HTTPServer", "SessionCore", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],
@@ -61,11 +71,18 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
-        .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats"]),
-        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "CNGHTTP2", "HTTPServer"]),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "Transport"]),
-        .testTarget(name: "MoEDaemonTests", dependencies: ["MoEDaemon", "MoEStats", "HTTPCore", "CZlib"]),
+        .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput"]),
+        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
+        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer"]),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "SessionCore", "Transport"]),
+        .testTarget(
+            name: "MoEDaemonTests",
+            dependencies: [
+                "MoEDaemon", "MoEStats", "HTTPCore", "HTTP1", "HTTPServer", "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["moe-metricsd", "CZlib"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,11 +1,12 @@
 import HTTPCore
+import SessionCore
 
 /// One HTTP/1.1 connection's state machine: bytes in, responses out, over a caller-supplied clock.
 ///
 /// Requests are answered in the order they arrive, so pipelining (RFC 9112 section 9.3.2) needs
 /// nothing more than handling every request the parser completes before returning. Every refusal
-/// becomes a JSON error with `Connection: close` here, in one place; there is never a response
-/// in flight when one is written, since the handler is synchronous.
+/// is the handler's `refusal` response with `Connection: close`, written here in one place; there
+/// is never a response in flight when one is written, since the handler is synchronous.
 ///
 /// Timeouts follow the parser's phase: the header timeout runs from the first byte of a request
 /// (so a client trickling header bytes is still cut off), the body timeout from the latest body
@@ -13,9 +14,9 @@ import HTTPCore
 public final class HTTP1ServerSession: ConnectionSession {
     private let handler: any HTTPHandler
     // `@exclusivity(unchecked)` on the per-request state below: the session is confined to its
-    // connection's event-loop thread and never hands these out, so the runtime's dynamic access
-    // checks (a `swift_beginAccess` per touch, ~1,000 instructions per request in all) guard
-    // nothing the compiler's static checks do not already cover.
+    // connection's event-loop thread (checked in debug builds, `assertConfined`) and never hands
+    // these out, so the runtime's dynamic access checks (a `swift_beginAccess` call per touch on
+    // the request path) guard nothing the compiler's static checks do not already cover.
     @exclusivity(unchecked) private var parser: HTTP1Parser
     private let dates: HTTPDateCache
     @exclusivity(unchecked) private var phase: HTTP1Parser.Phase = .idle
@@ -23,6 +24,10 @@ public final class HTTP1ServerSession: ConnectionSession {
     @exclusivity(unchecked) private var anchor: UInt64
     @exclusivity(unchecked) private var shuttingDown = false
     @exclusivity(unchecked) private var finished = false
+    #if DEBUG
+    /// The thread of the first call; every later call must come from it.
+    private var owner = ThreadOwner()
+    #endif
 
     public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
         self.handler = handler
@@ -31,30 +36,42 @@ public final class HTTP1ServerSession: ConnectionSession {
         self.anchor = now
     }
 
+    /// Traps in debug builds unless called on the thread of the session's first call; compiles to
+    /// nothing in release builds.
+    @inline(__always) private func assertConfined(_ what: StaticString = #function) {
+        #if DEBUG
+        owner.check(what)
+        #endif
+    }
+
     public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         if finished { return .closeAfterWrite }
         parser.append(bytes)
         return process(now: now, output: &output)
     }
 
     public func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         // Every complete request was answered as it arrived; a partial one cannot be finished.
         finished = true
         return .closeAfterWrite
     }
 
     public var deadline: UInt64? {
+        assertConfined()
         if finished { return nil }
         let limits = parser.limits
         switch phase {
-        case .idle: return HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: anchor)
-        case .head: return HTTPLimits.deadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body: return HTTPLimits.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .idle: return monotonicDeadline(after: limits.idleTimeoutSeconds, from: anchor)
+        case .head: return monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
+        case .body: return monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
         case .failed: return nil
         }
     }
 
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         if finished { return .closeAfterWrite }
         finished = true
         switch phase {
@@ -68,6 +85,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     }
 
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         shuttingDown = true
         if finished || parser.phase == .idle {
             finished = true
@@ -77,10 +95,16 @@ public final class HTTP1ServerSession: ConnectionSession {
         return .keepOpen
     }
 
-    public var isIdle: Bool { finished || parser.phase == .idle }
+    public var isIdle: Bool {
+        assertConfined()
+        return finished || parser.phase == .idle
+    }
 
     /// Limits for the requests that follow (configuration reload).
-    public func update(limits: HTTPLimits) { parser.limits = limits }
+    public func update(limits: HTTPLimits) {
+        assertConfined()
+        parser.limits = limits
+    }
 
     /// Output size past which pipelined requests wait in the parser's buffer until the transport
     /// has drained the output (then it calls `receive` with no bytes). Without it, one 64 KB read
@@ -124,8 +148,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     }
 
     private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {
-        handler.protocolRefused(status: error.status)
-        HTTP1ResponseEncoder.encode(HTTPResponse.error(error.status, error.message), requestVersion: version,
-                                    keepAlive: false, date: dates.current, into: &output)
+        let response = handler.refusal(status: error.status, message: error.message, headers: HTTPHeaders())
+        HTTP1ResponseEncoder.encode(response, requestVersion: version, keepAlive: false, date: dates.current, into: &output)
     }
 }

@@ -5,9 +5,10 @@ import Glibc
 #endif
 
 /// nghttp2's callbacks. Each reaches the session through the user-data pointer, which holds
-/// `Unmanaged.passUnretained(self)`: the session owns the nghttp2 session and outlives it, so no
-/// retain is needed (the pattern swift-nio uses for its C parsers). Callbacks copy the bytes they
-/// are given, may submit frames, and never call `mem_recv`/`mem_send` (nghttp2 forbids re-entry).
+/// `Unmanaged.passUnretained(self)`: the session owns the nghttp2 session and deletes it in
+/// `deinit`, so it outlives every callback and no retain is needed. Callbacks run on the thread
+/// that called into nghttp2, copy the bytes they are given, may submit frames, and never call
+/// `mem_recv`/`mem_send` (nghttp2 forbids re-entry).
 extension HTTP2ServerSession {
     static func from(_ userData: UnsafeMutableRawPointer?) -> HTTP2ServerSession {
         Unmanaged<HTTP2ServerSession>.fromOpaque(userData!).takeUnretainedValue()

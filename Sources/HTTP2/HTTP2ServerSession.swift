@@ -1,5 +1,6 @@
 import CNGHTTP2
 import HTTPCore
+import SessionCore
 
 /// One HTTP/2 cleartext (h2c, prior knowledge) connection, bridged to libnghttp2 over bytes.
 ///
@@ -19,14 +20,17 @@ import HTTPCore
 /// - A body over `maxBodyBytes` (declared by content-length or counted as DATA arrives) gets a
 ///   413 response at once, followed by RST_STREAM(NO_ERROR) so the client stops sending.
 /// - Each stream has its own timer (see `HTTP2Stream.Phase`): a header block not complete within
-///   `headerTimeoutSeconds`, or a body with no DATA for `bodyTimeoutSeconds`, gets a 408 JSON error
-///   on that stream alone, then RST_STREAM(NO_ERROR) if the client is still sending (RFC 9113
+///   `headerTimeoutSeconds`, or a body with no DATA for `bodyTimeoutSeconds`, gets the handler's
+///   408 refusal on that stream alone, then RST_STREAM(NO_ERROR) if the client is still sending (RFC 9113
 ///   section 8.1); a response that cannot progress for `bodyTimeoutSeconds` (the client keeps its
 ///   flow-control window shut) is cut with RST_STREAM(CANCEL). Other streams carry on: a stream
 ///   error concerns one stream (RFC 9113 section 5.4.2).
 /// - A connection with no open stream is closed after `idleTimeoutSeconds` with GOAWAY(NO_ERROR).
 /// - Flow control: 1 MiB stream windows and a 16 MiB connection window, so a large POST is
 ///   not throttled to the 64 KiB default (RFC 9113 section 6.9.2) round trip by round trip.
+///
+/// nghttp2 sessions are not thread-safe and this one takes no lock: every call comes from the
+/// connection's event-loop thread, which debug builds check (`assertConfined`).
 public final class HTTP2ServerSession: ConnectionSession {
     /// SETTINGS_INITIAL_WINDOW_SIZE we advertise for every stream.
     public static let streamWindowBytes: Int32 = 1 << 20
@@ -56,6 +60,19 @@ public final class HTTP2ServerSession: ConnectionSession {
     /// The `date` field of every response (RFC 9110 section 6.6.1: an origin server with a clock
     /// sends it); shared with the HTTP/1.1 sessions of the same event loop.
     private let dates: HTTPDateCache
+
+    #if DEBUG
+    /// The thread of the first call; every later call must come from it.
+    private var owner = ThreadOwner()
+    #endif
+
+    /// Traps in debug builds unless called on the thread of the session's first call; compiles to
+    /// nothing in release builds.
+    @inline(__always) private func assertConfined(_ what: StaticString = #function) {
+        #if DEBUG
+        owner.check(what)
+        #endif
+    }
 
     public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
         self.handler = handler
@@ -109,6 +126,7 @@ public final class HTTP2ServerSession: ConnectionSession {
     // MARK: ConnectionSession
 
     public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         self.now = now
         idleSince = now
         guard let session, !failed else { return .closeAfterWrite }
@@ -132,6 +150,7 @@ public final class HTTP2ServerSession: ConnectionSession {
     }
 
     public func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         // Every complete request has already been answered synchronously; nothing more can
         // arrive, so flush what is queued and close.
         self.now = now
@@ -140,18 +159,20 @@ public final class HTTP2ServerSession: ConnectionSession {
     }
 
     public var deadline: UInt64? {
+        assertConfined()
         if failed { return nil }
-        if streams.isEmpty { return HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: idleSince) }
+        if streams.isEmpty { return monotonicDeadline(after: limits.idleTimeoutSeconds, from: idleSince) }
         var earliest = UInt64.max
         for stream in streams.values { earliest = min(earliest, stream.deadline(limits)) }
         return earliest
     }
 
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         self.now = now
         guard let session, !failed else { return .closeAfterWrite }
         if streams.isEmpty {
-            if now < HTTPLimits.deadline(after: limits.idleTimeoutSeconds, from: idleSince) {
+            if now < monotonicDeadline(after: limits.idleTimeoutSeconds, from: idleSince) {
                 return disposition(session)
             }
             // GOAWAY(NO_ERROR) with the last stream we processed, then close (RFC 9113 section 6.8).
@@ -184,6 +205,7 @@ public final class HTTP2ServerSession: ConnectionSession {
     }
 
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
         self.now = now
         guard let session, !failed else { return .closeAfterWrite }
         if !shuttingDown {
@@ -197,7 +219,10 @@ public final class HTTP2ServerSession: ConnectionSession {
         return disposition(session)
     }
 
-    public var isIdle: Bool { streams.isEmpty }
+    public var isIdle: Bool {
+        assertConfined()
+        return streams.isEmpty
+    }
 
     // MARK: Driving nghttp2
 
@@ -239,13 +264,11 @@ public final class HTTP2ServerSession: ConnectionSession {
             let isHead = stream.method == "HEAD"
             let response: HTTPResponse
             if let status = stream.rejection {
-                response = .error(status, stream.rejectionMessage)
-                handler.protocolRefused(status: status)
+                response = handler.refusal(status: status, message: stream.rejectionMessage, headers: HTTPHeaders())
             } else if let request = makeRequest(stream) {
                 response = handler.handle(request)
             } else {
-                response = .error(400, "request without :method or :path")
-                handler.protocolRefused(status: 400)
+                response = handler.refusal(status: 400, message: "request without :method or :path", headers: HTTPHeaders())
             }
             submit(response, on: stream, isHead: isHead, session: session)
         }

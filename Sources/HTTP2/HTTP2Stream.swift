@@ -1,4 +1,5 @@
 import HTTPCore
+import SessionCore
 
 /// What we know about one request stream while its frames arrive and its response leaves.
 ///
@@ -62,8 +63,8 @@ final class HTTP2Stream {
     /// The instant this stream must have made progress by (see `Phase`).
     func deadline(_ limits: HTTPLimits) -> UInt64 {
         switch phase {
-        case .headers: HTTPLimits.deadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body, .responding: HTTPLimits.deadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .headers: monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
+        case .body, .responding: monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
         }
     }
 

@@ -1,5 +1,3 @@
-import JSONOutput
-
 /// A complete response from a handler.
 ///
 /// Handlers set only semantic headers (`content-type`, `allow`, `retry-after`, ...). Framing
@@ -17,31 +15,15 @@ public struct HTTPResponse: Sendable {
         self.body = body
     }
 
-    /// A JSON response with `content-type: application/json`.
-    public static func json(_ status: Int = 200, _ body: [UInt8]) -> HTTPResponse {
-        HTTPResponse(status: status, headers: jsonHeaders, body: body)
-    }
-
-    /// Shared by every JSON response (copy-on-write: a handler that adds a field gets its own
-    /// copy), so a JSON answer allocates no header list.
-    static let jsonHeaders = HTTPHeaders(lowercasedFields: [("content-type", "application/json")])
-
-    /// The JSON error body every layer uses: `{"error": message, "field": ..., "index": ...}`,
-    /// with `field` and `index` present only when known.
-    public static func error(_ status: Int, _ message: String, field: String? = nil, index: Int? = nil,
-                             headers extra: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
-        var w = JSONWriter(capacity: 64 + message.utf8.count)
-        w.beginObject()
-        w.field("error", message)
-        if let field { w.field("field", field) }
-        if let index { w.field("index", index) }
-        w.endObject()
-        var body = w.bytes
-        body.append(UInt8(ascii: "\n"))
-        var response = HTTPResponse.json(status, body)
+    /// The message as `text/plain`, then a newline: the minimal error body, for handlers with no
+    /// error format of their own (see `HTTPHandler.refusal`).
+    public static func plainText(_ status: Int, _ message: String, headers extra: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+        var response = HTTPResponse(status: status, headers: plainTextHeaders, body: Array((message + "\n").utf8))
         for f in extra { response.headers.add(f.name, f.value) }
         return response
     }
+
+    static let plainTextHeaders = HTTPHeaders(lowercasedFields: [("content-type", "text/plain; charset=utf-8")])
 
     /// The standard reason phrase for a status code (RFC 9110 section 15), "" when unknown.
     public static func reasonPhrase(_ status: Int) -> String {
@@ -82,7 +64,8 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// What the daemon plugs into the server: a request in, a response out.
+/// What an application plugs into the server: a request in, a response out, and the body of
+/// the answers the server gives without calling `handle`.
 ///
 /// Synchronous on purpose: the protocol layers call it on the connection's event-loop thread,
 /// so a handler must not block (ours take one short lock per layer). A handler that could block
@@ -90,15 +73,28 @@ public struct HTTPResponse: Sendable {
 public protocol HTTPHandler: Sendable {
     func handle(_ request: HTTPRequest) -> HTTPResponse
 
-    /// The protocol layer answered a request itself with the error `status` (malformed, too
-    /// large, too slow, ...) without calling `handle`, so a handler that counts requests can
-    /// count these too. Called on the connection's thread; must not block.
-    func protocolRefused(status: Int)
+    /// The answer to a request the protocol layer refuses itself, without calling `handle`
+    /// (400 malformed, 408 too slow, 413, 414, 431, 501, 505): `status` with `message` and any
+    /// `headers` the refusal needs. Once per refused request, so a handler that counts requests
+    /// counts these here. Called on the connection's thread; must not block.
+    func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse
+
+    /// The answer written to a connection refused before any request is read (503 with
+    /// `Retry-After` past the connection cap, RFC 9110 section 15.6.4). No request was refused,
+    /// so there is nothing to count; the server asks once, when it is built.
+    func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse
 }
 
 extension HTTPHandler {
-    /// Handlers that count nothing need not implement it.
-    public func protocolRefused(status: Int) {}
+    /// Handlers with no error format of their own answer with the plain-text message.
+    public func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        .plainText(status, message, headers: headers)
+    }
+
+    /// Handlers with no error format of their own answer with the plain-text message.
+    public func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        .plainText(status, message, headers: headers)
+    }
 }
 
 /// A handler made from a closure, for tests and small tools.

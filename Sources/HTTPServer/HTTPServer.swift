@@ -6,7 +6,7 @@ import Transport
 /// What the daemon configures about its HTTP server.
 public struct HTTPServerConfiguration: Sendable {
     /// "HOST:PORT" or "[IPV6]:PORT"; port 0 lets the OS pick. Loopback by default: exposing the
-    /// daemon beyond the host is a decision, not an accident (FlyingFox binds every interface).
+    /// daemon beyond the host is a decision, not an accident.
     public var listen: [String] = ["127.0.0.1:9477"]
     public var limits = HTTPLimits()
     /// Event-loop threads; one per core by default.
@@ -23,7 +23,8 @@ public struct HTTPServerConfiguration: Sendable {
 ///
 /// Glue only: the transport owns sockets and threads, the protocol sessions own HTTP; this type
 /// picks the protocol per connection (see `ProtocolDetectingSession`) and turns a connection
-/// past the cap into a 503 with `Retry-After` (RFC 9110 section 15.6.4).
+/// past the cap into a 503 with `Retry-After` (RFC 9110 section 15.6.4), whose body is the
+/// handler's `connectionRefusal`.
 public final class HTTPServer: Sendable {
     private let configuration: HTTPServerConfiguration
     private let limits: LimitsBox
@@ -38,7 +39,7 @@ public final class HTTPServer: Sendable {
         transportConfiguration.eventLoops = max(1, configuration.eventLoops)
         transportConfiguration.maxConnections = configuration.limits.maxConnections
         transportConfiguration.log = configuration.log
-        transport = TCPServer(configuration: transportConfiguration, rejection: Self.rejection()) { _ in
+        transport = TCPServer(configuration: transportConfiguration, rejection: Self.rejection(handler)) { _ in
             // One Date cache per loop thread: confined, so no lock on the response path.
             let dates = HTTPDateCache()
             return { now in
@@ -72,11 +73,12 @@ public final class HTTPServer: Sendable {
     }
 
     /// The answer past the connection cap, written before any request is read, so it carries
-    /// only what needs no request: HTTP/1.1 status line, Retry-After, a JSON error body.
-    static func rejection() -> [UInt8] {
+    /// only what needs no request: HTTP/1.1 status line, Retry-After, the handler's body.
+    static func rejection(_ handler: any HTTPHandler) -> [UInt8] {
+        let response = handler.connectionRefusal(status: 503, message: "too many connections",
+                                                 headers: ["retry-after": "1"])
         var bytes: [UInt8] = []
-        HTTP1ResponseEncoder.encode(HTTPResponse.error(503, "too many connections", headers: ["retry-after": "1"]),
-                                    keepAlive: false, date: [], into: &bytes)
+        HTTP1ResponseEncoder.encode(response, keepAlive: false, date: [], into: &bytes)
         return bytes
     }
 }

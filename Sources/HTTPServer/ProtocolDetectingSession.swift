@@ -1,7 +1,7 @@
 import HTTP1
 import HTTP2
 import HTTPCore
-import Transport
+import SessionCore
 
 /// The session a new connection starts with: it looks at the first bytes and becomes HTTP/2 or
 /// HTTP/1.1.
@@ -10,7 +10,7 @@ import Transport
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 section 3.4), which no HTTP/1.1 request line can
 /// start with; while the bytes so far are a prefix of it we wait, then hand every byte received,
 /// the preface included, to the chosen session.
-final class ProtocolDetectingSession: StreamSession {
+final class ProtocolDetectingSession: ConnectionSession {
     static let http2Preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
     private let handler: any HTTPHandler
@@ -20,6 +20,10 @@ final class ProtocolDetectingSession: StreamSession {
     /// Bytes that are so far a strict prefix of the preface.
     private var pending: [UInt8] = []
     private var anchor: UInt64
+    #if DEBUG
+    /// The thread of the first call; every later call must come from it.
+    private var owner = ThreadOwner()
+    #endif
 
     init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dates: HTTPDateCache) {
         self.handler = handler
@@ -28,15 +32,24 @@ final class ProtocolDetectingSession: StreamSession {
         self.anchor = now
     }
 
-    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> StreamDisposition {
-        if let inner { return map(inner.receive(bytes, now: now, output: &output)) }
+    /// Traps in debug builds unless called on the thread of the session's first call; compiles to
+    /// nothing in release builds.
+    @inline(__always) private func assertConfined(_ what: StaticString = #function) {
+        #if DEBUG
+        owner.check(what)
+        #endif
+    }
+
+    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
+        if let inner { return inner.receive(bytes, now: now, output: &output) }
         if pending.isEmpty {
             if bytes.isEmpty { return .keepOpen }
             anchor = now
             let session = choose(bytes)
             if let session {
                 inner = session
-                return map(session.receive(bytes, now: now, output: &output))
+                return session.receive(bytes, now: now, output: &output)
             }
             pending.append(contentsOf: bytes)
             return .keepOpen
@@ -46,7 +59,7 @@ final class ProtocolDetectingSession: StreamSession {
         inner = session
         let buffered = pending
         pending = []
-        return map(buffered.withUnsafeBytes { session.receive($0, now: now, output: &output) })
+        return buffered.withUnsafeBytes { session.receive($0, now: now, output: &output) }
     }
 
     /// The session the bytes call for, or nil while they are still a strict prefix of the preface.
@@ -67,35 +80,35 @@ final class ProtocolDetectingSession: StreamSession {
         return HTTP2ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
     }
 
-    func peerClosed(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
-        if let inner { return map(inner.peerClosed(now: now, output: &output)) }
+    func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
+        if let inner { return inner.peerClosed(now: now, output: &output) }
         return .closeAfterWrite
     }
 
     var deadline: UInt64? {
+        assertConfined()
         if let inner { return inner.deadline }
         let seconds = pending.isEmpty ? limits.idleTimeoutSeconds : limits.headerTimeoutSeconds
         return monotonicDeadline(after: seconds, from: anchor)
     }
 
-    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
-        if let inner { return map(inner.deadlineExpired(now: now, output: &output)) }
+    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
+        if let inner { return inner.deadlineExpired(now: now, output: &output) }
         return .closeAfterWrite
     }
 
-    func beginShutdown(now: UInt64, output: inout [UInt8]) -> StreamDisposition {
-        if let inner { return map(inner.beginShutdown(now: now, output: &output)) }
+    func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        assertConfined()
+        if let inner { return inner.beginShutdown(now: now, output: &output) }
         return .closeAfterWrite
     }
 
-    var isIdle: Bool { inner?.isIdle ?? pending.isEmpty }
+    var isIdle: Bool {
+        assertConfined()
+        return inner?.isIdle ?? pending.isEmpty
+    }
 
     var hasBufferedInput: Bool { inner?.hasBufferedInput ?? false }
-
-    private func map(_ d: SessionDisposition) -> StreamDisposition {
-        switch d {
-        case .keepOpen: .keepOpen
-        case .closeAfterWrite: .closeAfterWrite
-        }
-    }
 }

@@ -3,6 +3,7 @@ import HTTPCore
 import HTTPServer
 import Logging
 import MoEStats
+import SessionCore
 import Synchronization
 
 /// The version reported by `--version` and `moe_metricsd_build_info`.
@@ -186,14 +187,19 @@ extension Daemon {
 /// dropped before `start` must own no timer at all. `deinit` cancels a running timer.
 ///
 /// `@unchecked Sendable` because of the timer, which is not marked `Sendable`: `start` and `stop`
-/// are called from the thread that runs the daemon, and every save runs on `queue`, which is
-/// what guards `savedGeneration`; the other fields are immutable and `Sendable`.
+/// are called from one thread (the one that runs the daemon), and every save runs on `queue`,
+/// which is what guards `savedGeneration`; the other fields are immutable and `Sendable`. Debug
+/// builds check both claims.
 final class Persistence: @unchecked Sendable {
     let file: StateFile
     let router: DaemonRouter
     let logger: Logger
     private let queue = DispatchQueue(label: "moe-metricsd.state")
     private var timer: DispatchSourceTimer?
+    #if DEBUG
+    /// The thread of the first `start` or `stop`; the other must come from it too.
+    private var owner = ThreadOwner()
+    #endif
 
     /// What a call to `save` did.
     enum SaveOutcome: Equatable {
@@ -217,6 +223,9 @@ final class Persistence: @unchecked Sendable {
     deinit { timer?.cancel() }
 
     func start(interval: Double) {
+        #if DEBUG
+        owner.check("Persistence.start")
+        #endif
         guard timer == nil else { return }
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
@@ -227,6 +236,9 @@ final class Persistence: @unchecked Sendable {
 
     /// Stops the periodic saves and waits for one in progress.
     func stop() {
+        #if DEBUG
+        owner.check("Persistence.stop")
+        #endif
         timer?.cancel()
         timer = nil
         queue.sync {}
@@ -235,9 +247,17 @@ final class Persistence: @unchecked Sendable {
     /// Exports every layer and writes the file, unless nothing changed since the last write;
     /// `.failed` (and an error logged) if writing failed.
     @discardableResult
-    func save() -> SaveOutcome { queue.sync { saveOnQueue() } }
+    func save() -> SaveOutcome {
+        #if DEBUG
+        dispatchPrecondition(condition: .notOnQueue(queue))  // sync onto the queue it runs on deadlocks
+        #endif
+        return queue.sync { saveOnQueue() }
+    }
 
     private func saveOnQueue() -> SaveOutcome {
+        #if DEBUG
+        dispatchPrecondition(condition: .onQueue(queue))  // `queue` is what guards `savedGeneration`
+        #endif
         // Read before exporting: a change made during the export moves the generation on, so
         // the next save writes again.
         let generation = router.generation

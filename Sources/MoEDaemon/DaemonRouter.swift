@@ -104,9 +104,16 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     }
 
     /// A request the protocol layer refused before routing (400, 408, 413, 414, 431, 501, 505):
-    /// counted under the route label "other", since no route was matched.
-    public func protocolRefused(status: Int) {
+    /// counted under the route label "other", since no route was matched, and answered with
+    /// the JSON error body.
+    public func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
         counters.recordRequest(routeIndex: Self.routes.unmatchedRow, code: status)
+        return .error(status, message, headers: headers)
+    }
+
+    /// A connection past the cap gets the JSON error body too; no request was read, so none is counted.
+    public func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        .error(status, message, headers: headers)
     }
 
     /// 404 for a path no route matches. The path is echoed for the caller's benefit, but

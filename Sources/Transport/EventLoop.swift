@@ -2,16 +2,18 @@
 import Glibc
 #endif
 import CTransport
+import SessionCore
 import Synchronization
 
-/// One connection, owned by exactly one event loop (no locks: only that thread touches it).
+/// One connection, owned by exactly one event loop (no locks: only that thread touches it, as
+/// the loop's entry points check in debug builds).
 final class Connection {
     let fd: Int32
-    let session: (any StreamSession)?
+    let session: (any ConnectionSession)?
     /// Bytes produced but not yet accepted by the kernel, from `outputOffset` on.
-    /// `@exclusivity(unchecked)`: a connection lives on one loop thread and `output` is lent
-    /// (inout) only to its own session's calls, so the runtime's dynamic access check on every
-    /// read guards nothing the static checks do not.
+    /// `@exclusivity(unchecked)`: a connection lives on one loop thread (checked in debug builds
+    /// by `EventLoop.assertInLoop`) and `output` is lent (inout) only to its own session's calls,
+    /// so the runtime's dynamic access check on every read guards nothing the static checks do not.
     @exclusivity(unchecked) var output: [UInt8] = []
     var outputOffset = 0
     /// The socket may hold unread bytes (edge-triggered: we saw an edge and have not drained it).
@@ -26,7 +28,7 @@ final class Connection {
     var reading = false
     var deadline: UInt64?
 
-    init(fd: Int32, session: (any StreamSession)?) {
+    init(fd: Int32, session: (any ConnectionSession)?) {
         self.fd = fd
         self.session = session
     }
@@ -55,15 +57,16 @@ final class TransportShared: Sendable {
 
 /// One thread with its own epoll instance, an eventfd to wake it, and the connections it owns.
 ///
-/// Why epoll rather than a Dispatch read source per connection: a Dispatch server measured about
-/// 0.6x nginx here, an epoll loop about 1x, because each ready socket costs one `epoll_wait` slot
-/// instead of a queue hop and a block invocation. Sockets are registered once, edge-triggered for
+/// Why epoll rather than a Dispatch read source per connection: each ready socket costs one
+/// `epoll_wait` slot instead of a queue hop and a block invocation (`scripts/bench` compares the
+/// server with nginx on the same requests). Sockets are registered once, edge-triggered for
 /// reading and writing, so back-pressure needs no `epoll_ctl` calls: when the kernel refuses
 /// output we keep the rest and stop reading until EPOLLOUT reports the socket writable again.
 ///
 /// `@unchecked Sendable`: only `inbox` (behind a mutex) and `wakeFD` (an eventfd, written with one
-/// atomic system call) are touched from other threads; every other member is confined to the
-/// loop's own thread.
+/// atomic system call) are touched from other threads, and `peers`, `listeners` and `log` are set
+/// before the thread starts; every other member is confined to the loop's own thread, which `run`
+/// claims and every loop-thread entry point checks in debug builds (`assertInLoop`).
 final class EventLoop: @unchecked Sendable {
     enum Command: Sendable {
         /// Take ownership of an accepted socket; `reject` answers with the rejection bytes and closes.
@@ -87,7 +90,7 @@ final class EventLoop: @unchecked Sendable {
     var log: (@Sendable (String) -> Void)?
 
     // Loop-thread state.
-    private var makeSession: ((UInt64) -> any StreamSession)?
+    private var makeSession: ((UInt64) -> any ConnectionSession)?
     private var connections: [Connection?] = []
     private var connectionCount = 0
     private let readBuffer: UnsafeMutableRawBufferPointer
@@ -95,6 +98,10 @@ final class EventLoop: @unchecked Sendable {
     private var shutdownDeadline: UInt64?
     /// Loop-thread only, as everything here; no dynamic access check on the per-iteration flush.
     @exclusivity(unchecked) private var pendingWakes: Set<Int> = []
+    #if DEBUG
+    /// The loop's own thread, claimed by `run`.
+    private var owner = ThreadOwner()
+    #endif
 
     private static let listenerTag: UInt64 = 1 << 32
     private static let wakeTag: UInt64 = 2 << 32
@@ -135,10 +142,27 @@ final class EventLoop: @unchecked Sendable {
 
     private func wake() { Syscall.signalEventFD(wakeFD) }
 
+    /// Traps in debug builds unless called on this loop's thread (the one running `run`), which
+    /// is what lets the loop state go without locks; compiles to nothing in release builds.
+    @inline(__always) private func assertInLoop(_ what: StaticString = #function) {
+        #if DEBUG
+        owner.check(what)
+        #endif
+    }
+
+    #if DEBUG
+    /// The verdict `assertInLoop` acts on, without trapping (for tests of the check): whether
+    /// the calling thread is this loop's. Meaningful once `run` has claimed the thread.
+    func isInLoopThread() -> Bool { owner.isCallingThreadOwner() }
+    #endif
+
     // MARK: - The loop
 
     /// Runs until shutdown completes. Called on this loop's own thread.
-    func run(sessionFactory: @escaping (UInt64) -> any StreamSession) {
+    func run(sessionFactory: @escaping (UInt64) -> any ConnectionSession) {
+        #if DEBUG
+        owner.claim()
+        #endif
         makeSession = sessionFactory
         for fd in listeners {
             // Level-triggered: accept is bounded per wake-up, and the rest stays reported.
@@ -200,6 +224,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func drainWake(now: UInt64) {
+        assertInLoop()
         Syscall.drainEventFD(wakeFD)
         let commands = inbox.withLock { inbox -> [Command] in
             let taken = inbox
@@ -217,6 +242,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: - Accepting
 
     private func acceptAll(listener: Int32, now: UInt64) {
+        assertInLoop()
         // Bounded, so one busy listener cannot starve the connections this loop also serves.
         for _ in 0..<64 {
             let accepted: Int32?
@@ -287,12 +313,14 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func flushWakes() {
+        assertInLoop()
         guard !pendingWakes.isEmpty else { return }
         for i in pendingWakes { peers[i].wake() }
         pendingWakes.removeAll(keepingCapacity: true)
     }
 
     private func adopt(fd: Int32, reject: Bool, now: UInt64) {
+        assertInLoop()
         if shutdownDeadline != nil && !reject {
             // Accepted just before the listener closed: there is no one to serve it now.
             Syscall.close(fd)
@@ -326,6 +354,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: - Connection I/O
 
     private func connectionEvent(fd: Int32, events: UInt32, now: UInt64) {
+        assertInLoop()
         guard Int(fd) < connections.count, let c = connections[Int(fd)] else { return }
         if events & EPOLLERR.rawValue != 0 {
             close(c)
@@ -343,6 +372,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func readLoop(_ c: Connection, now: UInt64) {
+        assertInLoop()
         if c.reading { return }
         c.reading = true
         defer { c.reading = false }
@@ -388,6 +418,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Writes what the session produced and moves its timer.
     private func afterSessionCall(_ c: Connection, now: UInt64) {
+        assertInLoop()
         while true {
             if c.hasPendingOutput || c.closing { flush(c, now: now) }
             guard connections[Int(c.fd)] === c else { return }
@@ -457,6 +488,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func checkTimers(now: UInt64) {
+        assertInLoop()
         var next = UInt64.max
         for case let c? in connections {
             guard let d = c.deadline else { continue }
@@ -487,6 +519,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func close(_ c: Connection) {
+        assertInLoop()
         guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }
         connections[Int(c.fd)] = nil
         connectionCount -= 1
@@ -511,6 +544,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: - Shutdown
 
     private func beginShutdown(deadline: UInt64, now: UInt64) {
+        assertInLoop()
         guard shutdownDeadline == nil else { return }
         shutdownDeadline = deadline
         closeListeners()

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CTransport
 import Dispatch
+import SessionCore
 import Synchronization
 
 /// Settings of the socket layer.
@@ -37,7 +38,7 @@ public struct TransportConfiguration: Sendable {
 /// own thread and returns that loop's session maker, so per-loop state (a cached `Date` header)
 /// needs no lock either.
 public final class TCPServer: Sendable {
-    public typealias SessionFactory = @Sendable (_ loopIndex: Int) -> (_ now: UInt64) -> any StreamSession
+    public typealias SessionFactory = @Sendable (_ loopIndex: Int) -> (_ now: UInt64) -> any ConnectionSession
 
     private let configuration: TransportConfiguration
     private let factory: SessionFactory
@@ -129,7 +130,7 @@ public final class TCPServer: Sendable {
         // accept(2) fail with EINVAL, which `stopping` tells it to read as the end of accepting.
         shared.stopping.store(true, ordering: .releasing)
         for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
-        // Clamped (`timeoutNanoseconds`): a deadline of 1e300 s used to trap converting to UInt64.
+        // Clamped (`timeoutNanoseconds`): `UInt64(seconds * 1e9)` alone traps for 1e300 s or NaN.
         let waitNanoseconds = timeoutNanoseconds(deadlineSeconds)
         let deadline = monotonicDeadline(after: deadlineSeconds, from: monotonicNanoseconds())
         for loop in loops { loop.send(.shutdown(deadline: deadline)) }

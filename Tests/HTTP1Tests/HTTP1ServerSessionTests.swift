@@ -1,5 +1,7 @@
+import Dispatch
 import HTTP1
 import HTTPCore
+import SessionCore
 import Testing
 
 /// A fixed wall clock: 1994-11-06 08:49:37 UTC, the example date of RFC 9110 section 5.6.7.
@@ -122,14 +124,15 @@ struct SessionRun {
         #expect(run.take().contains("connection: close\r\n"))
     }
 
-    @Test func refusalIsJSONWithConnectionClose() {
+    /// A handler with no error format of its own gets the default refusal: the message as text.
+    @Test func refusalIsTheHandlersWithConnectionClose() {
         var run = SessionRun()
         #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == .closeAfterWrite)
         let text = run.take()
         #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
-        #expect(text.contains("content-type: application/json\r\n"))
+        #expect(text.contains("content-type: text/plain; charset=utf-8\r\n"))
         #expect(text.contains("connection: close\r\n"))
-        #expect(text.hasSuffix("{\"error\":\"differing Content-Length values\"}\n"))
+        #expect(text.hasSuffix("\r\n\r\ndiffering Content-Length values\n"))
         #expect(run.handler.seen.isEmpty)
         // Nothing more is read once refused.
         #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n") == .closeAfterWrite)
@@ -202,8 +205,8 @@ struct SessionRun {
     @Test(arguments: [
         (1.5, 7 * second + 1_500_000_000),
         (0, 7 * second), (-1, 7 * second), (-Double.infinity, 7 * second), (Double.nan, 7 * second),
-        (HTTPLimits.maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
-        (HTTPLimits.maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
+        (maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
+        (maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
         (1e300, 7 * second + 1_000_000_000 * second), (Double.infinity, 7 * second + 1_000_000_000 * second),
     ] as [(Double, UInt64)])
     func timeoutsOfAnySizeGiveADeadline(seconds: Double, expected: UInt64) {
@@ -263,4 +266,40 @@ struct SessionRun {
         #expect(run.session.peerClosed(now: 0, output: &run.output) == .closeAfterWrite)
         #expect(run.session.deadline == nil)
     }
+}
+
+/// The session is confined to the thread of its first call; debug builds trap on a call from any
+/// other, which is what lets its state go without locks or dynamic exclusivity checks.
+@Suite struct HTTP1SessionConfinementTests {
+    #if DEBUG
+    @Test func aCallFromAnotherThreadTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let session = HTTP1ServerSession(handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
+                                             dateCache: fixedDates())
+            var output: [UInt8] = []
+            _ = session.beginShutdown(now: 0, output: &output)
+            nonisolated(unsafe) let shared = session
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue(label: "another thread").async {
+                var more: [UInt8] = []
+                _ = shared.peerClosed(now: 1, output: &more)
+                done.signal()
+            }
+            done.wait()
+        }
+    }
+
+    @Test func callsFromTheFirstThreadDoNotTrap() async {
+        await #expect(processExitsWith: .success) {
+            let session = HTTP1ServerSession(handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
+                                             dateCache: fixedDates())
+            var output: [UInt8] = []
+            let bytes = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            _ = bytes.withUnsafeBytes { session.receive($0, now: 1, output: &output) }
+            _ = session.deadline
+            _ = session.isIdle
+            _ = session.deadlineExpired(now: .max, output: &output)
+        }
+    }
+    #endif
 }

@@ -1,6 +1,7 @@
 import CNGHTTP2
 import HTTP2
 import HTTPCore
+import SessionCore
 
 /// An HTTP/2 client built on nghttp2's client session, talking to a server session through
 /// byte buffers: an independent implementation checks every frame we produce.

@@ -27,7 +27,10 @@ final class EchoHandler: HTTPHandler {
 
     /// Statuses the HTTP/2 layer answered itself, as reported to the handler for counting.
     let refused = Mutex<[Int]>([])
-    func protocolRefused(status: Int) { refused.withLock { $0.append(status) } }
+    func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        refused.withLock { $0.append(status) }
+        return .plainText(status, message, headers: headers)
+    }
     var refusedStatuses: [Int] { refused.withLock { $0 } }
 }
 

@@ -71,7 +71,7 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         #expect(try client.readsEOF())
     }
 
-    @Test func malformedRequestGetsJSON400AndClose() throws {
+    @Test func malformedRequestGets400AndClose() throws {
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
         let client = try RawClient(addresses[0])
@@ -79,7 +79,8 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         let response = try client.readResponse()
         #expect(response.status == 400)
         #expect(response.headers["connection"] == "close")
-        #expect(text(response.body).contains("\"error\""))
+        #expect(response.headers["content-type"] == "text/plain; charset=utf-8")  // the handler's default refusal
+        #expect(!response.body.isEmpty)
         #expect(try client.readsEOF())
     }
 
@@ -356,5 +357,48 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         let client = try RawClient(addresses[0])
         try client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         #expect(try client.readResponse().status == 413)
+    }
+}
+
+/// Marks its refusals, so a test can see that the server asks the handler for them.
+struct MarkingRefusals: HTTPHandler {
+    func handle(_ request: HTTPRequest) -> HTTPResponse { HTTPResponse(status: 204) }
+    func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        var extra = headers
+        extra.add("x-refusal", "request")
+        return .plainText(status, "refused: " + message, headers: extra)
+    }
+    func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
+        var extra = headers
+        extra.add("x-refusal", "connection")
+        return .plainText(status, "refused: " + message, headers: extra)
+    }
+}
+
+/// What the server answers without calling `handle` comes from the handler: a refused request
+/// from `refusal`, a connection past the cap from `connectionRefusal`.
+@Suite(.serialized) struct HandlerRefusalLiveTests {
+    @Test func refusalsAreTheHandlers() throws {
+        var limits = HTTPLimits()
+        limits.maxConnections = 1
+        let (server, addresses) = try startServer(limits: limits, handler: MarkingRefusals())
+        defer { server.shutdown() }
+        let first = try RawClient(addresses[0])
+        try first.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try first.readResponse().status == 204)
+
+        let over = try RawClient(addresses[0])
+        let rejected = try over.readResponse()
+        #expect(rejected.status == 503)
+        #expect(rejected.headers["x-refusal"] == "connection")
+        #expect(rejected.headers["retry-after"] == "1")
+        #expect(text(rejected.body) == "refused: too many connections\n")
+
+        try first.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        let refused = try first.readResponse()
+        #expect(refused.status == 400)
+        #expect(refused.headers["x-refusal"] == "request")
+        #expect(refused.headers["connection"] == "close")
+        #expect(text(refused.body) == "refused: differing Content-Length values\n")
     }
 }

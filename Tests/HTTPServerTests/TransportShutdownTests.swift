@@ -2,17 +2,18 @@
 import Glibc
 #endif
 import Foundation
+import SessionCore
 import Synchronization
 import Testing
 @testable import Transport
 
 /// A session that echoes nothing and is always idle, so shutdown closes it at once.
-final class IdleSession: StreamSession {
-    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> StreamDisposition { .keepOpen }
-    func peerClosed(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
+final class IdleSession: ConnectionSession {
+    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition { .keepOpen }
+    func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition { .closeAfterWrite }
     var deadline: UInt64? { nil }
-    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
-    func beginShutdown(now: UInt64, output: inout [UInt8]) -> StreamDisposition { .closeAfterWrite }
+    func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition { .closeAfterWrite }
+    func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition { .closeAfterWrite }
     var isIdle: Bool { true }
     var hasBufferedInput: Bool { false }
 }

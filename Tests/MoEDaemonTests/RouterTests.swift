@@ -401,7 +401,7 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
     @Test func protocolRefusalsAreCountedUnderOther() {
         let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
                                   clock: { 1000 })
-        for status in [408, 413, 431, 431, 400] { router.protocolRefused(status: status) }
+        for status in [408, 413, 431, 431, 400] { _ = router.refusal(status: status, message: "refused", headers: [:]) }
         let other = router.counters.snapshot().requests.filter { $0.0.route == "other" }.map { "\($0.0.code) \($0.1)" }
         #expect(other == ["400 1", "408 1", "413 1", "431 2"])
     }

@@ -1,0 +1,27 @@
+/// Limits shared by both protocols. Each is a documented daemon setting with a safe default.
+///
+/// Timeouts are seconds: 0 or less (or NaN) means the timeout expires at once (a safe failure,
+/// never "no timeout"), and values above 1e9 s (about 31.7 years, infinity included) count as
+/// 1e9 s, so no value can overflow a nanosecond deadline (SessionCore's `monotonicDeadline`).
+public struct HTTPLimits: Sendable, Equatable {
+    /// Longest request line (method, target, version) in bytes; past it, 414.
+    public var maxRequestLineBytes: Int = 8 * 1024
+    /// Total bytes of the header section (HTTP/2: the header list size); past it, 431.
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Most header fields in one request; past it, 431.
+    public var maxHeaderCount: Int = 100
+    /// Largest request body in bytes; past it, 413.
+    public var maxBodyBytes: Int = 16 * 1024 * 1024
+    /// Time allowed to receive a request's header section once it has started; past it, 408.
+    public var headerTimeoutSeconds: Double = 10
+    /// Time allowed between body bytes of a request (each read resets it); past it, 408.
+    public var bodyTimeoutSeconds: Double = 30
+    /// Time an idle keep-alive connection is kept before it is closed.
+    public var idleTimeoutSeconds: Double = 60
+    /// Most concurrent connections; past it, new ones get 503 with Retry-After and are closed.
+    public var maxConnections: Int = 1024
+    /// Most concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    public var maxConcurrentStreams: Int = 128
+
+    public init() {}
+}
