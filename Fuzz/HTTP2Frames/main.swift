@@ -51,7 +51,7 @@ func checkFrames(_ output: [UInt8]) {
 func drive(_ input: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimits) -> () -> AnyObject? {
     let session = HTTP2ServerSession(handler: Echo(), limits: limits, now: 0,
                                      dateCache: HTTPDateCache(wallClock: { 0 }))
-    weak var freed = session
+    weak let freed = session
     var output: [UInt8] = []
     var now: UInt64 = 1
     var open = preface.withUnsafeBytes {
