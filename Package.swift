@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Modules by layer, dependencies pointing one way (see README "Architecture"); every module a
+// Modules by layer, dependencies pointing one way (see docs/architecture.md); every module a
 // target (tests and the executable included) imports is declared, so the build passes
 // `--explicit-target-dependency-import-check error`:
 //   JSONOutput                    a small JSON writer (non-finite numbers become null)

@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// `routes` below is the one place an endpoint is declared; matching, the `Allow` header, the
 /// request counter's `route` label, 404 and 405 all follow from it. Every error becomes a JSON
-/// `{"error", "field", "index"}` response, with the status the README lists (400 malformed or
+/// `{"error", "field", "index"}` response, with the status docs/api.md lists (400 malformed or
 /// empty, 401 no token, 404 unknown, 405 with `Allow`, 409 conflict, 413 a gzip body inflating
 /// past the body limit, 415 content type or coding, 422 invalid, 507 caps). Handlers run on the
 /// connection's event-loop thread and never block: each takes at most one short lock per layer,

@@ -1,7 +1,7 @@
 import JSONOutput
 
 extension LayerSummary {
-    /// Writes the summary as one JSON object, fields in the documented order (README "Summary
+    /// Writes the summary as one JSON object, fields in the documented order (docs/api.md "Summary
     /// fields"): in each section its raw fields, then the rows of `LayerMeasure.all` placed in
     /// it, in table order. Nil values are written as `null`; JSONWriter writes any non-finite
     /// double as `null` too, since RFC 8259 section 6 has no NaN or infinity.
