@@ -31,6 +31,18 @@ public struct ThreadOwner {
         return pthread_equal(thread, me) != 0
     }
 
+    /// True when the calling thread has claimed the owner; false before any claim. A read only,
+    /// so other threads may ask while the owner runs (a `mutating` check would be a write).
+    public func isClaimedByCallingThread() -> Bool {
+        guard let thread else { return false }
+        return pthread_equal(thread, pthread_self()) != 0
+    }
+
+    /// Traps unless the calling thread has claimed the owner; a read only, as above.
+    public func checkClaimed(_ what: StaticString, file: StaticString = #fileID, line: UInt = #line) {
+        precondition(isClaimedByCallingThread(), "\(what) called off the thread that owns it", file: file, line: line)
+    }
+
     /// Traps unless the calling thread is the owner (the first caller becomes it). `what` names
     /// the entry point in the message.
     public mutating func check(_ what: StaticString, file: StaticString = #fileID, line: UInt = #line) {

@@ -146,14 +146,14 @@ final class EventLoop: @unchecked Sendable {
     /// is what lets the loop state go without locks; compiles to nothing in release builds.
     @inline(__always) private func assertInLoop(_ what: StaticString = #function) {
         #if DEBUG
-        owner.check(what)
+        owner.checkClaimed(what)
         #endif
     }
 
     #if DEBUG
     /// The verdict `assertInLoop` acts on, without trapping (for tests of the check): whether
     /// the calling thread is this loop's. Meaningful once `run` has claimed the thread.
-    func isInLoopThread() -> Bool { owner.isCallingThreadOwner() }
+    func isInLoopThread() -> Bool { owner.isClaimedByCallingThread() }
     #endif
 
     // MARK: - The loop
