@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "HTTP1", dependencies: ["HTTPCore", "SessionCore"]),
         .target(name: "HTTP2", dependencies: ["HTTPCore", "SessionCore", "CNGHTTP2"]),
         .target(name: "Transport", dependencies: ["SessionCore", "CTransport"]),
-        .target(name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport"]),
+        .target(name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport", "TestTools"]),
         .target(
             name: "MoEDaemon",
             dependencies: [
@@ -71,10 +71,12 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
+        // The `.needs(tool)` trait shared by the test targets that drive curl, nghttp, promtool, ...
+        .target(name: "TestTools", path: "Tests/TestTools"),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer"]),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "SessionCore", "Transport"]),
+        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer", "TestTools"]),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "SessionCore", "Transport", "TestTools"]),
         .testTarget(
             name: "MoEDaemonTests",
             dependencies: [
@@ -83,7 +85,7 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
-        .testTarget(name: "EndToEndTests", dependencies: ["moe-metricsd", "CZlib"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["moe-metricsd", "CZlib", "TestTools"]),
     ],
     swiftLanguageModes: [.v6]
 )

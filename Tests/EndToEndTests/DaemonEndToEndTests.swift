@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestTools
 
 /// The built binary, started as a user starts it, driven with curl, checked with promtool and
 /// scraped by a real Prometheus server. Every process a test starts is stopped in a `defer`.

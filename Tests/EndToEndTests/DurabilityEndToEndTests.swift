@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestTools
 
 /// Restarts, crashes, corrupt state files and the write token, with the built binary.
 @Suite struct DurabilityEndToEndTests {

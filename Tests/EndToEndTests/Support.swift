@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import TestTools
 
 /// Failures of the harness itself (a tool missing, a process that never got ready).
 struct HarnessError: Error, CustomStringConvertible {

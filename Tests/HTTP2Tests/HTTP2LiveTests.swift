@@ -4,6 +4,7 @@ import HTTPCore
 import HTTPServer
 import Synchronization
 import Testing
+import TestTools
 
 /// Counts requests and POST body bytes; answers 201 to POST, 200 otherwise.
 final class CountingHandler: HTTPHandler {

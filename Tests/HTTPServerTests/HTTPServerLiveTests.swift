@@ -6,6 +6,7 @@ import Foundation
 import HTTPCore
 import HTTPServer
 import Testing
+import TestTools
 
 /// Answers "METHOD PATH BODYLENGTH"; "/slow" first signals `started`, then waits for `release`.
 final class Gate: Sendable {
