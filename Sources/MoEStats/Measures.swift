@@ -2,8 +2,6 @@
 import Glibc  // log(); the C math library only, no I/O
 #elseif canImport(Musl)
 import Musl
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The formulas of the layer measures, each written once. Pure functions of plain numbers: the

@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Monotonic nanoseconds (`CLOCK_MONOTONIC`), the clock every session deadline is expressed in.
