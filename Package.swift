@@ -51,7 +51,8 @@ let package = Package(
         .target(name: "HTTP1", dependencies: ["HTTPCore", "SessionCore"]),
         .target(name: "HTTP2", dependencies: ["HTTPCore", "SessionCore", "CNGHTTP2"]),
         .target(name: "Transport", dependencies: ["SessionCore", "CTransport"]),
-        .target(name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport", "TestTools"]),
+        .target(
+            name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport", "TestTools"]),
         .target(
             name: "MoEDaemon",
             dependencies: [
@@ -75,8 +76,11 @@ let package = Package(
         .target(name: "TestTools", path: "Tests/TestTools"),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
-        .testTarget(name: "HTTP2Tests", dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer", "TestTools"]),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "SessionCore", "Transport", "TestTools"]),
+        .testTarget(
+            name: "HTTP2Tests",
+            dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer", "TestTools"]),
+        .testTarget(
+            name: "HTTPServerTests", dependencies: ["HTTPServer", "HTTPCore", "SessionCore", "Transport", "TestTools"]),
         .testTarget(
             name: "MoEDaemonTests",
             dependencies: [

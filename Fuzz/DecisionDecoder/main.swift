@@ -18,7 +18,9 @@ func check(_ d: RoutingDecision, _ limits: DecisionDecoder.Limits) {
     if let layer = d.layer { precondition(LayerName.isValid(layer), "layer name") }
     if let worker = d.worker {
         precondition((1...128).contains(worker.unicodeScalars.count), "worker length")
-        precondition(worker.unicodeScalars.allSatisfy { $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) }, "worker printable")
+        precondition(
+            worker.unicodeScalars.allSatisfy { $0.value >= 0x20 && !(0x7F...0x9F).contains($0.value) },
+            "worker printable")
     }
     if let k = d.topK { precondition(k >= 1 && k <= d.expertCounts.count, "top_k") }
     if let c = d.expertCapacity { precondition(c >= 1, "expert_capacity") }
@@ -51,9 +53,13 @@ func quoted(_ s: String) -> String {
 
 /// The decision as JSON; assignments are not kept, so they are written as that many empty lists.
 func encode(_ d: RoutingDecision) -> [UInt8] {
-    var members = ["\"expert_capacities\":[" + d.expertCounts.map(String.init).joined(separator: ",") + "]",
-                   "\"total_tokens\":\(d.totalTokens)", "\"tokens_dropped\":\(d.tokensDropped)"]
-    for (key, loss) in [("load_balance_loss", d.loadBalanceLoss), ("router_z_loss", d.routerZLoss), ("auxiliary_loss", d.auxiliaryLoss)] {
+    var members = [
+        "\"expert_capacities\":[" + d.expertCounts.map(String.init).joined(separator: ",") + "]",
+        "\"total_tokens\":\(d.totalTokens)", "\"tokens_dropped\":\(d.tokensDropped)",
+    ]
+    for (key, loss) in [
+        ("load_balance_loss", d.loadBalanceLoss), ("router_z_loss", d.routerZLoss), ("auxiliary_loss", d.auxiliaryLoss),
+    ] {
         switch loss {
         case .absent: break
         case .nonFinite: members.append("\"\(key)\":null")
@@ -68,12 +74,15 @@ func encode(_ d: RoutingDecision) -> [UInt8] {
     if let v = d.capacityFactor { members.append("\"capacity_factor\":\(v)") }
     if let v = d.latencyMs { members.append("\"latency_ms\":\(v)") }
     if d.assignmentCount > 0 {
-        members.append("\"expert_assignments\":[" + Array(repeating: "[]", count: d.assignmentCount).joined(separator: ",") + "]")
+        members.append(
+            "\"expert_assignments\":[" + Array(repeating: "[]", count: d.assignmentCount).joined(separator: ",") + "]")
     }
     return Array(("{" + members.joined(separator: ",") + "}").utf8)
 }
 
-func decode(_ decoder: DecisionDecoder, _ body: [UInt8], _ format: DecisionDecoder.Format) -> Result<[RoutingDecision], DecisionError> {
+func decode(_ decoder: DecisionDecoder, _ body: [UInt8], _ format: DecisionDecoder.Format) -> Result<
+    [RoutingDecision], DecisionError
+> {
     do throws(DecisionError) {
         return .success(try decoder.decode(body, format: format))
     } catch {

@@ -28,7 +28,8 @@ func run(_ bytes: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimits) -> Sum
             case .request(let r, let keepAlive):
                 precondition(summary.failure == nil, "event after a refusal")
                 precondition(r.body.count <= limits.maxBodyBytes, "body over the limit delivered")
-                summary.requests.append("\(r.method) \(r.path) \(r.query ?? "-") \(r.version) \(r.headers.count) \(r.body) \(keepAlive)")
+                summary.requests.append(
+                    "\(r.method) \(r.path) \(r.query ?? "-") \(r.version) \(r.headers.count) \(r.body) \(keepAlive)")
             case .continueExpected:
                 break
             case .failure(let e):
@@ -63,14 +64,17 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let pieces = run(input, piece: piece, limits: limits)
     precondition(whole == pieces, "whole and piecewise parses differ")
 
-    let session = HTTP1ServerSession(handler: Echo(), limits: limits, now: 0,
-                                     dateCache: HTTPDateCache(wallClock: { 0 }))
+    let session = HTTP1ServerSession(
+        handler: Echo(), limits: limits, now: 0,
+        dateCache: HTTPDateCache(wallClock: { 0 }))
     var output: [UInt8] = []
     var closed = false
     var offset = 0
     while offset < input.count {
         let end = min(input.count, offset + piece)
-        if session.receive(UnsafeRawBufferPointer(rebasing: input[offset..<end]), now: UInt64(offset), output: &output) == .closeAfterWrite {
+        if session.receive(UnsafeRawBufferPointer(rebasing: input[offset..<end]), now: UInt64(offset), output: &output)
+            == .closeAfterWrite
+        {
             closed = true
             break
         }

@@ -49,8 +49,9 @@ func checkFrames(_ output: [UInt8]) {
 /// Feeds `input` after the preface in pieces of `piece` bytes, then the timers, a shutdown and
 /// the peer's close; returns a weak reference to check the session is freed.
 func drive(_ input: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimits) -> () -> AnyObject? {
-    let session = HTTP2ServerSession(handler: Echo(), limits: limits, now: 0,
-                                     dateCache: HTTPDateCache(wallClock: { 0 }))
+    let session = HTTP2ServerSession(
+        handler: Echo(), limits: limits, now: 0,
+        dateCache: HTTPDateCache(wallClock: { 0 }))
     weak let freed = session
     var output: [UInt8] = []
     var now: UInt64 = 1
@@ -61,8 +62,10 @@ func drive(_ input: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimits) -> (
     while open && offset < input.count {
         let end = min(input.count, offset + piece)
         now += 1
-        open = session.receive(UnsafeRawBufferPointer(rebasing: input[offset..<end]), now: now,
-                               output: &output) == .keepOpen
+        open =
+            session.receive(
+                UnsafeRawBufferPointer(rebasing: input[offset..<end]), now: now,
+                output: &output) == .keepOpen
         offset = end
     }
     // Each late stream is answered or reset, so the deadline moves on; a few rounds reach the

@@ -1,7 +1,8 @@
+import HTTPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import HTTPCore
 
 /// An incremental HTTP/1.1 request parser over plain bytes (RFC 9112), with no sockets in it.
 ///
@@ -177,7 +178,9 @@ public struct HTTP1Parser {
             case .chunkDataEnd:
                 // RFC 9112 section 7.1: chunk-data is followed by exactly CRLF.
                 if buffer.count - start < 2 {
-                    if buffer.count > start && buffer[start] != CR { return fail(.badRequest("chunk data not followed by CRLF")) }
+                    if buffer.count > start && buffer[start] != CR {
+                        return fail(.badRequest("chunk data not followed by CRLF"))
+                    }
                     return nil
                 }
                 guard buffer[start] == CR, buffer[start + 1] == LF else {
@@ -205,7 +208,7 @@ public struct HTTP1Parser {
     // MARK: - Lines
 
     private enum LineResult {
-        case line(Range<Int>)   // without the CRLF
+        case line(Range<Int>)  // without the CRLF
         case needMore
         case tooLong
         case malformed
@@ -349,7 +352,10 @@ public struct HTTP1Parser {
         var i = u.startIndex
         while i < u.endIndex, u[i] != UInt8(ascii: ":") {
             let b = u[i]
-            guard (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || isDigit(b) || b == 0x2B || b == 0x2D || b == 0x2E else {
+            guard
+                (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || isDigit(b) || b == 0x2B || b == 0x2D
+                    || b == 0x2E
+            else {
                 return nil
             }
             i = u.index(after: i)
@@ -377,8 +383,9 @@ public struct HTTP1Parser {
         let o = v.startIndex
         func b(_ i: Int) -> UInt8 { v[o + i] }
         guard b(0) == UInt8(ascii: "H"), b(1) == UInt8(ascii: "T"), b(2) == UInt8(ascii: "T"),
-              b(3) == UInt8(ascii: "P"), b(4) == UInt8(ascii: "/"), isDigit(b(5)), b(6) == UInt8(ascii: "."),
-              isDigit(b(7)) else { return nil }
+            b(3) == UInt8(ascii: "P"), b(4) == UInt8(ascii: "/"), isDigit(b(5)), b(6) == UInt8(ascii: "."),
+            isDigit(b(7))
+        else { return nil }
         guard b(5) == UInt8(ascii: "1") else { return .some(nil) }
         // RFC 9110 section 6.2: a 1.x minor version above ours is answered as 1.1.
         return .some(b(7) == UInt8(ascii: "0") ? .http1_0 : .http1_1)
@@ -403,7 +410,8 @@ public struct HTTP1Parser {
         // RFC 9112 section 5.1: the name is a token directly followed by the colon.
         while colon < line.upperBound, isTokenByte(buf[colon]) { colon += 1 }
         guard colon < line.upperBound, buf[colon] == UInt8(ascii: ":") else {
-            return .invalid(.badRequest(colon == line.upperBound ? "header field without colon" : "malformed header field name"))
+            return .invalid(
+                .badRequest(colon == line.upperBound ? "header field without colon" : "malformed header field name"))
         }
         if colon == line.lowerBound { return .invalid(.badRequest("malformed header field name")) }
         var lo = colon + 1
@@ -414,7 +422,9 @@ public struct HTTP1Parser {
         var i = lo
         while i < hi {
             let b = buf[i]
-            if b < 0x20 && b != HTAB || b == 0x7F { return .invalid(.badRequest("invalid character in header field value")) }
+            if b < 0x20 && b != HTAB || b == 0x7F {
+                return .invalid(.badRequest("invalid character in header field value"))
+            }
             i += 1
         }
         let name = line.lowerBound..<colon
@@ -441,15 +451,21 @@ public struct HTTP1Parser {
                 let fold: UInt64 = 0x2020_2020_2020_2020
                 var at = 0
                 while at < n - 8 {
-                    if p.loadUnaligned(fromByteOffset: at, as: UInt64.self) | fold != l.loadUnaligned(fromByteOffset: at, as: UInt64.self) { return false }
+                    if p.loadUnaligned(fromByteOffset: at, as: UInt64.self) | fold
+                        != l.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+                    {
+                        return false
+                    }
                     at += 8
                 }
-                return p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) | fold == l.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+                return p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) | fold
+                    == l.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
             }
             // 4 to 7 bytes (host, expect): two overlapping 32-bit words.
             let fold: UInt32 = 0x2020_2020
             return p.loadUnaligned(as: UInt32.self) | fold == l.loadUnaligned(as: UInt32.self)
-                && p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) | fold == l.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+                && p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) | fold
+                    == l.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
         }
         switch name.count {
         case 4: return matches("host") ? .host : .other
@@ -470,7 +486,9 @@ public struct HTTP1Parser {
             if case .invalid(let error) = scanned { return error }
             return nil
         }
-        if fields.count + trailerCount >= limits.maxHeaderCount { return HTTP1ParseError(status: 431, "too many header fields") }
+        if fields.count + trailerCount >= limits.maxHeaderCount {
+            return HTTP1ParseError(status: 431, "too many header fields")
+        }
         guard keep else {
             trailerCount += 1
             return nil
@@ -572,7 +590,9 @@ public struct HTTP1Parser {
                 }
             }
             guard let length else { return fail(.badRequest("invalid Content-Length")) }
-            if length > limits.maxBodyBytes { return fail(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes")) }
+            if length > limits.maxBodyBytes {
+                return fail(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes"))
+            }
             if length > 0 {
                 state = .fixedBody(remaining: length)
                 body.reserveCapacity(length)
@@ -612,7 +632,10 @@ public struct HTTP1Parser {
         return n
     }
 
-    private enum ChunkSizeResult { case success(Int), failure(HTTP1ParseError) }
+    private enum ChunkSizeResult {
+        case success(Int)
+        case failure(HTTP1ParseError)
+    }
 
     /// chunk-size [ chunk-ext ] (RFC 9112 section 7.1); extensions are checked loosely and ignored.
     private func parseChunkSize(_ line: Range<Int>) -> ChunkSizeResult {
@@ -623,7 +646,9 @@ public struct HTTP1Parser {
             size = size &* 16 &+ Int(h)
             digits += 1
             // Checked per digit, so the value cannot overflow before it is refused.
-            if size > limits.maxBodyBytes - body.count { return .failure(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes")) }
+            if size > limits.maxBodyBytes - body.count {
+                return .failure(HTTP1ParseError(status: 413, "body larger than \(limits.maxBodyBytes) bytes"))
+            }
             i += 1
         }
         if digits == 0 { return .failure(.badRequest("invalid chunk size")) }
@@ -643,8 +668,9 @@ public struct HTTP1Parser {
         // RFC 9112 section 9.3: 1.1 persists unless "close"; 1.0 persists only with "keep-alive".
         // "close" wins whatever else is listed.
         let keepAlive = !connectionClose && (version == .http1_1 || connectionKeepAlive)
-        let request = HTTPRequest(method: method, path: path, query: query, version: version,
-                                  headers: HTTPHeaders(lowercasedFields: fields), body: body)
+        let request = HTTPRequest(
+            method: method, path: path, query: query, version: version,
+            headers: HTTPHeaders(lowercasedFields: fields), body: body)
         method = ""
         path = ""
         query = nil
@@ -685,7 +711,8 @@ struct RecentString {
 
     mutating func string(_ new: UnsafeBufferPointer<UInt8>) -> String {
         if new.count == bytes.count, new.count > 0,
-           bytes.withUnsafeBufferPointer({ memcmp($0.baseAddress!, new.baseAddress!, new.count) == 0 }) {
+            bytes.withUnsafeBufferPointer({ memcmp($0.baseAddress!, new.baseAddress!, new.count) == 0 })
+        {
             return value
         }
         let built = String(decoding: new, as: UTF8.self)
@@ -723,8 +750,9 @@ let HTAB = UInt8(ascii: "\t")
     switch b {
     case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
     case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-         UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-         UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+        UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+        true
     default: false
     }
 }

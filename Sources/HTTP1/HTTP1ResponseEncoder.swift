@@ -1,7 +1,8 @@
+import HTTPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import HTTPCore
 
 /// Writes HTTP/1.1 responses as bytes (RFC 9112 section 4 and 6).
 ///
@@ -14,9 +15,11 @@ public enum HTTP1ResponseEncoder {
     ///   - headOnly: the request was HEAD: same headers, no body (RFC 9110 section 9.3.2).
     ///   - keepAlive: false adds `Connection: close`; true on a 1.0 request adds `Connection: keep-alive`.
     ///   - date: the IMF-fixdate for the `Date` header (RFC 9110 section 6.6.1); empty omits it.
-    public static func encode(_ response: HTTPResponse, requestVersion: HTTPVersion = .http1_1,
-                              headOnly: Bool = false, keepAlive: Bool, date: [UInt8],
-                              into output: inout [UInt8]) {
+    public static func encode(
+        _ response: HTTPResponse, requestVersion: HTTPVersion = .http1_1,
+        headOnly: Bool = false, keepAlive: Bool, date: [UInt8],
+        into output: inout [UInt8]
+    ) {
         // RFC 9110 section 6.2: a server answers with the highest 1.x version it conforms to.
         output.append(contentsOf: statusLine(response.status))
         if !date.isEmpty {
@@ -84,9 +87,12 @@ public enum HTTP1ResponseEncoder {
             output.append(UInt8(ascii: "0"))
             return
         }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var digits:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var n = value
         var count = 0
         withUnsafeMutableBytes(of: &digits) { buf in
@@ -99,4 +105,3 @@ public enum HTTP1ResponseEncoder {
         }
     }
 }
-

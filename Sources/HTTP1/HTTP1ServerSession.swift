@@ -79,7 +79,8 @@ public final class HTTP1ServerSession: ConnectionSession {
             // An idle keep-alive connection is closed without a word (RFC 9112 section 9.5).
             break
         case .head, .body:
-            writeError(HTTP1ParseError(status: 408, "request not completed in time"), version: .http1_1, output: &output)
+            writeError(
+                HTTP1ParseError(status: 408, "request not completed in time"), version: .http1_1, output: &output)
         }
         return .closeAfterWrite
     }
@@ -129,8 +130,9 @@ public final class HTTP1ServerSession: ConnectionSession {
                 completed = true
                 let response = handler.handle(request)
                 let keep = keepAlive && !shuttingDown
-                HTTP1ResponseEncoder.encode(response, requestVersion: request.version, headOnly: request.method == "HEAD",
-                                            keepAlive: keep, date: dates.current, into: &output)
+                HTTP1ResponseEncoder.encode(
+                    response, requestVersion: request.version, headOnly: request.method == "HEAD",
+                    keepAlive: keep, date: dates.current, into: &output)
                 if !keep {
                     finished = true
                     return .closeAfterWrite
@@ -149,6 +151,7 @@ public final class HTTP1ServerSession: ConnectionSession {
 
     private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {
         let response = handler.refusal(status: error.status, message: error.message, headers: HTTPHeaders())
-        HTTP1ResponseEncoder.encode(response, requestVersion: version, keepAlive: false, date: dates.current, into: &output)
+        HTTP1ResponseEncoder.encode(
+            response, requestVersion: version, keepAlive: false, date: dates.current, into: &output)
     }
 }

@@ -1,5 +1,6 @@
 import CNGHTTP2
 import HTTPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,13 +27,15 @@ extension HTTP2ServerSession {
             }
             return 0
         }
-        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, userData in
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) {
+            _, frame, name, namelen, value, valuelen, _, userData in
             guard let frame, let name, let value else { return 0 }
             let me = HTTP2ServerSession.from(userData)
             guard let stream = me.stream(frame.pointee.hd.stream_id) else { return 0 }
-            me.onHeader(stream, name: UnsafeBufferPointer(start: name, count: namelen),
-                        value: UnsafeBufferPointer(start: value, count: valuelen),
-                        isRequest: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
+            me.onHeader(
+                stream, name: UnsafeBufferPointer(start: name, count: namelen),
+                value: UnsafeBufferPointer(start: value, count: valuelen),
+                isRequest: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, userData in
@@ -45,7 +48,9 @@ extension HTTP2ServerSession {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
             guard let frame else { return 0 }
             let hd = frame.pointee.hd
-            guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue) else { return 0 }
+            guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || hd.type == UInt8(NGHTTP2_DATA.rawValue) else {
+                return 0
+            }
             let me = HTTP2ServerSession.from(userData)
             guard let stream = me.stream(hd.stream_id) else { return 0 }
             if stream.phase == .headers && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
@@ -80,8 +85,9 @@ extension HTTP2ServerSession {
             if nghttp2_session_get_stream_remote_close(session, hd.stream_id) == 0 {
                 // The response is complete and the client is still sending a body we refused:
                 // ask it to stop without an error (RFC 9113 section 8.1).
-                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id,
-                                          NGHTTP2_NO_ERROR.rawValue)
+                nghttp2_submit_rst_stream(
+                    session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id,
+                    NGHTTP2_NO_ERROR.rawValue)
             }
             return 0
         }
@@ -97,7 +103,8 @@ extension HTTP2ServerSession {
 
     /// The data provider of every response: copies from the stream's buffer (nghttp2's
     /// `mem_send` cannot use NO_COPY, which needs a send callback).
-    static let readResponseBody: nghttp2_data_source_read_callback = { _, streamID, buf, length, dataFlags, _, userData in
+    static let readResponseBody: nghttp2_data_source_read_callback = {
+        _, streamID, buf, length, dataFlags, _, userData in
         let me = HTTP2ServerSession.from(userData)
         guard let stream = me.stream(streamID), let buf, let dataFlags else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
@@ -134,8 +141,10 @@ extension HTTP2ServerSession {
         ready.append(stream.id)
     }
 
-    func onHeader(_ stream: HTTP2Stream, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>,
-                  isRequest: Bool) {
+    func onHeader(
+        _ stream: HTTP2Stream, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>,
+        isRequest: Bool
+    ) {
         guard stream.rejection == nil else { return }
         stream.headerListSize += name.count + value.count + 32
         if stream.headerListSize > limits.maxHeaderBytes {

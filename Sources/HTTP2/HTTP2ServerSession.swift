@@ -99,12 +99,15 @@ public final class HTTP2ServerSession: ConnectionSession {
         // The server connection preface is a SETTINGS frame (RFC 9113 section 3.4); it is queued
         // now and leaves with the first drain.
         var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
-                                   value: UInt32(clamping: max(1, limits.maxConcurrentStreams))),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
-                                   value: UInt32(HTTP2ServerSession.streamWindowBytes)),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
-                                   value: UInt32(clamping: max(0, limits.maxHeaderBytes))),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                value: UInt32(clamping: max(1, limits.maxConcurrentStreams))),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                value: UInt32(HTTP2ServerSession.streamWindowBytes)),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                value: UInt32(clamping: max(0, limits.maxHeaderBytes))),
             // RFC 9113 section 5.3.2 deprecates RFC 7540's priority tree and we answer every
             // stream as soon as it is complete, so we say we do not use it (RFC 9218 section
             // 2.1); nghttp2 then keeps no tree and retains no closed stream for it.
@@ -113,8 +116,10 @@ public final class HTTP2ServerSession: ConnectionSession {
         if nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) != 0 {
             failed = true
         }
-        if nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
-                                                 HTTP2ServerSession.connectionWindowBytes) != 0 {
+        if nghttp2_session_set_local_window_size(
+            s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
+            HTTP2ServerSession.connectionWindowBytes) != 0
+        {
             failed = true
         }
     }
@@ -193,8 +198,9 @@ public final class HTTP2ServerSession: ConnectionSession {
                 // The response has started (its HEADERS are gone), so no status can replace it.
                 stream.cancelled = true
                 stream.anchor = now
-                nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
-                                          NGHTTP2_CANCEL.rawValue)
+                nghttp2_submit_rst_stream(
+                    session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                    NGHTTP2_CANCEL.rawValue)
             } else {
                 stream.anchor = now
             }
@@ -268,7 +274,8 @@ public final class HTTP2ServerSession: ConnectionSession {
             } else if let request = makeRequest(stream) {
                 response = handler.handle(request)
             } else {
-                response = handler.refusal(status: 400, message: "request without :method or :path", headers: HTTPHeaders())
+                response = handler.refusal(
+                    status: 400, message: "request without :method or :path", headers: HTTPHeaders())
             }
             submit(response, on: stream, isHead: isHead, session: session)
         }
@@ -285,7 +292,8 @@ public final class HTTP2ServerSession: ConnectionSession {
         if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
         let body = stream.body
         stream.body = []
-        return HTTPRequest(method: method, path: path, query: stream.query, version: .http2, headers: headers, body: body)
+        return HTTPRequest(
+            method: method, path: path, query: stream.query, version: .http2, headers: headers, body: body)
     }
 
     private func submit(_ response: HTTPResponse, on stream: HTTP2Stream, isHead: Bool, session: OpaquePointer) {
@@ -331,13 +339,16 @@ public final class HTTP2ServerSession: ConnectionSession {
         let rv: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
             let base = buf.baseAddress!
             for s in spans {
-                list.append(nghttp2_nv(name: base + s.name, value: base + s.value, namelen: s.nameCount,
-                                       valuelen: s.valueCount, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+                list.append(
+                    nghttp2_nv(
+                        name: base + s.name, value: base + s.value, namelen: s.nameCount,
+                        valuelen: s.valueCount, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
             }
             return list.withUnsafeMutableBufferPointer { nva in
                 if withBody {
-                    var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil),
-                                                         read_callback: HTTP2ServerSession.readResponseBody)
+                    var provider = nghttp2_data_provider(
+                        source: nghttp2_data_source(ptr: nil),
+                        read_callback: HTTP2ServerSession.readResponseBody)
                     return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, &provider)
                 }
                 return nghttp2_submit_response(session, stream.id, nva.baseAddress, nva.count, nil)
@@ -347,8 +358,9 @@ public final class HTTP2ServerSession: ConnectionSession {
         swap(&spans, &nvSpans)
         swap(&list, &nvList)
         if rv != 0 {
-            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
-                                      NGHTTP2_INTERNAL_ERROR.rawValue)
+            nghttp2_submit_rst_stream(
+                session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id,
+                NGHTTP2_INTERNAL_ERROR.rawValue)
         }
     }
 
@@ -361,8 +373,10 @@ public final class HTTP2ServerSession: ConnectionSession {
     }
 
     /// Appends a field whose value is a decimal, written as digits without an intermediate String.
-    static func appendField(_ name: StaticString, decimal value: Int, to bytes: inout [UInt8],
-                            _ spans: inout [NameValueSpan]) {
+    static func appendField(
+        _ name: StaticString, decimal value: Int, to bytes: inout [UInt8],
+        _ spans: inout [NameValueSpan]
+    ) {
         let n = bytes.count
         bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
         let v = bytes.count
@@ -386,8 +400,9 @@ public final class HTTP2ServerSession: ConnectionSession {
         var value = Array("100".utf8)
         name.withUnsafeMutableBufferPointer { n in
             value.withUnsafeMutableBufferPointer { v in
-                var nv = nghttp2_nv(name: n.baseAddress, value: v.baseAddress, namelen: n.count, valuelen: v.count,
-                                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                var nv = nghttp2_nv(
+                    name: n.baseAddress, value: v.baseAddress, namelen: n.count, valuelen: v.count,
+                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
                 _ = nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, nil, &nv, 1, nil)
             }
         }

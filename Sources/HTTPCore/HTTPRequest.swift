@@ -25,8 +25,10 @@ public struct HTTPRequest: Sendable {
     public var headers: HTTPHeaders
     public var body: [UInt8]
 
-    public init(method: String, path: String, query: String? = nil, version: HTTPVersion = .http1_1,
-                headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+    public init(
+        method: String, path: String, query: String? = nil, version: HTTPVersion = .http1_1,
+        headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []
+    ) {
         self.method = method
         self.path = path
         self.query = query
@@ -36,11 +38,14 @@ public struct HTTPRequest: Sendable {
     }
 
     /// Splits a request target (`/a/b?x=1`) into path and query.
-    public init(method: String, target: String, version: HTTPVersion = .http1_1,
-                headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+    public init(
+        method: String, target: String, version: HTTPVersion = .http1_1,
+        headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []
+    ) {
         if let q = target.firstIndex(of: "?") {
-            self.init(method: method, path: String(target[..<q]), query: String(target[target.index(after: q)...]),
-                      version: version, headers: headers, body: body)
+            self.init(
+                method: method, path: String(target[..<q]), query: String(target[target.index(after: q)...]),
+                version: version, headers: headers, body: body)
         } else {
             self.init(method: method, path: target, query: nil, version: version, headers: headers, body: body)
         }
@@ -68,7 +73,9 @@ public enum PercentDecoding {
         var it = s.utf8.makeIterator()
         while let b = it.next() {
             if b == UInt8(ascii: "%") {
-                guard let h = it.next(), let l = it.next(), let hv = hexValue(h), let lv = hexValue(l) else { return nil }
+                guard let h = it.next(), let l = it.next(), let hv = hexValue(h), let lv = hexValue(l) else {
+                    return nil
+                }
                 out.append(hv << 4 | lv)
             } else if b == UInt8(ascii: "+") && plusAsSpace {
                 out.append(UInt8(ascii: " "))

@@ -17,7 +17,9 @@ public struct HTTPResponse: Sendable {
 
     /// The message as `text/plain`, then a newline: the minimal error body, for handlers with no
     /// error format of their own (see `HTTPHandler.refusal`).
-    public static func plainText(_ status: Int, _ message: String, headers extra: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+    public static func plainText(_ status: Int, _ message: String, headers extra: HTTPHeaders = HTTPHeaders())
+        -> HTTPResponse
+    {
         var response = HTTPResponse(status: status, headers: plainTextHeaders, body: Array((message + "\n").utf8))
         for f in extra { response.headers.add(f.name, f.value) }
         return response

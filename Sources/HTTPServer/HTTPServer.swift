@@ -75,8 +75,9 @@ public final class HTTPServer: Sendable {
     /// The answer past the connection cap, written before any request is read, so it carries
     /// only what needs no request: HTTP/1.1 status line, Retry-After, the handler's body.
     static func rejection(_ handler: any HTTPHandler) -> [UInt8] {
-        let response = handler.connectionRefusal(status: 503, message: "too many connections",
-                                                 headers: ["retry-after": "1"])
+        let response = handler.connectionRefusal(
+            status: 503, message: "too many connections",
+            headers: ["retry-after": "1"])
         var bytes: [UInt8] = []
         HTTP1ResponseEncoder.encode(response, keepAlive: false, date: [], into: &bytes)
         return bytes

@@ -17,7 +17,9 @@ public struct AuthToken: Sendable, Equatable {
     }
 
     /// The token in force for a configuration: the environment variable, else the file, else none.
-    public static func resolve(_ c: DaemonConfiguration, environment: [String: String]) throws(ConfigurationError) -> AuthToken? {
+    public static func resolve(_ c: DaemonConfiguration, environment: [String: String]) throws(ConfigurationError)
+        -> AuthToken?
+    {
         if let value = environment[environmentVariable] {
             guard let token = AuthToken(value) else {
                 throw ConfigurationError("auth token: \(environmentVariable) is set but empty")
@@ -43,7 +45,8 @@ public struct AuthToken: Sendable, Equatable {
     /// longer of the two), so response timing does not reveal how much of a guess was right.
     public func accepts(authorization: String?) -> Bool {
         guard let authorization else { return false }
-        let parts = authorization.trimmingWhitespace().split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        let parts = authorization.trimmingWhitespace().split(
+            separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
         return Self.constantTimeEqual(Array(String(parts[1]).trimmingWhitespace().utf8), bytes)
     }

@@ -25,8 +25,10 @@ public enum Daemon {
     /// With a state file, its directory is checked for a temporary file and the layers are
     /// restored from it before the listener starts (a file that cannot be restored stops the
     /// start with status 2, unless `discardCorruptState` sets it aside), saved every `snapshot_interval` seconds, and saved once more after the last request.
-    public static func run(configuration: DaemonConfiguration, sources: ConfigurationSources, discardCorruptState: Bool = false,
-                           logLevel: LineLogHandler.LevelControl, logger: Logger) -> Int32 {
+    public static func run(
+        configuration: DaemonConfiguration, sources: ConfigurationSources, discardCorruptState: Bool = false,
+        logLevel: LineLogHandler.LevelControl, logger: Logger
+    ) -> Int32 {
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
@@ -36,8 +38,9 @@ public enum Daemon {
         signal(SIGPIPE, SIG_IGN)
 
         let connections = Mutex<(@Sendable () -> Int)?>(nil)
-        let router = DaemonRouter(configuration: configuration, version: BuildInfo.version, logger: logger,
-                                  openConnections: { connections.withLock { $0?() ?? 0 } })
+        let router = DaemonRouter(
+            configuration: configuration, version: BuildInfo.version, logger: logger,
+            openConnections: { connections.withLock { $0?() ?? 0 } })
         let server = HTTPServer(configuration: configuration.serverConfiguration(logger: logger), handler: router)
         connections.withLock { $0 = { server.openConnections } }
 
@@ -60,10 +63,13 @@ public enum Daemon {
                 logger.critical("\(error.description)")
                 return 2
             }
-            guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else { return 2 }
+            guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else {
+                return 2
+            }
             // A file that is still there was restored whole: it already holds the current state.
-            let p = Persistence(file: file, router: router, logger: logger,
-                                upToDate: FileManager.default.fileExists(atPath: file.path))
+            let p = Persistence(
+                file: file, router: router, logger: logger,
+                upToDate: FileManager.default.fileExists(atPath: file.path))
             p.start(interval: configuration.snapshotIntervalSeconds)
             persistence = p
         }
@@ -84,7 +90,8 @@ public enum Daemon {
             var received: Int32 = 0
             guard sigwait(&signals, &received) == 0 else { continue }
             if received == SIGHUP {
-                running = reload(running, sources: sources, server: server, router: router, logLevel: logLevel, logger: logger)
+                running = reload(
+                    running, sources: sources, server: server, router: router, logLevel: logLevel, logger: logger)
                 continue
             }
             logger.info("received \(received == SIGTERM ? "SIGTERM" : "SIGINT"), shutting down")
@@ -111,8 +118,10 @@ extension Daemon {
     /// or a statistic: HTTP limits (for connections accepted from now on), decoder limits,
     /// per-expert series, caps and defaults of the engine, the log level. An invalid new
     /// configuration is refused whole and the running one kept. Returns the configuration in force.
-    static func reload(_ old: DaemonConfiguration, sources: ConfigurationSources, server: HTTPServer,
-                       router: DaemonRouter, logLevel: LineLogHandler.LevelControl, logger: Logger) -> DaemonConfiguration {
+    static func reload(
+        _ old: DaemonConfiguration, sources: ConfigurationSources, server: HTTPServer,
+        router: DaemonRouter, logLevel: LineLogHandler.LevelControl, logger: Logger
+    ) -> DaemonConfiguration {
         let new: DaemonConfiguration
         do {
             new = try DaemonConfiguration.load(sources)
@@ -123,7 +132,9 @@ extension Daemon {
         var kept: [String] = []
         if new.listen != old.listen { kept.append("listen") }
         if new.eventLoops != old.eventLoops { kept.append("http.event_loops") }
-        if new.latencyBucketsSeconds != old.latencyBucketsSeconds { kept.append("stats.latency_buckets_seconds (for existing layers)") }
+        if new.latencyBucketsSeconds != old.latencyBucketsSeconds {
+            kept.append("stats.latency_buckets_seconds (for existing layers)")
+        }
         let token: AuthToken?
         do {
             token = try AuthToken.resolve(new, environment: sources.environment)
@@ -165,12 +176,15 @@ extension Daemon {
             return true
         } catch {
             guard discardCorrupt else {
-                logger.critical("state file \(file.path) cannot be restored (\(error.kind.rawValue)): \(error.message). It was left untouched; start with --discard-corrupt-state to move it aside and start empty.")
+                logger.critical(
+                    "state file \(file.path) cannot be restored (\(error.kind.rawValue)): \(error.message). It was left untouched; start with --discard-corrupt-state to move it aside and start empty."
+                )
                 return false
             }
             do {
                 let aside = try file.setAside()
-                logger.warning("state file \(file.path) cannot be restored (\(error.message)); moved to \(aside), starting empty")
+                logger.warning(
+                    "state file \(file.path) cannot be restored (\(error.message)); moved to \(aside), starting empty")
                 return true
             } catch {
                 logger.critical("\(error.description)")

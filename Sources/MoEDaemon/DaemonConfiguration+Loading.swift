@@ -24,8 +24,10 @@ public struct ConfigurationSources: Sendable {
     /// message naming the flag, rather than the argument parser's usage error.
     public var flagArguments: [String: [String]]
 
-    public init(filePath: String? = nil, environment: [String: String] = [:], flags: [String: ConfigContent] = [:],
-                flagArguments: [String: [String]] = [:]) {
+    public init(
+        filePath: String? = nil, environment: [String: String] = [:], flags: [String: ConfigContent] = [:],
+        flagArguments: [String: [String]] = [:]
+    ) {
         self.filePath = filePath
         self.environment = environment
         self.flags = flags
@@ -45,7 +47,8 @@ extension DaemonConfiguration {
         var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
         for (key, content) in sources.flags {
             guard DaemonSettings.setting(key) != nil else { throw ConfigurationError("unknown setting \(key)") }
-            flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(content, isSecret: false)
+            flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(
+                content, isSecret: false)
         }
         let flags = InMemoryProvider(name: "command line", values: flagValues)
         var typedFlags = [String: String]()
@@ -54,25 +57,38 @@ extension DaemonConfiguration {
             typedFlags[setting.environmentVariable] = values.joined(separator: ",")
         }
         let typed = EnvironmentVariablesProvider(environmentVariables: typedFlags)
-        layers.append((name: { "flag \($0.flag)" },
-                       lookup: { s in
-                           if let v = try flags.value(forKey: absoluteKey(s), type: s.kind.configType).value { return v }
-                           return try typed.value(forKey: AbsoluteConfigKey(["moe_metricsd"] + absoluteKey(s).components),
-                                                  type: s.kind.configType).value
-                       }))
+        layers.append(
+            (
+                name: { "flag \($0.flag)" },
+                lookup: { s in
+                    if let v = try flags.value(forKey: absoluteKey(s), type: s.kind.configType).value { return v }
+                    return try typed.value(
+                        forKey: AbsoluteConfigKey(["moe_metricsd"] + absoluteKey(s).components),
+                        type: s.kind.configType
+                    ).value
+                }
+            ))
 
         let environment = EnvironmentVariablesProvider(
             environmentVariables: sources.environment.filter { $0.key.hasPrefix("MOE_METRICSD_") })
-        layers.append((name: { "environment variable \($0.environmentVariable)" },
-                       lookup: { s in
-                           try environment.value(forKey: AbsoluteConfigKey(["moe_metricsd"] + absoluteKey(s).components),
-                                                 type: s.kind.configType).value
-                       }))
+        layers.append(
+            (
+                name: { "environment variable \($0.environmentVariable)" },
+                lookup: { s in
+                    try environment.value(
+                        forKey: AbsoluteConfigKey(["moe_metricsd"] + absoluteKey(s).components),
+                        type: s.kind.configType
+                    ).value
+                }
+            ))
 
         if let path = sources.filePath {
             let file = try loadFile(path)
-            layers.append((name: { "config file \(path), key \($0.key)" },
-                           lookup: { s in try Self.lookupWithFallback(file, s) }))
+            layers.append(
+                (
+                    name: { "config file \(path), key \($0.key)" },
+                    lookup: { s in try Self.lookupWithFallback(file, s) }
+                ))
         }
 
         var configuration = DaemonConfiguration()
@@ -144,7 +160,8 @@ extension DaemonConfiguration {
         try checkKeys(dictionary, prefix: "", path: path)
         do {
             let bytes = [UInt8](data)
-            return try JSONSnapshot(data: bytes.span.bytes, providerName: "config file \(path)", parsingOptions: .default)
+            return try JSONSnapshot(
+                data: bytes.span.bytes, providerName: "config file \(path)", parsingOptions: .default)
         } catch {
             throw ConfigurationError("config file \(path): \(error)")
         }
@@ -161,14 +178,17 @@ extension DaemonConfiguration {
             if let nested = v as? [String: Any] {
                 guard isSection else {
                     if let setting = DaemonSettings.setting(full) {
-                        throw ConfigurationError("config file \(path): \(full) must be \(setting.kind.noun), not an object")
+                        throw ConfigurationError(
+                            "config file \(path): \(full) must be \(setting.kind.noun), not an object")
                     }
                     throw ConfigurationError("config file \(path): unknown setting \(full)")
                 }
                 try checkKeys(nested, prefix: full, path: path)
             } else if let setting = DaemonSettings.setting(full) {
                 if v is NSNull {
-                    throw ConfigurationError("config file \(path): \(full) must be \(setting.kind.noun), not null (leave the key out for the default)")
+                    throw ConfigurationError(
+                        "config file \(path): \(full) must be \(setting.kind.noun), not null (leave the key out for the default)"
+                    )
                 }
             } else if isSection {
                 throw ConfigurationError("config file \(path): \(full) is a section: it must be an object of settings")

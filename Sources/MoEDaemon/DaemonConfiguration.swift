@@ -87,7 +87,8 @@ extension DaemonConfiguration {
         if listen.isEmpty { throw ConfigurationError("listen: at least one address is needed") }
         for address in listen {
             guard ListenAddress.isValid(address) else {
-                throw ConfigurationError("listen: \"\(address)\" is not HOST:PORT (use [::1]:PORT for IPv6, port 0-65535)")
+                throw ConfigurationError(
+                    "listen: \"\(address)\" is not HOST:PORT (use [::1]:PORT for IPv6, port 0-65535)")
             }
         }
         func positive(_ name: String, _ v: Int) throws(ConfigurationError) {
@@ -96,7 +97,9 @@ extension DaemonConfiguration {
         /// Durations are bounded as well as positive: the transport turns them into nanosecond
         /// deadlines, and an absurd value (1e300) must be refused here, not overflow there.
         func positive(_ name: String, _ v: Double, atMost limit: Double = 86_400) throws(ConfigurationError) {
-            if !(v > 0) || !v.isFinite { throw ConfigurationError("\(name): must be a positive number of seconds, got \(v)") }
+            if !(v > 0) || !v.isFinite {
+                throw ConfigurationError("\(name): must be a positive number of seconds, got \(v)")
+            }
             if v > limit { throw ConfigurationError("\(name): must be at most \(Int(limit)) seconds, got \(v)") }
         }
         try positive("http.max_request_line_bytes", http.maxRequestLineBytes)
@@ -115,27 +118,37 @@ extension DaemonConfiguration {
         try positive("stats.max_layers", maxLayers)
         try positive("stats.max_experts", maxExperts)
         try positive("stats.default_window", defaultWindow)
-        if defaultTopK < 0 { throw ConfigurationError("stats.default_top_k: must be 0 (unknown) or a positive integer, got \(defaultTopK)") }
+        if defaultTopK < 0 {
+            throw ConfigurationError(
+                "stats.default_top_k: must be 0 (unknown) or a positive integer, got \(defaultTopK)")
+        }
         if !defaultCapacityFactor.isFinite || defaultCapacityFactor < 0 {
-            throw ConfigurationError("stats.default_capacity_factor: must be 0 (unknown) or a positive number, got \(defaultCapacityFactor)")
+            throw ConfigurationError(
+                "stats.default_capacity_factor: must be 0 (unknown) or a positive number, got \(defaultCapacityFactor)")
         }
         if latencyBucketsSeconds.isEmpty {
             throw ConfigurationError("stats.latency_buckets_seconds: at least one bucket is needed")
         }
         for (i, b) in latencyBucketsSeconds.enumerated() {
             if !b.isFinite || b <= 0 {
-                throw ConfigurationError("stats.latency_buckets_seconds: bucket \(i) must be a positive finite number, got \(b)")
+                throw ConfigurationError(
+                    "stats.latency_buckets_seconds: bucket \(i) must be a positive finite number, got \(b)")
             }
             if i > 0 && b <= latencyBucketsSeconds[i - 1] {
-                throw ConfigurationError("stats.latency_buckets_seconds: buckets must be strictly increasing (bucket \(i) is \(b))")
+                throw ConfigurationError(
+                    "stats.latency_buckets_seconds: buckets must be strictly increasing (bucket \(i) is \(b))")
             }
         }
-        if maxWorkersPerLayer < 0 { throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)") }
+        if maxWorkersPerLayer < 0 {
+            throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)")
+        }
         if !workerTTLSeconds.isFinite || workerTTLSeconds < 0 || workerTTLSeconds > 1e9 {
-            throw ConfigurationError("worker_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(workerTTLSeconds)")
+            throw ConfigurationError(
+                "worker_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(workerTTLSeconds)")
         }
         if !layerTTLSeconds.isFinite || layerTTLSeconds < 0 || layerTTLSeconds > 1e9 {
-            throw ConfigurationError("layer_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(layerTTLSeconds)")
+            throw ConfigurationError(
+                "layer_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(layerTTLSeconds)")
         }
         try positive("snapshot_interval", snapshotIntervalSeconds)
         try positive("decoder.max_decisions", maxDecisionsPerRequest)

@@ -20,8 +20,10 @@ public final class DaemonCounters: Sendable {
 
     /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
     /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
-    public static let reasons = ["conflict", "invalid", "malformed", "too_large", "too_many_experts",
-                                 "too_many_layers", "unauthorized", "unsupported_media_type"]
+    public static let reasons = [
+        "conflict", "invalid", "malformed", "too_large", "too_many_experts",
+        "too_many_layers", "unauthorized", "unsupported_media_type",
+    ]
 
     /// The route labels with a row in the table: the router's templates, in table order, then
     /// `other` for requests no route matched.
@@ -29,7 +31,9 @@ public final class DaemonCounters: Sendable {
 
     /// The status codes with a column in the table: every status the router or the HTTP layer
     /// answers a request with.
-    static let codes: [Int] = [200, 400, 401, 404, 405, 408, 409, 413, 414, 415, 417, 422, 431, 500, 501, 503, 505, 507]
+    static let codes: [Int] = [
+        200, 400, 401, 404, 405, 408, 409, 413, 414, 415, 417, 422, 431, 500, 501, 503, 505, 507,
+    ]
 
     /// The column of `code`, or nil for a status outside the table (a switch: this runs on
     /// every request; RequestCounterTests checks it against `codes`).
@@ -112,7 +116,9 @@ public final class DaemonCounters: Sendable {
             }
         }
         let rejected = rare.withLock { $0.rejected }
-        return (requests.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-                rejected.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return (
+            requests.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+            rejected.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        )
     }
 }

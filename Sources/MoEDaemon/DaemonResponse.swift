@@ -18,8 +18,10 @@ extension HTTPResponse {
 
     /// The JSON error body of every daemon error: `{"error": message, "field": ..., "index": ...}`,
     /// with `field` and `index` present only when known, then a newline.
-    static func error(_ status: Int, _ message: String, field: String? = nil, index: Int? = nil,
-                      headers extra: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+    static func error(
+        _ status: Int, _ message: String, field: String? = nil, index: Int? = nil,
+        headers extra: HTTPHeaders = HTTPHeaders()
+    ) -> HTTPResponse {
         var w = JSONWriter(capacity: 64 + message.utf8.count)
         w.beginObject()
         w.field("error", message)

@@ -24,11 +24,14 @@ extension DaemonRouter {
 
 extension DaemonRouter {
     /// Builds the router for a configuration (the registry included).
-    public convenience init(configuration c: DaemonConfiguration, version: String, logger: Logger,
-                            openConnections: @escaping @Sendable () -> Int = { 0 },
-                            clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
-        self.init(registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings(token: nil),
-                  version: version, logger: logger, openConnections: openConnections, clock: clock)
+    public convenience init(
+        configuration c: DaemonConfiguration, version: String, logger: Logger,
+        openConnections: @escaping @Sendable () -> Int = { 0 },
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
+        self.init(
+            registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings(token: nil),
+            version: version, logger: logger, openConnections: openConnections, clock: clock)
     }
 }
 

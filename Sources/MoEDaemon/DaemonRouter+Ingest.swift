@@ -16,23 +16,29 @@ extension DaemonRouter {
         }
         guard let format = Self.bodyFormat(request.headers.value(lowercasedName: "content-type")) else {
             counters.recordRejection(reason: "unsupported_media_type")
-            logger.debug("refused POST: content type", metadata: ["content-type": "\(request.headers["content-type"] ?? "")"])
-            return .error(415, "Content-Type must be application/json or application/x-ndjson",
-                          headers: ["accept-post": Self.acceptPost])
+            logger.debug(
+                "refused POST: content type", metadata: ["content-type": "\(request.headers["content-type"] ?? "")"])
+            return .error(
+                415, "Content-Type must be application/json or application/x-ndjson",
+                headers: ["accept-post": Self.acceptPost])
         }
         let (limits, maxBody) = (current.decoderLimits, current.maxBodyBytes)
         var body = request.body
         // Most bodies carry no Content-Encoding: one lookup instead of collecting every value.
-        let coding = request.headers.value(lowercasedName: "content-encoding") == nil
+        let coding =
+            request.headers.value(lowercasedName: "content-encoding") == nil
             ? .identity : Self.bodyCoding(request.headers.values("content-encoding"))
         switch coding {
         case .identity:
             break
         case .unsupported:
             counters.recordRejection(reason: "unsupported_media_type")
-            logger.debug("refused POST: content coding", metadata: ["content-encoding": "\(request.headers["content-encoding"] ?? "")"])
+            logger.debug(
+                "refused POST: content coding",
+                metadata: ["content-encoding": "\(request.headers["content-encoding"] ?? "")"])
             // RFC 9110 section 15.5.16: a 415 for a content coding lists the codings accepted.
-            return .error(415, "Content-Encoding must be gzip or identity", headers: ["accept-encoding": "gzip, identity"])
+            return .error(
+                415, "Content-Encoding must be gzip or identity", headers: ["accept-encoding": "gzip, identity"])
         case .gzip:
             switch Gzip.inflate(body, limit: maxBody) {
             case .inflated(let plain):
@@ -64,8 +70,12 @@ extension DaemonRouter {
         } catch {
             let (status, reason) = Self.status(of: error.kind)
             counters.recordRejection(reason: reason)
-            logger.debug("refused POST", metadata: ["path": "\(request.path)", "status": "\(status)",
-                                                   "error": "\(error.description)"])
+            logger.debug(
+                "refused POST",
+                metadata: [
+                    "path": "\(request.path)", "status": "\(status)",
+                    "error": "\(error.description)",
+                ])
             return .error(status, error.message, field: error.field, index: error.index)
         }
     }
@@ -81,7 +91,8 @@ extension DaemonRouter {
         }
     }
 
-    static let emptyBodyMessage = "empty body: send at least one decision (a JSON object, an array of them, or NDJSON lines)"
+    static let emptyBodyMessage =
+        "empty body: send at least one decision (a JSON object, an array of them, or NDJSON lines)"
 
     /// `{"accepted":N}` and a newline, as `JSONWriter` writes it, in one buffer.
     static func acceptedBody(_ accepted: Int) -> [UInt8] {
@@ -125,7 +136,9 @@ extension DaemonRouter {
         } ?? nil
     }
 
-    private static func asciiCaseInsensitiveEquals(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+    private static func asciiCaseInsensitiveEquals(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString)
+        -> Bool
+    {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
         let l = lowercase.utf8Start
         for i in 0..<bytes.count {
@@ -144,7 +157,8 @@ extension DaemonRouter {
         }
         switch parts.first ?? "" {
         case "application/json": return .json
-        case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines": return .ndjson
+        case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines":
+            return .ndjson
         default: return nil
         }
     }

@@ -10,12 +10,15 @@ extension DaemonRouter {
     /// `response`, gzipped when it is a 200 of at least `threshold` bytes and `Accept-Encoding`
     /// allows gzip. `Vary` is set on every answer of the route, compressed or not, so that a
     /// cache never serves one coding for the other (RFC 9110 section 12.5.5).
-    static func negotiateEncoding(_ response: HTTPResponse, _ request: HTTPRequest,
-                                  vary: String = "Accept-Encoding", threshold: Int = gzipThreshold) -> HTTPResponse {
+    static func negotiateEncoding(
+        _ response: HTTPResponse, _ request: HTTPRequest,
+        vary: String = "Accept-Encoding", threshold: Int = gzipThreshold
+    ) -> HTTPResponse {
         var r = response
         r.headers.add("vary", vary)
         if r.status == 200, r.body.count >= threshold, Gzip.accepted(by: request.headers["accept-encoding"]),
-           let gz = Gzip.compress(r.body) {
+            let gz = Gzip.compress(r.body)
+        {
             r.body = gz
             r.headers.add("content-encoding", "gzip")
         }

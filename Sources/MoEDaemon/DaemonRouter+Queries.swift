@@ -11,7 +11,8 @@ extension DaemonRouter {
     /// twice is refused rather than silently taking one of them.
     static func window(_ request: HTTPRequest) -> (window: Int?, error: HTTPResponse?) {
         let given = (request.query ?? "").split(separator: "&").filter {
-            PercentDecoding.decode($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]) == "window"
+            PercentDecoding.decode($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0])
+                == "window"
         }
         if given.count > 1 {
             return (nil, .error(400, "window is given more than once", field: "window"))
@@ -74,10 +75,12 @@ extension DaemonRouter {
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
             process: ProcessMetrics.read(), version: version)
-        let body = MetricsRenderer.render(snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
-                                          now: now, workerTTL: current.workerTTLSeconds)
-        return Self.negotiateEncoding(HTTPResponse(status: 200, headers: ["content-type": format.contentType], body: body),
-                                      request, vary: "Accept, Accept-Encoding", threshold: 0)
+        let body = MetricsRenderer.render(
+            snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
+            now: now, workerTTL: current.workerTTLSeconds)
+        return Self.negotiateEncoding(
+            HTTPResponse(status: 200, headers: ["content-type": format.contentType], body: body),
+            request, vary: "Accept, Accept-Encoding", threshold: 0)
     }
 
     // MARK: Health and the dashboard
@@ -87,7 +90,8 @@ extension DaemonRouter {
 
     /// `GET /readyz`: listening and not shutting down.
     func readyz() -> HTTPResponse {
-        isReady ? .json(200, Array("{\"status\":\"ready\"}\n".utf8)) : .error(503, "not ready: starting or shutting down")
+        isReady
+            ? .json(200, Array("{\"status\":\"ready\"}\n".utf8)) : .error(503, "not ready: starting or shutting down")
     }
 
     /// The dashboard page served at `/` and `/dashboard`.

@@ -24,9 +24,11 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     let clock: @Sendable () -> Double
     let logger: Logger
 
-    public init(registry: LayerRegistry, settings: Settings, version: String, logger: Logger,
-                openConnections: @escaping @Sendable () -> Int = { 0 },
-                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    public init(
+        registry: LayerRegistry, settings: Settings, version: String, logger: Logger,
+        openConnections: @escaping @Sendable () -> Int = { 0 },
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
         self.registry = registry
         self.settings = Mutex(settings)
         self.version = version
@@ -56,26 +58,37 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     /// endpoint is one row here, its handler, and its row in the README's API table (a test
     /// checks that the two agree).
     static let routes = RouteTable([
-        Route("/v1/decisions", ingests: true,
-              .post { r, request, _, s in r.ingest(request, layer: nil, settings: s) }),
-        Route("/v1/layers/{layer}/decisions", ingests: true,
-              .post { r, request, layer, s in r.ingest(request, layer: layer, settings: s) }),
-        Route("/v1/layers",
-              .get { r, request, _, s in negotiateEncoding(r.layersList(settings: s), request) },
-              .delete { r, _, _, _ in r.resetAll() }),
-        Route("/v1/layers/{layer}",
-              .get { r, request, layer, s in negotiateEncoding(r.layerSummary(layer, request: request, settings: s), request) },
-              .delete { r, _, layer, _ in r.reset(layer) }),
-        Route("/v1/summary",
-              .get { r, request, _, s in negotiateEncoding(r.summary(request, settings: s), request) }),
-        Route("/metrics",
-              .get { r, request, _, s in r.metrics(request, settings: s) }),
-        Route("/healthz", access: .open,
-              .get { _, _, _, _ in healthz() }),
-        Route("/readyz", access: .open,
-              .get { r, _, _, _ in r.readyz() }),
-        Route("/", aliases: ["/dashboard"], access: .openReads,
-              .get { _, _, _, _ in dashboard() }),
+        Route(
+            "/v1/decisions", ingests: true,
+            .post { r, request, _, s in r.ingest(request, layer: nil, settings: s) }),
+        Route(
+            "/v1/layers/{layer}/decisions", ingests: true,
+            .post { r, request, layer, s in r.ingest(request, layer: layer, settings: s) }),
+        Route(
+            "/v1/layers",
+            .get { r, request, _, s in negotiateEncoding(r.layersList(settings: s), request) },
+            .delete { r, _, _, _ in r.resetAll() }),
+        Route(
+            "/v1/layers/{layer}",
+            .get { r, request, layer, s in
+                negotiateEncoding(r.layerSummary(layer, request: request, settings: s), request)
+            },
+            .delete { r, _, layer, _ in r.reset(layer) }),
+        Route(
+            "/v1/summary",
+            .get { r, request, _, s in negotiateEncoding(r.summary(request, settings: s), request) }),
+        Route(
+            "/metrics",
+            .get { r, request, _, s in r.metrics(request, settings: s) }),
+        Route(
+            "/healthz", access: .open,
+            .get { _, _, _, _ in healthz() }),
+        Route(
+            "/readyz", access: .open,
+            .get { r, _, _, _ in r.readyz() }),
+        Route(
+            "/", aliases: ["/dashboard"], access: .openReads,
+            .get { _, _, _, _ in dashboard() }),
     ])
 
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
@@ -95,8 +108,9 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             } else if let handler = route.handler(for: request.method) {
                 response = handler(self, request, layer ?? "", current)
             } else {
-                response = .error(405, "method \(request.method) not allowed on \(route.template)",
-                                  headers: ["allow": route.allow])
+                response = .error(
+                    405, "method \(request.method) not allowed on \(route.template)",
+                    headers: ["allow": route.allow])
             }
         }
         counters.recordRequest(routeIndex: row, code: response.status)
@@ -135,8 +149,10 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         }
         if token.accepts(authorization: request.headers["authorization"]) { return nil }
         if route.ingests { counters.recordRejection(reason: "unauthorized") }
-        logger.debug("refused: no valid bearer token", metadata: ["path": "\(request.path)", "method": "\(request.method)"])
-        let challenge = request.headers["authorization"] == nil
+        logger.debug(
+            "refused: no valid bearer token", metadata: ["path": "\(request.path)", "method": "\(request.method)"])
+        let challenge =
+            request.headers["authorization"] == nil
             ? "Bearer realm=\"moe-metricsd\"" : "Bearer realm=\"moe-metricsd\", error=\"invalid_token\""
         return .error(401, "a valid bearer token is required", headers: ["www-authenticate": challenge])
     }
@@ -189,8 +205,10 @@ extension DaemonRouter {
         /// The `Allow` value of a 405 (RFC 9110 section 10.2.1).
         let allow: String
 
-        init(_ template: String, aliases: [String] = [], access: Access = .token, ingests: Bool = false,
-             _ methods: Method...) {
+        init(
+            _ template: String, aliases: [String] = [], access: Access = .token, ingests: Bool = false,
+            _ methods: Method...
+        ) {
             self.template = template
             self.aliases = aliases
             self.access = access
@@ -234,8 +252,9 @@ extension DaemonRouter {
                 precondition(route.template.hasPrefix("/") && !route.methods.isEmpty, "bad route \(route.template)")
                 let segments = route.template.split(separator: "/", omittingEmptySubsequences: false)
                 let parameters = segments.filter { $0.hasPrefix("{") }
-                precondition(parameters.allSatisfy { $0 == Self.parameter } && parameters.count <= 1,
-                             "\(route.template): the one parameter a template may have is \(Self.parameter)")
+                precondition(
+                    parameters.allSatisfy { $0 == Self.parameter } && parameters.count <= 1,
+                    "\(route.template): the one parameter a template may have is \(Self.parameter)")
                 if parameters.isEmpty {
                     paths.append(route.template)
                     rows.append(row)

@@ -57,81 +57,117 @@ public struct DaemonSetting: Sendable {
 /// The table of every setting, in the order docs/configuration.md and `--check-config` list them.
 public enum DaemonSettings {
     public static let all: [DaemonSetting] = [
-        string("listen", list: true,
-               "Addresses to listen on, HOST:PORT or [IPv6]:PORT; port 0 picks a free port. Repeat the flag, or separate with commas in the environment.",
-               get: { $0.listen.joined(separator: ",") },
-               set: { c, v throws(ConfigurationError) in c.listen = v }),
-        DaemonSetting(key: "log_level", kind: .string,
-                      help: "Least severe level logged: trace, debug, info, notice, warning, error, critical.",
-                      describe: { $0.logLevel.rawValue },
-                      apply: { c, v throws(ConfigurationError) in
-                          guard case .string(let s) = v, let level = Logger.Level(rawValue: s.lowercased()) else {
-                              throw ConfigurationError("log_level: must be one of trace, debug, info, notice, warning, error, critical")
-                          }
-                          c.logLevel = level
-                      }),
-        int("http.max_request_line_bytes", "Longest request line in bytes (HTTP/2: the :path); longer gets 414.",
+        string(
+            "listen", list: true,
+            "Addresses to listen on, HOST:PORT or [IPv6]:PORT; port 0 picks a free port. Repeat the flag, or separate with commas in the environment.",
+            get: { $0.listen.joined(separator: ",") },
+            set: { c, v throws(ConfigurationError) in c.listen = v }),
+        DaemonSetting(
+            key: "log_level", kind: .string,
+            help: "Least severe level logged: trace, debug, info, notice, warning, error, critical.",
+            describe: { $0.logLevel.rawValue },
+            apply: { c, v throws(ConfigurationError) in
+                guard case .string(let s) = v, let level = Logger.Level(rawValue: s.lowercased()) else {
+                    throw ConfigurationError(
+                        "log_level: must be one of trace, debug, info, notice, warning, error, critical")
+                }
+                c.logLevel = level
+            }),
+        int(
+            "http.max_request_line_bytes", "Longest request line in bytes (HTTP/2: the :path); longer gets 414.",
             \.http.maxRequestLineBytes),
-        int("http.max_header_bytes", "Largest header section in bytes (HTTP/2: header list size); larger gets 431.",
+        int(
+            "http.max_header_bytes", "Largest header section in bytes (HTTP/2: header list size); larger gets 431.",
             \.http.maxHeaderBytes),
         int("http.max_header_count", "Most header fields in a request; more gets 431.", \.http.maxHeaderCount),
         int("http.max_body_bytes", "Largest request body in bytes; larger gets 413.", \.http.maxBodyBytes),
-        double("http.header_timeout_seconds", "Time to receive a request's headers once started; then 408.",
-               \.http.headerTimeoutSeconds),
+        double(
+            "http.header_timeout_seconds", "Time to receive a request's headers once started; then 408.",
+            \.http.headerTimeoutSeconds),
         double("http.body_timeout_seconds", "Longest pause between body bytes; then 408.", \.http.bodyTimeoutSeconds),
-        double("http.idle_timeout_seconds", "How long an idle keep-alive connection is kept.", \.http.idleTimeoutSeconds),
-        int("http.max_connections", "Most concurrent connections; past it, 503 with Retry-After.", \.http.maxConnections),
-        int("http.max_concurrent_streams", "Most concurrent HTTP/2 streams per connection.", \.http.maxConcurrentStreams),
+        double(
+            "http.idle_timeout_seconds", "How long an idle keep-alive connection is kept.", \.http.idleTimeoutSeconds),
+        int(
+            "http.max_connections", "Most concurrent connections; past it, 503 with Retry-After.", \.http.maxConnections
+        ),
+        int(
+            "http.max_concurrent_streams", "Most concurrent HTTP/2 streams per connection.", \.http.maxConcurrentStreams
+        ),
         int("http.event_loops", "Event-loop threads; 0 means one per CPU core.", \.eventLoops),
-        double("http.shutdown_deadline_seconds", "Longest wait for requests in flight on SIGTERM or SIGINT.",
-               \.shutdownDeadlineSeconds),
+        double(
+            "http.shutdown_deadline_seconds", "Longest wait for requests in flight on SIGTERM or SIGINT.",
+            \.shutdownDeadlineSeconds),
         int("stats.max_layers", "Most layers kept; a decision for one more gets 507.", \.maxLayers),
         int("stats.max_experts", "Most experts per layer; a larger decision gets 507.", \.maxExperts),
-        int("stats.default_window", "Decisions over which the variance trend and dead experts are computed (?window=N overrides per request).",
+        int(
+            "stats.default_window",
+            "Decisions over which the variance trend and dead experts are computed (?window=N overrides per request).",
             \.defaultWindow),
-        DaemonSetting(key: "stats.latency_buckets_seconds", kind: .doubleList,
-                      help: "Upper bounds in seconds of the routing-latency histogram buckets, increasing (+Inf is implied).",
-                      describe: { $0.latencyBucketsSeconds.map { PrometheusNumber.format($0) }.joined(separator: ",") },
-                      apply: { c, v throws(ConfigurationError) in
-                          switch v {
-                          case .doubleArray(let a): c.latencyBucketsSeconds = a
-                          case .intArray(let a): c.latencyBucketsSeconds = a.map(Double.init)
-                          default: throw ConfigurationError("stats.latency_buckets_seconds: expected a list of numbers")
-                          }
-                      }),
-        int("stats.default_top_k", "Top-k assumed, with the capacity factor, when a decision sends neither expert_capacity nor top_k; 0 means unknown.", \.defaultTopK),
-        double("stats.default_capacity_factor",
-               "Capacity factor assumed when a decision sends neither expert_capacity nor capacity_factor; 0 means unknown (capacity statistics stay null).",
-               \.defaultCapacityFactor),
-        int("decoder.max_decisions", "Most decisions in one request (array elements or NDJSON lines); more gets 422.",
+        DaemonSetting(
+            key: "stats.latency_buckets_seconds", kind: .doubleList,
+            help: "Upper bounds in seconds of the routing-latency histogram buckets, increasing (+Inf is implied).",
+            describe: { $0.latencyBucketsSeconds.map { PrometheusNumber.format($0) }.joined(separator: ",") },
+            apply: { c, v throws(ConfigurationError) in
+                switch v {
+                case .doubleArray(let a): c.latencyBucketsSeconds = a
+                case .intArray(let a): c.latencyBucketsSeconds = a.map(Double.init)
+                default: throw ConfigurationError("stats.latency_buckets_seconds: expected a list of numbers")
+                }
+            }),
+        int(
+            "stats.default_top_k",
+            "Top-k assumed, with the capacity factor, when a decision sends neither expert_capacity nor top_k; 0 means unknown.",
+            \.defaultTopK),
+        double(
+            "stats.default_capacity_factor",
+            "Capacity factor assumed when a decision sends neither expert_capacity nor capacity_factor; 0 means unknown (capacity statistics stay null).",
+            \.defaultCapacityFactor),
+        int(
+            "decoder.max_decisions", "Most decisions in one request (array elements or NDJSON lines); more gets 422.",
             \.maxDecisionsPerRequest),
-        int("decoder.max_assignments", "Most per-token expert assignments in one decision; more gets 422.", \.maxAssignments),
+        int(
+            "decoder.max_assignments", "Most per-token expert assignments in one decision; more gets 422.",
+            \.maxAssignments),
         int("decoder.max_depth", "Deepest JSON nesting accepted in a request body; deeper gets 400.", \.maxJSONDepth),
-        DaemonSetting(key: "metrics.per_expert_series", kind: .bool,
-                      help: "Emit per-expert series (moe_expert_tokens_total, moe_expert_utilization_ratio); turn off for very large models.",
-                      describe: { $0.perExpertSeries ? "true" : "false" },
-                      apply: { c, v throws(ConfigurationError) in
-                          guard case .bool(let b) = v else { throw ConfigurationError("metrics.per_expert_series: expected true or false") }
-                          c.perExpertSeries = b
-                      }),
-        int("stats.max_workers_per_layer", "Most distinct workers remembered per layer; decisions from more are counted but not tracked.",
+        DaemonSetting(
+            key: "metrics.per_expert_series", kind: .bool,
+            help:
+                "Emit per-expert series (moe_expert_tokens_total, moe_expert_utilization_ratio); turn off for very large models.",
+            describe: { $0.perExpertSeries ? "true" : "false" },
+            apply: { c, v throws(ConfigurationError) in
+                guard case .bool(let b) = v else {
+                    throw ConfigurationError("metrics.per_expert_series: expected true or false")
+                }
+                c.perExpertSeries = b
+            }),
+        int(
+            "stats.max_workers_per_layer",
+            "Most distinct workers remembered per layer; decisions from more are counted but not tracked.",
             \.maxWorkersPerLayer),
-        double("worker_ttl", "Seconds after which a silent worker counts as stale (moe_routing_workers{state=\"stale\"}); 0 turns staleness off.",
-               \.workerTTLSeconds),
-        double("layer_ttl", "Seconds after which a layer nobody updated is left out of /metrics; 0 keeps every layer.", \.layerTTLSeconds),
-        string("state_file", list: false, "State file saved periodically and on SIGTERM, restored on start; empty for none.",
-               get: { $0.stateFile }, set: { c, v throws(ConfigurationError) in c.stateFile = v.first ?? "" }),
+        double(
+            "worker_ttl",
+            "Seconds after which a silent worker counts as stale (moe_routing_workers{state=\"stale\"}); 0 turns staleness off.",
+            \.workerTTLSeconds),
+        double(
+            "layer_ttl", "Seconds after which a layer nobody updated is left out of /metrics; 0 keeps every layer.",
+            \.layerTTLSeconds),
+        string(
+            "state_file", list: false,
+            "State file saved periodically and on SIGTERM, restored on start; empty for none.",
+            get: { $0.stateFile }, set: { c, v throws(ConfigurationError) in c.stateFile = v.first ?? "" }),
         double("snapshot_interval", "Seconds between two saves of the state file.", \.snapshotIntervalSeconds),
-        string("auth_token_file", list: false,
-               "File holding the bearer token POST and DELETE require (MOE_METRICSD_AUTH_TOKEN overrides it); empty for no authentication.",
-               get: { $0.authTokenFile }, set: { c, v throws(ConfigurationError) in c.authTokenFile = v.first ?? "" }),
-        DaemonSetting(key: "auth_reads", kind: .bool,
-                      help: "Require the token for reads too (/v1 GETs, /metrics); /healthz and /readyz stay open.",
-                      describe: { $0.authReads ? "true" : "false" },
-                      apply: { c, v throws(ConfigurationError) in
-                          guard case .bool(let b) = v else { throw ConfigurationError("auth_reads: expected true or false") }
-                          c.authReads = b
-                      }),
+        string(
+            "auth_token_file", list: false,
+            "File holding the bearer token POST and DELETE require (MOE_METRICSD_AUTH_TOKEN overrides it); empty for no authentication.",
+            get: { $0.authTokenFile }, set: { c, v throws(ConfigurationError) in c.authTokenFile = v.first ?? "" }),
+        DaemonSetting(
+            key: "auth_reads", kind: .bool,
+            help: "Require the token for reads too (/v1 GETs, /metrics); /healthz and /readyz stay open.",
+            describe: { $0.authReads ? "true" : "false" },
+            apply: { c, v throws(ConfigurationError) in
+                guard case .bool(let b) = v else { throw ConfigurationError("auth_reads: expected true or false") }
+                c.authReads = b
+            }),
     ]
 
     /// The setting for a dotted key.
@@ -144,42 +180,51 @@ public enum DaemonSettings {
         return environment.keys.filter { $0.hasPrefix("MOE_METRICSD_") && !known.contains($0) }.sorted()
     }
 
-    private static func int(_ key: String, _ help: String,
-                            _ path: WritableKeyPath<DaemonConfiguration, Int> & Sendable) -> DaemonSetting {
-        DaemonSetting(key: key, kind: .int, help: help, describe: { String($0[keyPath: path]) },
-                      apply: { c, v throws(ConfigurationError) in
-                          guard case .int(let i) = v else { throw ConfigurationError("\(key): expected an integer") }
-                          c[keyPath: path] = i
-                      })
+    private static func int(
+        _ key: String, _ help: String,
+        _ path: WritableKeyPath<DaemonConfiguration, Int> & Sendable
+    ) -> DaemonSetting {
+        DaemonSetting(
+            key: key, kind: .int, help: help, describe: { String($0[keyPath: path]) },
+            apply: { c, v throws(ConfigurationError) in
+                guard case .int(let i) = v else { throw ConfigurationError("\(key): expected an integer") }
+                c[keyPath: path] = i
+            })
     }
 
-    private static func double(_ key: String, _ help: String,
-                               _ path: WritableKeyPath<DaemonConfiguration, Double> & Sendable) -> DaemonSetting {
-        DaemonSetting(key: key, kind: .double, help: help, describe: { PrometheusNumber.format($0[keyPath: path]) },
-                      apply: { c, v throws(ConfigurationError) in
-                          switch v {
-                          case .double(let d): c[keyPath: path] = d
-                          case .int(let i): c[keyPath: path] = Double(i)
-                          default: throw ConfigurationError("\(key): expected a number")
-                          }
-                      })
+    private static func double(
+        _ key: String, _ help: String,
+        _ path: WritableKeyPath<DaemonConfiguration, Double> & Sendable
+    ) -> DaemonSetting {
+        DaemonSetting(
+            key: key, kind: .double, help: help, describe: { PrometheusNumber.format($0[keyPath: path]) },
+            apply: { c, v throws(ConfigurationError) in
+                switch v {
+                case .double(let d): c[keyPath: path] = d
+                case .int(let i): c[keyPath: path] = Double(i)
+                default: throw ConfigurationError("\(key): expected a number")
+                }
+            })
     }
 
-    private static func string(_ key: String, list: Bool, _ help: String,
-                               get: @escaping @Sendable (DaemonConfiguration) -> String,
-                               set: @escaping @Sendable (inout DaemonConfiguration, [String]) throws(ConfigurationError) -> Void) -> DaemonSetting {
-        DaemonSetting(key: key, kind: list ? .stringList : .string, help: help, describe: get,
-                      apply: { c, v throws(ConfigurationError) in
-                          switch v {
-                          case .stringArray(let a):
-                              try set(&c, a.map { $0.trimmingWhitespace() }.filter { !$0.isEmpty })
-                          case .string(let s) where !list:
-                              try set(&c, [s.trimmingWhitespace()].filter { !$0.isEmpty })
-                          case .string(let s):
-                              try set(&c, s.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty })
-                          default: throw ConfigurationError("\(key): expected \(list ? "a list of strings" : "a string")")
-                          }
-                      })
+    private static func string(
+        _ key: String, list: Bool, _ help: String,
+        get: @escaping @Sendable (DaemonConfiguration) -> String,
+        set: @escaping @Sendable (inout DaemonConfiguration, [String]) throws(ConfigurationError) -> Void
+    ) -> DaemonSetting {
+        DaemonSetting(
+            key: key, kind: list ? .stringList : .string, help: help, describe: get,
+            apply: { c, v throws(ConfigurationError) in
+                switch v {
+                case .stringArray(let a):
+                    try set(&c, a.map { $0.trimmingWhitespace() }.filter { !$0.isEmpty })
+                case .string(let s) where !list:
+                    try set(&c, [s.trimmingWhitespace()].filter { !$0.isEmpty })
+                case .string(let s):
+                    try set(&c, s.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty })
+                default: throw ConfigurationError("\(key): expected \(list ? "a list of strings" : "a string")")
+                }
+            })
     }
 }
 

@@ -1,11 +1,12 @@
 import CZlib
 import Dispatch
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc  // sysconf
 #elseif canImport(Musl)
 import Musl
 #endif
-import Synchronization
 
 /// zlib's `inflate`, named apart from `Gzip.inflate`.
 private func zlibInflate(_ strm: z_streamp, _ flush: Int32) -> Int32 { CZlib.inflate(strm, flush) }
@@ -61,15 +62,19 @@ public enum Gzip {
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             let (bytes, crc) = input[ranges[i]].withUnsafeBufferPointer { half in
                 // windowBits -15: raw deflate, no header or trailer of its own.
-                (deflateAll(half, windowBits: -15, level: level, finish: i == 1),
-                 UInt(crc32(0, half.baseAddress, uInt(half.count))))
+                (
+                    deflateAll(half, windowBits: -15, level: level, finish: i == 1),
+                    UInt(crc32(0, half.baseAddress, uInt(half.count)))
+                )
             }
             results.withLock { $0[i] = (bytes, crc) }
         }
         let parts = results.withLock { $0 }
         guard let first = parts[0].bytes, let second = parts[1].bytes else { return nil }
-        let crc = UInt32(truncatingIfNeeded: crc32_combine(uLong(parts[0].crc), uLong(parts[1].crc),
-                                                           input.count - mid))
+        let crc = UInt32(
+            truncatingIfNeeded: crc32_combine(
+                uLong(parts[0].crc), uLong(parts[1].crc),
+                input.count - mid))
         var out = [UInt8]()
         out.reserveCapacity(10 + first.count + second.count + 8)
         // ID1 ID2, CM = 8 (deflate), no flags, no modification time, XFL = 4 (fastest), OS = 3 (Unix).
@@ -84,11 +89,16 @@ public enum Gzip {
 
     /// Deflates all of `input` as one stream: to its end (`finish`, Z_FINISH) or to a byte
     /// boundary with no final block (Z_SYNC_FLUSH). nil if zlib fails.
-    private static func deflateAll(_ input: UnsafeBufferPointer<UInt8>, windowBits: Int32, level: Int32,
-                                   finish: Bool) -> [UInt8]? {
+    private static func deflateAll(
+        _ input: UnsafeBufferPointer<UInt8>, windowBits: Int32, level: Int32,
+        finish: Bool
+    ) -> [UInt8]? {
         var stream = z_stream()
-        guard deflateInit2_(&stream, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY,
-                            ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        guard
+            deflateInit2_(
+                &stream, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY,
+                ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
+        else { return nil }
         defer { deflateEnd(&stream) }
         // Responses are text that shrinks 6 to 10 times, so the output starts at a quarter of the
         // input and doubles only when that is not enough. Not `deflateBound`, which exceeds the
@@ -132,7 +142,9 @@ public enum Gzip {
     /// Inflates one gzip member, giving up as soon as the output passes `limit` bytes.
     public static func inflate(_ input: [UInt8], limit: Int) -> InflateResult {
         var stream = z_stream()
-        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return .corrupt }
+        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            return .corrupt
+        }
         defer { inflateEnd(&stream) }
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)

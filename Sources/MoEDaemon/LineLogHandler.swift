@@ -24,8 +24,10 @@ public struct LineLogHandler: LogHandler {
     private let journal: Bool
     private let control: LevelControl
 
-    public init(label: String, level: LevelControl,
-                journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
+    public init(
+        label: String, level: LevelControl,
+        journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
+    ) {
         self.label = label
         self.control = level
         self.journal = journal
@@ -42,15 +44,19 @@ public struct LineLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        Self.write(Self.format(level: event.level, message: "\(event.message)",
-                               metadata: metadata.merging(event.metadata ?? [:]) { $1 },
-                               journal: journal, now: Date()))
+        Self.write(
+            Self.format(
+                level: event.level, message: "\(event.message)",
+                metadata: metadata.merging(event.metadata ?? [:]) { $1 },
+                journal: journal, now: Date()))
     }
 
     /// Writes one line at `level` whatever the configured level, for the few lines a user must
     /// always see (the bound addresses: with port 0 they are the only way to learn the port).
-    public static func emit(_ level: Logger.Level, _ message: String,
-                            journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
+    public static func emit(
+        _ level: Logger.Level, _ message: String,
+        journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
+    ) {
         write(format(level: level, message: message, metadata: [:], journal: journal, now: Date()))
     }
 
@@ -69,7 +75,9 @@ public struct LineLogHandler: LogHandler {
 
     /// One line: `<N>level message key=value` for journald, `TIMESTAMP level message key=value` otherwise.
     /// Newlines inside the message are escaped so that one event stays one journal entry.
-    static func format(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool, now: Date) -> String {
+    static func format(level: Logger.Level, message: String, metadata: Logger.Metadata, journal: Bool, now: Date)
+        -> String
+    {
         var line = journal ? "<\(syslogPriority(level))>" : now.formatted(.iso8601) + " "
         line += level.rawValue
         line += " "

@@ -243,8 +243,10 @@ public struct MetricsWriter: Sendable {
     /// more label written as raw bytes (`extra` is `,name="value"`, already escaped, such as an
     /// expert index or a bucket bound). Writes exactly what `sample(_:labelList:_:)` writes for the
     /// same labels.
-    public mutating func sample(_ suffix: StaticString = "", prepared labels: PreparedLabels, extra: [UInt8] = [],
-                                _ value: Double) {
+    public mutating func sample(
+        _ suffix: StaticString = "", prepared labels: PreparedLabels, extra: [UInt8] = [],
+        _ value: Double
+    ) {
         precondition(current != nil, "sample written before its family")
         out.append(contentsOf: currentName)
         appendStatic(suffix)
@@ -320,10 +322,13 @@ public struct MetricsWriter: Sendable {
 
     /// A histogram's samples from cumulative counts: `buckets[i]` is the count of observations
     /// at most `bounds[i]`; `count` is the `+Inf` bucket.
-    public mutating func histogram(labels: [(String, String)], bounds: [Double], cumulativeCounts: [UInt64],
-                                   count: UInt64, sum: Double) {
-        histogram(prepared: PreparedLabels(labels), le: leLabels(bounds), cumulativeCounts: cumulativeCounts,
-                  count: count, sum: sum)
+    public mutating func histogram(
+        labels: [(String, String)], bounds: [Double], cumulativeCounts: [UInt64],
+        count: UInt64, sum: Double
+    ) {
+        histogram(
+            prepared: PreparedLabels(labels), le: leLabels(bounds), cumulativeCounts: cumulativeCounts,
+            count: count, sum: sum)
     }
 
     /// The `le` labels of `bounds` in this writer's format (`,le="0.5"`), to pass to
@@ -336,8 +341,10 @@ public struct MetricsWriter: Sendable {
     }
 
     /// `histogram(labels:...)` with the labels and the bounds' `le` labels prepared beforehand.
-    public mutating func histogram(prepared labels: PreparedLabels, le: [[UInt8]], cumulativeCounts: [UInt64],
-                                   count: UInt64, sum: Double) {
+    public mutating func histogram(
+        prepared labels: PreparedLabels, le: [[UInt8]], cumulativeCounts: [UInt64],
+        count: UInt64, sum: Double
+    ) {
         for (leLabel, c) in zip(le, cumulativeCounts) {
             sample("_bucket", prepared: labels, extra: leLabel, Double(c))
         }

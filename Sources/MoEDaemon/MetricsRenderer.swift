@@ -24,8 +24,10 @@ public enum MetricsRenderer {
         public var process: ProcessMetrics
         public var version: String
 
-        public init(counters: (requests: [(DaemonCounters.RouteCode, UInt64)], rejected: [(String, UInt64)]),
-                    openConnections: Int, layers: Int, process: ProcessMetrics, version: String) {
+        public init(
+            counters: (requests: [(DaemonCounters.RouteCode, UInt64)], rejected: [(String, UInt64)]),
+            openConnections: Int, layers: Int, process: ProcessMetrics, version: String
+        ) {
             self.counters = counters
             self.openConnections = openConnections
             self.layers = layers
@@ -38,15 +40,20 @@ public enum MetricsRenderer {
     private static let previousSize = Atomic<Int>(0)
 
     /// `now` and `workerTTL` split each layer's workers into active and stale.
-    public static func render(_ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
-                              perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil) -> [UInt8] {
-        render(snapshots.map(LayerMetrics.init), daemon: daemon, format: format, perExpertSeries: perExpertSeries,
-               now: now, workerTTL: workerTTL)
+    public static func render(
+        _ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
+        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil
+    ) -> [UInt8] {
+        render(
+            snapshots.map(LayerMetrics.init), daemon: daemon, format: format, perExpertSeries: perExpertSeries,
+            now: now, workerTTL: workerTTL)
     }
 
     /// The same exposition from the metrics-only views (`LayerRegistry.metricsViews()`).
-    public static func render(_ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
-                              perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil) -> [UInt8] {
+    public static func render(
+        _ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
+        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil
+    ) -> [UInt8] {
         var layers = views
         // Usually sorted already (the registry lists layers by name); checking is one pass.
         if !layers.indices.dropFirst().allSatisfy({ layers[$0 - 1].layer <= layers[$0].layer }) {
@@ -74,7 +81,9 @@ public enum MetricsRenderer {
         }
 
         perLayer("moe_routing_decisions_total", .counter, "Routing decisions recorded.") { Double($0.totalRoutings) }
-        perLayer("moe_routing_tokens_total", .counter, "Tokens routed (sum of total_tokens).") { Double($0.totalTokens) }
+        perLayer("moe_routing_tokens_total", .counter, "Tokens routed (sum of total_tokens).") {
+            Double($0.totalTokens)
+        }
         perLayer("moe_routing_dropped_tokens_total", .counter, "Tokens dropped (sum of tokens_dropped).") {
             Double($0.tokensDropped)
         }
@@ -85,9 +94,18 @@ public enum MetricsRenderer {
             }
         }
         for (name, help, pick) in [
-            ("moe_routing_load_balance_loss", "Load-balance loss per decision (finite values only).", \LayerMetrics.loadBalanceLoss),
-            ("moe_routing_router_z_loss", "Router z-loss per decision (finite values only).", \LayerMetrics.routerZLoss),
-            ("moe_routing_auxiliary_loss", "Auxiliary loss per decision (finite values only).", \LayerMetrics.auxiliaryLoss),
+            (
+                "moe_routing_load_balance_loss", "Load-balance loss per decision (finite values only).",
+                \LayerMetrics.loadBalanceLoss
+            ),
+            (
+                "moe_routing_router_z_loss", "Router z-loss per decision (finite values only).",
+                \LayerMetrics.routerZLoss
+            ),
+            (
+                "moe_routing_auxiliary_loss", "Auxiliary loss per decision (finite values only).",
+                \LayerMetrics.auxiliaryLoss
+            ),
         ] as [(String, String, KeyPath<LayerMetrics, LossTotals>)] {
             w.family(name, .summary, help: help)
             for (i, l) in layers.enumerated() {
@@ -96,7 +114,10 @@ public enum MetricsRenderer {
                 w.sample("_count", prepared: labels[i], Double(t.count))
             }
         }
-        perLayer("moe_routing_nonfinite_losses_total", .counter, "Losses received as null or non-finite, kept out of the loss sums.") {
+        perLayer(
+            "moe_routing_nonfinite_losses_total", .counter,
+            "Losses received as null or non-finite, kept out of the loss sums."
+        ) {
             Double($0.nonfiniteLosses)
         }
         w.family("moe_routing_latency_seconds", .histogram, help: "Routing latency reported by workers.")
@@ -109,12 +130,18 @@ public enum MetricsRenderer {
                 bounds = h.upperBoundsSeconds
                 le = w.leLabels(bounds)
             }
-            w.histogram(prepared: labels[i], le: le, cumulativeCounts: h.cumulativeCounts, count: h.count, sum: h.sumSeconds)
+            w.histogram(
+                prepared: labels[i], le: le, cumulativeCounts: h.cumulativeCounts, count: h.count, sum: h.sumSeconds)
         }
-        perLayer("moe_routing_capacity_tokens_total", .counter, "Expert capacity offered (experts x capacity) in decisions with a known capacity.") {
+        perLayer(
+            "moe_routing_capacity_tokens_total", .counter,
+            "Expert capacity offered (experts x capacity) in decisions with a known capacity."
+        ) {
             Double($0.capacity.totalCapacity)
         }
-        perLayer("moe_routing_capacity_used_tokens_total", .counter, "Tokens received in decisions with a known capacity.") {
+        perLayer(
+            "moe_routing_capacity_used_tokens_total", .counter, "Tokens received in decisions with a known capacity."
+        ) {
             Double($0.capacity.totalUsed)
         }
 
@@ -129,13 +156,16 @@ public enum MetricsRenderer {
                 w.family(gauge.name, .gauge, help: gauge.help)
                 for (i, l) in layers.enumerated() {
                     let v = values(l.input)
-                    w.samples(prepared: labels[i], indexed: expertLabels,
-                              values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
+                    w.samples(
+                        prepared: labels[i], indexed: expertLabels,
+                        values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
                 }
             }
         }
 
-        w.family("moe_routing_workers", .gauge, help: "Workers that reported to the layer, by whether they did within the worker TTL.")
+        w.family(
+            "moe_routing_workers", .gauge,
+            help: "Workers that reported to the layer, by whether they did within the worker TTL.")
         let active = PreparedLabels.extra("state", "active"), stale = PreparedLabels.extra("state", "stale")
         for (i, l) in layers.enumerated() {
             let counts = l.workerCounts(now: now, ttl: workerTTL)
@@ -143,11 +173,17 @@ public enum MetricsRenderer {
             w.sample(prepared: labels[i], extra: stale, Double(counts.stale))
         }
 
-        w.family("moe_metricsd_http_requests_total", .counter, help: "HTTP requests answered, by route template and status code (refusals of the HTTP layers under route other).")
+        w.family(
+            "moe_metricsd_http_requests_total", .counter,
+            help:
+                "HTTP requests answered, by route template and status code (refusals of the HTTP layers under route other)."
+        )
         for (rc, n) in daemon.counters.requests {
             w.sample(labels: ["route": rc.route, "code": String(rc.code)], Double(n))
         }
-        w.family("moe_metricsd_rejected_decisions_total", .counter, help: "Request bodies of decisions refused, by reason (a refused batch counts once).")
+        w.family(
+            "moe_metricsd_rejected_decisions_total", .counter,
+            help: "Request bodies of decisions refused, by reason (a refused batch counts once).")
         for (reason, n) in daemon.counters.rejected {
             w.sample(labels: ["reason": reason], Double(n))
         }
@@ -176,7 +212,8 @@ public enum MetricsRenderer {
             w.sample(v)
         }
         if let v = p.startTimeSeconds {
-            w.family("process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
+            w.family(
+                "process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
             w.sample(v)
         }
         let body = w.finish()

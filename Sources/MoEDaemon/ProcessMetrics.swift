@@ -16,7 +16,8 @@ public struct ProcessMetrics: Sendable, Equatable {
         let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-           let close = stat.lastIndex(of: ")") {
+            let close = stat.lastIndex(of: ")")
+        {
             // Fields after the command name, which may itself contain spaces and parentheses
             // (proc(5)): field 3 (state) is index 0 here.
             let fields = stat[stat.index(after: close)...].split(separator: " ")

@@ -74,9 +74,11 @@ struct FleetSummary {
         w.field("total_routings", routings)
         w.field("total_tokens", tokens)
         w.field("tokens_dropped", dropped)
-        w.field(LayerMeasure.routingEfficiency.name,
-                Measures.routingEfficiency(tokens: tokens, dropped: dropped,
-                                           scale: LayerMeasure.routingEfficiency.jsonScale))
+        w.field(
+            LayerMeasure.routingEfficiency.name,
+            Measures.routingEfficiency(
+                tokens: tokens, dropped: dropped,
+                scale: LayerMeasure.routingEfficiency.jsonScale))
         w.field("nonfinite_losses", nonfinite)
         w.endObject()
 

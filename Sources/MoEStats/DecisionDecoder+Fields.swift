@@ -97,10 +97,12 @@ extension UnsafeBufferPointer<UInt8> {
         let b = UnsafeRawPointer(s.utf8Start)
         if n >= 8 && n <= 24 {
             guard a.loadUnaligned(as: UInt64.self) == b.loadUnaligned(as: UInt64.self),
-                  a.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
-                    == b.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) else { return false }
+                a.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+                    == b.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+            else { return false }
             return n <= 16
-                || a.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                || a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                    == b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
         }
         if n >= 4 && n < 8 {
             return a.loadUnaligned(as: UInt32.self) == b.loadUnaligned(as: UInt32.self)
@@ -137,7 +139,8 @@ struct FieldPath {
             case .none: return nil
             case .known(let s): return "\(s)"
             case .unknown(let r):
-                return String(decoding: UnsafeBufferPointer(rebasing: bytes[r.clamped(to: 0..<bytes.count)]), as: UTF8.self)
+                return String(
+                    decoding: UnsafeBufferPointer(rebasing: bytes[r.clamped(to: 0..<bytes.count)]), as: UTF8.self)
             }
         }
         guard var s = text(top) else { return nil }
@@ -152,8 +155,10 @@ extension JSONScanner {
     /// Records a key the schema does not know, refusing it if the object already had it
     /// (duplicates are refused for every key, known or not). The set is only built once an
     /// object has an unknown key, so the common case allocates nothing.
-    mutating func rememberUnknownKey(_ keyToken: StringToken,
-                                     in unknownKeys: inout Set<[UInt8]>?) throws(DecisionError) {
+    mutating func rememberUnknownKey(
+        _ keyToken: StringToken,
+        in unknownKeys: inout Set<[UInt8]>?
+    ) throws(DecisionError) {
         let key = withValue(keyToken) { Array($0) }
         if unknownKeys == nil { unknownKeys = [] }
         guard unknownKeys!.insert(key).inserted else {
@@ -166,8 +171,10 @@ extension JSONScanner {
     ///
     /// `lastUse`: the caller reads no other decision with `counts`, so the scratch array itself,
     /// cut to the counts read, becomes the decision's counts (no second allocation and copy).
-    mutating func decision(depth: Int, limits: DecisionDecoder.Limits,
-                           counts: inout [UInt64], lastUse: Bool = false) throws(DecisionError) -> RoutingDecision {
+    mutating func decision(
+        depth: Int, limits: DecisionDecoder.Limits,
+        counts: inout [UInt64], lastUse: Bool = false
+    ) throws(DecisionError) -> RoutingDecision {
         try enter(depth)
         pos += 1
         path = FieldPath()
@@ -192,7 +199,9 @@ extension JSONScanner {
                 guard peek() == UInt8(ascii: "\"") else { throw unexpected("a string key") }
                 let keyToken = try scanDecodedString()
                 // A plain key is matched on the body's bytes directly (no closure call per key).
-                let field = keyToken.escaped ? withValue(keyToken) { DecisionField.match($0) }
+                let field =
+                    keyToken.escaped
+                    ? withValue(keyToken) { DecisionField.match($0) }
                     : DecisionField.match(UnsafeBufferPointer(rebasing: bytes[keyToken.start..<keyToken.end]))
                 path = FieldPath()
                 if let field {
@@ -228,9 +237,10 @@ extension JSONScanner {
                     }
                     expertCount = t.count
                     if let largestID, largestID.id >= UInt64(t.count) {
-                        path = FieldPath(top: .known(DecisionField.expertAssignments.name),
-                                         element: largestID.token, entry: largestID.entry,
-                                         sub: .known(AssignmentField.expertID.name))
+                        path = FieldPath(
+                            top: .known(DecisionField.expertAssignments.name),
+                            element: largestID.token, entry: largestID.entry,
+                            sub: .known(AssignmentField.expertID.name))
                         throw fail(.invalid, "expert id \(largestID.id) is out of range for \(t.count) experts")
                     }
                 case .totalTokens:
@@ -244,8 +254,9 @@ extension JSONScanner {
                 case .auxiliaryLoss:
                     auxiliaryLoss = try loss()
                 case .expertAssignments:
-                    assignmentCount = try assignments(depth: depth + 1, limits: limits,
-                                                      expertCount: expertCount, largestID: &largestID)
+                    assignmentCount = try assignments(
+                        depth: depth + 1, limits: limits,
+                        expertCount: expertCount, largestID: &largestID)
                 case .layer:
                     layer = try name(maxLength: 64, isLayer: true)
                 case .worker:
@@ -291,26 +302,31 @@ extension JSONScanner {
             path.top = .known(DecisionField.topK.name)
             throw fail(.invalid, "\(k) exceeds the number of experts \(expertCounts.count)")
         }
-        let countsField = seen & DecisionField.tokensPerExpert.bit != 0
+        let countsField =
+            seen & DecisionField.tokensPerExpert.bit != 0
             ? DecisionField.tokensPerExpert : DecisionField.expertCapacities
-        switch RoutingDecision.loadProblem(expertCounts, sum: totals.sum, largest: totals.largest,
-                                           totalTokens: totalTokens, topK: topK) {
+        switch RoutingDecision.loadProblem(
+            expertCounts, sum: totals.sum, largest: totals.largest,
+            totalTokens: totalTokens, topK: topK)
+        {
         case nil:
             break
         case .expertAboveTotal(let expert, let load):
             path.top = .known(countsField.name)
             path.element = expert
-            throw fail(.invalid, "\(load) tokens exceed total_tokens \(totalTokens); a token reaches an expert at most once")
+            throw fail(
+                .invalid, "\(load) tokens exceed total_tokens \(totalTokens); a token reaches an expert at most once")
         case .sumAboveTopK(let sum, let k):
             path.top = .known(countsField.name)
             throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(totalTokens)")
         }
-        var d = RoutingDecision(layer: layer, worker: worker, step: step, topK: topK,
-                                expertCapacity: expertCapacity, capacityFactor: capacityFactor,
-                                latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
-                                tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
-                                routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
-                                assignmentCount: assignmentCount)
+        var d = RoutingDecision(
+            layer: layer, worker: worker, step: step, topK: topK,
+            expertCapacity: expertCapacity, capacityFactor: capacityFactor,
+            latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
+            tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
+            routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
+            assignmentCount: assignmentCount)
         d.loadsChecked = true  // loadProblem was nil just above
         return d
     }
@@ -329,8 +345,10 @@ extension JSONScanner {
     /// The counts go to `counts[0..<totals.count]`; `counts` is scratch reused by every decision of
     /// a body, kept at its full size (zeros past the counts) so that the common case writes into
     /// it without growing it.
-    mutating func countArray(depth: Int, limits: DecisionDecoder.Limits,
-                             into counts: inout [UInt64]) throws(DecisionError) -> CountTotals {
+    mutating func countArray(
+        depth: Int, limits: DecisionDecoder.Limits,
+        into counts: inout [UInt64]
+    ) throws(DecisionError) -> CountTotals {
         guard peek() == UInt8(ascii: "[") else {
             throw mismatch("an array of non-negative integers")
         }
@@ -395,7 +413,8 @@ extension JSONScanner {
         // The loop's state lives in the closure's locals and comes back as its result, so it can
         // stay in registers: a captured variable is stored back to memory on every element.
         let start0 = pos, count0 = t.count, sum0 = t.sum, largest0 = t.largest
-        let r = counts.withUnsafeMutableBufferPointer { out -> (p: Int, n: Int, sum: UInt64, largest: UInt64, closed: Bool) in
+        let r = counts.withUnsafeMutableBufferPointer {
+            out -> (p: Int, n: Int, sum: UInt64, largest: UInt64, closed: Bool) in
             precondition(room <= out.count)
             var p = start0
             var n = count0
@@ -593,8 +612,10 @@ extension JSONScanner {
         // Checked on the bytes where that settles it: a valid layer name is ASCII, and a worker
         // name of printable ASCII (the usual `rank-5`, `host:3`) has one character per byte.
         let (valid, printableASCII) = withValue(t) { bytes in
-            (isLayer && LayerName.isValid(bytes),
-             !isLayer && bytes.count >= 1 && bytes.count <= maxLength && bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F })
+            (
+                isLayer && LayerName.isValid(bytes),
+                !isLayer && bytes.count >= 1 && bytes.count <= maxLength && bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
+            )
         }
         let value = withValue(t) { String(decoding: $0, as: UTF8.self) }
         if isLayer {
@@ -606,7 +627,10 @@ extension JSONScanner {
             for s in value.unicodeScalars {
                 // Printable: no C0 or C1 control character and no DEL (Unicode general category Cc).
                 guard s.value >= 0x20 && !(s.value >= 0x7F && s.value <= 0x9F) else {
-                    throw fail(.invalid, "must be \(rule); it contains control character U+\(String(s.value, radix: 16, uppercase: true))")
+                    throw fail(
+                        .invalid,
+                        "must be \(rule); it contains control character U+\(String(s.value, radix: 16, uppercase: true))"
+                    )
                 }
                 n += 1
             }
@@ -618,8 +642,10 @@ extension JSONScanner {
     /// `expert_assignments`: per token, an array of `{expert_id, probability, token_idx,
     /// expert_rank}`; validated and counted, not kept. `null` means not sent. Returns the number of
     /// per-token lists.
-    mutating func assignments(depth: Int, limits: DecisionDecoder.Limits, expertCount: Int?,
-                              largestID: inout (id: UInt64, token: Int, entry: Int)?) throws(DecisionError) -> Int {
+    mutating func assignments(
+        depth: Int, limits: DecisionDecoder.Limits, expertCount: Int?,
+        largestID: inout (id: UInt64, token: Int, entry: Int)?
+    ) throws(DecisionError) -> Int {
         if try consumeNull() { return 0 }
         guard peek() == UInt8(ascii: "[") else {
             throw mismatch("an array (one list per token)")
@@ -646,7 +672,9 @@ extension JSONScanner {
                     path.entry = j
                     path.sub = .none
                     guard total < limits.maxAssignments else {
-                        throw fail(.invalid, "more than \(limits.maxAssignments) assignments in one decision (the decoder's limit)")
+                        throw fail(
+                            .invalid,
+                            "more than \(limits.maxAssignments) assignments in one decision (the decoder's limit)")
                     }
                     total += 1
                     let id = try assignment(depth: depth + 2)

@@ -64,7 +64,8 @@ struct JSONScanner {
     /// The body (in NDJSON, the line) ended inside a value. No field is named: the field being
     /// read is not what is wrong, the missing rest of the text is.
     func truncated(_ expecting: String) -> DecisionError {
-        var text = "\(line == nil ? "the body" : "the line") ended early (invalid JSON at byte \(pos)), expected \(expecting)"
+        var text =
+            "\(line == nil ? "the body" : "the line") ended early (invalid JSON at byte \(pos)), expected \(expecting)"
         if let line { text += " (line \(line))" }
         return DecisionError(.malformed, text, field: nil, index: decisionIndex)
     }
@@ -356,12 +357,16 @@ struct JSONScanner {
                     throw truncated("a \\u escape of a low surrogate")
                 }
                 guard pos + 1 < end, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
-                    throw syntax("high surrogate \\u\(String(scalar, radix: 16, uppercase: true)) not followed by a low surrogate")
+                    throw syntax(
+                        "high surrogate \\u\(String(scalar, radix: 16, uppercase: true)) not followed by a low surrogate"
+                    )
                 }
                 pos += 2
                 let low = try hex4()
                 guard low >= 0xDC00 && low <= 0xDFFF else {
-                    throw syntax("high surrogate \\u\(String(scalar, radix: 16, uppercase: true)) not followed by a low surrogate")
+                    throw syntax(
+                        "high surrogate \\u\(String(scalar, radix: 16, uppercase: true)) not followed by a low surrogate"
+                    )
                 }
                 scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
             } else if scalar >= 0xDC00 && scalar <= 0xDFFF {

@@ -66,8 +66,10 @@ public struct LayerMeasure: Sendable {
     public let gauge: Gauge?
     public let value: Value
 
-    init(_ name: String, in section: Section?, as key: String? = nil, jsonScale: Double = Measures.ratio,
-         headline: Bool = false, gauge: Gauge? = nil, _ value: Value) {
+    init(
+        _ name: String, in section: Section?, as key: String? = nil, jsonScale: Double = Measures.ratio,
+        headline: Bool = false, gauge: Gauge? = nil, _ value: Value
+    ) {
         self.name = name
         summary = section.map { ($0, key ?? name) }
         self.jsonScale = jsonScale
@@ -162,8 +164,9 @@ extension LayerMeasure {
 
     public static let routingEfficiency = LayerMeasure(
         "routing_efficiency", in: .layer, jsonScale: Measures.percent, headline: true,
-        gauge: .init(name: "moe_routing_efficiency_ratio", help: "Share of tokens not dropped, over all decisions.",
-                     scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_efficiency_ratio", help: "Share of tokens not dropped, over all decisions.",
+            scale: Measures.ratio),
         .perLayer { Measures.routingEfficiency(tokens: $0.totalTokens, dropped: $0.tokensDropped) })
     public static let averageLoadBalanceLoss = LayerMeasure(
         "average_load_balance_loss", in: .layer, headline: true, .perLayer { $0.loadBalanceLoss.average })
@@ -173,40 +176,48 @@ extension LayerMeasure {
         "average_auxiliary_loss", in: .layer, headline: true, .perLayer { $0.auxiliaryLoss.average })
     public static let expertUtilization = LayerMeasure(
         "expert_utilization", in: nil,
-        gauge: .init(name: "moe_expert_utilization_ratio", help: "Mean share of each decision's tokens the expert received.",
-                     scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_expert_utilization_ratio", help: "Mean share of each decision's tokens the expert received.",
+            scale: Measures.ratio),
         .perExpert { $0.utilization })
     public static let utilizationCV = LayerMeasure(
         "utilization_cv", in: .experts, headline: true,
-        gauge: .init(name: "moe_routing_utilization_cv", help: "Coefficient of variation of expert utilization.",
-                     scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_utilization_cv", help: "Coefficient of variation of expert utilization.",
+            scale: Measures.ratio),
         .perLayer { Measures.coefficientOfVariation($0.utilization, sum: $0.utilizationSum) })
     public static let maxViolation = LayerMeasure(
         "max_violation", in: .balance, headline: true,
-        gauge: .init(name: "moe_routing_max_violation",
-                     help: "MaxVio over the run: max expert load over mean load, minus 1.", scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_max_violation",
+            help: "MaxVio over the run: max expert load over mean load, minus 1.", scale: Measures.ratio),
         .perLayer { Measures.maxViolation($0.expertTokens) })
     public static let maxViolationLast = LayerMeasure(
         "max_violation_last", in: .balance, .perLayer { $0.history.flatMap { Measures.maxViolation($0.lastCounts) } })
     public static let balancedness = LayerMeasure(
         "balancedness", in: .balance, headline: true,
-        gauge: .init(name: "moe_routing_balancedness_ratio", help: "Mean expert load over max expert load.",
-                     scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_balancedness_ratio", help: "Mean expert load over max expert load.",
+            scale: Measures.ratio),
         .perLayer { Measures.balancedness($0.expertTokens) })
     public static let entropy = LayerMeasure(
         "entropy", in: .balance, headline: true,
-        gauge: .init(name: "moe_routing_entropy_ratio",
-                     help: "Entropy of the expert load distribution over log(experts).", scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_entropy_ratio",
+            help: "Entropy of the expert load distribution over log(experts).", scale: Measures.ratio),
         .perLayer { Measures.normalizedEntropy($0.expertTokens) })
     public static let deadExperts = LayerMeasure(
         "dead_experts", in: .balance, headline: true,
-        gauge: .init(name: "moe_routing_dead_experts",
-                     help: "Experts that received no token in the last window of decisions.", scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_dead_experts",
+            help: "Experts that received no token in the last window of decisions.", scale: Measures.ratio),
         .perLayer { Double($0.deadExperts) })
     public static let averageLatencyMs = LayerMeasure(
         "average_latency_ms", in: .latency, as: "average_ms", headline: true, .perLayer { $0.averageLatencyMs })
-    public static let minLatencyMs = LayerMeasure("min_latency_ms", in: .latency, as: "min_ms", .perLayer { $0.latencyMinMs })
-    public static let maxLatencyMs = LayerMeasure("max_latency_ms", in: .latency, as: "max_ms", .perLayer { $0.latencyMaxMs })
+    public static let minLatencyMs = LayerMeasure(
+        "min_latency_ms", in: .latency, as: "min_ms", .perLayer { $0.latencyMinMs })
+    public static let maxLatencyMs = LayerMeasure(
+        "max_latency_ms", in: .latency, as: "max_ms", .perLayer { $0.latencyMaxMs })
     public static let p50LatencyMs = LayerMeasure(
         "p50_latency_ms", in: .latency, as: "p50_ms", .perLayer { $0.latencyPercentile(50) })
     public static let p95LatencyMs = LayerMeasure(
@@ -215,19 +226,24 @@ extension LayerMeasure {
         "p99_latency_ms", in: .latency, as: "p99_ms", headline: true, .perLayer { $0.latencyPercentile(99) })
     public static let capacityUtilization = LayerMeasure(
         "capacity_utilization", in: .capacity, as: "overall_utilization", jsonScale: Measures.percent, headline: true,
-        gauge: .init(name: "moe_routing_capacity_utilization_ratio",
-                     help: "Tokens received over capacity offered, in decisions with a known capacity.",
-                     scale: Measures.ratio),
+        gauge: .init(
+            name: "moe_routing_capacity_utilization_ratio",
+            help: "Tokens received over capacity offered, in decisions with a known capacity.",
+            scale: Measures.ratio),
         .perLayer { Measures.capacityUtilization(used: $0.capacity.totalUsed, offered: $0.capacity.totalCapacity) })
     public static let tokensPerRouting = LayerMeasure(
         "tokens_per_routing", in: .throughput, .perLayer { $0.tokensPerRouting })
     public static let tokensPerSecond = LayerMeasure(
         "tokens_per_second", in: .throughput, headline: true,
-        .perLayer { i in i.tokensPerRouting.flatMap { Measures.perSecond(perDecision: $0, averageLatencyMs: i.averageLatencyMs) } })
+        .perLayer { i in
+            i.tokensPerRouting.flatMap { Measures.perSecond(perDecision: $0, averageLatencyMs: i.averageLatencyMs) }
+        })
     public static let routingsPerSecond = LayerMeasure(
-        "routings_per_second", in: .throughput, .perLayer { Measures.perSecond(perDecision: 1, averageLatencyMs: $0.averageLatencyMs) })
+        "routings_per_second", in: .throughput,
+        .perLayer { Measures.perSecond(perDecision: 1, averageLatencyMs: $0.averageLatencyMs) })
     public static let meanUtilization = LayerMeasure(
-        "mean_utilization", in: .utilizationSummary, .perLayer { Measures.mean(sum: $0.utilizationSum, count: $0.utilization.count) ?? 0 })
+        "mean_utilization", in: .utilizationSummary,
+        .perLayer { Measures.mean(sum: $0.utilizationSum, count: $0.utilization.count) ?? 0 })
     public static let minUtilization = LayerMeasure(
         "min_utilization", in: .utilizationSummary, .perLayer { $0.utilization.min() ?? 0 })
     public static let maxUtilization = LayerMeasure(

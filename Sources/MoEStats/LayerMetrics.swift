@@ -67,7 +67,9 @@ public final class LayerMetrics: Sendable {
     /// split as `LayerSnapshot.workerCounts(now:ttl:)`.
     public func workerCounts(now: Double, ttl: Double?) -> WorkerCounts {
         var stale = 0
-        for lastSeen in workerLastSeen where WorkerActivity.isStale(lastSeen: lastSeen, now: now, ttl: ttl) { stale += 1 }
+        for lastSeen in workerLastSeen where WorkerActivity.isStale(lastSeen: lastSeen, now: now, ttl: ttl) {
+            stale += 1
+        }
         return WorkerCounts(active: workerLastSeen.count - stale, stale: stale)
     }
 

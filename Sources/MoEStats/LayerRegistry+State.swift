@@ -80,21 +80,26 @@ extension LayerRegistry {
         var r = StateReader(bytes, from: magic.count)
         let version = try r.u32("format version")
         guard version == StateFormat.version else {
-            throw StateError(.unsupportedVersion,
-                             "state file format version \(version) is not supported (this build reads version \(StateFormat.version))")
+            throw StateError(
+                .unsupportedVersion,
+                "state file format version \(version) is not supported (this build reads version \(StateFormat.version))"
+            )
         }
         let length = try r.u64("payload length")
         let crc = try r.u32("checksum")
         let available = UInt64(r.remaining)
         guard length <= available else {
-            throw StateError(.truncated, "state file truncated: the header announces \(length) payload bytes, \(available) follow")
+            throw StateError(
+                .truncated, "state file truncated: the header announces \(length) payload bytes, \(available) follow")
         }
         guard length == available else {
             throw StateError(.inconsistent, "state file inconsistent: \(available - length) bytes after the payload")
         }
         let actual = CRC32.checksum(bytes[r.position...])
         guard actual == crc else {
-            throw StateError(.checksumMismatch, "state file damaged: payload checksum \(hex(actual)) differs from the header's \(hex(crc))")
+            throw StateError(
+                .checksumMismatch,
+                "state file damaged: payload checksum \(hex(actual)) differs from the header's \(hex(crc))")
         }
 
         r.context = "payload"
@@ -107,14 +112,18 @@ extension LayerRegistry {
             r.context = "layer \(i)"
             let recordLength = try r.u64("record length")
             guard recordLength <= UInt64(r.remaining) else {
-                throw StateError(.truncated, "state file truncated: \(r.context): record of \(recordLength) bytes, \(r.remaining) left")
+                throw StateError(
+                    .truncated,
+                    "state file truncated: \(r.context): record of \(recordLength) bytes, \(r.remaining) left")
             }
             let end = r.position + Int(recordLength)
             let outer = r.limit
             r.limit = end
             let image = try LayerImage.decode(from: &r)
             guard r.position == end else {
-                throw StateError(.inconsistent, "state file inconsistent: \(r.context): \(end - r.position) unread bytes in its record")
+                throw StateError(
+                    .inconsistent,
+                    "state file inconsistent: \(r.context): \(end - r.position) unread bytes in its record")
             }
             r.limit = outer
             guard names.insert(image.name).inserted else {
@@ -357,38 +366,54 @@ extension LayerImage {
         guard LayerRegistry.isValidLayerName(name) else { throw fail("invalid layer name") }
         guard experts >= 1 else { throw fail("a layer needs at least one expert") }
         guard n >= 1 else { throw fail("a saved layer has at least one decision") }
-        guard tokensDropped <= totalTokens else { throw fail("tokens dropped (\(tokensDropped)) exceed total tokens (\(totalTokens))") }
-        guard lastActive.allSatisfy({ $0 <= n }) else { throw fail("an expert was last active after the last decision") }
-        guard utilizationSums.allSatisfy(finiteNonNegative) else { throw fail("a utilization sum is negative or not finite") }
-        for (what, loss) in [("load-balance", loadBalanceLoss), ("router z", routerZLoss), ("auxiliary", auxiliaryLoss)] {
+        guard tokensDropped <= totalTokens else {
+            throw fail("tokens dropped (\(tokensDropped)) exceed total tokens (\(totalTokens))")
+        }
+        guard lastActive.allSatisfy({ $0 <= n }) else {
+            throw fail("an expert was last active after the last decision")
+        }
+        guard utilizationSums.allSatisfy(finiteNonNegative) else {
+            throw fail("a utilization sum is negative or not finite")
+        }
+        for (what, loss) in [
+            ("load-balance", loadBalanceLoss), ("router z", routerZLoss), ("auxiliary", auxiliaryLoss),
+        ] {
             guard loss.count <= n else { throw fail("more \(what) losses (\(loss.count)) than decisions (\(n))") }
             guard loss.count > 0 || loss.sum == 0 else { throw fail("a \(what) loss sum without any loss") }
         }
         let (maxNonfinite, overflow) = n.multipliedReportingOverflow(by: 3)
-        guard overflow || nonfiniteLosses <= maxNonfinite else { throw fail("more non-finite losses than three per decision") }
+        guard overflow || nonfiniteLosses <= maxNonfinite else {
+            throw fail("more non-finite losses than three per decision")
+        }
 
         guard loadVariances.count == Int(Swift.min(UInt64(historyCapacity), n)) else {
             throw fail("\(loadVariances.count) load variances for \(n) decisions")
         }
-        guard loadVariances.allSatisfy(finiteNonNegative) else { throw fail("a load variance is negative or not finite") }
+        guard loadVariances.allSatisfy(finiteNonNegative) else {
+            throw fail("a load variance is negative or not finite")
+        }
 
         guard latencyCount <= n else { throw fail("more latency samples (\(latencyCount)) than decisions (\(n))") }
         guard recentLatenciesMs.count == Int(Swift.min(UInt64(historyCapacity), latencyCount)) else {
             throw fail("\(recentLatenciesMs.count) recent latencies for \(latencyCount) samples")
         }
-        guard recentLatenciesMs.allSatisfy(finiteNonNegative) else { throw fail("a latency sample is negative or not finite") }
+        guard recentLatenciesMs.allSatisfy(finiteNonNegative) else {
+            throw fail("a latency sample is negative or not finite")
+        }
         if latencyCount == 0 {
             guard latencySumMs == 0, latencyMinMs == .infinity, latencyMaxMs == 0 else {
                 throw fail("latency sum, minimum or maximum without any sample")
             }
         } else {
             guard latencySumMs >= 0, finiteNonNegative(latencyMinMs), finiteNonNegative(latencyMaxMs),
-                  latencyMinMs <= latencyMaxMs else {
+                latencyMinMs <= latencyMaxMs
+            else {
                 throw fail("latency minimum, maximum or sum out of order")
             }
         }
         guard latencyBoundsSeconds.allSatisfy({ $0.isFinite }),
-              zip(latencyBoundsSeconds, latencyBoundsSeconds.dropFirst()).allSatisfy({ $0 < $1 }) else {
+            zip(latencyBoundsSeconds, latencyBoundsSeconds.dropFirst()).allSatisfy({ $0 < $1 })
+        else {
             throw fail("latency bucket bounds are not finite and strictly increasing")
         }
         var inBuckets: UInt64 = 0
@@ -398,7 +423,8 @@ extension LayerImage {
         guard capacity.decisions <= n else { throw fail("more capacity decisions than decisions") }
         if capacity.decisions == 0 {
             guard capacity.averageUtilization == 0, capacity.peakUtilization == 0,
-                  capacity.totalCapacity == 0, capacity.totalUsed == 0 else {
+                capacity.totalCapacity == 0, capacity.totalUsed == 0
+            else {
                 throw fail("capacity totals without any decision of known capacity")
             }
         } else {
@@ -416,9 +442,13 @@ extension LayerImage {
                 throw fail("a worker name is empty or longer than \(LayerRegistry.maxWorkerNameBytes) bytes")
             }
             guard seen.insert(w.worker).inserted else { throw fail("worker \(w.worker) appears twice") }
-            guard w.lastSeen.isFinite, w.decisions >= 1 else { throw fail("worker \(w.worker) has no decision or no finite time") }
+            guard w.lastSeen.isFinite, w.decisions >= 1 else {
+                throw fail("worker \(w.worker) has no decision or no finite time")
+            }
             workerDecisions = workerDecisions.addingSaturated(w.decisions)
         }
-        guard workerDecisions <= n || n == .max else { throw fail("workers sent more decisions than the layer recorded") }
+        guard workerDecisions <= n || n == .max else {
+            throw fail("workers sent more decisions than the layer recorded")
+        }
     }
 }

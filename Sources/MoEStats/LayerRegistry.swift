@@ -25,8 +25,10 @@ public final class LayerRegistry: Sendable {
     private let state: Mutex<State>
 
     public init(configuration: StatsConfiguration) {
-        state = Mutex(State(configuration: configuration,
-                            latencyBuckets: configuration.normalizedLatencyBuckets))
+        state = Mutex(
+            State(
+                configuration: configuration,
+                latencyBuckets: configuration.normalizedLatencyBuckets))
     }
 
     /// The configuration in force.
@@ -55,7 +57,8 @@ public final class LayerRegistry: Sendable {
     /// - `now`: Unix seconds, recorded as the layers' last-update time.
     ///
     /// Every error carries the decision's index in `decisions` (from 0).
-    public func ingest(_ decisions: [RoutingDecision], defaultLayer: String?, now: Double) throws(DecisionError) -> Int {
+    public func ingest(_ decisions: [RoutingDecision], defaultLayer: String?, now: Double) throws(DecisionError) -> Int
+    {
         guard !decisions.isEmpty else { return 0 }
 
         // 1. What needs no layer state. The names are not kept yet: the usual batch (one decision,
@@ -104,15 +107,17 @@ public final class LayerRegistry: Sendable {
                     plan[name] = (engine, experts, [i])
                 } else {
                     guard experts <= s.configuration.maxExperts else {
-                        throw DecisionError(.tooManyExperts,
-                                            "\(experts) experts exceed the limit of \(s.configuration.maxExperts) per layer",
-                                            field: "expert_capacities", index: i)
+                        throw DecisionError(
+                            .tooManyExperts,
+                            "\(experts) experts exceed the limit of \(s.configuration.maxExperts) per layer",
+                            field: "expert_capacities", index: i)
                     }
                     newLayers += 1
                     guard s.layers.count + newLayers <= s.configuration.maxLayers else {
-                        throw DecisionError(.tooManyLayers,
-                                            "layer \(name) would exceed the limit of \(s.configuration.maxLayers) layers",
-                                            field: "layer", index: i)
+                        throw DecisionError(
+                            .tooManyLayers,
+                            "layer \(name) would exceed the limit of \(s.configuration.maxLayers) layers",
+                            field: "layer", index: i)
                     }
                     plan[name] = (nil, experts, [i])
                 }
@@ -124,8 +129,9 @@ public final class LayerRegistry: Sendable {
                 if let existing = entry.engine {
                     engine = existing
                 } else {
-                    engine = LayerStatistics(name: name, experts: entry.experts,
-                                             latencyBoundsSeconds: s.latencyBuckets)
+                    engine = LayerStatistics(
+                        name: name, experts: entry.experts,
+                        latencyBoundsSeconds: s.latencyBuckets)
                     s.layers[name] = engine
                 }
                 groups.append(Group(engine: engine, indices: entry.indices))
@@ -136,8 +142,9 @@ public final class LayerRegistry: Sendable {
 
         // 3. Capacities need no lock; 4. apply under all the batch's layer locks.
         let capacities = decisions.map { Self.capacity(of: $0, configuration: configuration) }
-        Self.apply(groups[...], decisions, capacities, now: now,
-                   maxWorkers: Swift.max(0, configuration.maxWorkersPerLayer))
+        Self.apply(
+            groups[...], decisions, capacities, now: now,
+            maxWorkers: Swift.max(0, configuration.maxWorkersPerLayer))
         return decisions.count
     }
 
@@ -168,8 +175,9 @@ public final class LayerRegistry: Sendable {
         let maxWorkers = Swift.max(0, configuration.maxWorkersPerLayer)
         engine.state.withLock { s in
             for d in decisions {
-                s.record(d, capacity: Self.capacity(of: d, configuration: configuration),
-                         now: now, maxWorkers: maxWorkers)
+                s.record(
+                    d, capacity: Self.capacity(of: d, configuration: configuration),
+                    now: now, maxWorkers: maxWorkers)
             }
         }
         return decisions.count
@@ -185,8 +193,10 @@ public final class LayerRegistry: Sendable {
     /// (engine identity, position) with an integer sort, and each capacity resolved while applying.
     /// The locking is the general path's: registry lock for the lookups only, then every layer's
     /// lock in the same identity order, all released after the last decision.
-    private func ingestIntoExistingLayers(_ decisions: [RoutingDecision], defaultLayer: String?,
-                                          now: Double) -> Int? {
+    private func ingestIntoExistingLayers(
+        _ decisions: [RoutingDecision], defaultLayer: String?,
+        now: Double
+    ) -> Int? {
         let found = state.withLock { s -> (engines: [LayerStatistics], configuration: StatsConfiguration)? in
             var engines = [LayerStatistics]()
             engines.reserveCapacity(decisions.count)
@@ -215,17 +225,20 @@ public final class LayerRegistry: Sendable {
             let ia = ObjectIdentifier(engines[a]), ib = ObjectIdentifier(engines[b])
             return ia < ib || (ia == ib && a < b)
         }
-        Self.applyInOrder(order[...], engines, decisions, found.configuration, now: now,
-                          maxWorkers: Swift.max(0, found.configuration.maxWorkersPerLayer))
+        Self.applyInOrder(
+            order[...], engines, decisions, found.configuration, now: now,
+            maxWorkers: Swift.max(0, found.configuration.maxWorkersPerLayer))
         return decisions.count
     }
 
     /// Locks the engine of `order.first`, applies every decision of the run sharing that engine,
     /// then recurses into the rest of `order` with the lock held: all locks are released only
     /// after the last decision, as in `apply`.
-    private static func applyInOrder(_ order: ArraySlice<Int>, _ engines: [LayerStatistics],
-                                     _ decisions: [RoutingDecision], _ configuration: StatsConfiguration,
-                                     now: Double, maxWorkers: Int) {
+    private static func applyInOrder(
+        _ order: ArraySlice<Int>, _ engines: [LayerStatistics],
+        _ decisions: [RoutingDecision], _ configuration: StatsConfiguration,
+        now: Double, maxWorkers: Int
+    ) {
         guard let head = order.first else { return }
         let engine = engines[head]
         engine.state.withLock { s in
@@ -287,20 +300,25 @@ public final class LayerRegistry: Sendable {
 
     // MARK: - validation and application
 
-    private static func layerName(of d: RoutingDecision, defaultLayer: String?, index: Int) throws(DecisionError) -> String {
+    private static func layerName(of d: RoutingDecision, defaultLayer: String?, index: Int) throws(DecisionError)
+        -> String
+    {
         let name: String
         switch (d.layer, defaultLayer) {
         case (nil, nil):
-            throw DecisionError(.malformed, "no layer: name it in the decision or in the path", field: "layer", index: index)
-        case let (own?, path?) where own != path:
-            throw DecisionError(.invalid, "decision names layer \(own) but the path names \(path)", field: "layer", index: index)
-        case let (own?, _):
+            throw DecisionError(
+                .malformed, "no layer: name it in the decision or in the path", field: "layer", index: index)
+        case (let own?, let path?) where own != path:
+            throw DecisionError(
+                .invalid, "decision names layer \(own) but the path names \(path)", field: "layer", index: index)
+        case (let own?, _):
             name = own
-        case let (nil, path?):
+        case (nil, let path?):
             name = path
         }
         guard isValidLayerName(name) else {
-            throw DecisionError(.invalid, "layer name must be 1 to 64 characters of A-Z a-z 0-9 _ . : -", field: "layer", index: index)
+            throw DecisionError(
+                .invalid, "layer name must be 1 to 64 characters of A-Z a-z 0-9 _ . : -", field: "layer", index: index)
         }
         return name
     }
@@ -313,23 +331,27 @@ public final class LayerRegistry: Sendable {
             throw DecisionError(.invalid, "at least one expert is required", field: "expert_capacities", index: index)
         }
         guard d.tokensDropped <= d.totalTokens else {
-            throw DecisionError(.invalid, "tokens_dropped (\(d.tokensDropped)) exceeds total_tokens (\(d.totalTokens))",
-                                field: "tokens_dropped", index: index)
+            throw DecisionError(
+                .invalid, "tokens_dropped (\(d.tokensDropped)) exceeds total_tokens (\(d.totalTokens))",
+                field: "tokens_dropped", index: index)
         }
         if let ms = d.latencyMs, !(ms.isFinite && ms >= 0) {
             throw DecisionError(.invalid, "latency must be finite and non-negative", field: "latency_ms", index: index)
         }
         if let c = d.expertCapacity, c < 0 {
-            throw DecisionError(.invalid, "expert_capacity must be non-negative", field: "expert_capacity", index: index)
+            throw DecisionError(
+                .invalid, "expert_capacity must be non-negative", field: "expert_capacity", index: index)
         }
         if let k = d.topK, k < 1 {
             throw DecisionError(.invalid, "top_k must be at least 1", field: "top_k", index: index)
         }
         if let w = d.worker, !(1...maxWorkerNameBytes).contains(w.utf8.count) {
-            throw DecisionError(.invalid, "worker must be 1 to \(maxWorkerNameBytes) bytes of UTF-8", field: "worker", index: index)
+            throw DecisionError(
+                .invalid, "worker must be 1 to \(maxWorkerNameBytes) bytes of UTF-8", field: "worker", index: index)
         }
         if let f = d.capacityFactor, !(f.isFinite && f > 0) {
-            throw DecisionError(.invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
+            throw DecisionError(
+                .invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
         }
         // Decoded decisions were checked by the decoder; the flag is cleared by any change since.
         if d.loadsChecked { return }
@@ -337,11 +359,14 @@ public final class LayerRegistry: Sendable {
         case nil:
             break
         case .expertAboveTotal(let expert, let load):
-            throw DecisionError(.invalid, "expert \(expert) received \(load) tokens, more than total_tokens (\(d.totalTokens)); a token reaches an expert at most once",
-                                field: "expert_capacities[\(expert)]", index: index)
+            throw DecisionError(
+                .invalid,
+                "expert \(expert) received \(load) tokens, more than total_tokens (\(d.totalTokens)); a token reaches an expert at most once",
+                field: "expert_capacities[\(expert)]", index: index)
         case .sumAboveTopK(_, let k):
-            throw DecisionError(.invalid, "the counts add up to more than top_k (\(k)) × total_tokens (\(d.totalTokens))",
-                                field: "expert_capacities", index: index)
+            throw DecisionError(
+                .invalid, "the counts add up to more than top_k (\(k)) × total_tokens (\(d.totalTokens))",
+                field: "expert_capacities", index: index)
         }
     }
 
@@ -350,8 +375,9 @@ public final class LayerRegistry: Sendable {
     static let maxWorkerNameBytes = 512
 
     private static func conflict(_ name: String, has: Int, got: Int, index: Int) -> DecisionError {
-        DecisionError(.conflict, "layer \(name) has \(has) experts but the decision has \(got); reset the layer to change it",
-                      field: "expert_capacities", index: index)
+        DecisionError(
+            .conflict, "layer \(name) has \(has) experts but the decision has \(got); reset the layer to change it",
+            field: "expert_capacities", index: index)
     }
 
     /// The per-expert capacity of a decision: its `expert_capacity`, else torsh's
@@ -361,8 +387,9 @@ public final class LayerRegistry: Sendable {
     static func capacity(of d: RoutingDecision, configuration: StatsConfiguration) -> UInt64? {
         if let c = d.expertCapacity { return c >= 0 ? UInt64(c) : nil }
         guard let k = d.topK ?? configuration.defaultTopK, k > 0,
-              let factor = d.capacityFactor ?? configuration.defaultCapacityFactor, factor.isFinite, factor > 0,
-              !d.expertCounts.isEmpty else { return nil }
+            let factor = d.capacityFactor ?? configuration.defaultCapacityFactor, factor.isFinite, factor > 0,
+            !d.expertCounts.isEmpty
+        else { return nil }
         let (tk, overflow) = d.totalTokens.multipliedReportingOverflow(by: UInt64(k))
         guard !overflow else { return nil }
         let base = Double(tk / UInt64(d.expertCounts.count))
@@ -377,8 +404,10 @@ public final class LayerRegistry: Sendable {
 
     /// Locks the groups' layers in order, applies each group's decisions, and releases them all
     /// only after the last one: one nested `withLock` per layer.
-    private static func apply(_ groups: ArraySlice<Group>, _ decisions: [RoutingDecision],
-                              _ capacities: [UInt64?], now: Double, maxWorkers: Int) {
+    private static func apply(
+        _ groups: ArraySlice<Group>, _ decisions: [RoutingDecision],
+        _ capacities: [UInt64?], now: Double, maxWorkers: Int
+    ) {
         guard let group = groups.first else { return }
         group.engine.state.withLock { s in
             for i in group.indices {

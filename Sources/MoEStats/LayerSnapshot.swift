@@ -80,8 +80,9 @@ public struct LayerTotals: Sendable {
             running = running.addingSaturated(c)
             cumulative.append(running)
         }
-        return LatencyHistogram(upperBoundsSeconds: latencyBoundsSeconds, cumulativeCounts: cumulative,
-                                sumSeconds: latencySumMs / 1000, count: latencyCount)
+        return LatencyHistogram(
+            upperBoundsSeconds: latencyBoundsSeconds, cumulativeCounts: cumulative,
+            sumSeconds: latencySumMs / 1000, count: latencyCount)
     }
 
     /// Whether nobody updated the layer for longer than `ttl` seconds at `now` (a layer TTL lets

@@ -139,9 +139,10 @@ struct LayerState: Sendable {
         // The per-expert loop works on the arrays' buffers: indexing them as properties of a
         // struct inside a Mutex re-checked each array's uniqueness and bounds per expert. The
         // lengths are checked here, once: every per-expert array has `experts` elements.
-        precondition(expertTokens.count == experts && utilizationSums.count == experts
-                     && lastCounts.count == experts && lastActive.count == experts,
-                     "per-expert arrays sized for the layer")
+        precondition(
+            expertTokens.count == experts && utilizationSums.count == experts
+                && lastCounts.count == experts && lastActive.count == experts,
+            "per-expert arrays sized for the layer")
         let totalTokensOfDecision = d.totalTokens
         let tokens = Double(totalTokensOfDecision)
         let routing = totalRoutings

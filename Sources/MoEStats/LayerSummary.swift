@@ -49,8 +49,10 @@ public struct LayerSummary: Sendable, Equatable {
         public var p95Ms: Double?
         public var p99Ms: Double?
 
-        public init(count: UInt64, averageMs: Double?, minMs: Double?, maxMs: Double?,
-                    p50Ms: Double?, p95Ms: Double?, p99Ms: Double?) {
+        public init(
+            count: UInt64, averageMs: Double?, minMs: Double?, maxMs: Double?,
+            p50Ms: Double?, p95Ms: Double?, p99Ms: Double?
+        ) {
             self.count = count
             self.averageMs = averageMs
             self.minMs = minMs
@@ -166,38 +168,44 @@ public struct LayerSummary: Sendable, Equatable {
     public var utilizationCV: Double? { self[.utilizationCV] }
 
     public var utilizationSummary: UtilizationSummary {
-        .init(meanUtilization: self[.meanUtilization] ?? 0, minUtilization: self[.minUtilization] ?? 0,
-              maxUtilization: self[.maxUtilization] ?? 0, utilizationCV: utilizationCV,
-              routingEfficiency: routingEfficiency, averageLoadBalanceLoss: averageLoadBalanceLoss,
-              averageRouterZLoss: averageRouterZLoss)
+        .init(
+            meanUtilization: self[.meanUtilization] ?? 0, minUtilization: self[.minUtilization] ?? 0,
+            maxUtilization: self[.maxUtilization] ?? 0, utilizationCV: utilizationCV,
+            routingEfficiency: routingEfficiency, averageLoadBalanceLoss: averageLoadBalanceLoss,
+            averageRouterZLoss: averageRouterZLoss)
     }
 
     public var loadVariance: LoadVariance {
-        .init(last: lastLoadVariance, historyLength: loadVarianceHistoryLength, window: window,
-              trend: self[.loadVarianceTrend] ?? 0)
+        .init(
+            last: lastLoadVariance, historyLength: loadVarianceHistoryLength, window: window,
+            trend: self[.loadVarianceTrend] ?? 0)
     }
 
     public var latency: Latency {
-        .init(count: latencyCount, averageMs: self[.averageLatencyMs], minMs: self[.minLatencyMs],
-              maxMs: self[.maxLatencyMs], p50Ms: self[.p50LatencyMs], p95Ms: self[.p95LatencyMs],
-              p99Ms: self[.p99LatencyMs])
+        .init(
+            count: latencyCount, averageMs: self[.averageLatencyMs], minMs: self[.minLatencyMs],
+            maxMs: self[.maxLatencyMs], p50Ms: self[.p50LatencyMs], p95Ms: self[.p95LatencyMs],
+            p99Ms: self[.p99LatencyMs])
     }
 
     public var capacity: Capacity {
-        .init(averageUtilization: capacityAverageUtilization, peakUtilization: capacityPeakUtilization,
-              capacityExceededCount: capacityExceededCount, totalCapacity: totalCapacity, totalUsed: totalUsed,
-              overallUtilization: self[.capacityUtilization])
+        .init(
+            averageUtilization: capacityAverageUtilization, peakUtilization: capacityPeakUtilization,
+            capacityExceededCount: capacityExceededCount, totalCapacity: totalCapacity, totalUsed: totalUsed,
+            overallUtilization: self[.capacityUtilization])
     }
 
     public var throughput: Throughput {
-        .init(tokensPerRouting: self[.tokensPerRouting], tokensPerSecond: self[.tokensPerSecond],
-              routingsPerSecond: self[.routingsPerSecond])
+        .init(
+            tokensPerRouting: self[.tokensPerRouting], tokensPerSecond: self[.tokensPerSecond],
+            routingsPerSecond: self[.routingsPerSecond])
     }
 
     public var balance: Balance {
-        .init(maxViolation: self[.maxViolation], maxViolationLast: self[.maxViolationLast],
-              balancedness: self[.balancedness], entropy: self[.entropy],
-              deadExperts: deadExpertIndices.count, deadExpertIndices: deadExpertIndices)
+        .init(
+            maxViolation: self[.maxViolation], maxViolationLast: self[.maxViolationLast],
+            balancedness: self[.balancedness], entropy: self[.entropy],
+            deadExperts: deadExpertIndices.count, deadExpertIndices: deadExpertIndices)
     }
 }
 
@@ -245,9 +253,11 @@ extension LayerSnapshot {
 
     /// What the rows of `LayerMeasure` compute the summary from, at `window` (nil: the default).
     public func measureInput(window: Int?) -> LayerMeasureInput {
-        LayerMeasureInput(totals: totals, window: window ?? totals.defaultWindow,
-                          history: .init(lastCounts: lastCounts, loadVariances: loadVariances,
-                                         sortedLatenciesMs: recentLatenciesMs.sorted()))
+        LayerMeasureInput(
+            totals: totals, window: window ?? totals.defaultWindow,
+            history: .init(
+                lastCounts: lastCounts, loadVariances: loadVariances,
+                sortedLatenciesMs: recentLatenciesMs.sorted()))
     }
 
     private func workersSummary(now: Double?, ttl: Double?) -> LayerSummary.Workers {
@@ -257,10 +267,13 @@ extension LayerSnapshot {
         for w in workers {
             let isStale = now.map { w.isStale(now: $0, ttl: ttl) } ?? false
             if isStale { stale += 1 }
-            list.append(.init(worker: w.worker, lastSeen: w.lastSeen, ageSeconds: now.map { w.age(now: $0) },
-                              stale: isStale, decisions: w.decisions))
+            list.append(
+                .init(
+                    worker: w.worker, lastSeen: w.lastSeen, ageSeconds: now.map { w.age(now: $0) },
+                    stale: isStale, decisions: w.decisions))
         }
-        return .init(active: workers.count - stale, stale: stale, ttlSeconds: ttl,
-                     untrackedDecisions: untrackedWorkerDecisions, list: list)
+        return .init(
+            active: workers.count - stale, stale: stale, ttlSeconds: ttl,
+            untrackedDecisions: untrackedWorkerDecisions, list: list)
     }
 }

@@ -33,11 +33,13 @@ public struct RoutingDecision: Sendable, Equatable {
     /// cannot know to be checked (built by hand, or changed since decoding). Not part of equality.
     var loadsChecked = false
 
-    public init(layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil,
-                expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil,
-                expertCounts: [UInt64], totalTokens: UInt64, tokensDropped: UInt64 = 0,
-                loadBalanceLoss: Loss = .absent, routerZLoss: Loss = .absent, auxiliaryLoss: Loss = .absent,
-                assignmentCount: Int = 0) {
+    public init(
+        layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil,
+        expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil,
+        expertCounts: [UInt64], totalTokens: UInt64, tokensDropped: UInt64 = 0,
+        loadBalanceLoss: Loss = .absent, routerZLoss: Loss = .absent, auxiliaryLoss: Loss = .absent,
+        assignmentCount: Int = 0
+    ) {
         self.layer = layer
         self.worker = worker
         self.step = step
@@ -108,8 +110,10 @@ extension RoutingDecision {
 
     /// The same check from the sum and largest count the decoder computed while reading the
     /// counts (`sum` exact: the decoder refuses a sum that overflows), without another pass.
-    static func loadProblem(_ counts: [UInt64], sum: UInt64, largest: UInt64,
-                            totalTokens: UInt64, topK: Int?) -> LoadProblem? {
+    static func loadProblem(
+        _ counts: [UInt64], sum: UInt64, largest: UInt64,
+        totalTokens: UInt64, topK: Int?
+    ) -> LoadProblem? {
         if largest > totalTokens { return firstAboveTotal(counts, totalTokens: totalTokens) }
         return sumProblem(sum, overflow: false, totalTokens: totalTokens, topK: topK)
     }

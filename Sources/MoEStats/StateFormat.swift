@@ -112,7 +112,8 @@ struct StateReader {
 
     private mutating func take(_ n: Int, _ what: String) throws(StateError) -> Int {
         guard n >= 0, n <= remaining else {
-            throw StateError(.truncated, "state file truncated: \(context): \(what) needs \(n) bytes, \(remaining) left")
+            throw StateError(
+                .truncated, "state file truncated: \(context): \(what) needs \(n) bytes, \(remaining) left")
         }
         let start = position
         position += n
@@ -161,7 +162,9 @@ struct StateReader {
     func check(count: Int, size: Int, _ what: String) throws(StateError) {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
         guard !overflow, bytes <= remaining else {
-            throw StateError(.truncated, "state file truncated: \(context): \(count) \(what) need \(count) x \(size) bytes, \(remaining) left")
+            throw StateError(
+                .truncated,
+                "state file truncated: \(context): \(count) \(what) need \(count) x \(size) bytes, \(remaining) left")
         }
     }
 

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CTransport
 import SessionCore
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One connection, owned by exactly one event loop (no locks: only that thread touches it, as
 /// the loop's entry points check in debug builds).
@@ -248,7 +249,7 @@ final class EventLoop: @unchecked Sendable {
             let accepted: Int32?
             do throws(SocketError) {
                 accepted = try Syscall.accept(listener)
-            } catch where error.errno == EINVAL || error.errno == EBADF {
+            } catch  where error.errno == EINVAL || error.errno == EBADF {
                 // EINVAL: the listening socket was shut down (TCPServer.shutdown does so to refuse
                 // new connections at once); EBADF: it is gone. Either way no connection will come
                 // from it again: retrying would fail the same way, as often as epoll reports it.
@@ -270,7 +271,9 @@ final class EventLoop: @unchecked Sendable {
             try? Syscall.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
             let open = shared.openConnections.add(1, ordering: .relaxed).newValue
             let reject = open > shared.maxConnections.load(ordering: .relaxed)
-            let target = peers.isEmpty ? self
+            let target =
+                peers.isEmpty
+                ? self
                 : peers[shared.nextLoop.add(1, ordering: .relaxed).newValue % peers.count]
             if target === self {
                 adopt(fd: fd, reject: reject, now: now)
@@ -330,7 +333,8 @@ final class EventLoop: @unchecked Sendable {
         let session = reject ? nil : makeSession?(now)
         let connection = Connection(fd: fd, session: session)
         do {
-            try register(fd, tag: 0, events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue)
+            try register(
+                fd, tag: 0, events: EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue)
         } catch {
             Syscall.close(fd)
             shared.openConnections.subtract(1, ordering: .relaxed)
@@ -396,8 +400,9 @@ final class EventLoop: @unchecked Sendable {
                     if n < readBuffer.count && !c.peerHalfClosed { c.readable = false }
                     continue
                 }
-                let disposition = c.session!.receive(UnsafeRawBufferPointer(rebasing: readBuffer[0..<n]),
-                                                     now: now, output: &c.output)
+                let disposition = c.session!.receive(
+                    UnsafeRawBufferPointer(rebasing: readBuffer[0..<n]),
+                    now: now, output: &c.output)
                 if disposition == .closeAfterWrite { c.closing = true }
                 // A short read drained the socket (the next byte brings a new edge), unless the
                 // peer closed: its EOF edge has already been reported, so read on to it.
@@ -425,7 +430,9 @@ final class EventLoop: @unchecked Sendable {
             // Input the session held back while its output was backed up: feed it on now that
             // the output has drained (no socket event would announce it).
             guard !c.hasPendingOutput, !c.closing, let session = c.session, session.hasBufferedInput else { break }
-            if session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &c.output) == .closeAfterWrite {
+            if session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &c.output)
+                == .closeAfterWrite
+            {
                 c.closing = true
             }
         }

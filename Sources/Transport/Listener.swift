@@ -1,7 +1,8 @@
+import CTransport
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CTransport
 
 /// A listening TCP socket bound to one `HOST:PORT` address.
 ///
@@ -31,7 +32,8 @@ struct Listener {
         defer { freeaddrinfo(result) }
         let family = info.pointee.ai_family
         let fd = try Syscall.check("socket", detail: address) {
-            socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            socket(
+                family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         }
         do {
             var one: Int32 = 1
@@ -58,8 +60,9 @@ struct Listener {
 
     /// Splits "HOST:PORT" / "[V6]:PORT" into host and port strings.
     static func split(_ address: String) throws(SocketError) -> (String, String) {
-        let bad = SocketError(call: "parse address", errno: 0,
-                              detail: "\"\(address)\": expected HOST:PORT or [IPV6]:PORT")
+        let bad = SocketError(
+            call: "parse address", errno: 0,
+            detail: "\"\(address)\": expected HOST:PORT or [IPV6]:PORT")
         var host: Substring
         var port: Substring
         if address.hasPrefix("[") {
@@ -72,10 +75,11 @@ struct Listener {
             guard let colon = address.lastIndex(of: ":") else { throw bad }
             host = address[..<colon]
             port = address[address.index(after: colon)...]
-            if host.contains(":") { throw bad } // an IPv6 literal must be bracketed
+            if host.contains(":") { throw bad }  // an IPv6 literal must be bracketed
         }
         guard !host.isEmpty, !port.isEmpty, port.allSatisfy({ $0.isASCII && $0.isNumber }),
-              let p = Int(port), p <= 65535 else { throw bad }
+            let p = Int(port), p <= 65535
+        else { throw bad }
         return (String(host), String(p))
     }
 

@@ -1,7 +1,8 @@
+import CTransport
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CTransport
 
 /// A failed system call, with the call's name and the errno it left, captured at once.
 ///
@@ -36,7 +37,9 @@ public struct SocketError: Error, Sendable, Equatable, CustomStringConvertible {
 /// `EINTR` is retried here, so no caller has to.
 enum Syscall {
     @inline(__always)
-    static func check(_ call: StaticString, detail: @autoclosure () -> String = "", _ body: () -> Int32) throws(SocketError) -> Int32 {
+    static func check(_ call: StaticString, detail: @autoclosure () -> String = "", _ body: () -> Int32)
+        throws(SocketError) -> Int32
+    {
         while true {
             let r = body()
             if r >= 0 { return r }
@@ -93,8 +96,10 @@ enum Syscall {
         }
     }
 
-    static func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32,
-                          timeoutMilliseconds: Int32) throws(SocketError) -> Int {
+    static func epollWait(
+        _ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32,
+        timeoutMilliseconds: Int32
+    ) throws(SocketError) -> Int {
         let n = epoll_wait(epfd, events, max, timeoutMilliseconds)
         if n >= 0 { return Int(n) }
         let e = Glibc.errno
@@ -102,8 +107,10 @@ enum Syscall {
         throw SocketError(call: "epoll_wait", errno: e)
     }
 
-    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32,
-                          _ call: StaticString) throws(SocketError) {
+    static func setOption(
+        _ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32,
+        _ call: StaticString
+    ) throws(SocketError) {
         var v = value
         _ = try check(call) { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
     }

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CTransport
 import Dispatch
 import SessionCore
 import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Settings of the socket layer.
 public struct TransportConfiguration: Sendable {
@@ -60,8 +61,9 @@ public final class TCPServer: Sendable {
     public init(configuration: TransportConfiguration, rejection: [UInt8], sessionFactory: @escaping SessionFactory) {
         self.configuration = configuration
         self.factory = sessionFactory
-        self.shared = TransportShared(maxConnections: configuration.maxConnections, rejection: rejection,
-                                      lingerSeconds: configuration.lingerSeconds)
+        self.shared = TransportShared(
+            maxConnections: configuration.maxConnections, rejection: rejection,
+            lingerSeconds: configuration.lingerSeconds)
     }
 
     /// Connections currently open, across all loops.
@@ -96,12 +98,14 @@ public final class TCPServer: Sendable {
                 let exited = DispatchSemaphore(value: 0)
                 let box = Unmanaged.passRetained(LoopStart(loop: loop, factory: factory, exited: exited))
                 var thread = pthread_t()
-                let rc = pthread_create(&thread, nil, { raw in
-                    let start = Unmanaged<LoopStart>.fromOpaque(raw!).takeRetainedValue()
-                    start.loop.run(sessionFactory: start.factory(start.loop.index))
-                    start.exited.signal()
-                    return nil
-                }, box.toOpaque())
+                let rc = pthread_create(
+                    &thread, nil,
+                    { raw in
+                        let start = Unmanaged<LoopStart>.fromOpaque(raw!).takeRetainedValue()
+                        start.loop.run(sessionFactory: start.factory(start.loop.index))
+                        start.exited.signal()
+                        return nil
+                    }, box.toOpaque())
                 if rc != 0 {
                     box.release()
                     throw SocketError(call: "pthread_create", errno: rc)

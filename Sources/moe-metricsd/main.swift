@@ -21,7 +21,9 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "JSON config file.")
     var config: String?
 
-    @Option(name: .long, help: "Address to listen on, HOST:PORT or [IPv6]:PORT; repeat for several. Default 127.0.0.1:9477.")
+    @Option(
+        name: .long, help: "Address to listen on, HOST:PORT or [IPv6]:PORT; repeat for several. Default 127.0.0.1:9477."
+    )
     var listen: [String] = []
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical. Default info.")
@@ -34,30 +36,41 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Largest header section in bytes (431 past it).") var httpMaxHeaderBytes: String?
     @Option(name: .long, help: "Most header fields per request (431 past it).") var httpMaxHeaderCount: String?
     @Option(name: .long, help: "Largest request body in bytes (413 past it).") var httpMaxBodyBytes: String?
-    @Option(name: .long, help: "Seconds to receive a request's headers (408 past it).") var httpHeaderTimeoutSeconds: String?
-    @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds: String?
+    @Option(name: .long, help: "Seconds to receive a request's headers (408 past it).") var httpHeaderTimeoutSeconds:
+        String?
+    @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds:
+        String?
     @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: String?
     @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: String?
     @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: String?
     @Option(name: .long, help: "Event-loop threads; 0 = one per core.") var httpEventLoops: String?
-    @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.") var httpShutdownDeadlineSeconds: String?
+    @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.")
+    var httpShutdownDeadlineSeconds: String?
     @Option(name: .long, help: "Most layers kept (507 past it).") var statsMaxLayers: String?
     @Option(name: .long, help: "Most experts per layer (507 past it).") var statsMaxExperts: String?
-    @Option(name: .long, help: "Default window in decisions for trend and dead experts.") var statsDefaultWindow: String?
-    @Option(name: .long, parsing: .upToNextOption, help: "Latency histogram bucket bounds in seconds, increasing; several values, repeated flags or commas.")
+    @Option(name: .long, help: "Default window in decisions for trend and dead experts.") var statsDefaultWindow:
+        String?
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: "Latency histogram bucket bounds in seconds, increasing; several values, repeated flags or commas.")
     var statsLatencyBucketsSeconds: [String] = []
-    @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.") var statsDefaultTopK: String?
-    @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.") var statsDefaultCapacityFactor: String?
+    @Option(name: .long, help: "Top-k assumed when a decision sends neither expert_capacity nor top_k; 0 = unknown.")
+    var statsDefaultTopK: String?
+    @Option(name: .long, help: "Capacity factor assumed when a decision sends none; 0 = unknown.")
+    var statsDefaultCapacityFactor: String?
     @Option(name: .long, help: "Most decisions per request (422 past it).") var decoderMaxDecisions: String?
-    @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments: String?
+    @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments:
+        String?
     @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: String?
     @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: String?
     @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: String?
     @Option(name: .long, help: "Seconds after which a silent worker is stale; 0 = never.") var workerTtl: String?
     @Option(name: .long, help: "Seconds after which an idle layer leaves /metrics; 0 = never.") var layerTtl: String?
-    @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile: String?
+    @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile:
+        String?
     @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: String?
-    @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).") var authTokenFile: String?
+    @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).")
+    var authTokenFile: String?
     @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: String?
 
     @Flag(name: .long, help: "If the state file cannot be restored, move it aside (FILE.corrupt-TIME) and start empty.")
@@ -74,7 +87,8 @@ struct MoEMetricsd: ParsableCommand {
             ("log_level", logLevel),
             ("http.max_request_line_bytes", httpMaxRequestLineBytes), ("http.max_header_bytes", httpMaxHeaderBytes),
             ("http.max_header_count", httpMaxHeaderCount), ("http.max_body_bytes", httpMaxBodyBytes),
-            ("http.header_timeout_seconds", httpHeaderTimeoutSeconds), ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
+            ("http.header_timeout_seconds", httpHeaderTimeoutSeconds),
+            ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
             ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.max_connections", httpMaxConnections),
             ("http.max_concurrent_streams", httpMaxConcurrentStreams), ("http.event_loops", httpEventLoops),
             ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),
@@ -92,8 +106,9 @@ struct MoEMetricsd: ParsableCommand {
     }
 
     func run() throws {
-        let sources = ConfigurationSources(filePath: config, environment: ProcessInfo.processInfo.environment,
-                                           flagArguments: flagArguments())
+        let sources = ConfigurationSources(
+            filePath: config, environment: ProcessInfo.processInfo.environment,
+            flagArguments: flagArguments())
         let configuration: DaemonConfiguration
         do {
             configuration = try DaemonConfiguration.load(sources)
@@ -109,7 +124,10 @@ struct MoEMetricsd: ParsableCommand {
         }
         if checkConfig {
             for name in DaemonSettings.unknownEnvironmentVariables(in: ProcessInfo.processInfo.environment) {
-                FileHandle.standardError.write(Data("moe-metricsd: warning: ignoring environment variable \(name): no setting has that name\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "moe-metricsd: warning: ignoring environment variable \(name): no setting has that name\n".utf8)
+                )
             }
             var out = "configuration OK\n"
             for s in DaemonSettings.all { out += "\(s.key) = \(s.describe(configuration))\n" }
@@ -123,8 +141,9 @@ struct MoEMetricsd: ParsableCommand {
         for name in DaemonSettings.unknownEnvironmentVariables(in: ProcessInfo.processInfo.environment) {
             logger.warning("ignoring environment variable \(name): no setting has that name")
         }
-        let status = Daemon.run(configuration: configuration, sources: sources, discardCorruptState: discardCorruptState,
-                                logLevel: level, logger: logger)
+        let status = Daemon.run(
+            configuration: configuration, sources: sources, discardCorruptState: discardCorruptState,
+            logLevel: level, logger: logger)
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -1,27 +1,36 @@
 import Foundation
-import Testing
 import TestTools
+import Testing
 
 /// The built binary, started as a user starts it, driven with curl, checked with promtool and
 /// scraped by a real Prometheus server. Every process a test starts is stopped in a `defer`.
 @Suite struct DaemonEndToEndTests {
-    static let d1 = #"{"layer":"l0","expert_capacities":[6,2],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.1,"router_z_loss":0.01,"auxiliary_loss":0.2,"latency_ms":2}"#
-    static let d2 = #"{"layer":"l0","expert_capacities":[4,4],"total_tokens":10,"tokens_dropped":2,"load_balance_loss":0.3,"router_z_loss":0.03,"auxiliary_loss":0.4,"latency_ms":4}"#
-    static let d3 = #"{"layer":"l0","expert_capacities":[2,6],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.2,"router_z_loss":0.02,"auxiliary_loss":0.3,"latency_ms":6}"#
-    static let d4 = #"{"expert_capacities":[8,0],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.2,"router_z_loss":0.02,"auxiliary_loss":0.3,"latency_ms":8}"#
+    static let d1 =
+        #"{"layer":"l0","expert_capacities":[6,2],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.1,"router_z_loss":0.01,"auxiliary_loss":0.2,"latency_ms":2}"#
+    static let d2 =
+        #"{"layer":"l0","expert_capacities":[4,4],"total_tokens":10,"tokens_dropped":2,"load_balance_loss":0.3,"router_z_loss":0.03,"auxiliary_loss":0.4,"latency_ms":4}"#
+    static let d3 =
+        #"{"layer":"l0","expert_capacities":[2,6],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.2,"router_z_loss":0.02,"auxiliary_loss":0.3,"latency_ms":6}"#
+    static let d4 =
+        #"{"expert_capacities":[8,0],"total_tokens":8,"tokens_dropped":0,"load_balance_loss":0.2,"router_z_loss":0.02,"auxiliary_loss":0.3,"latency_ms":8}"#
 
     /// Posts the four decisions: one alone, one in an array, two as NDJSON (the last to the
     /// layer's own path, without a `layer` field).
     func postAll(_ daemon: RunningDaemon) throws {
-        let single = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary", Self.d1])
+        let single = try curl(
+            "\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary", Self.d1])
         #expect(single.status == 200)
         #expect(single.json["accepted"] as? Int == 1)
-        let array = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary", "[\(Self.d2)]"])
+        let array = try curl(
+            "\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary", "[\(Self.d2)]"])
         #expect(array.json["accepted"] as? Int == 1)
-        let nd1 = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/x-ndjson", "--data-binary", Self.d3 + "\n"])
+        let nd1 = try curl(
+            "\(daemon.base)/v1/decisions",
+            ["-H", "Content-Type: application/x-ndjson", "--data-binary", Self.d3 + "\n"])
         #expect(nd1.json["accepted"] as? Int == 1)
-        let nd2 = try curl("\(daemon.base)/v1/layers/l0/decisions",
-                           ["-H", "Content-Type: application/x-ndjson", "--data-binary", Self.d4 + "\n"])
+        let nd2 = try curl(
+            "\(daemon.base)/v1/layers/l0/decisions",
+            ["-H", "Content-Type: application/x-ndjson", "--data-binary", Self.d4 + "\n"])
         #expect(nd2.status == 200, "\(nd2.body)")
     }
 
@@ -89,7 +98,9 @@ import TestTools
     }
 
     @Test(.needs("curl")) func everyErrorStatusLeavesStatisticsUnchanged() throws {
-        let daemon = try RunningDaemon(["--http-max-body-bytes", "4096", "--stats-max-layers", "2", "--stats-max-experts", "16"])
+        let daemon = try RunningDaemon([
+            "--http-max-body-bytes", "4096", "--stats-max-layers", "2", "--stats-max-experts", "16",
+        ])
         defer { daemon.stop() }
         try postAll(daemon)
         let before = try curl("\(daemon.base)/v1/summary").body
@@ -100,12 +111,32 @@ import TestTools
             ("unknown path", [], 404),
             ("unknown layer", [], 404),
             ("method", ["-X", "PUT"], 405),
-            ("conflict", json + ["--data-binary", #"{"layer":"l0","expert_capacities":[1,1,1],"total_tokens":3}"#], 409),
+            (
+                "conflict", json + ["--data-binary", #"{"layer":"l0","expert_capacities":[1,1,1],"total_tokens":3}"#],
+                409
+            ),
             ("too large", json + ["--data-binary", big], 413),
             ("content type", ["-H", "Content-Type: text/csv", "--data-binary", Self.d1], 415),
-            ("invalid", json + ["--data-binary", #"{"layer":"l0","expert_capacities":[1,1],"total_tokens":2,"tokens_dropped":3}"#], 422),
-            ("too many layers", json + ["--data-binary", #"[{"layer":"n1","expert_capacities":[1],"total_tokens":1},{"layer":"n2","expert_capacities":[1],"total_tokens":1}]"#], 507),
-            ("too many experts", json + ["--data-binary", "{\"layer\":\"n3\",\"expert_capacities\":[\(Array(repeating: "1", count: 17).joined(separator: ","))],\"total_tokens\":17}"], 507),
+            (
+                "invalid",
+                json + [
+                    "--data-binary", #"{"layer":"l0","expert_capacities":[1,1],"total_tokens":2,"tokens_dropped":3}"#,
+                ], 422
+            ),
+            (
+                "too many layers",
+                json + [
+                    "--data-binary",
+                    #"[{"layer":"n1","expert_capacities":[1],"total_tokens":1},{"layer":"n2","expert_capacities":[1],"total_tokens":1}]"#,
+                ], 507
+            ),
+            (
+                "too many experts",
+                json + [
+                    "--data-binary",
+                    "{\"layer\":\"n3\",\"expert_capacities\":[\(Array(repeating: "1", count: 17).joined(separator: ","))],\"total_tokens\":17}",
+                ], 507
+            ),
             ("bad window", [], 400),
         ]
         for (name, args, status) in cases {
@@ -166,13 +197,18 @@ import TestTools
             """
         try Data(config.utf8).write(to: dir.appendingPathComponent("prometheus.yml"))
         let port = try freePort()
-        let server = try ChildProcess(prometheus, [
-            "--config.file=\(dir.appendingPathComponent("prometheus.yml").path)",
-            "--storage.tsdb.path=\(dir.appendingPathComponent("data").path)",
-            "--web.listen-address=127.0.0.1:\(port)",
-        ])
+        let server = try ChildProcess(
+            prometheus,
+            [
+                "--config.file=\(dir.appendingPathComponent("prometheus.yml").path)",
+                "--storage.tsdb.path=\(dir.appendingPathComponent("data").path)",
+                "--web.listen-address=127.0.0.1:\(port)",
+            ])
         defer { server.stop() }
-        guard server.waitForLine(timeout: 60, { $0.contains("Server is ready to receive web requests") ? true : nil }) != nil else {
+        guard
+            server.waitForLine(timeout: 60, { $0.contains("Server is ready to receive web requests") ? true : nil })
+                != nil
+        else {
             Issue.record("Prometheus did not become ready; its log:\n\(server.log)")
             return
         }
@@ -195,14 +231,16 @@ import TestTools
             }
             usleep(250_000)
         }
-        Issue.record("Prometheus never returned moe_routing_tokens_total; last answer: \(last)\nits log:\n\(server.log)")
+        Issue.record(
+            "Prometheus never returned moe_routing_tokens_total; last answer: \(last)\nits log:\n\(server.log)")
     }
 
     @Test(.needs("curl")) func http2PriorKnowledge() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
-        let r = try curl("\(daemon.base)/v1/decisions",
-                         ["--http2-prior-knowledge", "-H", "Content-Type: application/json", "--data-binary", Self.d1])
+        let r = try curl(
+            "\(daemon.base)/v1/decisions",
+            ["--http2-prior-knowledge", "-H", "Content-Type: application/json", "--data-binary", Self.d1])
         #expect(r.status == 200, "\(r.body)")
         let s = try curl("\(daemon.base)/v1/layers/l0", ["--http2-prior-knowledge"])
         #expect(s.json["total_tokens"] as? Int == 8)
@@ -215,7 +253,9 @@ import TestTools
         daemon.child.signal(SIGTERM)
         #expect(daemon.child.waitForExit(timeout: 20) == 0, "\(daemon.child.log)")
         // The last line may still be in the pipe when the exit is seen: wait for it (bounded).
-        #expect(daemon.child.waitForLine(timeout: 10) { $0.hasSuffix("info stopped") ? true : nil } == true, "\(daemon.child.log)")
+        #expect(
+            daemon.child.waitForLine(timeout: 10) { $0.hasSuffix("info stopped") ? true : nil } == true,
+            "\(daemon.child.log)")
     }
 
     @Test func sigintStopsCleanlyWithStatusZero() throws {
@@ -236,9 +276,13 @@ import TestTools
         defer { daemon.stop() }
         try postAll(daemon)
         let metrics = try curl("\(daemon.base)/metrics").body
-        #expect(!metrics.contains("moe_expert_tokens_total"))   // from the file
-        let two = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary",
-            #"[{"layer":"a","expert_capacities":[1],"total_tokens":1},{"layer":"b","expert_capacities":[1],"total_tokens":1}]"#])
+        #expect(!metrics.contains("moe_expert_tokens_total"))  // from the file
+        let two = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/json", "--data-binary",
+                #"[{"layer":"a","expert_capacities":[1],"total_tokens":1},{"layer":"b","expert_capacities":[1],"total_tokens":1}]"#,
+            ])
         #expect(two.status == 200, "environment must override the file's max_layers: \(two.body)")
     }
 
@@ -254,16 +298,18 @@ import TestTools
 
         try Data(#"{"metrics": {"per_expert_series": false}}"#.utf8).write(to: file)
         daemon.child.signal(SIGHUP)
-        #expect(daemon.child.waitForLine(timeout: 20) { $0.contains("configuration reloaded") ? true : nil } == true,
-                "\(daemon.child.log)")
+        #expect(
+            daemon.child.waitForLine(timeout: 20) { $0.contains("configuration reloaded") ? true : nil } == true,
+            "\(daemon.child.log)")
         let after = try curl("\(daemon.base)/metrics").body
         #expect(!after.contains("moe_expert_tokens_total"))
-        #expect(after.contains("moe_routing_tokens_total{layer=\"l0\"} 34\n"))   // statistics kept
+        #expect(after.contains("moe_routing_tokens_total{layer=\"l0\"} 34\n"))  // statistics kept
 
         try Data(#"{"metrics": {"per_expert_series": "maybe"}}"#.utf8).write(to: file)
         daemon.child.signal(SIGHUP)
-        #expect(daemon.child.waitForLine(timeout: 20) { $0.contains("new configuration refused") ? true : nil } == true,
-                "\(daemon.child.log)")
+        #expect(
+            daemon.child.waitForLine(timeout: 20) { $0.contains("new configuration refused") ? true : nil } == true,
+            "\(daemon.child.log)")
         #expect(!(try curl("\(daemon.base)/metrics").body.contains("moe_expert_tokens_total")))
         #expect(try curl("\(daemon.base)/readyz").status == 200)
     }
@@ -280,9 +326,13 @@ import TestTools
         let hugeFlag = try run(binary, ["--http-max-body-bytes", "99999999999999999999", "--check-config"])
         #expect(hugeFlag.status == 2, "\(hugeFlag.stderr)")
         #expect(hugeFlag.stderr.contains("--http-max-body-bytes"))
-        let twice = try run(binary, ["--auth-reads", "TRUE", "--metrics-per-expert-series", "0",
-                                     "--stats-latency-buckets-seconds", "0.1,0.5", "--stats-latency-buckets-seconds", "2",
-                                     "--check-config"])
+        let twice = try run(
+            binary,
+            [
+                "--auth-reads", "TRUE", "--metrics-per-expert-series", "0",
+                "--stats-latency-buckets-seconds", "0.1,0.5", "--stats-latency-buckets-seconds", "2",
+                "--check-config",
+            ])
         #expect(twice.status == 0, "\(twice.stderr)")
         #expect(twice.stdout.contains("auth_reads = true"), "\(twice.stdout)")
         #expect(twice.stdout.contains("metrics.per_expert_series = false"), "\(twice.stdout)")
@@ -295,8 +345,10 @@ import TestTools
         let noToken = try run(binary, ["--auth-token-file", "/nonexistent/token", "--check-config"])
         #expect(noToken.status == 2)
         #expect(noToken.stderr.contains("auth_token_file"))
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let good = try run(binary, ["--config", root.appendingPathComponent("config/moe-metricsd.json").path, "--check-config"])
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let good = try run(
+            binary, ["--config", root.appendingPathComponent("config/moe-metricsd.json").path, "--check-config"])
         #expect(good.status == 0, "\(good.stderr)")
         #expect(good.stdout.contains("http.max_body_bytes = 16777216"))
     }
@@ -318,21 +370,25 @@ import TestTools
 
     @Test(.needs("systemd-analyze")) func systemdUnitVerifies() throws {
         let analyze = try tool("systemd-analyze")
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let unit = try String(contentsOf: root.appendingPathComponent("systemd/moe-metricsd.service"), encoding: .utf8)
         #expect(unit.contains("ExecStart=/usr/local/bin/moe-metricsd "))
         // Verify a copy whose ExecStart names the built binary, since verify checks that it exists.
         let dir = try temporaryDirectory("unit")
         defer { try? FileManager.default.removeItem(at: dir) }
         let copy = dir.appendingPathComponent("moe-metricsd.service")
-        try Data(unit.replacingOccurrences(of: "/usr/local/bin/moe-metricsd", with: try daemonBinary()).utf8).write(to: copy)
+        try Data(unit.replacingOccurrences(of: "/usr/local/bin/moe-metricsd", with: try daemonBinary()).utf8).write(
+            to: copy)
         let r = try run(analyze, ["verify", copy.path])
         #expect(r.status == 0, "systemd-analyze verify: \(r.stdout)\(r.stderr)")
         #expect(!r.stderr.contains("moe-metricsd.service:"), "systemd-analyze complained: \(r.stderr)")
-        for required in ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "Restart=on-failure",
-                         "EnvironmentFile=-/etc/default/moe-metricsd", "StateDirectory=moe-metricsd", "DynamicUser=yes",
-                         "ExecReload=/bin/kill -HUP $MAINPID"] {
+        for required in [
+            "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "Restart=on-failure",
+            "EnvironmentFile=-/etc/default/moe-metricsd", "StateDirectory=moe-metricsd", "DynamicUser=yes",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+        ] {
             #expect(unit.contains(required + "\n"), "unit lacks \(required)")
         }
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestTools
+import Testing
 
 /// Restarts, crashes, corrupt state files and the write token, with the built binary.
 @Suite struct DurabilityEndToEndTests {
@@ -13,7 +13,8 @@ import TestTools
         let first = try RunningDaemon(["--state-file", state])
         defer { first.stop() }
         try DaemonEndToEndTests().postAll(first)
-        let worker = #"{"layer":"l1","worker":"rank-3","expert_capacities":[5,0,1],"total_tokens":6,"load_balance_loss":null,"latency_ms":0.25}"#
+        let worker =
+            #"{"layer":"l1","worker":"rank-3","expert_capacities":[5,0,1],"total_tokens":6,"load_balance_loss":null,"latency_ms":0.25}"#
         #expect(try curl("\(first.base)/v1/decisions", post + [worker]).status == 200)
         let before = try ["/v1/layers/l0", "/v1/layers/l1"].map { try curl("\(first.base)\($0)").json }
         let metricsBefore = try curl("\(first.base)/metrics").body
@@ -22,12 +23,16 @@ import TestTools
 
         let second = try RunningDaemon(["--state-file", state])
         defer { second.stop() }
-        #expect(second.child.waitForLine(timeout: 5) { $0.contains("restored 2 layers") ? true : nil } == true, "\(second.child.log)")
+        #expect(
+            second.child.waitForLine(timeout: 5) { $0.contains("restored 2 layers") ? true : nil } == true,
+            "\(second.child.log)")
         let after = try ["/v1/layers/l0", "/v1/layers/l1"].map { try curl("\(second.base)\($0)").json }
         for (b, a) in zip(before, after) {
             for key in b.keys.sorted() where key != "workers" {
-                #expect(NSDictionary(dictionary: ["v": b[key] as Any]) == NSDictionary(dictionary: ["v": a[key] as Any]),
-                        "\(b["layer"] ?? "") field \(key): \(String(describing: b[key])) then \(String(describing: a[key]))")
+                #expect(
+                    NSDictionary(dictionary: ["v": b[key] as Any]) == NSDictionary(dictionary: ["v": a[key] as Any]),
+                    "\(b["layer"] ?? "") field \(key): \(String(describing: b[key])) then \(String(describing: a[key]))"
+                )
             }
             // Worker ages move with the clock; names, counts and last-seen times must not.
             let bw = (b["workers"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
@@ -35,7 +40,8 @@ import TestTools
             #expect(bw.map { $0["worker"] as? String } == aw.map { $0["worker"] as? String })
         }
         let metricsAfter = try curl("\(second.base)/metrics").body
-        for line in metricsBefore.split(separator: "\n") where line.hasPrefix("moe_routing_") || line.hasPrefix("moe_expert_") {
+        for line in metricsBefore.split(separator: "\n")
+        where line.hasPrefix("moe_routing_") || line.hasPrefix("moe_expert_") {
             #expect(metricsAfter.contains(line + "\n"), "after restart, /metrics lacks: \(line)")
         }
     }
@@ -71,8 +77,9 @@ import TestTools
         let dir = try temporaryDirectory("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         let binary = try daemonBinary()
-        let missing = try run(binary, ["--listen", "127.0.0.1:0", "--state-file", dir.appendingPathComponent("missing/s.bin").path],
-                              timeout: 30)
+        let missing = try run(
+            binary, ["--listen", "127.0.0.1:0", "--state-file", dir.appendingPathComponent("missing/s.bin").path],
+            timeout: 30)
         #expect(missing.status == 2, "\(missing.stderr)")
         #expect(missing.stderr.contains("cannot be saved"), "\(missing.stderr)")
         #expect(missing.stderr.contains("No such file or directory"), "\(missing.stderr)")
@@ -80,8 +87,9 @@ import TestTools
 
         let plainFile = dir.appendingPathComponent("file")
         try Data().write(to: plainFile)
-        let notDirectory = try run(binary, ["--listen", "127.0.0.1:0", "--state-file", plainFile.appendingPathComponent("s.bin").path],
-                                   timeout: 30)
+        let notDirectory = try run(
+            binary, ["--listen", "127.0.0.1:0", "--state-file", plainFile.appendingPathComponent("s.bin").path],
+            timeout: 30)
         #expect(notDirectory.status == 2, "\(notDirectory.stderr)")
         #expect(notDirectory.stderr.contains("not a directory"), "\(notDirectory.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["file"])
@@ -92,14 +100,17 @@ import TestTools
         defer { try? FileManager.default.removeItem(at: dir) }
         let sub = dir.appendingPathComponent("sub")
         try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
-        let daemon = try RunningDaemon(["--state-file", sub.appendingPathComponent("state.bin").path, "--snapshot-interval", "3600"])
+        let daemon = try RunningDaemon([
+            "--state-file", sub.appendingPathComponent("state.bin").path, "--snapshot-interval", "3600",
+        ])
         defer { daemon.stop() }
         try DaemonEndToEndTests().postAll(daemon)
         try FileManager.default.removeItem(at: sub)
         daemon.child.signal(SIGTERM)
         #expect(daemon.child.waitForExit(timeout: 20) == 1, "\(daemon.child.log)")
-        #expect(daemon.child.waitForLine(timeout: 10) { $0.contains(" error state not saved") ? true : nil } == true,
-                "\(daemon.child.log)")
+        #expect(
+            daemon.child.waitForLine(timeout: 10) { $0.contains(" error state not saved") ? true : nil } == true,
+            "\(daemon.child.log)")
     }
 
     @Test(.needs("curl")) func corruptStateStopsTheStartUnlessDiscarded() throws {
@@ -115,7 +126,9 @@ import TestTools
 
         let daemon = try RunningDaemon(["--state-file", state, "--discard-corrupt-state"])
         defer { daemon.stop() }
-        let aside = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("state.bin.corrupt-") }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter {
+            $0.hasPrefix("state.bin.corrupt-")
+        }
         #expect(aside.count == 1)
         #expect(try curl("\(daemon.base)/v1/layers").json["layers"] as? [Any] != nil)
     }
@@ -129,7 +142,8 @@ import TestTools
         #expect(refused.status == 401)
         #expect(refused.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
         #expect(try curl("\(daemon.base)/v1/layers/l0").status == 404)
-        let accepted = try curl("\(daemon.base)/v1/decisions", ["-H", "Authorization: Bearer sekr1t"] + post + [DaemonEndToEndTests.d1])
+        let accepted = try curl(
+            "\(daemon.base)/v1/decisions", ["-H", "Authorization: Bearer sekr1t"] + post + [DaemonEndToEndTests.d1])
         #expect(accepted.status == 200)
         #expect(try curl("\(daemon.base)/v1/layers/l0").status == 200)
     }
@@ -137,17 +151,26 @@ import TestTools
 
 /// What users copy from the README: the example files, and the port with a quiet log level.
 @Suite struct ReadmeExamplesEndToEndTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     @Test(.needs("curl")) func exampleFilesArePostedAsTheReadmeShows() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
-        let one = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/json", "--data-binary",
-                                                          "@" + Self.root.appendingPathComponent("examples/decision.json").path])
+        let one = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/json", "--data-binary",
+                "@" + Self.root.appendingPathComponent("examples/decision.json").path,
+            ])
         #expect(one.status == 200, "\(one.body)")
         #expect(one.json["accepted"] as? Int == 1)
-        let nd = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/x-ndjson", "--data-binary",
-                                                         "@" + Self.root.appendingPathComponent("examples/decisions.ndjson").path])
+        let nd = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/x-ndjson", "--data-binary",
+                "@" + Self.root.appendingPathComponent("examples/decisions.ndjson").path,
+            ])
         #expect(nd.status == 200, "\(nd.body)")
         #expect(nd.json["accepted"] as? Int == 3)
         let layers = try curl("\(daemon.base)/v1/layers").json["layers"] as? [[String: Any]] ?? []
@@ -163,9 +186,15 @@ import TestTools
     @Test(.needs("curl")) func everyExposedMetricIsDocumented() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
-        for (file, type) in [("examples/decision.json", "application/json"), ("examples/decisions.ndjson", "application/x-ndjson")] {
-            let r = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: \(type)", "--data-binary",
-                                                             "@" + Self.root.appendingPathComponent(file).path])
+        for (file, type) in [
+            ("examples/decision.json", "application/json"), ("examples/decisions.ndjson", "application/x-ndjson"),
+        ] {
+            let r = try curl(
+                "\(daemon.base)/v1/decisions",
+                [
+                    "-H", "Content-Type: \(type)", "--data-binary",
+                    "@" + Self.root.appendingPathComponent(file).path,
+                ])
             #expect(r.status == 200, "\(r.body)")
         }
         let exposition = try curl("\(daemon.base)/metrics").body
@@ -187,20 +216,30 @@ import TestTools
         defer { try? FileManager.default.removeItem(at: dir) }
         let copy = dir.appendingPathComponent("d.ndjson")
         try FileManager.default.copyItem(at: Self.root.appendingPathComponent("examples/decisions.ndjson"), to: copy)
-        #expect(try run(gzip, [copy.path]).status == 0)   // leaves d.ndjson.gz
-        let r = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/x-ndjson", "-H", "Content-Encoding: gzip",
-                                                        "--data-binary", "@" + copy.path + ".gz"])
+        #expect(try run(gzip, [copy.path]).status == 0)  // leaves d.ndjson.gz
+        let r = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/x-ndjson", "-H", "Content-Encoding: gzip",
+                "--data-binary", "@" + copy.path + ".gz",
+            ])
         #expect(r.status == 200, "\(r.body)")
         #expect(r.json["accepted"] as? Int == 3)
-        let unsupported = try curl("\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/x-ndjson", "-H", "Content-Encoding: br",
-                                                                  "--data-binary", "@" + copy.path + ".gz"])
+        let unsupported = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/x-ndjson", "-H", "Content-Encoding: br",
+                "--data-binary", "@" + copy.path + ".gz",
+            ])
         #expect(unsupported.status == 415)
     }
 
     @Test(.needs("curl")) func listeningLineShownAtEveryLogLevel() throws {
-        let daemon = try RunningDaemon(["--log-level", "critical"])   // throws without the line
+        let daemon = try RunningDaemon(["--log-level", "critical"])  // throws without the line
         defer { daemon.stop() }
         #expect(try curl("\(daemon.base)/healthz").status == 200)
-        #expect(daemon.child.lines.contains { $0.contains(" notice listening on 127.0.0.1:\(daemon.port)") }, "\(daemon.child.log)")
+        #expect(
+            daemon.child.lines.contains { $0.contains(" notice listening on 127.0.0.1:\(daemon.port)") },
+            "\(daemon.child.log)")
     }
 }

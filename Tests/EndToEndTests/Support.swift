@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
-import Testing
 import TestTools
+import Testing
 
 /// Failures of the harness itself (a tool missing, a process that never got ready).
 struct HarnessError: Error, CustomStringConvertible {
@@ -31,7 +31,9 @@ func daemonBinary() throws -> String {
             d = d.deletingLastPathComponent()
         }
     }
-    throw HarnessError("moe-metricsd was not found next to the test bundle (looked in \(dirs.map(\.path))); build it with swift build --build-tests")
+    throw HarnessError(
+        "moe-metricsd was not found next to the test bundle (looked in \(dirs.map(\.path))); build it with swift build --build-tests"
+    )
 }
 
 /// A fresh temporary directory, removed by the caller.
@@ -133,7 +135,8 @@ final class DataBox: @unchecked Sendable {
 /// A command still running after `timeout` is killed and the call throws.
 @discardableResult
 func run(_ executable: String, _ arguments: [String], stdin: Data? = nil, timeout: Double = 60) throws
-    -> (status: Int32, stdout: String, stderr: String) {
+    -> (status: Int32, stdout: String, stderr: String)
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -160,8 +163,10 @@ func run(_ executable: String, _ arguments: [String], stdin: Data? = nil, timeou
     process.waitUntilExit()
     _ = outBox.done.wait(timeout: .now() + 10)
     _ = errBox.done.wait(timeout: .now() + 10)
-    return (process.terminationStatus, String(decoding: outBox.value, as: UTF8.self),
-            String(decoding: errBox.value, as: UTF8.self))
+    return (
+        process.terminationStatus, String(decoding: outBox.value, as: UTF8.self),
+        String(decoding: errBox.value, as: UTF8.self)
+    )
 }
 
 /// A free TCP port on 127.0.0.1, found by binding port 0 and closing (for Prometheus, which
@@ -225,18 +230,21 @@ func curl(_ url: String, _ extra: [String] = []) throws -> CurlResponse {
     defer { try? FileManager.default.removeItem(at: dir) }
     let headerFile = dir.appendingPathComponent("headers").path
     let bodyFile = dir.appendingPathComponent("body").path
-    let r = try run(curlPath, ["-sS", "--max-time", "30", "-D", headerFile, "-o", bodyFile, "-w", "%{http_code}"] + extra + [url])
+    let r = try run(
+        curlPath, ["-sS", "--max-time", "30", "-D", headerFile, "-o", bodyFile, "-w", "%{http_code}"] + extra + [url])
     guard r.status == 0, let status = Int(r.stdout) else {
         throw HarnessError("curl \(extra) \(url) failed (exit \(r.status)): \(r.stderr)")
     }
     var headers: [String: String] = [:]
     let headerText = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
     // With 100-continue there are two header blocks; keep the last.
-    for block in headerText.components(separatedBy: "\r\n\r\n") where !block.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+    for block in headerText.components(separatedBy: "\r\n\r\n")
+    where !block.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
         headers = [:]
         for line in block.components(separatedBy: "\r\n").dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
     }
     let body = (try? String(contentsOfFile: bodyFile, encoding: .utf8)) ?? ""

@@ -5,8 +5,10 @@ import Testing
 /// The parser's shortcuts for the common request shapes (literal method and field-name Strings,
 /// origin-form targets split on bytes, one plain Content-Length) give what the general paths give.
 @Suite struct HTTP1FastPathTests {
-    @Test(arguments: ["GET", "PUT", "POST", "HEAD", "DELETE", "get", "Get", "POS", "POSTS", "PATCH", "OPTIONS",
-                      "DELETe", "HEAD1", "GOT", "PUX", "X"])
+    @Test(arguments: [
+        "GET", "PUT", "POST", "HEAD", "DELETE", "get", "Get", "POS", "POSTS", "PATCH", "OPTIONS",
+        "DELETe", "HEAD1", "GOT", "PUX", "X",
+    ])
     func methodIsTheBytesSent(method: String) {
         let out = parseBothWays("\(method) /a HTTP/1.1\r\nHost: a\r\n\r\n")
         guard case .request(let m, _, _, _, _, _, _) = out.first else {
@@ -29,15 +31,19 @@ import Testing
     }
 
     @Test func recognisedFieldNamesAreLowerCaseWhateverTheirCase() {
-        let text = "POST / HTTP/1.1\r\nHOST: a\r\nContent-TYPE: application/json\r\nCONTENT-length: 2\r\n"
+        let text =
+            "POST / HTTP/1.1\r\nHOST: a\r\nContent-TYPE: application/json\r\nCONTENT-length: 2\r\n"
             + "EXPECT: 100-continue\r\nConnection: Keep-Alive\r\ncontent-typo: x\r\nX-Host: y\r\nHosT2: z\r\n\r\nhi"
         let out = parseBothWays(text)
         guard case .request(_, _, _, _, let headers, let body, let keepAlive) = out.last else {
             Issue.record("no request: \(out)")
             return
         }
-        #expect(headers == ["host: a", "content-type: application/json", "content-length: 2", "expect: 100-continue",
-                            "connection: Keep-Alive", "content-typo: x", "x-host: y", "host2: z"])
+        #expect(
+            headers == [
+                "host: a", "content-type: application/json", "content-length: 2", "expect: 100-continue",
+                "connection: Keep-Alive", "content-typo: x", "x-host: y", "host2: z",
+            ])
         #expect(body == Array("hi".utf8))
         #expect(keepAlive)
     }
@@ -88,8 +94,10 @@ import Testing
 
 /// Content-Type values and repeated Content-Length fields take the same path as any other value.
 @Suite struct HTTP1FieldValueTests {
-    @Test(arguments: ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/jsonx",
-                      "application/jso", "text/plain"])
+    @Test(arguments: [
+        "application/json", "Application/JSON", "application/json; charset=utf-8", "application/jsonx",
+        "application/jso", "text/plain",
+    ])
     func contentTypeValueIsKeptAsSent(value: String) {
         let out = parseBothWays("POST / HTTP/1.1\r\nHost: a\r\nContent-Type: \(value)\r\nContent-Length: 2\r\n\r\nhi")
         guard case .request(_, _, _, _, let headers, _, _) = out.last else {
@@ -148,7 +156,8 @@ import Testing
     @Test func headerSectionTooLargeIs431() {
         var limits = HTTPLimits()
         limits.maxHeaderBytes = 64
-        let r = run("GET / HTTP/1.1\r\nHost: a\r\nX-Long: \(String(repeating: "x", count: 100))\r\n\r\n", limits: limits)
+        let r = run(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Long: \(String(repeating: "x", count: 100))\r\n\r\n", limits: limits)
         #expect(r.refused == [431])
         #expect(r.handled == 0)
     }
@@ -193,11 +202,12 @@ import Testing
         }
         #expect(held.map(\.path) == ["/a", "/b", "/c"])
         #expect(held.map { String(decoding: $0.body, as: UTF8.self) } == ["hello", "bye", "ok"])
-        #expect(held.map { $0.headers.map { "\($0.name): \($0.value)" } } == [
-            ["host: a", "content-length: 5", "x-one: 1"],
-            ["host: b", "content-length: 3"],
-            ["host: c", "transfer-encoding: chunked"],
-        ])
+        #expect(
+            held.map { $0.headers.map { "\($0.name): \($0.value)" } } == [
+                ["host: a", "content-length: 5", "x-one: 1"],
+                ["host: b", "content-length: 3"],
+                ["host: c", "transfer-encoding: chunked"],
+            ])
     }
 
     @Test func releasedRequestsGiveWhatAFreshParserGives() {
@@ -207,7 +217,8 @@ import Testing
             fresh.append(contentsOf: Array(text.utf8))
             reused.append(contentsOf: Array(text.utf8))
             // Each reused request is dropped before the next is parsed, so its storage is reused.
-            guard case .request(let a, let keepA)? = fresh.next(), case .request(let b, let keepB)? = reused.next() else {
+            guard case .request(let a, let keepA)? = fresh.next(), case .request(let b, let keepB)? = reused.next()
+            else {
                 Issue.record("no request for \(text)")
                 return
             }
@@ -223,7 +234,8 @@ import Testing
         var limits = HTTPLimits()
         limits.maxBodyBytes = 4
         var parser = HTTP1Parser(limits: limits)
-        let text = "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd"
+        let text =
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd"
             + "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n"
         parser.append(contentsOf: Array(text.utf8))
         var bodies: [String] = []
@@ -252,7 +264,8 @@ import Testing
         ]
         var reused = HTTP1Parser()
         for shape in shapes {
-            let text = "POST \(shape.path) HTTP/1.1\r\nHost: \(shape.host)\r\nContent-Length: \(shape.body.utf8.count)\r\n\r\n\(shape.body)"
+            let text =
+                "POST \(shape.path) HTTP/1.1\r\nHost: \(shape.host)\r\nContent-Length: \(shape.body.utf8.count)\r\n\r\n\(shape.body)"
             reused.append(contentsOf: Array(text.utf8))
             guard case .request(let request, _)? = reused.next() else {
                 Issue.record("no request for \(text)")
@@ -313,10 +326,14 @@ import Testing
     @Test func expectInAnyCaseOnly() {
         let (same, other) = Self.variants(of: "expect")
         for name in same {
-            #expect(statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == 417, "\(name)")
+            #expect(
+                statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == 417,
+                "\(name)")
         }
         for name in other {
-            #expect(statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == nil, "\(name)")
+            #expect(
+                statusOf("POST / HTTP/1.1\r\nHost: a\r\n\(name): nothing\r\nContent-Length: 0\r\n\r\n") == nil,
+                "\(name)")
         }
     }
 }
@@ -325,8 +342,9 @@ import Testing
 /// the RFC's tchar list written out here (the parser's set is the one its field-name word
 /// comparison relies on).
 @Suite struct HTTP1TokenSetTests {
-    static let tchar = Set(Array("!#$%&'*+-.^_`|~0123456789".utf8)
-        + Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8))
+    static let tchar = Set(
+        Array("!#$%&'*+-.^_`|~0123456789".utf8)
+            + Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8))
 
     @Test func everyByteInAFieldName() {
         for b in UInt8.min...UInt8.max where b != UInt8(ascii: ":") {

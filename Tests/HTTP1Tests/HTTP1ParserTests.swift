@@ -5,14 +5,22 @@ import Testing
 @Suite struct HTTP1ParserValidTests {
     @Test func simpleGet() {
         let out = parseBothWays("GET /layers/3?window=60&x=%20 HTTP/1.1\r\nHost: a\r\nUser-Agent:  curl/8 \r\n\r\n")
-        #expect(out == [.request(method: "GET", path: "/layers/3", query: "window=60&x=%20", version: .http1_1,
-                                 headers: ["host: a", "user-agent: curl/8"], body: [], keepAlive: true)])
+        #expect(
+            out == [
+                .request(
+                    method: "GET", path: "/layers/3", query: "window=60&x=%20", version: .http1_1,
+                    headers: ["host: a", "user-agent: curl/8"], body: [], keepAlive: true)
+            ])
     }
 
     @Test func headerNamesAreLowerCasedAndValuesKeepInnerSpaces() {
         let out = parseBothWays("GET / HTTP/1.1\r\nHOST: a\r\nX-Thing:\tone  two\t\r\n\r\n")
-        #expect(out == [.request(method: "GET", path: "/", query: nil, version: .http1_1,
-                                 headers: ["host: a", "x-thing: one  two"], body: [], keepAlive: true)])
+        #expect(
+            out == [
+                .request(
+                    method: "GET", path: "/", query: nil, version: .http1_1,
+                    headers: ["host: a", "x-thing: one  two"], body: [], keepAlive: true)
+            ])
     }
 
     @Test func contentLengthBody() {
@@ -27,7 +35,8 @@ import Testing
     }
 
     @Test func chunkedBodyWithExtensionsAndTrailers() {
-        let text = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        let text =
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
             + "5;name=value\r\nhello\r\n6 ; x\r\n world\r\nA\r\n0123456789\r\n0\r\nX-Checksum: 1\r\n\r\n"
         let out = parseBothWays(text)
         #expect(out.count == 1)
@@ -40,7 +49,8 @@ import Testing
     }
 
     @Test func pipelineOfThreeShapes() {
-        let text = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        let text =
+            "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
             + "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz"
             + "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
             + "GET /d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -50,7 +60,11 @@ import Testing
         #expect(paths == ["/a", "/b", "/c", "/d"])
         #expect(out[1].body == Array("xyz".utf8))
         #expect(out[2].body == Array("ok".utf8))
-        if case .request(_, _, _, _, _, _, let keepAlive) = out[3] { #expect(!keepAlive) } else { Issue.record("not a request") }
+        if case .request(_, _, _, _, _, _, let keepAlive) = out[3] {
+            #expect(!keepAlive)
+        } else {
+            Issue.record("not a request")
+        }
     }
 
     @Test(arguments: [
@@ -82,8 +96,12 @@ import Testing
 
     @Test func absoluteFormTargetYieldsPathAndQuery() {
         let out = parseBothWays("GET http://example.com:8080/metrics?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        #expect(out == [.request(method: "GET", path: "/metrics", query: "x=1", version: .http1_1,
-                                 headers: ["host: example.com"], body: [], keepAlive: true)])
+        #expect(
+            out == [
+                .request(
+                    method: "GET", path: "/metrics", query: "x=1", version: .http1_1,
+                    headers: ["host: example.com"], body: [], keepAlive: true)
+            ])
     }
 
     @Test func higherMinorVersionIsAnsweredAsHTTP11() {
@@ -128,7 +146,10 @@ import Testing
 @Suite struct HTTP1ParserRefusalTests {
     @Test(arguments: [
         // Framing and smuggling (RFC 9112 sections 6.1, 6.3, 11.2).
-        ("both CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (
+            "both CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400
+        ),
         ("TE then CL", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
         ("differing CL headers", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
         ("differing CL list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", 400),
@@ -140,12 +161,18 @@ import Testing
         ("chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
         ("TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         ("unknown coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-        ("unknown coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (
+            "unknown coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501
+        ),
         ("bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         ("empty chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400),
         ("negative chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
         ("chunk size junk", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5x\r\nhello\r\n", 400),
-        ("chunk without CRLF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n", 400),
+        (
+            "chunk without CRLF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n",
+            400
+        ),
         ("bare LF after chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n", 400),
         // Syntax (RFC 9112 sections 2.2, 3, 5).
         ("obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: one\r\n two\r\n\r\n", 400),
@@ -245,12 +272,15 @@ import Testing
     @Test func bodyOverTheLimitIsRefusedBeforeContinue() {
         var limits = HTTPLimits()
         limits.maxBodyBytes = 1000
-        let out = parseBothWays("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n", limits: limits)
+        let out = parseBothWays(
+            "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n", limits: limits)
         #expect(out == [.failure(413)])
     }
 
     @Test func refusalInsidePipelineStopsAfterTheGoodRequests() {
-        let out = parseBothWays("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+        let out = parseBothWays(
+            "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
         #expect(out.count == 2)
         #expect(out.last == .failure(400))
     }

@@ -14,8 +14,9 @@ final class RecordingHandler: HTTPHandler, @unchecked Sendable {
     func handle(_ request: HTTPRequest) -> HTTPResponse {
         seen.append(request)
         if request.path == "/empty" { return HTTPResponse(status: 204) }
-        return HTTPResponse(status: 200, headers: ["content-type": "text/plain", "connection": "keep-alive", "x-bad": "a\r\nb"],
-                            body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
+        return HTTPResponse(
+            status: 200, headers: ["content-type": "text/plain", "connection": "keep-alive", "x-bad": "a\r\nb"],
+            body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
     }
 }
 
@@ -57,8 +58,9 @@ struct SessionRun {
     @Test func keepAliveResponsesAreFramedAndDated() {
         var run = SessionRun()
         #expect(run.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n") == .keepOpen)
-        #expect(run.take() == "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-type: text/plain\r\n"
-            + "content-length: 8\r\n\r\nGET /a 0")
+        #expect(
+            run.take() == "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-type: text/plain\r\n"
+                + "content-length: 8\r\n\r\nGET /a 0")
         #expect(run.send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc") == .keepOpen)
         #expect(run.take().hasSuffix("content-length: 9\r\n\r\nPOST /b 3"))
     }
@@ -73,13 +75,17 @@ struct SessionRun {
 
     @Test func pipelinedRequestsAreAnsweredInOrder() {
         var run = SessionRun()
-        let d = run.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let d = run.send(
+            "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         #expect(d == .keepOpen)
         let text = run.take()
         let bodies = ["GET /1 0", "POST /2 2", "GET /3 0"]
         var position = text.startIndex
         for body in bodies {
-            guard let r = text[position...].firstRange(of: body) else { Issue.record("missing \(body) in order: \(text)"); return }
+            guard let r = text[position...].firstRange(of: body) else {
+                Issue.record("missing \(body) in order: \(text)"); return
+            }
             position = r.upperBound
         }
         #expect(run.handler.seen.map(\.path) == ["/1", "/2", "/3"])
@@ -88,7 +94,8 @@ struct SessionRun {
     @Test func unreadBodyDoesNotMisframeTheNextRequest() {
         var run = SessionRun()
         // The handler never looks at the body; the body bytes must not be read as a request.
-        _ = run.send("POST /ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n\r\n")
+        _ = run.send(
+            "POST /ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n\r\n")
         _ = run.send("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(run.handler.seen.map(\.path) == ["/ignored", "/next"])
     }
@@ -119,7 +126,9 @@ struct SessionRun {
 
     @Test func connectionCloseIsHonoured() {
         var run = SessionRun()
-        #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n") == .closeAfterWrite)
+        #expect(
+            run.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+                == .closeAfterWrite)
         #expect(run.handler.seen.count == 1)
         #expect(run.take().contains("connection: close\r\n"))
     }
@@ -127,7 +136,8 @@ struct SessionRun {
     /// A handler with no error format of its own gets the default refusal: the message as text.
     @Test func refusalIsTheHandlersWithConnectionClose() {
         var run = SessionRun()
-        #expect(run.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == .closeAfterWrite)
+        #expect(
+            run.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == .closeAfterWrite)
         let text = run.take()
         #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
         #expect(text.contains("content-type: text/plain; charset=utf-8\r\n"))
@@ -141,7 +151,8 @@ struct SessionRun {
 
     @Test func continueThenResponse() {
         var run = SessionRun()
-        #expect(run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n") == .keepOpen)
+        #expect(
+            run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n") == .keepOpen)
         #expect(run.take() == "HTTP/1.1 100 Continue\r\n\r\n")
         _ = run.send("12345")
         #expect(run.take().hasPrefix("HTTP/1.1 200 OK\r\n"))
@@ -151,7 +162,9 @@ struct SessionRun {
         var limits = HTTPLimits()
         limits.maxBodyBytes = 100
         var run = SessionRun(limits: limits)
-        #expect(run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n") == .closeAfterWrite)
+        #expect(
+            run.send("PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n")
+                == .closeAfterWrite)
         let text = run.take()
         #expect(text.hasPrefix("HTTP/1.1 413 Content Too Large\r\n"))
         #expect(!text.contains("100 Continue"))
@@ -202,13 +215,14 @@ struct SessionRun {
     /// Every timeout setting maps to a deadline without trapping: NaN, 0 and negative values
     /// expire at once, values past the maximum (1e9 s) count as the maximum, and the sum with
     /// the anchor saturates instead of wrapping.
-    @Test(arguments: [
-        (1.5, 7 * second + 1_500_000_000),
-        (0, 7 * second), (-1, 7 * second), (-Double.infinity, 7 * second), (Double.nan, 7 * second),
-        (maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
-        (maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
-        (1e300, 7 * second + 1_000_000_000 * second), (Double.infinity, 7 * second + 1_000_000_000 * second),
-    ] as [(Double, UInt64)])
+    @Test(
+        arguments: [
+            (1.5, 7 * second + 1_500_000_000),
+            (0, 7 * second), (-1, 7 * second), (-Double.infinity, 7 * second), (Double.nan, 7 * second),
+            (maxTimeoutSeconds, 7 * second + 1_000_000_000 * second),
+            (maxTimeoutSeconds.nextUp, 7 * second + 1_000_000_000 * second),
+            (1e300, 7 * second + 1_000_000_000 * second), (Double.infinity, 7 * second + 1_000_000_000 * second),
+        ] as [(Double, UInt64)])
     func timeoutsOfAnySizeGiveADeadline(seconds: Double, expected: UInt64) {
         var limits = HTTPLimits()
         limits.idleTimeoutSeconds = seconds
@@ -244,8 +258,9 @@ struct SessionRun {
 
     @Test func pipelinedRequestsWaitWhileOutputIsBackedUp() {
         let big = [UInt8](repeating: 0x7A, count: 600 * 1024)
-        let session = HTTP1ServerSession(handler: ClosureHandler { _ in HTTPResponse(status: 200, body: big) },
-                                         limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        let session = HTTP1ServerSession(
+            handler: ClosureHandler { _ in HTTPResponse(status: 200, body: big) },
+            limits: HTTPLimits(), now: 0, dateCache: fixedDates())
         var output: [UInt8] = []
         let four = Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 4).utf8)
         #expect(four.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .keepOpen)
@@ -274,8 +289,9 @@ struct SessionRun {
     #if DEBUG
     @Test func aCallFromAnotherThreadTraps() async {
         await #expect(processExitsWith: .failure) {
-            let session = HTTP1ServerSession(handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
-                                             dateCache: fixedDates())
+            let session = HTTP1ServerSession(
+                handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
+                dateCache: fixedDates())
             var output: [UInt8] = []
             _ = session.beginShutdown(now: 0, output: &output)
             nonisolated(unsafe) let shared = session
@@ -291,8 +307,9 @@ struct SessionRun {
 
     @Test func callsFromTheFirstThreadDoNotTrap() async {
         await #expect(processExitsWith: .success) {
-            let session = HTTP1ServerSession(handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
-                                             dateCache: fixedDates())
+            let session = HTTP1ServerSession(
+                handler: RecordingHandler(), limits: HTTPLimits(), now: 0,
+                dateCache: fixedDates())
             var output: [UInt8] = []
             let bytes = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
             _ = bytes.withUnsafeBytes { session.receive($0, now: 1, output: &output) }

@@ -4,7 +4,9 @@ import Testing
 
 /// A parser event reduced to comparable values.
 enum Outcome: Equatable, CustomStringConvertible {
-    case request(method: String, path: String, query: String?, version: HTTPVersion, headers: [String], body: [UInt8], keepAlive: Bool)
+    case request(
+        method: String, path: String, query: String?, version: HTTPVersion, headers: [String], body: [UInt8],
+        keepAlive: Bool)
     case continueExpected
     case failure(Int)
 
@@ -24,8 +26,9 @@ enum Outcome: Equatable, CustomStringConvertible {
 func outcome(_ event: HTTP1Parser.Event) -> Outcome {
     switch event {
     case .request(let r, let keepAlive):
-        .request(method: r.method, path: r.path, query: r.query, version: r.version,
-                 headers: r.headers.map { "\($0.name): \($0.value)" }, body: r.body, keepAlive: keepAlive)
+        .request(
+            method: r.method, path: r.path, query: r.query, version: r.version,
+            headers: r.headers.map { "\($0.name): \($0.value)" }, body: r.body, keepAlive: keepAlive)
     case .continueExpected: .continueExpected
     case .failure(let e): .failure(e.status)
     }
@@ -47,8 +50,10 @@ func parse(_ bytes: [UInt8], chunk: Int, limits: HTTPLimits = HTTPLimits()) -> [
 
 /// Parses whole and byte by byte, expects the same events both ways (100-continue aside: a
 /// client that sent the body with the head is not waiting for it), and returns them.
-func parseBothWays(_ text: String, limits: HTTPLimits = HTTPLimits(),
-                   sourceLocation: SourceLocation = #_sourceLocation) -> [Outcome] {
+func parseBothWays(
+    _ text: String, limits: HTTPLimits = HTTPLimits(),
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> [Outcome] {
     let bytes = Array(text.utf8)
     let whole = parse(bytes, chunk: bytes.count, limits: limits)
     let bytewise = parse(bytes, chunk: 1, limits: limits).filter { $0 != .continueExpected }
@@ -56,6 +61,8 @@ func parseBothWays(_ text: String, limits: HTTPLimits = HTTPLimits(),
     return whole
 }
 
-func statusOf(_ text: String, limits: HTTPLimits = HTTPLimits(), sourceLocation: SourceLocation = #_sourceLocation) -> Int? {
+func statusOf(_ text: String, limits: HTTPLimits = HTTPLimits(), sourceLocation: SourceLocation = #_sourceLocation)
+    -> Int?
+{
     parseBothWays(text, limits: limits, sourceLocation: sourceLocation).last?.status
 }

@@ -30,7 +30,9 @@ final class H2SocketClient {
         sin.sin_port = port.bigEndian
         sin.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rv = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard rv == 0 else {
             close(fd)

@@ -70,9 +70,13 @@ final class H2TestClient {
         nghttp2_session_callbacks_del(callbacks)
         session = s
         // The client preface always ends with SETTINGS, possibly empty (RFC 9113 section 3.4).
-        var iv = windowBytes.map {
-            [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32($0))]
-        } ?? []
+        var iv =
+            windowBytes.map {
+                [
+                    nghttp2_settings_entry(
+                        settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: UInt32($0))
+                ]
+            } ?? []
         nghttp2_submit_settings(session, 0, &iv, iv.count)
     }
 
@@ -94,12 +98,14 @@ final class H2TestClient {
         }
         let id: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
             var nva = spans.map { s in
-                nghttp2_nv(name: buf.baseAddress! + s.0, value: buf.baseAddress! + s.2, namelen: s.1, valuelen: s.3, flags: 0)
+                nghttp2_nv(
+                    name: buf.baseAddress! + s.0, value: buf.baseAddress! + s.2, namelen: s.1, valuelen: s.3, flags: 0)
             }
             guard body != nil else {
                 return nghttp2_submit_request(session, nil, &nva, nva.count, nil, nil)
             }
-            var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: H2TestClient.readUpload)
+            var provider = nghttp2_data_provider(
+                source: nghttp2_data_source(ptr: nil), read_callback: H2TestClient.readUpload)
             return nghttp2_submit_request(session, nil, &nva, nva.count, &provider, nil)
         }
         if let body, id > 0 { uploads[id] = (body, 0) }
@@ -202,8 +208,13 @@ struct RawFrame {
         while i + 9 <= bytes.count {
             let len = Int(bytes[i]) << 16 | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2])
             guard i + 9 + len <= bytes.count else { break }
-            let sid = (UInt32(bytes[i + 5]) << 24 | UInt32(bytes[i + 6]) << 16 | UInt32(bytes[i + 7]) << 8 | UInt32(bytes[i + 8])) & 0x7fff_ffff
-            frames.append(RawFrame(type: bytes[i + 3], flags: bytes[i + 4], streamID: sid, payload: Array(bytes[(i + 9)..<(i + 9 + len)])))
+            let sid =
+                (UInt32(bytes[i + 5]) << 24 | UInt32(bytes[i + 6]) << 16 | UInt32(bytes[i + 7]) << 8
+                    | UInt32(bytes[i + 8])) & 0x7fff_ffff
+            frames.append(
+                RawFrame(
+                    type: bytes[i + 3], flags: bytes[i + 4], streamID: sid,
+                    payload: Array(bytes[(i + 9)..<(i + 9 + len)])))
             i += 9 + len
         }
         return frames
@@ -213,14 +224,18 @@ struct RawFrame {
     var goaway: (lastStreamID: UInt32, errorCode: UInt32)? {
         guard type == 0x7, payload.count >= 8 else { return nil }
         func u32(_ o: Int) -> UInt32 {
-            UInt32(payload[o]) << 24 | UInt32(payload[o + 1]) << 16 | UInt32(payload[o + 2]) << 8 | UInt32(payload[o + 3])
+            UInt32(payload[o]) << 24 | UInt32(payload[o + 1]) << 16 | UInt32(payload[o + 2]) << 8
+                | UInt32(payload[o + 3])
         }
         return (u32(0) & 0x7fff_ffff, u32(4))
     }
 
     static func header(length: Int, type: UInt8, flags: UInt8, streamID: UInt32) -> [UInt8] {
-        [UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff), type, flags,
-         UInt8(streamID >> 24 & 0x7f), UInt8(streamID >> 16 & 0xff), UInt8(streamID >> 8 & 0xff), UInt8(streamID & 0xff)]
+        [
+            UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff), type, flags,
+            UInt8(streamID >> 24 & 0x7f), UInt8(streamID >> 16 & 0xff), UInt8(streamID >> 8 & 0xff),
+            UInt8(streamID & 0xff),
+        ]
     }
 }
 

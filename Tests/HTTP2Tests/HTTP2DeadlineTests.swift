@@ -26,8 +26,9 @@ func hugeIdleTimeoutIsClamped(seconds: Double) {
 /// thread of its first call; debug builds trap on a call from any other.
 @Test func anHTTP2SessionCalledFromAnotherThreadTraps() async {
     await #expect(processExitsWith: .failure) {
-        let session = HTTP2ServerSession(handler: ClosureHandler { _ in HTTPResponse(status: 204) },
-                                         limits: HTTPLimits(), now: 5)
+        let session = HTTP2ServerSession(
+            handler: ClosureHandler { _ in HTTPResponse(status: 204) },
+            limits: HTTPLimits(), now: 5)
         _ = session.deadline
         nonisolated(unsafe) let shared = session
         let done = DispatchSemaphore(value: 0)

@@ -3,8 +3,8 @@ import Foundation
 import HTTPCore
 import HTTPServer
 import Synchronization
-import Testing
 import TestTools
+import Testing
 
 /// Counts requests and POST body bytes; answers 201 to POST, 200 otherwise.
 final class CountingHandler: HTTPHandler {
@@ -17,9 +17,12 @@ final class CountingHandler: HTTPHandler {
             $0.bodyBytes += request.body.count
             if request.version == .http2 { $0.http2 += 1 }
         }
-        if request.path == "/echo" { return HTTPResponse(status: 201, headers: ["content-type": "text/plain"], body: request.body) }
-        return HTTPResponse(status: request.method == "POST" ? 201 : 200, headers: ["content-type": "application/json"],
-                            body: Array(#"{"ok":true}"#.utf8))
+        if request.path == "/echo" {
+            return HTTPResponse(status: 201, headers: ["content-type": "text/plain"], body: request.body)
+        }
+        return HTTPResponse(
+            status: request.method == "POST" ? 201 : 200, headers: ["content-type": "application/json"],
+            body: Array(#"{"ok":true}"#.utf8))
     }
 
     var counts: (requests: Int, posts: Int, bodyBytes: Int, http2: Int) { state.withLock { $0 } }
@@ -46,7 +49,9 @@ final class LiveServer {
 }
 
 /// Runs a command-line client; a missing tool fails the test (its `.needs` trait decides whether it runs).
-func runTool(_ name: String, _ arguments: [String], timeoutSeconds: Double = 120) throws -> (status: Int32, output: String) {
+func runTool(_ name: String, _ arguments: [String], timeoutSeconds: Double = 120) throws -> (
+    status: Int32, output: String
+) {
     let path = try #require(ExternalTool.path(name), "\(ExternalTool.missing(name))")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
@@ -74,7 +79,8 @@ func number(after label: String, in text: String) -> Int? {
         let handler = CountingHandler()
         let live = try LiveServer(handler: handler)
         defer { live.stop() }
-        let get = try runTool("curl", ["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", live.url("/v1/summary")])
+        let get = try runTool(
+            "curl", ["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", live.url("/v1/summary")])
         #expect(get.status == 0)
         #expect(get.output.hasSuffix("\n2 200"), "\(get.output)")
         #expect(get.output.hasPrefix(#"{"ok":true}"#))
@@ -83,8 +89,13 @@ func number(after label: String, in text: String) -> Int? {
         let bodyFile = FileManager.default.temporaryDirectory.appendingPathComponent("h2-curl-\(getpid()).txt")
         try Data(body.utf8).write(to: bodyFile)
         defer { try? FileManager.default.removeItem(at: bodyFile) }
-        let post = try runTool("curl", ["-sS", "--http2-prior-knowledge", "-H", "content-type: text/plain", "--data-binary", "@" + bodyFile.path,
-                                        "-w", "\n%{http_version} %{http_code}", live.url("/echo")])
+        let post = try runTool(
+            "curl",
+            [
+                "-sS", "--http2-prior-knowledge", "-H", "content-type: text/plain", "--data-binary",
+                "@" + bodyFile.path,
+                "-w", "\n%{http_version} %{http_code}", live.url("/echo"),
+            ])
         #expect(post.status == 0)
         #expect(post.output.hasSuffix("\n2 201"))
         #expect(post.output.hasPrefix(body))
@@ -116,11 +127,13 @@ func number(after label: String, in text: String) -> Int? {
         let connection = try H2SocketClient(address: live.address)
         let client = connection.client
         // HEADERS without END_STREAM, and a body that never comes.
-        let stalled = client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")],
-                                     body: Array("{}".utf8))
+        let stalled = client.request(
+            "POST", "/v1/decisions", headers: [("content-type", "application/json")],
+            body: Array("{}".utf8))
         client.held.insert(stalled)
-        let quick = client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")],
-                                   body: Array(#"{"layer":"l0"}"#.utf8))
+        let quick = client.request(
+            "POST", "/v1/decisions", headers: [("content-type", "application/json")],
+            body: Array(#"{"layer":"l0"}"#.utf8))
         try connection.exchange { client.responses[quick]?.closeCode != nil }
         #expect(client.responses[quick]?.status == 201)
         #expect(client.responses[stalled]?.status == nil)
@@ -149,9 +162,13 @@ func number(after label: String, in text: String) -> Int? {
         try Data(body).write(to: bodyFile)
         defer { try? FileManager.default.removeItem(at: bodyFile) }
 
-        let run = try runTool("h2load", ["-n", "100000", "-c", "4", "-m", "10", "-d", bodyFile.path,
-                                         "-H", "content-type: application/json", live.url("/v1/decisions")],
-                              timeoutSeconds: 300)
+        let run = try runTool(
+            "h2load",
+            [
+                "-n", "100000", "-c", "4", "-m", "10", "-d", bodyFile.path,
+                "-H", "content-type: application/json", live.url("/v1/decisions"),
+            ],
+            timeoutSeconds: 300)
         #expect(run.status == 0, "\(run.output)")
         #expect(number(after: "requests: ", in: run.output) == 100000, "\(run.output)")
         #expect(run.output.contains("100000 succeeded, 0 failed, 0 errored"), "\(run.output)")

@@ -6,7 +6,8 @@ import Testing
 /// fast path), others through `HTTPRequest(target:)` (the slow path); both must give the value
 /// `HTTPRequest(target:)` gives, which is what the HTTP/1.1 path produces too.
 @Suite struct HTTP2RequestValueTests {
-    static func received(_ target: String, headers: [(String, String)] = [], body: [UInt8]? = nil) throws -> HTTPRequest {
+    static func received(_ target: String, headers: [(String, String)] = [], body: [UInt8]? = nil) throws -> HTTPRequest
+    {
         let handler = EchoHandler()
         var pipe = H2Pipe(handler: handler)
         let id = pipe.client.request(body == nil ? "GET" : "POST", target, headers: headers, body: body)
@@ -53,8 +54,12 @@ import Testing
     }
 
     @Test func fieldsKeepTheirOrderAndValues() throws {
-        let request = try Self.received("/f", headers: [("x-a", "1"), ("content-type", "application/json"),
-                                                       ("x-long", String(repeating: "v", count: 300)), ("x-a", "2")])
+        let request = try Self.received(
+            "/f",
+            headers: [
+                ("x-a", "1"), ("content-type", "application/json"),
+                ("x-long", String(repeating: "v", count: 300)), ("x-a", "2"),
+            ])
         #expect(request.headers.values("x-a") == ["1", "2"])
         #expect(request.headers["content-type"] == "application/json")
         #expect(request.headers["x-long"]?.count == 300)
@@ -63,8 +68,10 @@ import Testing
 
     /// Common content types come back as literals (fast path), others are decoded (slow path):
     /// the values must be the same either way.
-    @Test(arguments: ["application/json", "application/x-ndjson", "application/json; charset=utf-8",
-                      "application/jsonx", "application/jso", "text/plain", "application/ndjson"])
+    @Test(arguments: [
+        "application/json", "application/x-ndjson", "application/json; charset=utf-8",
+        "application/jsonx", "application/jso", "text/plain", "application/ndjson",
+    ])
     func contentTypeValuesArePreserved(value: String) throws {
         let request = try Self.received("/c", headers: [("content-type", value)], body: bytes(3))
         #expect(request.headers["content-type"] == value)

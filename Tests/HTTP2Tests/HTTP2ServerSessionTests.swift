@@ -49,7 +49,8 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         var pipe = H2Pipe(handler: handler)
         let get = pipe.client.request("GET", "/v1/layers/3?window=60&x=a%20b", headers: [("x-test", "yes")])
         let body = Array(#"{"layer":"blocks.3.moe","tokens_per_expert":[1,2,3]}"#.utf8)
-        let post = pipe.client.request("POST", "/v1/decisions", headers: [("content-type", "application/json")], body: body)
+        let post = pipe.client.request(
+            "POST", "/v1/decisions", headers: [("content-type", "application/json")], body: body)
         pipe.run(byteByByte: byteByByte)
 
         let g = try #require(pipe.client.responses[get])
@@ -180,7 +181,9 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         pipe.run()
         let s = pipe.client.session
         #expect(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE) == 4096)
-        #expect(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) == UInt32(HTTP2ServerSession.streamWindowBytes))
+        #expect(
+            nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE)
+                == UInt32(HTTP2ServerSession.streamWindowBytes))
         #expect(nghttp2_session_get_remote_window_size(s) == HTTP2ServerSession.connectionWindowBytes)
         #expect(nghttp2_session_get_remote_settings(s, NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES) == 1)
     }
@@ -237,7 +240,8 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
             let dates = r.headers.filter { $0.0 == "date" }.map(\.1)
             #expect(dates.count == 1, "\(r.headers)")
             let value = try #require(dates.first)
-            #expect(value.hasSuffix(" GMT") && value.count == 29 && value != "Thu, 01 Jan 1970 00:00:00 GMT", "\(value)")
+            #expect(
+                value.hasSuffix(" GMT") && value.count == 29 && value != "Thu, 01 Jan 1970 00:00:00 GMT", "\(value)")
         }
     }
 
@@ -262,7 +266,8 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         var pipe = H2Pipe(handler: handler, limits: limits)
         let exact = pipe.client.request("POST", "/exact", body: bytes(1000))
         let over = pipe.client.request("POST", "/over", body: bytes(200_000))
-        let declared = pipe.client.request("POST", "/declared", headers: [("content-length", "5000")], body: bytes(5000))
+        let declared = pipe.client.request(
+            "POST", "/declared", headers: [("content-length", "5000")], body: bytes(5000))
         pipe.run()
         #expect(pipe.client.responses[exact]?.status == 201)
         let o = try #require(pipe.client.responses[over])
@@ -282,7 +287,9 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         var pipe = H2Pipe(handler: EchoHandler())
         // The first frame must be SETTINGS (RFC 9113 section 3.4); a PING instead is a
         // connection error of type PROTOCOL_ERROR.
-        let out = pipe.raw(clientPreface + RawFrame.header(length: 8, type: 0x6, flags: 0, streamID: 0) + [UInt8](repeating: 0, count: 8))
+        let out = pipe.raw(
+            clientPreface + RawFrame.header(length: 8, type: 0x6, flags: 0, streamID: 0)
+                + [UInt8](repeating: 0, count: 8))
         let goaway = try #require(RawFrame.parse(out).compactMap(\.goaway).last)
         #expect(goaway.errorCode == NGHTTP2_PROTOCOL_ERROR.rawValue)
         #expect(pipe.lastDisposition == .closeAfterWrite)

@@ -1,5 +1,5 @@
-import Testing
 import HTTP2
+import Testing
 
 @Test func linksSystemNGHTTP2() {
     let parts = linkedNGHTTP2Version().split(separator: ".").compactMap { Int($0) }

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import Foundation
 import HTTPCore
 import HTTPServer
-import Testing
 import TestTools
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Answers "METHOD PATH BODYLENGTH"; "/slow" first signals `started`, then waits for `release`.
 final class Gate: Sendable {
@@ -20,14 +21,17 @@ func echoHandler(_ gate: Gate = Gate()) -> ClosureHandler {
             gate.started.signal()
             gate.release.wait()
         }
-        return HTTPResponse(status: 200, headers: ["content-type": "text/plain"],
-                            body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
+        return HTTPResponse(
+            status: 200, headers: ["content-type": "text/plain"],
+            body: Array("\(request.method) \(request.path) \(request.body.count)".utf8))
     }
 }
 
 /// Starts a server on an OS-chosen loopback port; the caller shuts it down.
-func startServer(limits: HTTPLimits = HTTPLimits(), listen: [String] = ["127.0.0.1:0"], loops: Int = 2,
-                 deadline: Double = 5, handler: (any HTTPHandler)? = nil) throws -> (HTTPServer, [String]) {
+func startServer(
+    limits: HTTPLimits = HTTPLimits(), listen: [String] = ["127.0.0.1:0"], loops: Int = 2,
+    deadline: Double = 5, handler: (any HTTPHandler)? = nil
+) throws -> (HTTPServer, [String]) {
     var configuration = HTTPServerConfiguration()
     configuration.listen = listen
     configuration.limits = limits
@@ -60,7 +64,8 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         let (server, addresses) = try startServer()
         defer { server.shutdown() }
         let client = try RawClient(addresses[0])
-        try client.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        try client.send(
+            "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         #expect(text(try client.readResponse().body) == "GET /1 0")
         #expect(text(try client.readResponse().body) == "POST /2 5")
         try client.send("POST /3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
@@ -94,7 +99,9 @@ func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
         defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: curl)
-        process.arguments = ["-sS", "-v", "--max-time", "20", "--data-binary", "@\(file.path)", "http://\(addresses[0])/upload"]
+        process.arguments = [
+            "-sS", "-v", "--max-time", "20", "--data-binary", "@\(file.path)", "http://\(addresses[0])/upload",
+        ]
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out

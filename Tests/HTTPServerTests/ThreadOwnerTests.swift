@@ -1,12 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import Foundation
 import SessionCore
 import Synchronization
 import Testing
+
 @testable import Transport
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs `body` on a thread of its own (not the caller's) and returns its result.
 func onAnotherThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
@@ -53,7 +55,9 @@ func onAnotherThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
         await #expect(processExitsWith: .failure) {
             let probe = Probe()
             probe.owner.check("first")
-            _ = onAnotherThread { probe.owner.check("second"); return 0 }
+            _ = onAnotherThread {
+                probe.owner.check("second"); return 0
+            }
         }
     }
     #endif

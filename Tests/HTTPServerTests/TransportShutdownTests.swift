@@ -1,15 +1,19 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SessionCore
 import Synchronization
 import Testing
+
 @testable import Transport
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A session that echoes nothing and is always idle, so shutdown closes it at once.
 final class IdleSession: ConnectionSession {
-    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition { .keepOpen }
+    func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
+        .keepOpen
+    }
     func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition { .closeAfterWrite }
     var deadline: UInt64? { nil }
     func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition { .closeAfterWrite }

@@ -4,6 +4,7 @@ import Logging
 import MoEStats
 import Synchronization
 import Testing
+
 @testable import MoEDaemon
 
 @Suite struct AuthTokenTests {
@@ -36,7 +37,9 @@ import Testing
         #expect(try AuthToken.resolve(c, environment: [:]) == AuthToken("from-file"))
         #expect(try AuthToken.resolve(c, environment: ["MOE_METRICSD_AUTH_TOKEN": "env"]) == AuthToken("env"))
         #expect(try AuthToken.resolve(DaemonConfiguration(), environment: [:]) == nil)
-        #expect(throws: ConfigurationError.self) { try AuthToken.resolve(c, environment: ["MOE_METRICSD_AUTH_TOKEN": " "]) }
+        #expect(throws: ConfigurationError.self) {
+            try AuthToken.resolve(c, environment: ["MOE_METRICSD_AUTH_TOKEN": " "])
+        }
         c.authTokenFile = path + ".missing"
         #expect(throws: ConfigurationError.self) { try AuthToken.resolve(c, environment: [:]) }
     }
@@ -53,11 +56,14 @@ final class TestClock: Sendable {
 }
 
 @Suite struct AuthAndWorkersRouterTests {
-    func makeRouter(_ configure: (inout DaemonConfiguration) -> Void = { _ in }, token: String? = nil,
-                    clock: TestClock = TestClock(1000)) -> DaemonRouter {
+    func makeRouter(
+        _ configure: (inout DaemonConfiguration) -> Void = { _ in }, token: String? = nil,
+        clock: TestClock = TestClock(1000)
+    ) -> DaemonRouter {
         var c = DaemonConfiguration()
         configure(&c)
-        let router = DaemonRouter(configuration: c, version: "test", logger: Logger(label: "test"), clock: { clock.now })
+        let router = DaemonRouter(
+            configuration: c, version: "test", logger: Logger(label: "test"), clock: { clock.now })
         router.update(settings: c.routerSettings(token: token.flatMap(AuthToken.init)))
         return router
     }
@@ -65,7 +71,8 @@ final class TestClock: Sendable {
     func post(_ router: DaemonRouter, _ body: String, auth: String? = nil) -> HTTPResponse {
         var headers: HTTPHeaders = ["content-type": "application/json"]
         if let auth { headers.add("authorization", auth) }
-        return router.handle(HTTPRequest(method: "POST", target: "/v1/decisions", headers: headers, body: Array(body.utf8)))
+        return router.handle(
+            HTTPRequest(method: "POST", target: "/v1/decisions", headers: headers, body: Array(body.utf8)))
     }
 
     func request(_ router: DaemonRouter, _ method: String, _ target: String, auth: String? = nil) -> HTTPResponse {
@@ -91,7 +98,9 @@ final class TestClock: Sendable {
         #expect(request(router, "GET", "/v1/layers/l0").status == 200)
         #expect(request(router, "GET", "/metrics").status == 200)
         #expect(request(router, "DELETE", "/v1/layers/l0", auth: "Bearer t0k").status == 200)
-        #expect(request(router, "GET", "/metrics").text.contains("moe_metricsd_rejected_decisions_total{reason=\"unauthorized\"} 2\n"))
+        #expect(
+            request(router, "GET", "/metrics").text.contains(
+                "moe_metricsd_rejected_decisions_total{reason=\"unauthorized\"} 2\n"))
     }
 
     @Test func readsCanBeProtected() {
@@ -138,7 +147,7 @@ final class TestClock: Sendable {
         let text = request(router, "GET", "/metrics").text
         #expect(text.contains("moe_routing_tokens_total{layer=\"new\"} 1\n"))
         #expect(!text.contains("layer=\"old\""))
-        #expect(request(router, "GET", "/v1/layers/old").status == 200)   // still in the JSON API
+        #expect(request(router, "GET", "/v1/layers/old").status == 200)  // still in the JSON API
     }
 }
 
@@ -170,16 +179,18 @@ final class TestClock: Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = StateFile(path: dir.appendingPathComponent("state.bin").path)
-        let a = DaemonRouter(configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
+        let a = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
         #expect(a.handle(.make("POST", "/v1/decisions", body: decision([3, 1]))).status == 200)
         try file.write(a.registry.exportState())
-        let b = DaemonRouter(configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
+        let b = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
         #expect(Daemon.restore(from: file, into: b, discardCorrupt: false, logger: Logger(label: "t")))
         #expect(b.handle(.make("GET", "/v1/layers/l0")).text == a.handle(.make("GET", "/v1/layers/l0")).text)
         try file.write([0xDE, 0xAD])
         let c = DaemonRouter(configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"))
         #expect(!Daemon.restore(from: file, into: c, discardCorrupt: false, logger: Logger(label: "t")))
-        #expect(try file.read() == [0xDE, 0xAD])   // left untouched
+        #expect(try file.read() == [0xDE, 0xAD])  // left untouched
         #expect(Daemon.restore(from: file, into: c, discardCorrupt: true, logger: Logger(label: "t")))
         #expect(try file.read() == nil)
         #expect(c.registry.layerCount == 0)

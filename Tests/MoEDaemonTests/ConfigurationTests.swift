@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import Logging
 import Testing
+
 @testable import MoEDaemon
 
 @Suite struct ConfigurationTests {
@@ -20,33 +21,42 @@ import Testing
     }
 
     @Test func flagBeatsEnvironmentBeatsFileBeatsDefault() throws {
-        let path = try tempFile("""
+        let path = try tempFile(
+            """
             {"http": {"max_body_bytes": 1000, "max_header_count": 11, "max_connections": 12},
              "stats": {"max_layers": 7}, "log_level": "debug"}
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let c = try DaemonConfiguration.load(ConfigurationSources(
-            filePath: path,
-            environment: ["MOE_METRICSD_HTTP_MAX_HEADER_COUNT": "21", "MOE_METRICSD_HTTP_MAX_CONNECTIONS": "22",
-                          "UNRELATED_HTTP_MAX_CONNECTIONS": "99"],
-            flags: ["http.max_connections": .int(33)]))
-        #expect(c.http.maxBodyBytes == 1000)      // file only
-        #expect(c.http.maxHeaderCount == 21)      // env over file
-        #expect(c.http.maxConnections == 33)      // flag over env and file
+        let c = try DaemonConfiguration.load(
+            ConfigurationSources(
+                filePath: path,
+                environment: [
+                    "MOE_METRICSD_HTTP_MAX_HEADER_COUNT": "21", "MOE_METRICSD_HTTP_MAX_CONNECTIONS": "22",
+                    "UNRELATED_HTTP_MAX_CONNECTIONS": "99",
+                ],
+                flags: ["http.max_connections": .int(33)]))
+        #expect(c.http.maxBodyBytes == 1000)  // file only
+        #expect(c.http.maxHeaderCount == 21)  // env over file
+        #expect(c.http.maxConnections == 33)  // flag over env and file
         #expect(c.maxLayers == 7)
         #expect(c.logLevel == .debug)
         #expect(c.maxExperts == DaemonConfiguration().maxExperts)  // default
     }
 
     @Test func listsFromEachSource() throws {
-        let path = try tempFile(#"{"listen": ["127.0.0.1:1", "[::1]:2"], "stats": {"latency_buckets_seconds": [1, 2.5]}}"#)
+        let path = try tempFile(
+            #"{"listen": ["127.0.0.1:1", "[::1]:2"], "stats": {"latency_buckets_seconds": [1, 2.5]}}"#)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let fromFile = try DaemonConfiguration.load(ConfigurationSources(filePath: path))
         #expect(fromFile.listen == ["127.0.0.1:1", "[::1]:2"])
         #expect(fromFile.latencyBucketsSeconds == [1, 2.5])
-        let fromEnv = try DaemonConfiguration.load(ConfigurationSources(
-            filePath: path, environment: ["MOE_METRICSD_LISTEN": "127.0.0.1:3, 127.0.0.1:4",
-                                          "MOE_METRICSD_STATS_LATENCY_BUCKETS_SECONDS": "0.1,0.2"]))
+        let fromEnv = try DaemonConfiguration.load(
+            ConfigurationSources(
+                filePath: path,
+                environment: [
+                    "MOE_METRICSD_LISTEN": "127.0.0.1:3, 127.0.0.1:4",
+                    "MOE_METRICSD_STATS_LATENCY_BUCKETS_SECONDS": "0.1,0.2",
+                ]))
         #expect(fromEnv.listen == ["127.0.0.1:3", "127.0.0.1:4"])
         #expect(fromEnv.latencyBucketsSeconds == [0.1, 0.2])
         let single = try tempFile(#"{"listen": "127.0.0.1:5"}"#)
@@ -55,9 +65,12 @@ import Testing
     }
 
     @Test func boolsAndDoubles() throws {
-        let c = try DaemonConfiguration.load(ConfigurationSources(
-            environment: ["MOE_METRICSD_METRICS_PER_EXPERT_SERIES": "false",
-                          "MOE_METRICSD_HTTP_IDLE_TIMEOUT_SECONDS": "2.5"]))
+        let c = try DaemonConfiguration.load(
+            ConfigurationSources(
+                environment: [
+                    "MOE_METRICSD_METRICS_PER_EXPERT_SERIES": "false",
+                    "MOE_METRICSD_HTTP_IDLE_TIMEOUT_SECONDS": "2.5",
+                ]))
         #expect(c.perExpertSeries == false)
         #expect(c.http.idleTimeoutSeconds == 2.5)
     }
@@ -72,28 +85,37 @@ import Testing
     }
 
     @Test func wrongTypeNamesTheSource() throws {
-        expectError(ConfigurationSources(environment: ["MOE_METRICSD_HTTP_MAX_BODY_BYTES": "lots"]),
-                    mentioning: ["http.max_body_bytes", "MOE_METRICSD_HTTP_MAX_BODY_BYTES", "integer"])
+        expectError(
+            ConfigurationSources(environment: ["MOE_METRICSD_HTTP_MAX_BODY_BYTES": "lots"]),
+            mentioning: ["http.max_body_bytes", "MOE_METRICSD_HTTP_MAX_BODY_BYTES", "integer"])
         let path = try tempFile(#"{"stats": {"max_layers": "many"}}"#)
         defer { try? FileManager.default.removeItem(atPath: path) }
         expectError(ConfigurationSources(filePath: path), mentioning: ["stats.max_layers", path])
     }
 
     @Test func invalidValuesNameTheSource() {
-        expectError(ConfigurationSources(flags: ["http.max_body_bytes": .int(0)]),
-                    mentioning: ["http.max_body_bytes", "--http-max-body-bytes"])
-        expectError(ConfigurationSources(environment: ["MOE_METRICSD_LISTEN": "localhost"]),
-                    mentioning: ["listen", "MOE_METRICSD_LISTEN"])
+        expectError(
+            ConfigurationSources(flags: ["http.max_body_bytes": .int(0)]),
+            mentioning: ["http.max_body_bytes", "--http-max-body-bytes"])
+        expectError(
+            ConfigurationSources(environment: ["MOE_METRICSD_LISTEN": "localhost"]),
+            mentioning: ["listen", "MOE_METRICSD_LISTEN"])
         expectError(ConfigurationSources(environment: ["MOE_METRICSD_LOG_LEVEL": "loud"]), mentioning: ["log_level"])
-        expectError(ConfigurationSources(flags: ["stats.latency_buckets_seconds": .doubleArray([1, 0.5])]),
-                    mentioning: ["stats.latency_buckets_seconds", "increasing"])
-        expectError(ConfigurationSources(flags: ["stats.default_capacity_factor": .double(-1)]),
-                    mentioning: ["stats.default_capacity_factor"])
-        expectError(ConfigurationSources(flags: ["http.shutdown_deadline_seconds": .double(1e300)]),
-                    mentioning: ["http.shutdown_deadline_seconds", "at most"])
-        expectError(ConfigurationSources(environment: ["MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS": "1e300"]),
-                    mentioning: ["http.header_timeout_seconds", "MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS"])
-        expectError(ConfigurationSources(flags: ["http.idle_timeout_seconds": .double(.nan)]), mentioning: ["http.idle_timeout_seconds"])
+        expectError(
+            ConfigurationSources(flags: ["stats.latency_buckets_seconds": .doubleArray([1, 0.5])]),
+            mentioning: ["stats.latency_buckets_seconds", "increasing"])
+        expectError(
+            ConfigurationSources(flags: ["stats.default_capacity_factor": .double(-1)]),
+            mentioning: ["stats.default_capacity_factor"])
+        expectError(
+            ConfigurationSources(flags: ["http.shutdown_deadline_seconds": .double(1e300)]),
+            mentioning: ["http.shutdown_deadline_seconds", "at most"])
+        expectError(
+            ConfigurationSources(environment: ["MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS": "1e300"]),
+            mentioning: ["http.header_timeout_seconds", "MOE_METRICSD_HTTP_HEADER_TIMEOUT_SECONDS"])
+        expectError(
+            ConfigurationSources(flags: ["http.idle_timeout_seconds": .double(.nan)]),
+            mentioning: ["http.idle_timeout_seconds"])
         expectError(ConfigurationSources(flags: ["worker_ttl": .double(-1)]), mentioning: ["worker_ttl"])
     }
 
@@ -174,7 +196,8 @@ import Testing
 
     /// The shipped config file lists every setting with its default.
     @Test func shippedConfigFileHasEveryDefault() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let path = root.appendingPathComponent("config/moe-metricsd.json").path
         let c = try DaemonConfiguration.load(ConfigurationSources(filePath: path))
         #expect(c == DaemonConfiguration())
@@ -188,14 +211,16 @@ import Testing
 
 @Suite struct LogFormatTests {
     @Test func journaldLinesCarryPriorityAndNoTimestamp() {
-        let line = LineLogHandler.format(level: .warning, message: "two\nlines", metadata: ["b": "2", "a": "1"],
-                                         journal: true, now: Date(timeIntervalSince1970: 0))
+        let line = LineLogHandler.format(
+            level: .warning, message: "two\nlines", metadata: ["b": "2", "a": "1"],
+            journal: true, now: Date(timeIntervalSince1970: 0))
         #expect(line == "<4>warning two\\nlines a=1 b=2")
     }
 
     @Test func terminalLinesStartWithATimestamp() {
-        let line = LineLogHandler.format(level: .info, message: "listening on 127.0.0.1:1", metadata: [:],
-                                         journal: false, now: Date(timeIntervalSince1970: 0))
+        let line = LineLogHandler.format(
+            level: .info, message: "listening on 127.0.0.1:1", metadata: [:],
+            journal: false, now: Date(timeIntervalSince1970: 0))
         #expect(line == "1970-01-01T00:00:00Z info listening on 127.0.0.1:1")
         #expect(!line.contains("\u{1B}"))
     }
@@ -204,7 +229,8 @@ import Testing
 @Suite struct DocumentationTests {
     /// The configuration document's table names every setting with its variable, flag and default.
     @Test func configurationDocumentsEverySetting() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let doc = try String(contentsOf: root.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
         for s in DaemonSettings.all {
             let row = "| `\(s.key)` | `\(s.environmentVariable)` | `\(s.flag)` | `\(s.defaultValue)` |"

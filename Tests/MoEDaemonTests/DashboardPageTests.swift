@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEDaemon
 
 /// The dashboard is `Sources/MoEDaemon/Resources/dashboard.html`, compiled into the binary; the
@@ -7,9 +8,9 @@ import Testing
 /// (`scripts/lint dashboard` checks that its script parses; the Chromium test renders it.)
 @Suite struct DashboardPageTests {
     static let file = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()   // MoEDaemonTests
-        .deletingLastPathComponent()   // Tests
-        .deletingLastPathComponent()   // package root
+        .deletingLastPathComponent()  // MoEDaemonTests
+        .deletingLastPathComponent()  // Tests
+        .deletingLastPathComponent()  // package root
         .appendingPathComponent("Sources/MoEDaemon/Resources/dashboard.html")
 
     @Test func servedBytesAreTheResourceFile() throws {
@@ -23,8 +24,10 @@ import Testing
         // and script APIs that fetch from a URL given to them.
         let attribute = try Regex(#"(src|href|action)\s*=\s*["']?([a-z][a-z0-9+.-]*:)?//"#)
         #expect(page.firstMatch(of: attribute) == nil)
-        for needle in ["http://", "https://", "@import", "url(", "<link", "<iframe", "<img", "<object", "<embed",
-                       "websocket", "eventsource", "importscripts", "import("] {
+        for needle in [
+            "http://", "https://", "@import", "url(", "<link", "<iframe", "<img", "<object", "<embed",
+            "websocket", "eventsource", "importscripts", "import(",
+        ] {
             #expect(!page.contains(needle), "the dashboard refers to \(needle)")
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEDaemon
 
 @Suite struct ExpositionTests {
@@ -82,10 +83,12 @@ import Testing
     }
 
     @Test func numbersWrittenAsBytesMatchTheStringForm() {
-        var values: [Double] = [0, -0.0, 1, -1, 9, 10, 11, 99, 100, 101, 0.1, 1e-5, 1e-4, 123.456, 1e15, 1e16, 1e17,
-                                9_007_199_254_740_991, 9_007_199_254_740_992, -9_007_199_254_740_991,
-                                9_007_199_254_740_992.nextUp, 1.5e300, -2.5e-300, .leastNonzeroMagnitude,
-                                .greatestFiniteMagnitude, .nan, .infinity, -.infinity, 0.5, 4.5]
+        var values: [Double] = [
+            0, -0.0, 1, -1, 9, 10, 11, 99, 100, 101, 0.1, 1e-5, 1e-4, 123.456, 1e15, 1e16, 1e17,
+            9_007_199_254_740_991, 9_007_199_254_740_992, -9_007_199_254_740_991,
+            9_007_199_254_740_992.nextUp, 1.5e300, -2.5e-300, .leastNonzeroMagnitude,
+            .greatestFiniteMagnitude, .nan, .infinity, -.infinity, 0.5, 4.5,
+        ]
         var p: Double = 1
         for _ in 0..<20 {
             values += [p - 1, p, p + 1, -p]
@@ -104,7 +107,9 @@ import Testing
             let expected = "A" + Self.referenceFormat(v)
             if bytes != Array(expected.utf8) {
                 mismatches += 1
-                if mismatches < 5 { Issue.record("\(v.bitPattern): got \(String(decoding: bytes, as: UTF8.self)), expected \(expected)") }
+                if mismatches < 5 {
+                    Issue.record("\(v.bitPattern): got \(String(decoding: bytes, as: UTF8.self)), expected \(expected)")
+                }
             }
             #expect(PrometheusNumber.format(v) == Self.referenceFormat(v))
         }
@@ -139,7 +144,9 @@ import Testing
     }
 
     @Test func indexedSamplesMatchOneByOne() {
-        let counts: [UInt64] = [0, 7, 10, 1234, 9_007_199_254_740_991, 9_007_199_254_740_992, 9_007_199_254_740_993, .max]
+        let counts: [UInt64] = [
+            0, 7, 10, 1234, 9_007_199_254_740_991, 9_007_199_254_740_992, 9_007_199_254_740_993, .max,
+        ]
         let values: [Double] = [0, 0.5, 0.003893213394913234, 1e-7, -0.0, .nan, 3, 1e300]
         for format in [ExpositionFormat.prometheusText, .openMetrics] {
             for labelSet in [[("layer", "l\"0")], []] as [[(String, String)]] {
@@ -178,11 +185,13 @@ import Testing
             let bounds = [0.0005, 0.25, 1, 2.5, 10]
             var le: [[UInt8]] = []
             for (i, layer) in ["a", "b\"x"].enumerated() {
-                slow.histogram(labels: [("layer", layer)], bounds: bounds, cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)],
-                               count: 9, sum: 3.75)
+                slow.histogram(
+                    labels: [("layer", layer)], bounds: bounds, cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)],
+                    count: 9, sum: 3.75)
                 if le.isEmpty { le = fast.leLabels(bounds) }
-                fast.histogram(prepared: PreparedLabels([("layer", layer)]), le: le,
-                               cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)], count: 9, sum: 3.75)
+                fast.histogram(
+                    prepared: PreparedLabels([("layer", layer)]), le: le,
+                    cumulativeCounts: [1, 2, 3, 3, 4 + UInt64(i)], count: 9, sum: 3.75)
             }
             let s = slow.finish(), f = fast.finish()
             #expect(s == f)
@@ -200,15 +209,19 @@ import Testing
         #expect(PrometheusNumber.format(0.25) == "0.25")
     }
 
-    @Test(arguments: [
-        (nil, ExpositionFormat.prometheusText),
-        ("text/plain", .prometheusText),
-        ("application/openmetrics-text; version=1.0.0", .openMetrics),
-        ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", .openMetrics),
-        ("text/plain;q=1, application/openmetrics-text;q=0.5", .prometheusText),
-        ("application/openmetrics-text;q=0", .prometheusText),
-        ("*/*", .prometheusText),
-    ] as [(String?, ExpositionFormat)])
+    @Test(
+        arguments: [
+            (nil, ExpositionFormat.prometheusText),
+            ("text/plain", .prometheusText),
+            ("application/openmetrics-text; version=1.0.0", .openMetrics),
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                .openMetrics
+            ),
+            ("text/plain;q=1, application/openmetrics-text;q=0.5", .prometheusText),
+            ("application/openmetrics-text;q=0", .prometheusText),
+            ("*/*", .prometheusText),
+        ] as [(String?, ExpositionFormat)])
     func acceptNegotiation(accept: String?, expected: ExpositionFormat) {
         #expect(ExpositionFormat.negotiate(accept: accept) == expected)
     }
@@ -243,7 +256,8 @@ import Testing
     }
 
     @Test func levelsGiveTheSameBytesBack() throws {
-        let text = Array(String(repeating: "moe_expert_tokens_total{layer=\"L1\",expert=\"7\"} 1234\n", count: 5000).utf8)
+        let text = Array(
+            String(repeating: "moe_expert_tokens_total{layer=\"L1\",expert=\"7\"} 1234\n", count: 5000).utf8)
         let fast = try #require(Gzip.compress(text))
         let default6 = try #require(Gzip.compress(text, level: 6))
         #expect(Gzip.decompress(fast) == text)
@@ -286,10 +300,11 @@ import Testing
         #expect(Gzip.decompress(compressed) == nil)
     }
 
-    @Test(arguments: [
-        (nil, false), ("gzip", true), ("deflate, gzip;q=0.5", true), ("gzip;q=0", false), ("identity", false),
-        ("*", true), ("*;q=0", false), ("gzip;q=0, *", false), ("br, x-gzip", true), ("GZIP", true),
-    ] as [(String?, Bool)])
+    @Test(
+        arguments: [
+            (nil, false), ("gzip", true), ("deflate, gzip;q=0.5", true), ("gzip;q=0", false), ("identity", false),
+            ("*", true), ("*;q=0", false), ("gzip;q=0, *", false), ("br, x-gzip", true), ("GZIP", true),
+        ] as [(String?, Bool)])
     func acceptEncoding(header: String?, expected: Bool) {
         #expect(Gzip.accepted(by: header) == expected)
     }

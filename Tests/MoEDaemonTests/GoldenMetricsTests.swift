@@ -1,6 +1,7 @@
 import Foundation
 import MoEStats
 import Testing
+
 @testable import MoEDaemon
 
 /// The whole exposition for a fixed input, compared line by line with a golden copy,
@@ -9,8 +10,8 @@ import Testing
 /// output with `MOE_UPDATE_GOLDEN=1 swift test --filter GoldenMetricsTests` and review its diff.
 @Suite struct GoldenMetricsTests {
     static let goldenURL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()   // MoEDaemonTests
-        .deletingLastPathComponent()   // Tests
+        .deletingLastPathComponent()  // MoEDaemonTests
+        .deletingLastPathComponent()  // Tests
         .appendingPathComponent("Fixtures/golden-metrics.txt")
 
     /// The golden text exposition; with `MOE_UPDATE_GOLDEN=1`, the current output, written to the file first.
@@ -20,7 +21,8 @@ import Testing
             try Data(rendered.utf8).write(to: goldenURL, options: .atomic)
             return rendered
         }
-        let data = try #require(FileManager.default.contents(atPath: goldenURL.path), "golden file \(goldenURL.path) is missing")
+        let data = try #require(
+            FileManager.default.contents(atPath: goldenURL.path), "golden file \(goldenURL.path) is missing")
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -28,19 +30,25 @@ import Testing
         var c = StatsConfiguration()
         c.latencyBucketsSeconds = [0.001, 0.01]
         let registry = LayerRegistry(configuration: c)
-        _ = try registry.ingest([
-            RoutingDecision(layer: "b", expertCapacity: 4, latencyMs: 0.5, expertCounts: [3, 1], totalTokens: 4,
-                            tokensDropped: 1, loadBalanceLoss: .value(0.5), routerZLoss: .nonFinite, auxiliaryLoss: .value(0.25)),
-            RoutingDecision(layer: "a", latencyMs: 20, expertCounts: [2, 2, 0, 0], totalTokens: 4),
-        ], defaultLayer: nil, now: 1000)
+        _ = try registry.ingest(
+            [
+                RoutingDecision(
+                    layer: "b", expertCapacity: 4, latencyMs: 0.5, expertCounts: [3, 1], totalTokens: 4,
+                    tokensDropped: 1, loadBalanceLoss: .value(0.5), routerZLoss: .nonFinite, auxiliaryLoss: .value(0.25)
+                ),
+                RoutingDecision(layer: "a", latencyMs: 20, expertCounts: [2, 2, 0, 0], totalTokens: 4),
+            ], defaultLayer: nil, now: 1000)
         let daemon = MetricsRenderer.DaemonState(
             counters: ([(.init(route: "/v1/decisions", code: 200), 1)], [("malformed", 0)]),
             openConnections: 2, layers: 2,
-            process: ProcessMetrics(residentMemoryBytes: 1024, cpuSeconds: 0.5, openFDs: 7, maxFDs: 1024,
-                                    startTimeSeconds: 1.7e9),
+            process: ProcessMetrics(
+                residentMemoryBytes: 1024, cpuSeconds: 0.5, openFDs: 7, maxFDs: 1024,
+                startTimeSeconds: 1.7e9),
             version: "9.9.9")
-        return String(decoding: MetricsRenderer.render(registry.snapshots(), daemon: daemon, format: format,
-                                                       perExpertSeries: true), as: UTF8.self)
+        return String(
+            decoding: MetricsRenderer.render(
+                registry.snapshots(), daemon: daemon, format: format,
+                perExpertSeries: true), as: UTF8.self)
     }
 
     func compare(_ actual: String, _ golden: String) {
@@ -65,14 +73,18 @@ import Testing
         // Counter families lose `_total` in HELP and TYPE, the build info is an `info` family
         // without `_info`, and the exposition ends with `# EOF`; nothing else differs.
         var expected = try Self.goldenText()
-        for name in ["moe_routing_decisions", "moe_routing_tokens", "moe_routing_dropped_tokens", "moe_expert_tokens",
-                     "moe_routing_nonfinite_losses", "moe_routing_capacity_tokens", "moe_routing_capacity_used_tokens",
-                     "moe_metricsd_http_requests", "moe_metricsd_rejected_decisions", "process_cpu_seconds"] {
+        for name in [
+            "moe_routing_decisions", "moe_routing_tokens", "moe_routing_dropped_tokens", "moe_expert_tokens",
+            "moe_routing_nonfinite_losses", "moe_routing_capacity_tokens", "moe_routing_capacity_used_tokens",
+            "moe_metricsd_http_requests", "moe_metricsd_rejected_decisions", "process_cpu_seconds",
+        ] {
             expected = expected.replacingOccurrences(of: "# HELP \(name)_total ", with: "# HELP \(name) ")
                 .replacingOccurrences(of: "# TYPE \(name)_total ", with: "# TYPE \(name) ")
         }
-        expected = expected.replacingOccurrences(of: "# HELP moe_metricsd_build_info ", with: "# HELP moe_metricsd_build ")
-            .replacingOccurrences(of: "# TYPE moe_metricsd_build_info gauge", with: "# TYPE moe_metricsd_build info")
+        expected = expected.replacingOccurrences(
+            of: "# HELP moe_metricsd_build_info ", with: "# HELP moe_metricsd_build "
+        )
+        .replacingOccurrences(of: "# TYPE moe_metricsd_build_info gauge", with: "# TYPE moe_metricsd_build info")
         expected += "# EOF\n"
         compare(om, expected)
     }
@@ -101,13 +113,14 @@ import Testing
                     return rng.next() % (total + 1)
                 }
                 let loss: Loss = rng.next() % 7 == 0 ? .nonFinite : .value(Double(rng.next() % 1000) / 997)
-                batch.append(RoutingDecision(
-                    layer: "layer.\(l)", worker: rng.next() % 3 == 0 ? nil : "w\(rng.next() % 4)",
-                    expertCapacity: l % 3 == 0 ? nil : Int(1 + total / 2),
-                    latencyMs: rng.next() % 2 == 0 ? nil : Double(rng.next() % 100_000) / 1000,
-                    expertCounts: counts, totalTokens: total, tokensDropped: total / 7,
-                    loadBalanceLoss: loss, routerZLoss: .value(Double(rng.next() % 100) * 0.013),
-                    auxiliaryLoss: l % 2 == 0 ? .absent : .value(0.1)))
+                batch.append(
+                    RoutingDecision(
+                        layer: "layer.\(l)", worker: rng.next() % 3 == 0 ? nil : "w\(rng.next() % 4)",
+                        expertCapacity: l % 3 == 0 ? nil : Int(1 + total / 2),
+                        latencyMs: rng.next() % 2 == 0 ? nil : Double(rng.next() % 100_000) / 1000,
+                        expertCounts: counts, totalTokens: total, tokensDropped: total / 7,
+                        loadBalanceLoss: loss, routerZLoss: .value(Double(rng.next() % 100) * 0.013),
+                        auxiliaryLoss: l % 2 == 0 ? .absent : .value(0.1)))
             }
             _ = try registry.ingest(batch, defaultLayer: nil, now: Double(1000 + d * 10))
         }
@@ -118,7 +131,7 @@ import Testing
     static func same(_ a: Double?, _ b: Double?) -> Bool {
         switch (a, b) {
         case (nil, nil): true
-        case let (x?, y?): x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN)
+        case (let x?, let y?): x.bitPattern == y.bitPattern || (x.isNaN && y.isNaN)
         default: false
         }
     }
@@ -165,7 +178,8 @@ import Testing
             }
         }
         // Layers, experts and seeds above must exercise the cases the view handles specially.
-        #expect(views.contains { $0.gaugeValue(.deadExperts)! > 0 } && views.contains { $0.gaugeValue(.deadExperts) == 0 })
+        #expect(
+            views.contains { $0.gaugeValue(.deadExperts)! > 0 } && views.contains { $0.gaugeValue(.deadExperts) == 0 })
         #expect(views.contains { $0.capacity.totalCapacity == 0 } && views.contains { $0.capacity.totalCapacity > 0 })
         #expect(views.contains { $0.gaugeValue(.entropy) == nil } && views.contains { $0.gaugeValue(.entropy) != nil })
     }
@@ -175,17 +189,21 @@ import Testing
         let registry = try Self.registry(seed: 9)
         let daemon = MetricsRenderer.DaemonState(
             counters: ([(.init(route: "/metrics", code: 200), 3)], [("invalid", 2)]), openConnections: 1, layers: 6,
-            process: ProcessMetrics(residentMemoryBytes: 5e6, cpuSeconds: 1.25, openFDs: nil, maxFDs: nil,
-                                    startTimeSeconds: nil),
+            process: ProcessMetrics(
+                residentMemoryBytes: 5e6, cpuSeconds: 1.25, openFDs: nil, maxFDs: nil,
+                startTimeSeconds: nil),
             version: "1.0")
         for perExpert in [true, false] {
-            let a = MetricsRenderer.render(registry.snapshots(), daemon: daemon, format: format, perExpertSeries: perExpert,
-                                           now: 1300, workerTTL: 60)
-            let b = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: format,
-                                           perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+            let a = MetricsRenderer.render(
+                registry.snapshots(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                now: 1300, workerTTL: 60)
+            let b = MetricsRenderer.render(
+                registry.metricsViews(), daemon: daemon, format: format,
+                perExpertSeries: perExpert, now: 1300, workerTTL: 60)
             // Views out of name order are sorted like snapshots.
-            let c = MetricsRenderer.render(Array(registry.metricsViews().reversed()), daemon: daemon, format: format,
-                                           perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+            let c = MetricsRenderer.render(
+                Array(registry.metricsViews().reversed()), daemon: daemon, format: format,
+                perExpertSeries: perExpert, now: 1300, workerTTL: 60)
             #expect(a == b)
             #expect(a == c)
             let text = String(decoding: a, as: UTF8.self)
@@ -199,10 +217,12 @@ import Testing
         // The second render reserves from the first one's size; the bytes must not change.
         let registry = try Self.registry(seed: 4, layers: 3)
         let daemon = GoldenMetricsTests.fixedDaemon
-        let first = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: .prometheusText,
-                                           perExpertSeries: true)
-        let second = MetricsRenderer.render(registry.metricsViews(), daemon: daemon, format: .prometheusText,
-                                            perExpertSeries: true)
+        let first = MetricsRenderer.render(
+            registry.metricsViews(), daemon: daemon, format: .prometheusText,
+            perExpertSeries: true)
+        let second = MetricsRenderer.render(
+            registry.metricsViews(), daemon: daemon, format: .prometheusText,
+            perExpertSeries: true)
         #expect(first == second)
         #expect(first.count > 1000)
     }
@@ -211,7 +231,8 @@ import Testing
 extension GoldenMetricsTests {
     static let fixedDaemon = MetricsRenderer.DaemonState(
         counters: ([], []), openConnections: 0, layers: 0,
-        process: ProcessMetrics(residentMemoryBytes: nil, cpuSeconds: nil, openFDs: nil, maxFDs: nil, startTimeSeconds: nil),
+        process: ProcessMetrics(
+            residentMemoryBytes: nil, cpuSeconds: nil, openFDs: nil, maxFDs: nil, startTimeSeconds: nil),
         version: "0")
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import JSONOutput
 import MoEStats
 import Testing
+
 @testable import MoEDaemon
 
 /// The table of layer measures as the daemon's outputs show it: every headline row in the
@@ -46,17 +47,21 @@ import Testing
         }
         // The fleet's efficiency is the layers' formula on the summed counters, at the layers' scale.
         let totals = try #require(root["totals"] as? [String: Any])
-        let tokens = summaries.reduce(0) { $0 + $1.totalTokens }, dropped = summaries.reduce(0) { $0 + $1.tokensDropped }
-        #expect(totals["routing_efficiency"] as? Double
+        let tokens = summaries.reduce(0) { $0 + $1.totalTokens },
+            dropped = summaries.reduce(0) { $0 + $1.tokensDropped }
+        #expect(
+            totals["routing_efficiency"] as? Double
                 == Measures.routingEfficiency(tokens: tokens, dropped: dropped, scale: Measures.percent))
     }
 
     @Test func gaugeRowsInTheExposition() throws {
         let registry = try MetricsViewTests.registry(seed: 5, layers: 4, decisions: 12)
         for perExpert in [true, false] {
-            let text = String(decoding: MetricsRenderer.render(registry.metricsViews(), daemon: GoldenMetricsTests.fixedDaemon,
-                                                               format: .prometheusText, perExpertSeries: perExpert),
-                              as: UTF8.self)
+            let text = String(
+                decoding: MetricsRenderer.render(
+                    registry.metricsViews(), daemon: GoldenMetricsTests.fixedDaemon,
+                    format: .prometheusText, perExpertSeries: perExpert),
+                as: UTF8.self)
             var previous = text.startIndex
             for row in LayerMeasure.all {
                 guard let gauge = row.gauge else { continue }

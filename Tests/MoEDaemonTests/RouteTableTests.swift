@@ -2,6 +2,7 @@ import Foundation
 import HTTPCore
 import Logging
 import Testing
+
 @testable import MoEDaemon
 
 /// The route table is the one declaration of the API: everything else (matching, `Allow`, 404 and
@@ -17,8 +18,9 @@ import Testing
     }
 
     static func router() -> DaemonRouter {
-        let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
-                                  clock: { 1000 })
+        let router = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+            clock: { 1000 })
         router.isReady = true
         return router
     }
@@ -30,7 +32,9 @@ import Testing
             for path in Self.paths(route) {
                 for method in Self.methods {
                     // The layer exists before every request, so a read or reset of it succeeds.
-                    #expect(router.handle(.make("POST", "/v1/decisions", body: decision(layer: "l0", [1, 1]))).status == 200)
+                    #expect(
+                        router.handle(.make("POST", "/v1/decisions", body: decision(layer: "l0", [1, 1]))).status == 200
+                    )
                     let body = method == "POST" ? decision(layer: "l0", [1, 1]) : ""
                     let r = router.handle(.make(method, path, body: body))
                     if route.allowedMethods.contains(method) {
@@ -153,14 +157,21 @@ import Testing
                 .filter { $0.offset % 2 == 1 }.map { String($0.element) }
             for span in spans {
                 let words = span.split(separator: " ")
-                if words.count == 2, words[0].allSatisfy(\.isUppercase), words[1].hasPrefix("/") { documented.insert(span) }
+                if words.count == 2, words[0].allSatisfy(\.isUppercase), words[1].hasPrefix("/") {
+                    documented.insert(span)
+                }
             }
         }
-        let declared = Set(Self.table.routes.flatMap { route in
-            route.methods.flatMap { m in ([route.template] + route.aliases).map { "\(m.name) \($0)" } }
-        })
+        let declared = Set(
+            Self.table.routes.flatMap { route in
+                route.methods.flatMap { m in ([route.template] + route.aliases).map { "\(m.name) \($0)" } }
+            })
         #expect(!documented.isEmpty)
-        #expect(documented.subtracting(declared).isEmpty, "in the README, not in the table: \(documented.subtracting(declared).sorted())")
-        #expect(declared.subtracting(documented).isEmpty, "in the table, not in the README: \(declared.subtracting(documented).sorted())")
+        #expect(
+            documented.subtracting(declared).isEmpty,
+            "in the README, not in the table: \(documented.subtracting(declared).sorted())")
+        #expect(
+            declared.subtracting(documented).isEmpty,
+            "in the table, not in the README: \(declared.subtracting(documented).sorted())")
     }
 }

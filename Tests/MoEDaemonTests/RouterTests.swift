@@ -4,12 +4,15 @@ import HTTPCore
 import Logging
 import MoEStats
 import Testing
+
 @testable import MoEDaemon
 
 extension HTTPRequest {
     /// A request with defaults, for tests.
-    static func make(_ method: String = "GET", _ target: String, body: String = "",
-                     contentType: String? = "application/json", headers extra: HTTPHeaders = HTTPHeaders()) -> HTTPRequest {
+    static func make(
+        _ method: String = "GET", _ target: String, body: String = "",
+        contentType: String? = "application/json", headers extra: HTTPHeaders = HTTPHeaders()
+    ) -> HTTPRequest {
         var headers = extra
         if let contentType, !body.isEmpty { headers.add("content-type", contentType) }
         return HTTPRequest(method: method, target: target, headers: headers, body: Array(body.utf8))
@@ -24,8 +27,10 @@ extension HTTPResponse {
 }
 
 /// A decision with `counts` per expert; total is their sum unless given.
-func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped: Int = 0, lbl: Double = 0.1,
-              z: Double = 0.01, aux: Double = 0.2, latencyMs: Double? = 2) -> String {
+func decision(
+    layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped: Int = 0, lbl: Double = 0.1,
+    z: Double = 0.01, aux: Double = 0.2, latencyMs: Double? = 2
+) -> String {
     var fields: [String] = []
     if let layer { fields.append("\"layer\":\"\(layer)\"") }
     fields.append("\"expert_capacities\":[\(counts.map(String.init).joined(separator: ","))]")
@@ -48,7 +53,8 @@ func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped
         router = DaemonRouter(configuration: c, version: "test", logger: Logger(label: "test"), clock: { 1000 })
     }
 
-    func post(_ body: String, path: String = "/v1/decisions", contentType: String? = "application/json") -> HTTPResponse {
+    func post(_ body: String, path: String = "/v1/decisions", contentType: String? = "application/json") -> HTTPResponse
+    {
         router.handle(.make("POST", path, body: body, contentType: contentType))
     }
 
@@ -102,7 +108,10 @@ func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped
             (post(decision([1, 1]), contentType: "application/x-www-form-urlencoded"), 415, nil),
             (post(decision([1, 1]), contentType: "application/json; charset=latin1"), 415, nil),
             (post(decision([1, 1, 1, 1, 1, 1, 1, 1, 1])), 507, nil),
-            (post("[\(decision(layer: "a", [1])),\(decision(layer: "b", [1])),\(decision(layer: "c", [1]))]"), 507, "layer"),
+            (
+                post("[\(decision(layer: "a", [1])),\(decision(layer: "b", [1])),\(decision(layer: "c", [1]))]"), 507,
+                "layer"
+            ),
         ]
         for (i, (response, status, field)) in cases.enumerated() {
             #expect(response.status == status, "case \(i): \(response.text)")
@@ -154,7 +163,8 @@ func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped
     }
 
     @Test func layersListAndSummaryAcrossLayers() throws {
-        #expect(post("[\(decision(layer: "a", [1, 3], dropped: 1)),\(decision(layer: "b", [2, 2, 0, 0]))]").status == 200)
+        #expect(
+            post("[\(decision(layer: "a", [1, 3], dropped: 1)),\(decision(layer: "b", [2, 2, 0, 0]))]").status == 200)
         let list = get("/v1/layers")
         let layers = try #require(list.json["layers"] as? [[String: Any]])
         #expect(layers.map { $0["layer"] as? String } == ["a", "b"])
@@ -228,16 +238,18 @@ func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped
         #expect(r.status == 200)
         #expect(r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
         let text = r.text
-        for name in ["moe_routing_decisions_total", "moe_routing_tokens_total", "moe_routing_dropped_tokens_total",
-                     "moe_expert_tokens_total", "moe_routing_load_balance_loss", "moe_routing_router_z_loss",
-                     "moe_routing_auxiliary_loss", "moe_routing_latency_seconds", "moe_routing_efficiency_ratio",
-                     "moe_expert_utilization_ratio", "moe_routing_utilization_cv", "moe_routing_max_violation",
-                     "moe_routing_balancedness_ratio", "moe_routing_entropy_ratio", "moe_routing_dead_experts",
-                     "moe_routing_capacity_utilization_ratio", "moe_routing_nonfinite_losses_total",
-                     "moe_metricsd_http_requests_total", "moe_metricsd_rejected_decisions_total",
-                     "moe_metricsd_open_connections", "moe_metricsd_layers", "moe_metricsd_build_info",
-                     "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
-                     "process_max_fds", "process_start_time_seconds"] {
+        for name in [
+            "moe_routing_decisions_total", "moe_routing_tokens_total", "moe_routing_dropped_tokens_total",
+            "moe_expert_tokens_total", "moe_routing_load_balance_loss", "moe_routing_router_z_loss",
+            "moe_routing_auxiliary_loss", "moe_routing_latency_seconds", "moe_routing_efficiency_ratio",
+            "moe_expert_utilization_ratio", "moe_routing_utilization_cv", "moe_routing_max_violation",
+            "moe_routing_balancedness_ratio", "moe_routing_entropy_ratio", "moe_routing_dead_experts",
+            "moe_routing_capacity_utilization_ratio", "moe_routing_nonfinite_losses_total",
+            "moe_metricsd_http_requests_total", "moe_metricsd_rejected_decisions_total",
+            "moe_metricsd_open_connections", "moe_metricsd_layers", "moe_metricsd_build_info",
+            "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+            "process_max_fds", "process_start_time_seconds",
+        ] {
             #expect(text.components(separatedBy: "# TYPE \(name) ").count == 2, "TYPE of \(name) once")
             #expect(text.components(separatedBy: "# HELP \(name) ").count == 2, "HELP of \(name) once")
         }
@@ -260,7 +272,8 @@ func decision(layer: String? = "l0", _ counts: [Int], total: Int? = nil, dropped
         _ = get("/random/path")
         _ = post("{")
         let text = get("/metrics").text
-        #expect(text.contains("moe_metricsd_http_requests_total{route=\"/v1/layers/{layer}/decisions\",code=\"200\"} 1\n"))
+        #expect(
+            text.contains("moe_metricsd_http_requests_total{route=\"/v1/layers/{layer}/decisions\",code=\"200\"} 1\n"))
         #expect(text.contains("moe_metricsd_http_requests_total{route=\"/v1/layers/{layer}\",code=\"404\"} 1\n"))
         #expect(text.contains("moe_metricsd_http_requests_total{route=\"other\",code=\"404\"} 1\n"))
         #expect(text.contains("moe_metricsd_rejected_decisions_total{reason=\"malformed\"} 1\n"))
@@ -349,13 +362,16 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
     }
 
     @Test func contentEncodingAbsentIdentityOrUnknown() {
-        let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
-                                  clock: { 1000 })
+        let router = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+            clock: { 1000 })
         func post(_ encodings: [String]) -> HTTPResponse {
             var headers: HTTPHeaders = ["content-type": "application/json"]
             for e in encodings { headers.add("content-encoding", e) }
-            return router.handle(HTTPRequest(method: "POST", target: "/v1/decisions", headers: headers,
-                                             body: Array(decision([1, 1]).utf8)))
+            return router.handle(
+                HTTPRequest(
+                    method: "POST", target: "/v1/decisions", headers: headers,
+                    body: Array(decision([1, 1]).utf8)))
         }
         #expect(post([]).status == 200)
         #expect(post(["identity"]).status == 200)
@@ -377,13 +393,17 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
         for (i, code) in DaemonCounters.codes.enumerated() {
             #expect(DaemonCounters.column(code) == i)
         }
-        for code in [-1, 0, 99, 100, 201, 418, 599, 600, 1000] { #expect(DaemonCounters.column(code) == nil, "\(code)") }
+        for code in [-1, 0, 99, 100, 201, 418, 599, 600, 1000] {
+            #expect(DaemonCounters.column(code) == nil, "\(code)")
+        }
     }
 
     @Test func tableAndGeneralPathGiveTheSameSnapshot() throws {
         let byName = DaemonCounters(), byRow = DaemonCounters()
-        let calls: [(String, Int)] = [("/v1/decisions", 200), ("/v1/decisions", 200), ("/v1/layers/{layer}", 404),
-                                      ("other", 431), ("/metrics", 200), ("/v1/decisions", 418), ("/v1/decisions", 422)]
+        let calls: [(String, Int)] = [
+            ("/v1/decisions", 200), ("/v1/decisions", 200), ("/v1/layers/{layer}", 404),
+            ("other", 431), ("/metrics", 200), ("/v1/decisions", 418), ("/v1/decisions", 422),
+        ]
         for (route, code) in calls {
             byName.recordRequest(route: route, code: code)
             byRow.recordRequest(routeIndex: try #require(DaemonCounters.routes.firstIndex(of: route)), code: code)
@@ -391,16 +411,20 @@ func inflateWithZlib(_ input: [UInt8]) -> [UInt8]? {
         let a = byName.snapshot().requests.map { "\($0.0.route) \($0.0.code) \($0.1)" }
         let b = byRow.snapshot().requests.map { "\($0.0.route) \($0.0.code) \($0.1)" }
         #expect(a == b)
-        #expect(a == ["/metrics 200 1", "/v1/decisions 200 2", "/v1/decisions 418 1", "/v1/decisions 422 1",
-                      "/v1/layers/{layer} 404 1", "other 431 1"])
+        #expect(
+            a == [
+                "/metrics 200 1", "/v1/decisions 200 2", "/v1/decisions 418 1", "/v1/decisions 422 1",
+                "/v1/layers/{layer} 404 1", "other 431 1",
+            ])
         // A label outside the templates still counts.
         byName.recordRequest(route: "custom", code: 200)
         #expect(byName.snapshot().requests.contains { $0.0.route == "custom" && $0.1 == 1 })
     }
 
     @Test func protocolRefusalsAreCountedUnderOther() {
-        let router = DaemonRouter(configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
-                                  clock: { 1000 })
+        let router = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "test", logger: Logger(label: "test"),
+            clock: { 1000 })
         for status in [408, 413, 431, 431, 400] { _ = router.refusal(status: status, message: "refused", headers: [:]) }
         let other = router.counters.snapshot().requests.filter { $0.0.route == "other" }.map { "\($0.0.code) \($0.1)" }
         #expect(other == ["400 1", "408 1", "413 1", "431 2"])

@@ -3,6 +3,7 @@ import HTTPCore
 import Logging
 import MoEStats
 import Testing
+
 @testable import MoEDaemon
 
 /// Problems a user found trying the daemon: empty bodies, request content codings, state files
@@ -60,8 +61,10 @@ import Testing
     /// that `increase()` sees the first one.
     @Test func everyRejectionReasonStartsAtZero() {
         let text = get("/metrics").text
-        for reason in ["conflict", "invalid", "malformed", "too_large", "too_many_experts", "too_many_layers",
-                       "unauthorized", "unsupported_media_type"] {
+        for reason in [
+            "conflict", "invalid", "malformed", "too_large", "too_many_experts", "too_many_layers",
+            "unauthorized", "unsupported_media_type",
+        ] {
             #expect(text.contains("moe_metricsd_rejected_decisions_total{reason=\"\(reason)\"} 0\n"), "\(reason)")
         }
     }
@@ -127,7 +130,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("state.bin").path
         let persistence = Persistence(file: StateFile(path: path), router: router, logger: Logger(label: "test"))
-        #expect(persistence.save() == .written)   // no file yet: the first save writes one
+        #expect(persistence.save() == .written)  // no file yet: the first save writes one
         #expect(FileManager.default.fileExists(atPath: path))
         try FileManager.default.removeItem(atPath: path)
         #expect(persistence.save() == .unchanged)
@@ -135,20 +138,23 @@ import Testing
         #expect(post(Array(decision([1, 1]).utf8)).status == 200)
         #expect(persistence.save() == .written)
         #expect(persistence.save() == .unchanged)
-        #expect(post(Array("{".utf8)).status == 400)   // a refused request changes nothing
+        #expect(post(Array("{".utf8)).status == 400)  // a refused request changes nothing
         #expect(persistence.save() == .unchanged)
         #expect(router.handle(.make("DELETE", "/v1/layers/l0")).status == 200)
         #expect(persistence.save() == .written)
         #expect(router.handle(.make("DELETE", "/v1/layers")).status == 200)
         #expect(persistence.save() == .written)
 
-        let restored = Persistence(file: StateFile(path: path), router: router, logger: Logger(label: "test"), upToDate: true)
+        let restored = Persistence(
+            file: StateFile(path: path), router: router, logger: Logger(label: "test"), upToDate: true)
         #expect(restored.save() == .unchanged)
     }
 
     @Test func repeatedWindowIsRefused() {
         #expect(post(Array(decision([1, 1]).utf8)).status == 200)
-        for target in ["/v1/layers/l0?window=5&window=7", "/v1/summary?window=5&window=5", "/v1/summary?window=5&%77indow=7"] {
+        for target in [
+            "/v1/layers/l0?window=5&window=7", "/v1/summary?window=5&window=5", "/v1/summary?window=5&%77indow=7",
+        ] {
             let r = get(target)
             #expect(r.status == 400, "\(target)")
             #expect(r.json["field"] as? String == "window", "\(target)")
@@ -157,7 +163,8 @@ import Testing
     }
 
     @Test func largeJSONIsGzippedWhenAllowed() throws {
-        let batch = (0..<8).map { decision(layer: "layer.\($0)", Array(repeating: 3, count: 64)) }.joined(separator: ",")
+        let batch = (0..<8).map { decision(layer: "layer.\($0)", Array(repeating: 3, count: 64)) }.joined(
+            separator: ",")
         #expect(post(Array("[\(batch)]".utf8)).status == 200)
         let plain = get("/v1/summary")
         #expect(plain.body.count > DaemonRouter.gzipThreshold)

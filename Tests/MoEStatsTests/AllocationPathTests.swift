@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 /// Batches for a single layer take the registry's allocation-free path; these check that it
 /// refuses (and leaves nothing behind) exactly as the general path does, and applies the same

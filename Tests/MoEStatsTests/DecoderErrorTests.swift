@@ -1,4 +1,5 @@
 import Testing
+
 @testable import MoEStats
 
 /// One refused body and the error it must produce.
@@ -19,10 +20,14 @@ struct DecoderValidationTests {
         // Missing and wrongly typed fields.
         .init(body: #"{"total_tokens":1}"#, kind: .malformed, field: "expert_capacities"),
         .init(body: #"{"expert_capacities":[1]}"#, kind: .malformed, field: "total_tokens"),
-        .init(body: #"{"expert_capacities":[1],"tokens_per_expert":[1],"total_tokens":1}"#, kind: .malformed, field: "tokens_per_expert"),
+        .init(
+            body: #"{"expert_capacities":[1],"tokens_per_expert":[1],"total_tokens":1}"#, kind: .malformed,
+            field: "tokens_per_expert"),
         .init(body: #"{"expert_capacities":"1","total_tokens":1}"#, kind: .malformed, field: "expert_capacities"),
-        .init(body: #"{"expert_capacities":[1,"2"],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
-        .init(body: #"{"expert_capacities":[1,null],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
+        .init(
+            body: #"{"expert_capacities":[1,"2"],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
+        .init(
+            body: #"{"expert_capacities":[1,null],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
         .init(body: #"{"expert_capacities":[1],"total_tokens":null}"#, kind: .malformed, field: "total_tokens"),
         .init(body: #"{"expert_capacities":[1],"total_tokens":true}"#, kind: .malformed, field: "total_tokens"),
         .init(body: minimal(#""tokens_dropped":null"#), kind: .malformed, field: "tokens_dropped"),
@@ -32,20 +37,35 @@ struct DecoderValidationTests {
         .init(body: minimal(#""latency_ms":"1""#), kind: .malformed, field: "latency_ms"),
         // Counts: integers only, non-negative, in range.
         .init(body: #"{"expert_capacities":[1,-2],"total_tokens":1}"#, kind: .invalid, field: "expert_capacities[1]"),
-        .init(body: #"{"expert_capacities":[1,2.0],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
+        .init(
+            body: #"{"expert_capacities":[1,2.0],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[1]"),
         .init(body: #"{"expert_capacities":[1e3],"total_tokens":1}"#, kind: .malformed, field: "expert_capacities[0]"),
-        .init(body: #"{"expert_capacities":[18446744073709551616],"total_tokens":1}"#, kind: .invalid, field: "expert_capacities[0]"),
-        .init(body: #"{"expert_capacities":[18446744073709551615,1],"total_tokens":1}"#, kind: .invalid, field: "expert_capacities[1]"),
+        .init(
+            body: #"{"expert_capacities":[18446744073709551616],"total_tokens":1}"#, kind: .invalid,
+            field: "expert_capacities[0]"),
+        .init(
+            body: #"{"expert_capacities":[18446744073709551615,1],"total_tokens":1}"#, kind: .invalid,
+            field: "expert_capacities[1]"),
         .init(body: #"{"expert_capacities":[],"total_tokens":1}"#, kind: .invalid, field: "expert_capacities"),
         .init(body: #"{"expert_capacities":[1],"total_tokens":-1}"#, kind: .invalid, field: "total_tokens"),
-        .init(body: #"{"expert_capacities":[1],"total_tokens":3,"tokens_dropped":4}"#, kind: .invalid, field: "tokens_dropped"),
+        .init(
+            body: #"{"expert_capacities":[1],"total_tokens":3,"tokens_dropped":4}"#, kind: .invalid,
+            field: "tokens_dropped"),
         // Loads: a token reaches an expert at most once, and at most top_k experts.
-        .init(body: #"{"layer":"a","expert_capacities":[400000,4],"total_tokens":8,"top_k":2}"#, kind: .invalid, field: "expert_capacities[0]"),
+        .init(
+            body: #"{"layer":"a","expert_capacities":[400000,4],"total_tokens":8,"top_k":2}"#, kind: .invalid,
+            field: "expert_capacities[0]"),
         .init(body: #"{"expert_capacities":[5,5],"total_tokens":0}"#, kind: .invalid, field: "expert_capacities[0]"),
         .init(body: #"{"tokens_per_expert":[1,9],"total_tokens":8}"#, kind: .invalid, field: "tokens_per_expert[1]"),
-        .init(body: #"{"expert_capacities":[8,8,1],"total_tokens":8,"top_k":2}"#, kind: .invalid, field: "expert_capacities"),
-        .init(body: #"{"top_k":1,"tokens_per_expert":[1,1],"total_tokens":1}"#, kind: .invalid, field: "tokens_per_expert"),
-        .init(body: "[" + minimal() + #",{"expert_capacities":[2,1],"total_tokens":1}]"#, kind: .invalid, field: "expert_capacities[0]", index: 1),
+        .init(
+            body: #"{"expert_capacities":[8,8,1],"total_tokens":8,"top_k":2}"#, kind: .invalid,
+            field: "expert_capacities"),
+        .init(
+            body: #"{"top_k":1,"tokens_per_expert":[1,1],"total_tokens":1}"#, kind: .invalid, field: "tokens_per_expert"
+        ),
+        .init(
+            body: "[" + minimal() + #",{"expert_capacities":[2,1],"total_tokens":1}]"#, kind: .invalid,
+            field: "expert_capacities[0]", index: 1),
         .init(body: minimal(#""step":-1"#), kind: .invalid, field: "step"),
         .init(body: minimal(#""step":9223372036854775808"#), kind: .invalid, field: "step"),
         .init(body: minimal(#""top_k":0"#), kind: .invalid, field: "top_k"),
@@ -66,39 +86,63 @@ struct DecoderValidationTests {
         .init(body: minimal(#""worker":"""#), kind: .invalid, field: "worker"),
         .init(body: minimal(#""worker":"a\tb""#), kind: .invalid, field: "worker"),
         .init(body: minimal(#""worker":"\u0085""#), kind: .invalid, field: "worker"),
-        .init(body: minimal(#""worker":""# + String(repeating: "é", count: 129) + #"""#), kind: .invalid, field: "worker"),
+        .init(
+            body: minimal(#""worker":""# + String(repeating: "é", count: 129) + #"""#), kind: .invalid, field: "worker"),
         // Assignments.
         .init(body: minimal(#""expert_assignments":{}"#), kind: .malformed, field: "expert_assignments"),
         .init(body: minimal(#""expert_assignments":[[],1]"#), kind: .malformed, field: "expert_assignments[1]"),
         .init(body: minimal(#""expert_assignments":[[1]]"#), kind: .malformed, field: "expert_assignments[0][0]"),
-        .init(body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":0.5,"token_idx":0}]]"#),
-              kind: .malformed, field: "expert_assignments[0][0].expert_rank"),
-        .init(body: minimal(#""expert_assignments":[[],[\#(assignment),{"expert_id":2,"probability":0.5,"token_idx":0,"expert_rank":1}]]"#),
-              kind: .invalid, field: "expert_assignments[1][1].expert_id"),
-        .init(body: #"{"expert_assignments":[[\#(assignment)],[{"expert_id":5,"probability":0.5,"token_idx":1,"expert_rank":0}]],"expert_capacities":[1,1],"total_tokens":2}"#,
-              kind: .invalid, field: "expert_assignments[1][0].expert_id"),
-        .init(body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":1.5,"token_idx":0,"expert_rank":0}]]"#),
-              kind: .invalid, field: "expert_assignments[0][0].probability"),
-        .init(body: minimal(#""expert_assignments":[[\#(assignment)],[],[{"expert_id":0,"probability":-0.1,"token_idx":0,"expert_rank":0}]]"#),
-              kind: .invalid, field: "expert_assignments[2][0].probability"),
-        .init(body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":null,"token_idx":0,"expert_rank":0}]]"#),
-              kind: .invalid, field: "expert_assignments[0][0].probability"),
-        .init(body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":0.5,"token_idx":-1,"expert_rank":0}]]"#),
-              kind: .invalid, field: "expert_assignments[0][0].token_idx"),
-        .init(body: minimal(#""expert_assignments":[[{"expert_id":0,"expert_id":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]"#),
-              kind: .malformed, field: "expert_assignments[0][0].expert_id"),
-        .init(body: minimal(#""expert_assignments":[[{"x":1,"x":2,"expert_id":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]"#),
-              kind: .malformed, field: "expert_assignments[0][0].x"),
+        .init(
+            body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":0.5,"token_idx":0}]]"#),
+            kind: .malformed, field: "expert_assignments[0][0].expert_rank"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[],[\#(assignment),{"expert_id":2,"probability":0.5,"token_idx":0,"expert_rank":1}]]"#
+            ),
+            kind: .invalid, field: "expert_assignments[1][1].expert_id"),
+        .init(
+            body:
+                #"{"expert_assignments":[[\#(assignment)],[{"expert_id":5,"probability":0.5,"token_idx":1,"expert_rank":0}]],"expert_capacities":[1,1],"total_tokens":2}"#,
+            kind: .invalid, field: "expert_assignments[1][0].expert_id"),
+        .init(
+            body: minimal(#""expert_assignments":[[{"expert_id":0,"probability":1.5,"token_idx":0,"expert_rank":0}]]"#),
+            kind: .invalid, field: "expert_assignments[0][0].probability"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[\#(assignment)],[],[{"expert_id":0,"probability":-0.1,"token_idx":0,"expert_rank":0}]]"#
+            ),
+            kind: .invalid, field: "expert_assignments[2][0].probability"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[{"expert_id":0,"probability":null,"token_idx":0,"expert_rank":0}]]"#),
+            kind: .invalid, field: "expert_assignments[0][0].probability"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[{"expert_id":0,"probability":0.5,"token_idx":-1,"expert_rank":0}]]"#),
+            kind: .invalid, field: "expert_assignments[0][0].token_idx"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[{"expert_id":0,"expert_id":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]"#
+            ),
+            kind: .malformed, field: "expert_assignments[0][0].expert_id"),
+        .init(
+            body: minimal(
+                #""expert_assignments":[[{"x":1,"x":2,"expert_id":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]"#
+            ),
+            kind: .malformed, field: "expert_assignments[0][0].x"),
         // Duplicate keys in the decision, known or not.
         .init(body: minimal(#""total_tokens":3"#), kind: .malformed, field: "total_tokens"),
         .init(body: minimal(#""x":1,"y":2,"x":3"#), kind: .malformed, field: "x"),
         .init(body: minimal(#""x":1,"\u0078":3"#), kind: .malformed, field: #"\u0078"#),
         // Index in a batch: array element and NDJSON decision.
-        .init(body: "[" + minimal() + "," + minimal() + #",{"expert_capacities":[1],"total_tokens":1,"tokens_dropped":2}]"#,
-              kind: .invalid, field: "tokens_dropped", index: 2),
+        .init(
+            body: "[" + minimal() + "," + minimal()
+                + #",{"expert_capacities":[1],"total_tokens":1,"tokens_dropped":2}]"#,
+            kind: .invalid, field: "tokens_dropped", index: 2),
         .init(body: "[" + minimal() + ",5]", kind: .malformed, field: nil, index: 1),
-        .init(body: "\n" + minimal() + "\n\n" + #"{"expert_capacities":[1],"total_tokens":1,"step":-3}"#,
-              kind: .invalid, field: "step", index: 1, format: .ndjson),
+        .init(
+            body: "\n" + minimal() + "\n\n" + #"{"expert_capacities":[1],"total_tokens":1,"step":-3}"#,
+            kind: .invalid, field: "step", index: 1, format: .ndjson),
         .init(body: minimal() + "\n[]", kind: .malformed, field: nil, index: 1, format: .ndjson),
         .init(body: minimal() + " " + minimal(), kind: .malformed, field: nil, index: 0, format: .ndjson),
     ]
@@ -126,16 +170,20 @@ struct DecoderValidationTests {
     }
 
     @Test func loadsAtTheirBoundariesAreAccepted() throws {
-        for body in [#"{"expert_capacities":[8,8],"total_tokens":8}"#,
-                     #"{"expert_capacities":[8,8,0],"total_tokens":8,"top_k":2}"#,
-                     #"{"expert_capacities":[0,0],"total_tokens":0,"top_k":1}"#,
-                     #"{"expert_capacities":[18446744073709551615,0],"total_tokens":18446744073709551615,"top_k":2}"#] {
+        for body in [
+            #"{"expert_capacities":[8,8],"total_tokens":8}"#,
+            #"{"expert_capacities":[8,8,0],"total_tokens":8,"top_k":2}"#,
+            #"{"expert_capacities":[0,0],"total_tokens":0,"top_k":1}"#,
+            #"{"expert_capacities":[18446744073709551615,0],"total_tokens":18446744073709551615,"top_k":2}"#,
+        ] {
             #expect(try decodeDecisions(body).count == 1, "\(body)")
         }
         let e = decodeError(#"{"expert_capacities":[8,8,1],"total_tokens":8,"top_k":2}"#)
         #expect(e?.message == "expert_capacities: the counts add up to 17, more than top_k 2 × total_tokens 8")
         let one = decodeError(#"{"expert_capacities":[400000,4],"total_tokens":8}"#)
-        #expect(one?.message == "expert_capacities[0]: 400000 tokens exceed total_tokens 8; a token reaches an expert at most once")
+        #expect(
+            one?.message
+                == "expert_capacities[0]: 400000 tokens exceed total_tokens 8; a token reaches an expert at most once")
     }
 
     @Test func limitsAtTheirBoundaries() {
@@ -157,7 +205,8 @@ struct DecoderValidationTests {
 
         let two = minimal(#""expert_assignments":[[\#(assignment)],[\#(assignment)]]"#)
         #expect((try? decodeDecisions(two, limits: limits))?.first?.assignmentCount == 2)
-        let over = decodeError(minimal(#""expert_assignments":[[\#(assignment)],[\#(assignment),\#(assignment)]]"#), limits: limits)
+        let over = decodeError(
+            minimal(#""expert_assignments":[[\#(assignment)],[\#(assignment),\#(assignment)]]"#), limits: limits)
         #expect(over?.kind == .invalid)
         #expect(over?.field == "expert_assignments[1][1]")
     }
@@ -172,7 +221,9 @@ struct DecoderValidationTests {
         #expect(e?.message.contains("nesting") == true)
         // Assignments sit at depth 4 in a single object and 5 inside an array.
         #expect((try? decodeDecisions(minimal(#""expert_assignments":[[\#(assignment)]]"#), limits: limits)) != nil)
-        #expect(decodeError("[" + minimal(#""expert_assignments":[[\#(assignment)]]"#) + "]", limits: limits)?.kind == .malformed)
+        #expect(
+            decodeError("[" + minimal(#""expert_assignments":[[\#(assignment)]]"#) + "]", limits: limits)?.kind
+                == .malformed)
     }
 }
 
@@ -191,7 +242,8 @@ struct DecoderMalformedTests {
         minimal("\"x\":\"a\tb\""), minimal("\"x\":\"a\nb\""), minimal("\"x\":\"\u{0}\""),
         minimal(#""x":01"#), minimal(#""x":-01"#), minimal(#""x":1."#), minimal(#""x":.5"#), minimal(#""x":-"#),
         minimal(#""x":+1"#), minimal(#""x":1e"#), minimal(#""x":1e+"#), minimal(#""x":0x10"#),
-        minimal(#""x":NaN"#), minimal(#""x":Infinity"#), minimal(#""x":-Infinity"#), minimal(#""load_balance_loss":NaN"#),
+        minimal(#""x":NaN"#), minimal(#""x":Infinity"#), minimal(#""x":-Infinity"#),
+        minimal(#""load_balance_loss":NaN"#),
         minimal(#""x":1e400"#), minimal(#""x":tru"#), minimal(#""x":True"#), minimal(#""x":nulll"#),
         #"{"expert_capacities":[01],"total_tokens":1}"#, #"{"expert_capacities":[1],"total_tokens":01}"#,
         String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000),
@@ -207,13 +259,15 @@ struct DecoderMalformedTests {
         #expect(e?.message.isEmpty == false)
     }
 
-    @Test(arguments: [
-        [0xFF], [0xC0, 0x80], [0xC1, 0xBF], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80],
-        [0xF5, 0x80, 0x80, 0x80], [0xE2, 0x82], [0x80], [0xC3], [0xF0, 0x9F, 0x98],
-    ] as [[UInt8]])
+    @Test(
+        arguments: [
+            [0xFF], [0xC0, 0x80], [0xC1, 0xBF], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80],
+            [0xF5, 0x80, 0x80, 0x80], [0xE2, 0x82], [0x80], [0xC3], [0xF0, 0x9F, 0x98],
+        ] as [[UInt8]])
     func invalidUTF8IsRefused(_ sequence: [UInt8]) {
         for field in ["x", "worker"] {
-            let body = Array(#"{"expert_capacities":[1],"total_tokens":1,""#.utf8) + Array(field.utf8)
+            let body =
+                Array(#"{"expert_capacities":[1],"total_tokens":1,""#.utf8) + Array(field.utf8)
                 + Array(#"":""#.utf8) + sequence + Array(#""}"#.utf8)
             let e = decodeError(body)
             #expect(e?.kind == .malformed, "\(String(describing: e))")
@@ -225,9 +279,12 @@ struct DecoderMalformedTests {
     }
 
     @Test func validUTF8AtTheEdgesIsAccepted() throws {
-        for sequence: [UInt8] in [[0xC2, 0xA0], [0xDF, 0xBF], [0xE0, 0xA0, 0x80], [0xED, 0x9F, 0xBF],
-                                  [0xEE, 0x80, 0x80], [0xF0, 0x90, 0x80, 0x80], [0xF4, 0x8F, 0xBF, 0xBF]] {
-            let body = Array(#"{"expert_capacities":[1],"total_tokens":1,"worker":""#.utf8) + sequence + Array(#""}"#.utf8)
+        for sequence: [UInt8] in [
+            [0xC2, 0xA0], [0xDF, 0xBF], [0xE0, 0xA0, 0x80], [0xED, 0x9F, 0xBF],
+            [0xEE, 0x80, 0x80], [0xF0, 0x90, 0x80, 0x80], [0xF4, 0x8F, 0xBF, 0xBF],
+        ] {
+            let body =
+                Array(#"{"expert_capacities":[1],"total_tokens":1,"worker":""#.utf8) + sequence + Array(#""}"#.utf8)
             let d = try DecisionDecoder().decode(body, format: .json)
             #expect(d.first?.worker?.utf8.elementsEqual(sequence) == true)
         }
@@ -241,8 +298,9 @@ struct DecoderMalformedTests {
             guard n > 0 else { continue }  // the empty body has its own message
             // A truncation is about the missing rest, not about the field it cut.
             #expect(e?.field == nil, "prefix of \(n) bytes: \(String(describing: e))")
-            #expect(e?.message.hasPrefix("the body ended early (invalid JSON at byte \(n))") == true,
-                    "prefix of \(n) bytes: \(String(describing: e))")
+            #expect(
+                e?.message.hasPrefix("the body ended early (invalid JSON at byte \(n))") == true,
+                "prefix of \(n) bytes: \(String(describing: e))")
         }
     }
 
@@ -251,16 +309,21 @@ struct DecoderMalformedTests {
         #expect(e?.kind == .malformed)
         #expect(e?.field == nil, "\(String(describing: e))")
         #expect(e?.message == "the body ended early (invalid JSON at byte 19), expected a string key")
-        for cut in [#"{"expert_capacities":[1,"#, #"{"total_tokens":1"#, #"{"x":"\u00"#, #"{"x":nu"#, #"{"x":1.5e-"#,
-                    #"{"x":"\ud83d"#, #"{"worker":"é"#, "[" + minimal() + ","] {
+        for cut in [
+            #"{"expert_capacities":[1,"#, #"{"total_tokens":1"#, #"{"x":"\u00"#, #"{"x":nu"#, #"{"x":1.5e-"#,
+            #"{"x":"\ud83d"#, #"{"worker":"é"#, "[" + minimal() + ",",
+        ] {
             let t = decodeError(cut)
-            #expect(t?.field == nil && t?.message.hasPrefix("the body ended early") == true, "\(cut): \(String(describing: t))")
+            #expect(
+                t?.field == nil && t?.message.hasPrefix("the body ended early") == true,
+                "\(cut): \(String(describing: t))")
         }
         // NDJSON: a decision must fit on its line, so the line is what ended early.
         let line = decodeError(minimal() + "\n" + #"{"layer":"a","#, format: .ndjson)
         #expect(line?.index == 1 && line?.field == nil, "\(String(describing: line))")
-        #expect(line?.message.hasPrefix("the line ended early") == true && line?.message.hasSuffix("(line 2)") == true,
-                "\(String(describing: line))")
+        #expect(
+            line?.message.hasPrefix("the line ended early") == true && line?.message.hasSuffix("(line 2)") == true,
+            "\(String(describing: line))")
         // A wrong value that is not a truncation still names its field.
         #expect(decodeError(#"{"layer":"layer.0",5}"#)?.field == "layer")
     }

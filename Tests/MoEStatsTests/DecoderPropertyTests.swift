@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEStats
 
 typealias SeededGenerator = SplitMix64
@@ -18,7 +19,8 @@ struct DocumentGenerator {
         case 1: return Double.random(in: 0...1, using: &rng)
         case 2: return Double.random(in: -1e6...1e6, using: &rng)
         case 3: return Double(Float.random(in: 0...10, using: &rng))  // what torsh's f32 losses become
-        case 4: return Double(sign: .plus, exponent: int(-1070...1020), significand: Double.random(in: 1..<2, using: &rng))
+        case 4:
+            return Double(sign: .plus, exponent: int(-1070...1020), significand: Double.random(in: 1..<2, using: &rng))
         default: return Double(int(0...99)) / 100
         }
     }
@@ -64,10 +66,13 @@ struct DocumentGenerator {
         if chance(0.5) {
             var tokens: [[Any]] = []
             for t in 0..<int(0...6) {
-                tokens.append((0..<int(0...3)).map { rank in
-                    ["expert_id": int(0...(experts - 1)), "probability": Double.random(in: 0...1, using: &rng),
-                     "token_idx": t, "expert_rank": rank] as [String: Any]
-                })
+                tokens.append(
+                    (0..<int(0...3)).map { rank in
+                        [
+                            "expert_id": int(0...(experts - 1)), "probability": Double.random(in: 0...1, using: &rng),
+                            "token_idx": t, "expert_rank": rank,
+                        ] as [String: Any]
+                    })
             }
             d["expert_assignments"] = tokens
         }
@@ -110,8 +115,22 @@ struct DocumentGenerator {
         case 9: d["latency_ms"] = -Double.random(in: 0.001...10, using: &rng)
         case 10: d["top_k"] = int(0...1) == 0 ? 0 : experts + int(1...3)
         case 11: d["capacity_factor"] = -Double(int(0...3))
-        case 12: d["expert_assignments"] = [[["expert_id": experts + int(0...3), "probability": 0.5, "token_idx": 0, "expert_rank": 0] as [String: Any]]]
-        case 13: d["expert_assignments"] = [[["expert_id": 0, "probability": 1 + Double.random(in: 0.001...2, using: &rng), "token_idx": 0, "expert_rank": 0] as [String: Any]]]
+        case 12:
+            d["expert_assignments"] = [
+                [
+                    ["expert_id": experts + int(0...3), "probability": 0.5, "token_idx": 0, "expert_rank": 0]
+                        as [String: Any]
+                ]
+            ]
+        case 13:
+            d["expert_assignments"] = [
+                [
+                    [
+                        "expert_id": 0, "probability": 1 + Double.random(in: 0.001...2, using: &rng), "token_idx": 0,
+                        "expert_rank": 0,
+                    ] as [String: Any]
+                ]
+            ]
         case 14: d["expert_assignments"] = [[["expert_id": 0, "probability": 0.5, "token_idx": 0] as [String: Any]]]
         case 15: d["load_balance_loss"] = [1]
         case 16: d["layer"] = -int(1...100)
@@ -287,8 +306,9 @@ func nearlyEqual(_ a: [RoutingDecision], _ b: [RoutingDecision]) -> Bool {
         x2.routerZLoss = y.routerZLoss
         x2.auxiliaryLoss = y.auxiliaryLoss
         guard x2 == y, close(x.capacityFactor, y.capacityFactor), close(x.latencyMs, y.latencyMs),
-              close(x.loadBalanceLoss, y.loadBalanceLoss), close(x.routerZLoss, y.routerZLoss),
-              close(x.auxiliaryLoss, y.auxiliaryLoss) else { return false }
+            close(x.loadBalanceLoss, y.loadBalanceLoss), close(x.routerZLoss, y.routerZLoss),
+            close(x.auxiliaryLoss, y.auxiliaryLoss)
+        else { return false }
     }
     return true
 }
@@ -309,8 +329,12 @@ func foundationLeniency(_ bytes: [UInt8]) -> Bool {
         case UInt8(ascii: "\""):
             var j = i + 1
             while j < bytes.count && bytes[j] != UInt8(ascii: "\"") { j += bytes[j] == UInt8(ascii: "\\") ? 2 : 1 }
-            let isName = lastSignificant == UInt8(ascii: "{") || (lastSignificant == UInt8(ascii: ",") && names.last.map { $0 != nil } == true)
-            if isName, names.last != nil, names[names.count - 1]!.insert(Array(bytes[(i + 1)..<min(j, bytes.count)])).inserted == false {
+            let isName =
+                lastSignificant == UInt8(ascii: "{")
+                || (lastSignificant == UInt8(ascii: ",") && names.last.map { $0 != nil } == true)
+            if isName, names.last != nil,
+                names[names.count - 1]!.insert(Array(bytes[(i + 1)..<min(j, bytes.count)])).inserted == false
+            {
                 return true
             }
             i = j
@@ -374,19 +398,28 @@ struct DecoderPropertyTests {
                     #expect(a == b, "iteration \(iteration): the reference disagrees with itself")
                     if expectedFailure == nil { expectedFailure = (i, a.kind) }
                 default:
-                    Issue.record("iteration \(iteration): the reference disagrees with itself: \(direct) vs \(viaFoundation)")
+                    Issue.record(
+                        "iteration \(iteration): the reference disagrees with itself: \(direct) vs \(viaFoundation)")
                 }
             }
             let text = String(decoding: body, as: UTF8.self)
             do {
                 let got = try DecisionDecoder().decode(body, format: format)
-                #expect(expectedFailure == nil, "iteration \(iteration): accepted, reference refused with \(String(describing: expectedFailure)): \(text)")
+                #expect(
+                    expectedFailure == nil,
+                    "iteration \(iteration): accepted, reference refused with \(String(describing: expectedFailure)): \(text)"
+                )
                 #expect(got == expected, "iteration \(iteration): \(differences(got, expected)) in \(text)")
-                #expect(nearlyEqual(got, throughFoundation), "iteration \(iteration): \(differences(got, throughFoundation)) in \(text)")
+                #expect(
+                    nearlyEqual(got, throughFoundation),
+                    "iteration \(iteration): \(differences(got, throughFoundation)) in \(text)")
                 accepted += 1
             } catch {
-                #expect(expectedFailure?.kind == error.kind, "iteration \(iteration): \(error) vs reference \(String(describing: expectedFailure)): \(text)")
-                #expect(error.index == (batchSize > 0 ? expectedFailure?.index : nil), "iteration \(iteration): \(error)")
+                #expect(
+                    expectedFailure?.kind == error.kind,
+                    "iteration \(iteration): \(error) vs reference \(String(describing: expectedFailure)): \(text)")
+                #expect(
+                    error.index == (batchSize > 0 ? expectedFailure?.index : nil), "iteration \(iteration): \(error)")
                 refused += 1
             }
         }
@@ -395,7 +428,9 @@ struct DecoderPropertyTests {
     }
 
     @Test func torshShapedDocumentsFromJSONEncoder() throws {
-        struct Assignment: Codable { var expert_id: Int; var probability: Float; var token_idx: Int; var expert_rank: Int }
+        struct Assignment: Codable {
+            var expert_id: Int; var probability: Float; var token_idx: Int; var expert_rank: Int
+        }
         struct Decision: Codable {
             var expert_assignments: [[Assignment]]
             var expert_capacities: [UInt64]
@@ -413,13 +448,16 @@ struct DecoderPropertyTests {
             let value = Decision(
                 expert_assignments: (0..<tokens).map { t in
                     (0..<gen.int(1...2)).map { r in
-                        Assignment(expert_id: gen.int(0...(experts - 1)), probability: Float.random(in: 0...1, using: &gen.rng),
-                                   token_idx: t, expert_rank: r)
+                        Assignment(
+                            expert_id: gen.int(0...(experts - 1)),
+                            probability: Float.random(in: 0...1, using: &gen.rng),
+                            token_idx: t, expert_rank: r)
                     }
                 },
                 expert_capacities: (0..<experts).map { _ in UInt64(gen.int(0...(tokens + 10))) },
                 total_tokens: UInt64(tokens + 10), tokens_dropped: UInt64(gen.int(0...10)),
-                load_balance_loss: Float.random(in: 0...2, using: &gen.rng), router_z_loss: Float.random(in: 0...2, using: &gen.rng),
+                load_balance_loss: Float.random(in: 0...2, using: &gen.rng),
+                router_z_loss: Float.random(in: 0...2, using: &gen.rng),
                 auxiliary_loss: Float.random(in: 0...2, using: &gen.rng))
             let body = Array(try encoder.encode(value))
             let parsed = try JSONSerialization.jsonObject(with: Data(body))
@@ -432,7 +470,10 @@ struct DecoderPropertyTests {
 
     @Test func mutatedDocumentsGetFoundationsSyntaxVerdict() throws {
         var gen = DocumentGenerator(rng: SeededGenerator(seed: 0x5EED_0003))
-        let interesting: [UInt8] = Array(#"{}[],:"\/0123456789-+.eEuntfl "#.utf8) + [0x00, 0x09, 0x0A, 0x0D, 0x7F, 0x80, 0xBF, 0xC3, 0xE2, 0xED, 0xF0, 0xFF]
+        let interesting: [UInt8] =
+            Array(#"{}[],:"\/0123456789-+.eEuntfl "#.utf8) + [
+                0x00, 0x09, 0x0A, 0x0D, 0x7F, 0x80, 0xBF, 0xC3, 0xE2, 0xED, 0xF0, 0xFF,
+            ]
         var agreedAccept = 0
         var agreedRefuse = 0
         for iteration in 0..<4000 {
@@ -454,7 +495,9 @@ struct DecoderPropertyTests {
             let expected = foundation && !foundationLeniency(body)
             let ours: Bool
             do {
-                try body.withUnsafeBufferPointer { (b) throws(DecisionError) in try JSONScanner.validate(b, maxDepth: 512) }
+                try body.withUnsafeBufferPointer { (b) throws(DecisionError) in
+                    try JSONScanner.validate(b, maxDepth: 512)
+                }
                 ours = true
             } catch {
                 ours = false

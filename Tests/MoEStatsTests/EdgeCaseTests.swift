@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 @Suite struct EdgeCaseTests {
     @Test func zeroTokens() throws {
@@ -7,14 +7,15 @@ import MoEStats
         _ = try registry.ingest([decision([0, 0], tokens: 0)], defaultLayer: nil, now: 1)
         let s = try #require(registry.snapshot("L0")).summary(window: nil)
         #expect(s.totalRoutings == 1)
-        #expect(s.routingEfficiency == nil)          // the reference reports 0 before any token
+        #expect(s.routingEfficiency == nil)  // the reference reports 0 before any token
         #expect(s.expertUtilization == [0, 0])
         #expect(s.utilizationCV == nil)
-        #expect(s.mostUtilizedExpert == .init(expert: 1, utilization: 0))   // last maximum
+        #expect(s.mostUtilizedExpert == .init(expert: 1, utilization: 0))  // last maximum
         #expect(s.leastUtilizedExpert == .init(expert: 0, utilization: 0))  // first minimum
         #expect(s.averageLoadBalanceLoss == nil)
         #expect(s.loadVariance.last == 0)
-        #expect(s.latency == .init(count: 0, averageMs: nil, minMs: nil, maxMs: nil, p50Ms: nil, p95Ms: nil, p99Ms: nil))
+        #expect(
+            s.latency == .init(count: 0, averageMs: nil, minMs: nil, maxMs: nil, p50Ms: nil, p95Ms: nil, p99Ms: nil))
         #expect(s.throughput.tokensPerRouting == 0)
         #expect(s.throughput.tokensPerSecond == nil)
         #expect(s.throughput.routingsPerSecond == nil)
@@ -41,14 +42,14 @@ import MoEStats
         let s = try #require(registry.snapshot("L0")).summary(window: nil)
         #expect(s.expertUtilization == [0.75, 0.25])
         #expect(s.averageLoadBalanceLoss == 0.25)
-        #expect(s.averageRouterZLoss == nil)       // never sent
+        #expect(s.averageRouterZLoss == nil)  // never sent
         #expect(s.loadVariance.historyLength == 1)
-        #expect(s.loadVariance.last == 1)          // mean 2, (1 + 1) / 2
-        #expect(s.loadVariance.trend == 0)         // fewer than two points
+        #expect(s.loadVariance.last == 1)  // mean 2, (1 + 1) / 2
+        #expect(s.loadVariance.trend == 0)  // fewer than two points
         #expect(s.latency.p50Ms == 7 && s.latency.p99Ms == 7)
-        #expect(s.capacity.peakUtilization == 1)   // 4 / (2 x 2)
+        #expect(s.capacity.peakUtilization == 1)  // 4 / (2 x 2)
         #expect(close(s.capacity.averageUtilization, 0.1))
-        #expect(s.balance.maxViolation == 0.5)     // (3 - 2) / 2
+        #expect(s.balance.maxViolation == 0.5)  // (3 - 2) / 2
         #expect(s.balance.maxViolationLast == 0.5)
         #expect(s.balance.balancedness == 2.0 / 3)
         #expect(s.balance.entropy.map { $0 > 0 && $0 < 1 } == true)
@@ -67,7 +68,8 @@ import MoEStats
         // Decision i (1...1500) has counts [2i, 0] (variance i^2) and latency i ms.
         let registry = LayerRegistry(configuration: StatsConfiguration())
         for i in 1...1500 {
-            _ = try registry.ingest([decision([UInt64(2 * i), 0], latencyMs: Double(i))], defaultLayer: nil, now: Double(i))
+            _ = try registry.ingest(
+                [decision([UInt64(2 * i), 0], latencyMs: Double(i))], defaultLayer: nil, now: Double(i))
         }
         let snap = try #require(registry.snapshot("L0"))
         #expect(snap.loadVariances.count == 1000)
@@ -84,16 +86,17 @@ import MoEStats
         #expect(s.latency.minMs == 1)
         #expect(s.latency.maxMs == 1500)
         #expect(close(s.latency.averageMs, 750.5))
-        #expect(s.latency.p50Ms == Double(501 + 499))   // floor(0.50 x 999)
-        #expect(s.latency.p95Ms == Double(501 + 949))   // floor(0.95 x 999)
-        #expect(s.latency.p99Ms == Double(501 + 989))   // floor(0.99 x 999)
+        #expect(s.latency.p50Ms == Double(501 + 499))  // floor(0.50 x 999)
+        #expect(s.latency.p95Ms == Double(501 + 949))  // floor(0.95 x 999)
+        #expect(s.latency.p99Ms == Double(501 + 989))  // floor(0.99 x 999)
         #expect(snap.lastUpdated == 1500)
     }
 
     @Test func deadExpertsOverAWindow() throws {
         // Expert 0 gets tokens every time, expert 1 only in decision 1, expert 2 never.
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        _ = try registry.ingest([decision([1, 1, 0]), decision([1, 0, 0]), decision([1, 0, 0])], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([1, 1, 0]), decision([1, 0, 0]), decision([1, 0, 0])], defaultLayer: nil, now: 1)
         let snap = try #require(registry.snapshot("L0"))
         #expect(snap.summary(window: 1).balance.deadExpertIndices == [1, 2])
         #expect(snap.summary(window: 2).balance.deadExpertIndices == [1, 2])
@@ -106,7 +109,8 @@ import MoEStats
         var config = StatsConfiguration()
         config.defaultWindow = 2
         let registry = LayerRegistry(configuration: config)
-        _ = try registry.ingest([decision([1, 1, 0]), decision([1, 0, 0]), decision([1, 0, 0])], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([1, 1, 0]), decision([1, 0, 0]), decision([1, 0, 0])], defaultLayer: nil, now: 1)
         #expect(registry.snapshot("L0")?.summary(window: nil).loadVariance.window == 2)
         #expect(registry.snapshot("L0")?.summary(window: nil).balance.deadExperts == 2)
         config.defaultWindow = 3
@@ -119,8 +123,11 @@ import MoEStats
     /// non-finite, so the sum, its count and the average stay finite and consistent.
     @Test func lossSumsNeverOverflowToInfinity() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        _ = try registry.ingest([decision([1, 1], lbl: 1.7e308, z: -1.7e308), decision([1, 1], lbl: 1.7e308, z: -1.7e308),
-                                 decision([1, 1], lbl: 1, z: 1)], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [
+                decision([1, 1], lbl: 1.7e308, z: -1.7e308), decision([1, 1], lbl: 1.7e308, z: -1.7e308),
+                decision([1, 1], lbl: 1, z: 1),
+            ], defaultLayer: nil, now: 1)
         let s = try #require(registry.snapshot("L0"))
         #expect(s.loadBalanceLoss.sum == 1.7e308 + 1)
         #expect(s.loadBalanceLoss.count == 2)
@@ -131,7 +138,8 @@ import MoEStats
 
     @Test func countersSaturateInsteadOfTrapping() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        _ = try registry.ingest([decision([.max, 1], tokens: .max), decision([.max, 1], tokens: .max)], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([.max, 1], tokens: .max), decision([.max, 1], tokens: .max)], defaultLayer: nil, now: 1)
         let s = try #require(registry.snapshot("L0"))
         #expect(s.totalTokens == .max)
         #expect(s.expertTokens == [.max, 2])

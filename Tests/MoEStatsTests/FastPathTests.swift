@@ -1,4 +1,5 @@
 import Testing
+
 @testable import MoEStats
 
 /// Every fast path beside the path it shortcuts, on the same input: the compact count-array scan
@@ -12,8 +13,10 @@ import Testing
     /// every comma) that sends every element but the first to the general path.
     static func bodies(_ counts: [UInt64], total: UInt64) -> (compact: String, spaced: String) {
         let list = counts.map(String.init)
-        return (#"{"expert_capacities":[\#(list.joined(separator: ","))],"total_tokens":\#(total)}"#,
-                #"{"expert_capacities":[\#(list.joined(separator: ", "))],"total_tokens":\#(total)}"#)
+        return (
+            #"{"expert_capacities":[\#(list.joined(separator: ","))],"total_tokens":\#(total)}"#,
+            #"{"expert_capacities":[\#(list.joined(separator: ", "))],"total_tokens":\#(total)}"#
+        )
     }
 
     @Test func compactAndSpacedArraysDecodeAlike() throws {
@@ -95,8 +98,10 @@ import Testing
     }
 
     @Test func truncatedArraysAreRefusedOnBothPaths() {
-        for text in [#"{"expert_capacities":[1,2"#, #"{"expert_capacities":[1,2,"#, #"{"expert_capacities":[1, 2"#,
-                     #"{"expert_capacities":[12345678901234567890"#] {
+        for text in [
+            #"{"expert_capacities":[1,2"#, #"{"expert_capacities":[1,2,"#, #"{"expert_capacities":[1, 2"#,
+            #"{"expert_capacities":[12345678901234567890"#,
+        ] {
             let e = decodeError(text)
             #expect(e?.kind == .malformed, "\(text)")
             #expect(e?.field == nil, "\(text)")
@@ -157,13 +162,17 @@ import Testing
     /// Worker names of printable ASCII are checked on their bytes; anything else by characters,
     /// with the same verdicts.
     @Test func workerNamesOnBothPaths() throws {
-        for (worker, accepted) in [("rank-5", true), (" ~", true), ("é-ü", true), (String(repeating: "w", count: 128), true),
-                                   (String(repeating: "é", count: 128), true), ("", false), ("a\u{7F}", false),
-                                   ("a\u{85}", false), ("\u{1F}", false), (String(repeating: "w", count: 129), false),
-                                   (String(repeating: "é", count: 129), false)] {
+        for (worker, accepted) in [
+            ("rank-5", true), (" ~", true), ("é-ü", true), (String(repeating: "w", count: 128), true),
+            (String(repeating: "é", count: 128), true), ("", false), ("a\u{7F}", false),
+            ("a\u{85}", false), ("\u{1F}", false), (String(repeating: "w", count: 129), false),
+            (String(repeating: "é", count: 129), false),
+        ] {
             var escaped = ""
             for s in worker.unicodeScalars {
-                escaped += s.value < 0x20 || s.value == 0x7F ? "\\u00" + (s.value < 0x10 ? "0" : "") + String(s.value, radix: 16) : String(s)
+                escaped +=
+                    s.value < 0x20 || s.value == 0x7F
+                    ? "\\u00" + (s.value < 0x10 ? "0" : "") + String(s.value, radix: 16) : String(s)
             }
             let body = minimal(#""worker":"\#(escaped)""#)
             if accepted {
@@ -176,7 +185,9 @@ import Testing
     }
 
     /// The plain definition of `RoutingDecision.loadProblem`, to check both fast versions.
-    static func referenceLoadProblem(_ counts: [UInt64], totalTokens: UInt64, topK: Int?) -> RoutingDecision.LoadProblem? {
+    static func referenceLoadProblem(_ counts: [UInt64], totalTokens: UInt64, topK: Int?) -> RoutingDecision
+        .LoadProblem?
+    {
         for (i, c) in counts.enumerated() where c > totalTokens { return .expertAboveTotal(expert: i, load: c) }
         guard let k = topK, k >= 1 else { return nil }
         var sum: UInt64 = 0
@@ -195,27 +206,33 @@ import Testing
     @Test func loadChecksAgreeWithThePlainDefinition() {
         var g = Generator(state: 7)
         var cases: [([UInt64], UInt64, Int?)] = [
-            ([.max, 1], .max, 1),            // the sum overflows; the limit is exactly UInt64.max
-            ([.max, .max], .max, 2),         // the limit overflows: no sum problem
-            ([5, 6], 5, nil), ([5, 5], 5, 1), ([5, 5], 5, 2), ([0], 0, 1), ([1 << 62, 1 << 62, 1 << 62, 1 << 62], 1 << 62, 3),
+            ([.max, 1], .max, 1),  // the sum overflows; the limit is exactly UInt64.max
+            ([.max, .max], .max, 2),  // the limit overflows: no sum problem
+            ([5, 6], 5, nil), ([5, 5], 5, 1), ([5, 5], 5, 2), ([0], 0, 1),
+            ([1 << 62, 1 << 62, 1 << 62, 1 << 62], 1 << 62, 3),
         ]
         for _ in 0..<2_000 {
             let n = Int(g.below(6)) + 1
             let total: UInt64 = [g.below(10), g.next(), .max, 1 << 63][Int(g.below(4))]
-            let counts = (0..<n).map { _ in g.below(4) == 0 ? g.next() : (total == 0 ? 0 : g.below(total) + g.below(2)) }
+            let counts = (0..<n).map { _ in g.below(4) == 0 ? g.next() : (total == 0 ? 0 : g.below(total) + g.below(2))
+            }
             let k: Int? = g.below(3) == 0 ? nil : Int(g.below(UInt64(n) + 1))
             cases.append((counts, total, k))
         }
         for (counts, total, k) in cases {
             let expected = Self.referenceLoadProblem(counts, totalTokens: total, topK: k)
-            #expect(RoutingDecision.loadProblem(counts, totalTokens: total, topK: k) == expected, "\(counts) \(total) \(String(describing: k))")
+            #expect(
+                RoutingDecision.loadProblem(counts, totalTokens: total, topK: k) == expected,
+                "\(counts) \(total) \(String(describing: k))")
             // The decoder's version, with the sum and maximum it computes (only for sums it accepts).
             let (sum, overflow) = counts.reduce((UInt64(0), false)) { acc, c in
                 let (s, o) = acc.0.addingReportingOverflow(c)
                 return (s, acc.1 || o)
             }
             if !overflow {
-                #expect(RoutingDecision.loadProblem(counts, sum: sum, largest: counts.max()!, totalTokens: total, topK: k) == expected)
+                #expect(
+                    RoutingDecision.loadProblem(counts, sum: sum, largest: counts.max()!, totalTokens: total, topK: k)
+                        == expected)
             }
         }
     }
@@ -227,14 +244,15 @@ import Testing
         return layers.enumerated().map { i, layer in
             let counts = (0..<experts).map { _ in g.below(50) }
             let total = counts.max()! + g.below(3)
-            return RoutingDecision(layer: layer, worker: workers ? "rank-\(i % 3)" : nil,
-                                   topK: g.below(2) == 0 ? nil : experts,
-                                   expertCapacity: g.below(3) == 0 ? Int(g.below(40)) + 1 : nil,
-                                   capacityFactor: g.below(2) == 0 ? 1.25 : nil,
-                                   latencyMs: g.below(4) == 0 ? nil : Double(g.below(2_000)) / 100,
-                                   expertCounts: counts, totalTokens: total, tokensDropped: g.below(total + 1),
-                                   loadBalanceLoss: g.below(5) == 0 ? .nonFinite : .value(Double(g.below(100)) / 7),
-                                   routerZLoss: .value(0.5), auxiliaryLoss: g.below(2) == 0 ? .absent : .value(1))
+            return RoutingDecision(
+                layer: layer, worker: workers ? "rank-\(i % 3)" : nil,
+                topK: g.below(2) == 0 ? nil : experts,
+                expertCapacity: g.below(3) == 0 ? Int(g.below(40)) + 1 : nil,
+                capacityFactor: g.below(2) == 0 ? 1.25 : nil,
+                latencyMs: g.below(4) == 0 ? nil : Double(g.below(2_000)) / 100,
+                expertCounts: counts, totalTokens: total, tokensDropped: g.below(total + 1),
+                loadBalanceLoss: g.below(5) == 0 ? .nonFinite : .value(Double(g.below(100)) / 7),
+                routerZLoss: .value(0.5), auxiliaryLoss: g.below(2) == 0 ? .absent : .value(1))
         }
     }
 
@@ -270,7 +288,8 @@ import Testing
         let r = LayerRegistry(configuration: StatsConfiguration())
         _ = try r.ingest(Self.batch(layers: ["a", "b"], experts: 3, seed: 1), defaultLayer: nil, now: 1)
         let before = r.exportState()
-        let conflict = Self.batch(layers: ["a", "b"], experts: 3, seed: 2) + Self.batch(layers: ["b"], experts: 2, seed: 3)
+        let conflict =
+            Self.batch(layers: ["a", "b"], experts: 3, seed: 2) + Self.batch(layers: ["b"], experts: 2, seed: 3)
         RegistryTests.expectError(.conflict, field: "expert_capacities", index: 2) {
             try r.ingest(conflict, defaultLayer: nil, now: 2)
         }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import MoEStats
 
 /// The key fast paths beside what they shortcut: the word-at-a-time search for a plain string's
@@ -20,8 +21,10 @@ import Testing
 
     @Test func plainStringEndMatchesTheByteDefinition() {
         // Every byte the word tests tell apart, with printable ASCII weighted up so that runs are long.
-        let special: [UInt8] = [0x00, 0x01, 0x09, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7E, 0x7F,
-                                0x80, 0x81, 0xA0, 0xA2, 0xC3, 0xDC, 0xE0, 0xFF]
+        let special: [UInt8] = [
+            0x00, 0x01, 0x09, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7E, 0x7F,
+            0x80, 0x81, 0xA0, 0xA2, 0xC3, 0xDC, 0xE0, 0xFF,
+        ]
         var g = FastPathTests.Generator(state: 7)
         var plainEnds = 0
         var longRuns = 0
@@ -30,8 +33,10 @@ import Testing
             var bytes: [UInt8] = []
             let rarity: UInt64 = g.below(2) == 0 ? 4 : 48  // how rare the special bytes are
             for _ in 0..<n {
-                bytes.append(g.below(rarity) == 0 ? special[Int(g.below(UInt64(special.count)))]
-                                             : UInt8(0x20 + g.below(0x5F)))
+                bytes.append(
+                    g.below(rarity) == 0
+                        ? special[Int(g.below(UInt64(special.count)))]
+                        : UInt8(0x20 + g.below(0x5F)))
             }
             if n > 0 && g.below(2) == 0 { bytes[Int(g.below(UInt64(n)))] = UInt8(ascii: "\"") }
             let start = n == 0 ? 0 : Int(g.below(UInt64(n)))
@@ -68,8 +73,12 @@ import Testing
                 var general = JSONScanner(bytes: buffer, maxDepth: 8)
                 let a: Result<[UInt8], DecisionError>
                 let b: Result<[UInt8], DecisionError>
-                do throws(DecisionError) { let t = try fast.scanDecodedString(); a = .success(fast.withValue(t) { Array($0) }) } catch { a = .failure(error) }
-                do throws(DecisionError) { let t = try general.scanString(decode: true); b = .success(general.withValue(t) { Array($0) }) } catch { b = .failure(error) }
+                do throws(DecisionError) {
+                    let t = try fast.scanDecodedString(); a = .success(fast.withValue(t) { Array($0) })
+                } catch { a = .failure(error) }
+                do throws(DecisionError) {
+                    let t = try general.scanString(decode: true); b = .success(general.withValue(t) { Array($0) })
+                } catch { b = .failure(error) }
                 switch (a, b) {
                 case (.success(let x), .success(let y)):
                     #expect(x == y && fast.pos == general.pos, "\(bytes)")
@@ -164,25 +173,32 @@ import Testing
             #expect(escaped == plain, "escape at \(position)")
         }
         // Assignment keys escaped too.
-        let assignmentEscaped = minimal(#""expert_assignments":[[{"expert\u005fid":1,"probabilit\u0079":0.5,"\u0074oken_idx":0,"expert_ran\u006b":0}]]"#)
+        let assignmentEscaped = minimal(
+            #""expert_assignments":[[{"expert\u005fid":1,"probabilit\u0079":0.5,"\u0074oken_idx":0,"expert_ran\u006b":0}]]"#
+        )
         #expect(try decodeDecisions(assignmentEscaped)[0].assignmentCount == 1)
     }
 
     /// A key sent twice is refused whether either spelling is escaped; unknown keys of a known
     /// key's length, or with non-ASCII bytes, are ignored; a bad byte in a key is refused.
     @Test func duplicateUnknownAndInvalidKeys() throws {
-        for body in [minimal(#""layer":"a","la\u0079er":"b""#), minimal(#""l\u0061yer":"a","layer":"b""#),
-                     minimal(#""total_token\u0073":4"#),
-                     #"{"expert_capacities":[3,1],"total_tokens":4,"expert_assignments":[[{"expert_id":0,"expert\u005fid":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]}"#] {
+        for body in [
+            minimal(#""layer":"a","la\u0079er":"b""#), minimal(#""l\u0061yer":"a","layer":"b""#),
+            minimal(#""total_token\u0073":4"#),
+            #"{"expert_capacities":[3,1],"total_tokens":4,"expert_assignments":[[{"expert_id":0,"expert\u005fid":0,"probability":0.5,"token_idx":0,"expert_rank":0}]]}"#,
+        ] {
             let e = decodeError(body)
             #expect(e?.kind == .malformed && e?.message.contains("duplicate key") == true, "\(body)")
         }
-        let ignored = try decodeDecisions(minimal(#""layes":"x","top_j":9,"total_tokenz":1,"lAyer":"y","layér":"z","läyer":1,"wörker":2"#))
+        let ignored = try decodeDecisions(
+            minimal(#""layes":"x","top_j":9,"total_tokenz":1,"lAyer":"y","layér":"z","läyer":1,"wörker":2"#))
         #expect(ignored.count == 1 && ignored[0].layer == nil && ignored[0].topK == nil && ignored[0].totalTokens == 4)
         let unknownTwice = decodeError(minimal(#""läyer":1,"l\u00e4yer":2"#))
         #expect(unknownTwice?.message.contains("duplicate key") == true)
-        for bad in [[0x7B, 0x22, 0x6C, 0x01, 0x22, 0x3A, 0x31, 0x7D], [0x7B, 0x22, 0x6C, 0xC0, 0xAF, 0x22, 0x3A, 0x31, 0x7D],
-                    [0x7B, 0x22, 0x6C, 0x61, 0x79, 0x65, 0x72] as [UInt8]] {
+        for bad in [
+            [0x7B, 0x22, 0x6C, 0x01, 0x22, 0x3A, 0x31, 0x7D], [0x7B, 0x22, 0x6C, 0xC0, 0xAF, 0x22, 0x3A, 0x31, 0x7D],
+            [0x7B, 0x22, 0x6C, 0x61, 0x79, 0x65, 0x72] as [UInt8],
+        ] {
             #expect(decodeError(bad)?.kind == .malformed, "\(bad)")
         }
     }
@@ -192,7 +208,9 @@ import Testing
 @Suite struct DoubleFastPathTests {
     /// What `finiteNumber` answers for `text` followed by `tail`, by the fast path alone (nil when it
     /// declines) and by the general path alone, with where each stopped.
-    static func both(_ text: String, tail: String = ",") -> (fast: (Double, Int)?, general: Result<(Double, Int), DecisionError>) {
+    static func both(_ text: String, tail: String = ",") -> (
+        fast: (Double, Int)?, general: Result<(Double, Int), DecisionError>
+    ) {
         let bytes = Array((text + tail).utf8)
         return bytes.withUnsafeBufferPointer { buffer in
             var fast = JSONScanner(bytes: buffer, maxDepth: 8)
@@ -219,7 +237,9 @@ import Testing
         }
         #expect(fast.0.bitPattern == g.0.bitPattern && fast.1 == g.1, "\(text)", sourceLocation: sourceLocation)
         if let reference = Double(text) {
-            #expect(fast.0.bitPattern == reference.bitPattern, "\(text): \(fast.0) vs \(reference)", sourceLocation: sourceLocation)
+            #expect(
+                fast.0.bitPattern == reference.bitPattern, "\(text): \(fast.0) vs \(reference)",
+                sourceLocation: sourceLocation)
         } else {
             Issue.record("the standard library does not read \(text)", sourceLocation: sourceLocation)
         }
@@ -227,9 +247,11 @@ import Testing
     }
 
     @Test func edgeValuesAgreeBitForBit() {
-        let taken = ["0", "-0", "0.0", "-0.0", "1", "0.1", "0.2", "0.3", "0.0123", "0.00107", "0.42", "-1.5",
-                     "9007199254740992", "900719925474099.2", "0.9007199254740992", "2.5",
-                     "0.000000000000000001", "-900719925474.0992", "7.0", "1000000000000000"]
+        let taken = [
+            "0", "-0", "0.0", "-0.0", "1", "0.1", "0.2", "0.3", "0.0123", "0.00107", "0.42", "-1.5",
+            "9007199254740992", "900719925474099.2", "0.9007199254740992", "2.5",
+            "0.000000000000000001", "-900719925474.0992", "7.0", "1000000000000000",
+        ]
         for text in taken {
             #expect(Self.check(text), "\(text) should take the fast path")
             #expect(Self.check(text, tail: "}"), "\(text)")
@@ -257,7 +279,7 @@ import Testing
             let text: String
             switch i % 4 {
             case 0:  // shortest round-trip forms of random doubles in the usual ranges
-                let v = Double(bitPattern: g.next() >> 2) .truncatingRemainder(dividingBy: 1e6)
+                let v = Double(bitPattern: g.next() >> 2).truncatingRemainder(dividingBy: 1e6)
                 text = "\(abs(v))".contains("e") ? "0.5" : "\(v)"
             case 1:  // random digit strings with a random point
                 let n = 1 + Int(g.below(20))
@@ -279,10 +301,13 @@ import Testing
     /// Whole decisions read with the fast path: the losses and latency equal the standard library's
     /// values of their text.
     @Test func decisionsUseTheSameValues() throws {
-        for (loss, latency) in [("0.0123", "0.42"), ("-0.0", "0"), ("1e-3", "1E2"), ("0.1000000000000000055", "12.5"),
-                                ("123456789012345678901", "0.00000000000000000000001")] {
+        for (loss, latency) in [
+            ("0.0123", "0.42"), ("-0.0", "0"), ("1e-3", "1E2"), ("0.1000000000000000055", "12.5"),
+            ("123456789012345678901", "0.00000000000000000000001"),
+        ] {
             let d = try decodeDecisions(minimal(#""load_balance_loss":\#(loss),"latency_ms":\#(latency)"#))[0]
-            #expect(d.loadBalanceLoss == .value(Double(loss)!) && d.latencyMs?.bitPattern == Double(latency)!.bitPattern)
+            #expect(
+                d.loadBalanceLoss == .value(Double(loss)!) && d.latencyMs?.bitPattern == Double(latency)!.bitPattern)
             if case .value(let v) = d.loadBalanceLoss { #expect(v.bitPattern == Double(loss)!.bitPattern) }
         }
     }
@@ -317,11 +342,14 @@ import Testing
     /// A decoded decision changed into an impossible one is refused exactly as the same decision
     /// built by hand.
     @Test func changedDecisionsAreCheckedAgain() throws {
-        for change: (inout RoutingDecision) -> Void in [{ $0.expertCounts[0] = 9 }, { $0.totalTokens = 3 },
-                                                         { $0.expertCounts.append(4) }] {
+        for change: (inout RoutingDecision) -> Void in [
+            { $0.expertCounts[0] = 9 }, { $0.totalTokens = 3 },
+            { $0.expertCounts.append(4) },
+        ] {
             var d = try decodeDecisions(Self.body)[0]
             change(&d)
-            let handmade = RoutingDecision(layer: d.layer, topK: d.topK, expertCounts: d.expertCounts, totalTokens: d.totalTokens)
+            let handmade = RoutingDecision(
+                layer: d.layer, topK: d.topK, expertCounts: d.expertCounts, totalTokens: d.totalTokens)
             func refusal(_ x: RoutingDecision) -> DecisionError? {
                 do {
                     _ = try LayerRegistry(configuration: StatsConfiguration()).ingest([x], defaultLayer: nil, now: 0)
@@ -332,7 +360,9 @@ import Testing
             }
             let a = refusal(d)
             let b = refusal(handmade)
-            #expect(a != nil && a?.message == b?.message && a?.field == b?.field, "\(String(describing: a)) vs \(String(describing: b))")
+            #expect(
+                a != nil && a?.message == b?.message && a?.field == b?.field,
+                "\(String(describing: a)) vs \(String(describing: b))")
         }
     }
 }
@@ -345,7 +375,8 @@ import Testing
         var g = FastPathTests.Generator(state: UInt64(experts))
         let counts = (0..<experts).map { _ in g.below(500) }
         let total = counts.max()! + 1
-        let object = #"{"layer":"L1","expert_capacities":[\#(counts.map(String.init).joined(separator: ","))],"total_tokens":\#(total)}"#
+        let object =
+            #"{"layer":"L1","expert_capacities":[\#(counts.map(String.init).joined(separator: ","))],"total_tokens":\#(total)}"#
         let single = try decodeDecisions(object)
         let batch = try decodeDecisions("[\(object),\(object)]")
         let lines = try decodeDecisions("\(object)\n\(object)\n", format: .ndjson)

@@ -1,5 +1,6 @@
 import JSONOutput
 import Testing
+
 @testable import MoEStats
 
 /// The formulas of `Measures` at their edges: no value, all zeros, one expert.
@@ -100,7 +101,7 @@ import Testing
         #expect(Measures.percentile(0, ofSorted: [1, 2, 3]) == 1)
         #expect(Measures.percentile(100, ofSorted: [1, 2, 3]) == 3)
         let hundred = (1...100).map(Double.init)
-        #expect(Measures.percentile(50, ofSorted: hundred) == 50)   // index floor(0.5 x 99) = 49
+        #expect(Measures.percentile(50, ofSorted: hundred) == 50)  // index floor(0.5 x 99) = 49
         #expect(Measures.percentile(99, ofSorted: hundred) == 99)
     }
 }
@@ -118,7 +119,8 @@ import Testing
         #expect(LayerMeasure.headlines.map(\.name) == LayerMeasure.all.filter(\.headline).map(\.name))
         // Names are JSON keys written without escaping.
         for name in names + LayerMeasure.all.compactMap({ $0.summary?.key }) {
-            #expect(name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == ".") }, "\(name)")
+            #expect(
+                name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == ".") }, "\(name)")
         }
     }
 
@@ -155,18 +157,21 @@ import Testing
     @Test(arguments: [nil, 1, 3] as [Int?])
     func gaugesNeedNoHistory(window: Int?) throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        _ = try registry.ingest([
-            decision([3, 1, 0], dropped: 1, layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4),
-            decision([0, 0, 0], tokens: 0, layer: "a"),
-            decision([2, 2, 5], layer: "a", latencyMs: 7),
-            decision([5], layer: "one"),
-            decision([0, 0], tokens: 0, layer: "zero"),
-        ], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [
+                decision([3, 1, 0], dropped: 1, layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4),
+                decision([0, 0, 0], tokens: 0, layer: "a"),
+                decision([2, 2, 5], layer: "a", latencyMs: 7),
+                decision([5], layer: "one"),
+                decision([0, 0], tokens: 0, layer: "zero"),
+            ], defaultLayer: nil, now: 1)
         for snapshot in registry.snapshots() {
             let full = snapshot.measureInput(window: window)
-            let bare = LayerMeasureInput(totals: snapshot.totals, window: window ?? snapshot.defaultWindow, history: nil)
+            let bare = LayerMeasureInput(
+                totals: snapshot.totals, window: window ?? snapshot.defaultWindow, history: nil)
             for row in LayerMeasure.all where row.gauge != nil {
-                #expect(row.unitValue(full)?.bitPattern == row.unitValue(bare)?.bitPattern, "\(snapshot.layer) \(row.name)")
+                #expect(
+                    row.unitValue(full)?.bitPattern == row.unitValue(bare)?.bitPattern, "\(snapshot.layer) \(row.name)")
             }
         }
     }

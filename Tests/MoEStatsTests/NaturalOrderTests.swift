@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 /// The natural order of layer names: digit runs compare as numbers, the rest byte by byte.
 @Suite struct NaturalOrderTests {

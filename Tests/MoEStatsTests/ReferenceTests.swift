@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 /// The seven unit tests of the reference (`stats.rs`), ported to the registry. Where the
 /// reference only asserted "> 0", the hand-computed value is asserted as well.
@@ -13,8 +13,9 @@ import MoEStats
 
     @Test func routingStatsRecording() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        let n = try registry.ingest([decision([5, 3, 2, 0], tokens: 10, lbl: 0.1, z: 0.05, aux: 0.15)],
-                                    defaultLayer: nil, now: 1)
+        let n = try registry.ingest(
+            [decision([5, 3, 2, 0], tokens: 10, lbl: 0.1, z: 0.05, aux: 0.15)],
+            defaultLayer: nil, now: 1)
         #expect(n == 1)
         let s = try #require(registry.snapshot("L0")).summary(window: nil)
         #expect(s.totalRoutings == 1)
@@ -55,8 +56,8 @@ import MoEStats
         let peak = try #require(c.peakUtilization)
         #expect(average > 0)
         #expect(peak > 0)
-        #expect(close(peak, 250.0 / 400))        // u = sum / (E x capacity)
-        #expect(close(average, 0.1 * 250 / 400)) // EMA alpha 0.1 from 0
+        #expect(close(peak, 250.0 / 400))  // u = sum / (E x capacity)
+        #expect(close(average, 0.1 * 250 / 400))  // EMA alpha 0.1 from 0
     }
 
     @Test func throughputStats() throws {
@@ -72,8 +73,9 @@ import MoEStats
 
     @Test func performanceMonitor() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
-        _ = try registry.ingest([decision([10, 20, 30], tokens: 60, lbl: 0.1, z: 0.05, aux: 0.15, latencyMs: 25)],
-                                defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([10, 20, 30], tokens: 60, lbl: 0.1, z: 0.05, aux: 0.15, latencyMs: 25)],
+            defaultLayer: nil, now: 1)
         let s = try #require(registry.snapshot("L0")).summary(window: nil)
         #expect(s.totalRoutings == 1)
         #expect(s.totalTokens == 60)

@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 /// Layer naming, conflicts, caps, all-or-nothing batches, reset, and concurrent writers.
 @Suite struct RegistryTests {
@@ -10,8 +10,10 @@ import MoEStats
         }
     }
 
-    static func expectError(_ kind: DecisionError.Kind, field: String?, index: Int?,
-                            _ body: () throws -> Int) {
+    static func expectError(
+        _ kind: DecisionError.Kind, field: String?, index: Int?,
+        _ body: () throws -> Int
+    ) {
         do {
             _ = try body()
             Issue.record("expected \(kind) error")
@@ -86,9 +88,12 @@ import MoEStats
     @Test func loadsAtTheirBoundariesAreAccepted() throws {
         let r = LayerRegistry(configuration: StatsConfiguration())
         // Every expert may receive every token; with top_k, the loads may add up to k per token.
-        let n = try r.ingest([decision([8, 8], tokens: 8), decision([8, 8, 0], tokens: 8, layer: "L1", topK: 2),
-                              decision([0, 0], tokens: 0), decision([.max, 1], tokens: .max, layer: "L2", topK: 2)],
-                             defaultLayer: nil, now: 1)
+        let n = try r.ingest(
+            [
+                decision([8, 8], tokens: 8), decision([8, 8, 0], tokens: 8, layer: "L1", topK: 2),
+                decision([0, 0], tokens: 0), decision([.max, 1], tokens: .max, layer: "L2", topK: 2),
+            ],
+            defaultLayer: nil, now: 1)
         #expect(n == 4)
         #expect(r.snapshot("L0")?.expertTokens == [8, 8])
     }
@@ -107,8 +112,9 @@ import MoEStats
     @Test func conflictWithinOneBatchCreatesNothing() {
         let r = LayerRegistry(configuration: StatsConfiguration())
         Self.expectError(.conflict, field: "expert_capacities", index: 2) {
-            try r.ingest([decision([1, 1], layer: "a"), decision([1], layer: "b"), decision([1, 1, 1], layer: "a")],
-                         defaultLayer: nil, now: 1)
+            try r.ingest(
+                [decision([1, 1], layer: "a"), decision([1], layer: "b"), decision([1, 1, 1], layer: "a")],
+                defaultLayer: nil, now: 1)
         }
         #expect(r.layerCount == 0)
         #expect(r.snapshots().isEmpty)
@@ -122,8 +128,11 @@ import MoEStats
         let before = Self.state(r)
         // c fits (3 layers), d would be the fourth; existing layers in the batch do not count.
         Self.expectError(.tooManyLayers, field: "layer", index: 3) {
-            try r.ingest([decision([1], layer: "a"), decision([1], layer: "c"), decision([1], layer: "c"),
-                          decision([1], layer: "d")], defaultLayer: nil, now: 2)
+            try r.ingest(
+                [
+                    decision([1], layer: "a"), decision([1], layer: "c"), decision([1], layer: "c"),
+                    decision([1], layer: "d"),
+                ], defaultLayer: nil, now: 2)
         }
         #expect(Self.state(r) == before)
         #expect(r.layerCount == 2)
@@ -176,8 +185,9 @@ import MoEStats
         _ = try r.ingest([decision([1], layer: "a", latencyMs: 200)], defaultLayer: nil, now: 1)
         config.latencyBucketsSeconds = [1]
         r.update(configuration: config)
-        _ = try r.ingest([decision([1], layer: "a", latencyMs: 200), decision([1], layer: "b", latencyMs: 200)],
-                         defaultLayer: nil, now: 1)
+        _ = try r.ingest(
+            [decision([1], layer: "a", latencyMs: 200), decision([1], layer: "b", latencyMs: 200)],
+            defaultLayer: nil, now: 1)
         #expect(r.snapshot("a")?.latencyHistogram.upperBoundsSeconds == [0.1, 0.5])
         #expect(r.snapshot("a")?.latencyHistogram.cumulativeCounts == [0, 2])
         #expect(r.snapshot("b")?.latencyHistogram.upperBoundsSeconds == [1])
@@ -194,9 +204,12 @@ import MoEStats
                     for i in 0..<rounds {
                         let layer = layers[(t + i) % layers.count]
                         // A batch spanning two layers, plus a single decision.
-                        _ = try r.ingest([decision([1, 2, 3], layer: layer, latencyMs: 1),
-                                          decision([1, 2, 3], layer: "shared", latencyMs: 1)],
-                                         defaultLayer: nil, now: Double(i))
+                        _ = try r.ingest(
+                            [
+                                decision([1, 2, 3], layer: layer, latencyMs: 1),
+                                decision([1, 2, 3], layer: "shared", latencyMs: 1),
+                            ],
+                            defaultLayer: nil, now: Double(i))
                         _ = try r.ingest([decision([0, 0, 1], layer: "shared")], defaultLayer: nil, now: Double(i))
                     }
                 }
@@ -233,13 +246,16 @@ import MoEStats
                 group.addTask {
                     var ok = 0
                     for i in 0..<rounds {
-                        var batch = [decision([1, 0], layer: "x"), decision([0, 1], layer: "y"),
-                                     decision([1, 0], layer: "x"), decision([0, 1], layer: "y")]
+                        var batch = [
+                            decision([1, 0], layer: "x"), decision([0, 1], layer: "y"),
+                            decision([1, 0], layer: "x"), decision([0, 1], layer: "y"),
+                        ]
                         if (w + i) % 3 == 0 { batch.append(decision([1, 1, 1], layer: "z")) }
                         do {
                             ok += try r.ingest(batch, defaultLayer: nil, now: Double(i)) > 0 ? 1 : 0
                         } catch {
-                            #expect((error as? DecisionError)?.kind == .conflict && (error as? DecisionError)?.index == 4)
+                            #expect(
+                                (error as? DecisionError)?.kind == .conflict && (error as? DecisionError)?.index == 4)
                         }
                     }
                     return ok
@@ -273,8 +289,9 @@ import MoEStats
             for t in 0..<20 {
                 group.addTask {
                     do {
-                        _ = try r.ingest([decision([1], layer: "t\(t)-a"), decision([1], layer: "t\(t)-b")],
-                                         defaultLayer: nil, now: 1)
+                        _ = try r.ingest(
+                            [decision([1], layer: "t\(t)-a"), decision([1], layer: "t\(t)-b")],
+                            defaultLayer: nil, now: 1)
                         return true
                     } catch {
                         #expect((error as? DecisionError)?.kind == .tooManyLayers)

@@ -1,5 +1,6 @@
 import JSONOutput
 import Testing
+
 @testable import MoEStats
 
 /// The state file: a restored registry answers exactly as the saved one, and every damaged,
@@ -29,12 +30,13 @@ import Testing
             var counts = (0..<8).map { _ in UInt64.random(in: 0...40, using: &rng) }
             counts[7] = i < 1420 ? counts[7] : 0  // expert 7 dies near the end
             let tokens = counts.reduce(0, +)
-            var d = decision(counts, tokens: tokens, dropped: tokens / 7, layer: "blocks.0.moe",
-                             lbl: i % 5 == 0 ? nil : Double.random(in: 0...1, using: &rng),
-                             z: Double.random(in: 0...0.1, using: &rng),
-                             aux: i % 3 == 0 ? 0.1 + 0.2 : nil,
-                             latencyMs: i % 4 == 3 ? nil : Double.random(in: 0...1500, using: &rng),
-                             capacity: i % 2 == 0 ? Int.random(in: 1...30, using: &rng) : nil)
+            var d = decision(
+                counts, tokens: tokens, dropped: tokens / 7, layer: "blocks.0.moe",
+                lbl: i % 5 == 0 ? nil : Double.random(in: 0...1, using: &rng),
+                z: Double.random(in: 0...0.1, using: &rng),
+                aux: i % 3 == 0 ? 0.1 + 0.2 : nil,
+                latencyMs: i % 4 == 3 ? nil : Double.random(in: 0...1500, using: &rng),
+                capacity: i % 2 == 0 ? Int.random(in: 1...30, using: &rng) : nil)
             if i % 11 == 0 { d.loadBalanceLoss = .nonFinite }
             d.worker = ["rank-0", "rank-1", "rank-2", "rank-3", "rank-4"][i % 5]
             _ = try r.ingest([d], defaultLayer: nil, now: 1_700_000_000 + Double(i) * 0.25)
@@ -43,18 +45,24 @@ import Testing
         _ = try r.ingest([decision([0], tokens: 0, layer: "tiny")], defaultLayer: nil, now: 1_700_000_100.5)
         // "huge-loss": losses at the edge of a Double; the second of each would overflow the sum
         // and is kept out (counted as non-finite), the third brings the sums back to 0.
-        _ = try r.ingest([decision([5, 0, 3], layer: "huge-loss", lbl: 1.7e308, z: -1.7e308, latencyMs: 0),
-                          decision([5, 0, 3], layer: "huge-loss", lbl: 1.7e308, z: -1.7e308, latencyMs: 2e-9)],
-                         defaultLayer: nil, now: 1_700_000_200)
-        _ = try r.ingest([decision([1, 2, 3], layer: "huge-loss", lbl: -1.7e308, z: 1.7e308)],
-                         defaultLayer: nil, now: 1_700_000_201)
+        _ = try r.ingest(
+            [
+                decision([5, 0, 3], layer: "huge-loss", lbl: 1.7e308, z: -1.7e308, latencyMs: 0),
+                decision([5, 0, 3], layer: "huge-loss", lbl: 1.7e308, z: -1.7e308, latencyMs: 2e-9),
+            ],
+            defaultLayer: nil, now: 1_700_000_200)
+        _ = try r.ingest(
+            [decision([1, 2, 3], layer: "huge-loss", lbl: -1.7e308, z: 1.7e308)],
+            defaultLayer: nil, now: 1_700_000_201)
         // "other-buckets": created after a reload with other latency buckets.
         var reloaded = configuration
         reloaded.latencyBucketsSeconds = [0.3, 0.001, 7]
         r.update(configuration: reloaded)
         for i in 0..<30 {
-            let d = withWorker(decision([UInt64(i), 2, 0, 9], layer: "other-buckets", latencyMs: Double(i) * 37.5,
-                                        topK: 1, factor: 0.75), i.isMultiple(of: 2) ? "host-a" : "ħost-β")
+            let d = withWorker(
+                decision(
+                    [UInt64(i), 2, 0, 9], layer: "other-buckets", latencyMs: Double(i) * 37.5,
+                    topK: 1, factor: 0.75), i.isMultiple(of: 2) ? "host-a" : "ħost-β")
             _ = try r.ingest([d], defaultLayer: nil, now: 1_700_000_300 + Double(i))
         }
         r.update(configuration: configuration)
@@ -74,7 +82,8 @@ import Testing
         return [
             s.layer, "\(s.experts)", "\(s.totalRoutings)", "\(s.totalTokens)", "\(s.tokensDropped)",
             "\(s.expertTokens)", bits(s.utilizationSums), "\(s.lastCounts)", "\(s.lastActive)",
-            bits(s.loadBalanceLoss.sum), "\(s.loadBalanceLoss.count)", bits(s.routerZLoss.sum), "\(s.routerZLoss.count)",
+            bits(s.loadBalanceLoss.sum), "\(s.loadBalanceLoss.count)", bits(s.routerZLoss.sum),
+            "\(s.routerZLoss.count)",
             bits(s.auxiliaryLoss.sum), "\(s.auxiliaryLoss.count)", "\(s.nonfiniteLosses)",
             bits(s.latencyHistogram.upperBoundsSeconds), "\(s.latencyHistogram.cumulativeCounts)",
             bits(s.latencyHistogram.sumSeconds), "\(s.latencyHistogram.count)",
@@ -87,19 +96,26 @@ import Testing
         ]
     }
 
-    static func expectSameAnswers(_ a: LayerRegistry, _ b: LayerRegistry,
-                                  sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectSameAnswers(
+        _ a: LayerRegistry, _ b: LayerRegistry,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let sa = a.snapshots(), sb = b.snapshots()
         #expect(sa.map(\.layer) == sb.map(\.layer), sourceLocation: sourceLocation)
         for (x, y) in zip(sa, sb) {
             #expect(rawFields(x) == rawFields(y), "\(x.layer)", sourceLocation: sourceLocation)
-            for (window, now, ttl) in [(nil, nil, nil), (1, 1_700_000_400.0, 60.0), (50, 1_700_000_250.0, 0.5),
-                                       (1000, 1_700_000_000.0, nil), (7, nil, 30.0)] as [(Int?, Double?, Double?)] {
-                #expect(summaryJSON(x, window: window, now: now, ttl: ttl) == summaryJSON(y, window: window, now: now, ttl: ttl),
-                        "\(x.layer) window \(String(describing: window))", sourceLocation: sourceLocation)
+            for (window, now, ttl) in [
+                (nil, nil, nil), (1, 1_700_000_400.0, 60.0), (50, 1_700_000_250.0, 0.5),
+                (1000, 1_700_000_000.0, nil), (7, nil, 30.0),
+            ] as [(Int?, Double?, Double?)] {
+                #expect(
+                    summaryJSON(x, window: window, now: now, ttl: ttl)
+                        == summaryJSON(y, window: window, now: now, ttl: ttl),
+                    "\(x.layer) window \(String(describing: window))", sourceLocation: sourceLocation)
             }
-            #expect(x.workerCounts(now: 1_700_000_310, ttl: 5) == y.workerCounts(now: 1_700_000_310, ttl: 5),
-                    sourceLocation: sourceLocation)
+            #expect(
+                x.workerCounts(now: 1_700_000_310, ttl: 5) == y.workerCounts(now: 1_700_000_310, ttl: 5),
+                sourceLocation: sourceLocation)
         }
     }
 
@@ -115,9 +131,11 @@ import Testing
         #expect(wide.workers.count == 3 && wide.untrackedWorkerDecisions == 600)
         #expect(wide.summary(window: 50).balance.deadExperts == 1)
         let huge = try #require(restored.snapshot("huge-loss"))
-        #expect(huge.loadBalanceLoss == LossTotals(sum: 0, count: 2) && huge.routerZLoss == LossTotals(sum: 0, count: 2))
+        #expect(
+            huge.loadBalanceLoss == LossTotals(sum: 0, count: 2) && huge.routerZLoss == LossTotals(sum: 0, count: 2))
         #expect(huge.nonfiniteLosses == 2)
-        #expect(try #require(restored.snapshot("other-buckets")).latencyHistogram.upperBoundsSeconds == [0.001, 0.3, 7])
+        #expect(
+            try #require(restored.snapshot("other-buckets")).latencyHistogram.upperBoundsSeconds == [0.001, 0.3, 7])
         // The same state gives the same bytes.
         #expect(restored.exportState() == bytes)
     }
@@ -129,8 +147,9 @@ import Testing
         for i in 0..<700 {
             let counts = (0..<8).map { _ in UInt64.random(in: 0...9, using: &rng) }
             let batch = [
-                Self.withWorker(decision(counts, layer: "blocks.0.moe", lbl: 0.01 * Double(i), latencyMs: Double(i % 13)),
-                                ["rank-1", "rank-9", "rank-0"][i % 3]),
+                Self.withWorker(
+                    decision(counts, layer: "blocks.0.moe", lbl: 0.01 * Double(i), latencyMs: Double(i % 13)),
+                    ["rank-1", "rank-9", "rank-0"][i % 3]),
                 decision([UInt64(i % 3), 1, 2], layer: "huge-loss", latencyMs: 1),
                 Self.withWorker(decision([1], layer: "tiny"), "late-worker"),
             ]
@@ -176,15 +195,17 @@ import Testing
             for t in 0..<tasks {
                 group.addTask {
                     for i in 0..<rounds {
-                        let d = Self.withWorker(decision([1, 2, 3], layer: ["a", "b"][(t + i) % 2], lbl: 0.5, latencyMs: 1),
-                                                "w\(t)")
+                        let d = Self.withWorker(
+                            decision([1, 2, 3], layer: ["a", "b"][(t + i) % 2], lbl: 0.5, latencyMs: 1),
+                            "w\(t)")
                         _ = try r.ingest([d, decision([0, 1], layer: "c")], defaultLayer: nil, now: Double(i))
                     }
                 }
             }
             group.addTask {
                 for _ in 0..<100 {
-                    let restored = try LayerRegistry(configuration: StatsConfiguration(), restoringFrom: r.exportState())
+                    let restored = try LayerRegistry(
+                        configuration: StatsConfiguration(), restoringFrom: r.exportState())
                     for s in restored.snapshots() {
                         #expect(s.expertTokens.reduce(0, +) == s.totalTokens)
                         #expect(s.latencyHistogram.count == s.totalRoutings || s.layer == "c")
@@ -243,8 +264,11 @@ import Testing
 
     @Test func everyTruncationIsRefused() throws {
         let r = LayerRegistry(configuration: StatsConfiguration())
-        _ = try r.ingest([Self.withWorker(decision([3, 1], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w"),
-                          decision([1, 1, 1], layer: "b")], defaultLayer: nil, now: 10)
+        _ = try r.ingest(
+            [
+                Self.withWorker(decision([3, 1], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w"),
+                decision([1, 1, 1], layer: "b"),
+            ], defaultLayer: nil, now: 10)
         let bytes = r.exportState()
         for n in 0..<bytes.count {
             #expect(Self.refusal(Array(bytes[..<n]))?.kind == .truncated, "\(n) of \(bytes.count) bytes")
@@ -254,8 +278,9 @@ import Testing
 
     @Test func everyFlippedBitIsCaughtByTheChecksum() throws {
         let r = LayerRegistry(configuration: StatsConfiguration())
-        _ = try r.ingest([Self.withWorker(decision([3, 1], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w")],
-                         defaultLayer: nil, now: 10)
+        _ = try r.ingest(
+            [Self.withWorker(decision([3, 1], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w")],
+            defaultLayer: nil, now: 10)
         let bytes = r.exportState()
         for i in StateFormat.headerSize..<bytes.count {
             var damaged = bytes
@@ -340,9 +365,12 @@ import Testing
     /// is restored always passes the checks again on export.
     @Test func randomDamageNeverCrashes() throws {
         let r = LayerRegistry(configuration: StatsConfiguration())
-        _ = try r.ingest([Self.withWorker(decision([3, 1, 0], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w1"),
-                          Self.withWorker(decision([0, 1, 7], layer: "b", z: 0.25, latencyMs: 9), "w2")],
-                         defaultLayer: nil, now: 10)
+        _ = try r.ingest(
+            [
+                Self.withWorker(decision([3, 1, 0], layer: "a", lbl: 0.5, latencyMs: 2, capacity: 4), "w1"),
+                Self.withWorker(decision([0, 1, 7], layer: "b", z: 0.25, latencyMs: 9), "w2"),
+            ],
+            defaultLayer: nil, now: 10)
         let payload = Array(r.exportState()[StateFormat.headerSize...])
         var rng = SplitMix(state: 2024)
         var restored = 0

@@ -1,5 +1,5 @@
-import Testing
 import MoEStats
+import Testing
 
 /// Every statistic of one layer against values computed by hand.
 @Suite struct StatisticsTests {
@@ -11,8 +11,9 @@ import MoEStats
         let registry = LayerRegistry(configuration: StatsConfiguration())
         var d2 = decision([2, 2, 2, 2], tokens: 4, dropped: 1, lbl: 0.4, aux: 0.7, latencyMs: 4, topK: 2, factor: 2)
         d2.routerZLoss = .nonFinite
-        _ = try registry.ingest([decision([4, 2, 2, 0], tokens: 4, lbl: 0.2, z: 1.0, aux: 0.5, latencyMs: 2, capacity: 3), d2],
-                                defaultLayer: nil, now: 1_700_000_000)
+        _ = try registry.ingest(
+            [decision([4, 2, 2, 0], tokens: 4, lbl: 0.2, z: 1.0, aux: 0.5, latencyMs: 2, capacity: 3), d2],
+            defaultLayer: nil, now: 1_700_000_000)
         return try #require(registry.snapshot("L0")).summary(window: nil)
     }
 
@@ -25,7 +26,7 @@ import MoEStats
         #expect(s.tokensDropped == 1)
         #expect(close(s.routingEfficiency, 87.5))
         #expect(close(s.averageLoadBalanceLoss, 0.3))
-        #expect(close(s.averageRouterZLoss, 1.0))   // the null loss is kept out of the average
+        #expect(close(s.averageRouterZLoss, 1.0))  // the null loss is kept out of the average
         #expect(close(s.averageAuxiliaryLoss, 0.6))
         #expect(s.nonfiniteLosses == 1)
     }
@@ -131,11 +132,12 @@ import MoEStats
         let registry = LayerRegistry(configuration: config)
         var d3 = decision([1, 1], lbl: 0.5, z: 0.25, latencyMs: 9)
         d3.auxiliaryLoss = .value(.infinity)
-        _ = try registry.ingest([
-            decision([1, 1], lbl: 1, z: 2, aux: 3, latencyMs: 1),    // le 0.001 (boundary is inclusive)
-            decision([4, 0], dropped: 1, lbl: 2, latencyMs: 1.5),    // le 0.002
-            d3,                                                      // above every bound: only +Inf
-        ], defaultLayer: nil, now: 42.5)
+        _ = try registry.ingest(
+            [
+                decision([1, 1], lbl: 1, z: 2, aux: 3, latencyMs: 1),  // le 0.001 (boundary is inclusive)
+                decision([4, 0], dropped: 1, lbl: 2, latencyMs: 1.5),  // le 0.002
+                d3,  // above every bound: only +Inf
+            ], defaultLayer: nil, now: 42.5)
         let s = try #require(registry.snapshot("L0"))
         #expect(s.totalTokens == 8)
         #expect(s.tokensDropped == 1)
@@ -159,12 +161,14 @@ import MoEStats
         // floor(200 x 2 / 4) = 100; 100 x 1.1 must be 110, not 111 from binary rounding.
         _ = try registry.ingest([decision([100, 100, 100, 100], tokens: 200)], defaultLayer: nil, now: 1)
         // The decision's own top_k wins over the default: floor(200 x 1 / 4) x 1.1 = 55.
-        _ = try registry.ingest([decision([50, 50, 50, 50], tokens: 200, layer: "L1", topK: 1)], defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([50, 50, 50, 50], tokens: 200, layer: "L1", topK: 1)], defaultLayer: nil, now: 1)
         #expect(registry.snapshot("L0")?.capacity.totalCapacity == 440)
         #expect(registry.snapshot("L1")?.capacity.totalCapacity == 220)
         // torsh's formula rounds up: floor(10 x 1 / 4) = 2, 2 x 1.25 = 2.5 -> 3.
-        _ = try registry.ingest([decision([3, 3, 2, 2], tokens: 10, layer: "L2", topK: 1, factor: 1.25)],
-                                defaultLayer: nil, now: 1)
+        _ = try registry.ingest(
+            [decision([3, 3, 2, 2], tokens: 10, layer: "L2", topK: 1, factor: 1.25)],
+            defaultLayer: nil, now: 1)
         #expect(registry.snapshot("L2")?.capacity.totalCapacity == 12)
     }
 

@@ -1,14 +1,15 @@
 import Foundation
 import JSONOutput
-import Testing
 import MoEStats
+import Testing
 
 @Suite struct SummaryJSONTests {
     static let topLevelKeys = [
         "layer", "experts", "total_routings", "total_tokens", "tokens_dropped", "routing_efficiency",
         "average_load_balance_loss", "average_router_z_loss", "average_auxiliary_loss", "expert_utilization",
         "expert_token_counts", "utilization_cv", "most_utilized_expert", "least_utilized_expert",
-        "utilization_summary", "load_variance", "latency", "capacity", "throughput", "balance", "nonfinite_losses", "workers",
+        "utilization_summary", "load_variance", "latency", "capacity", "throughput", "balance", "nonfinite_losses",
+        "workers",
     ]
 
     static func json(_ decisions: [RoutingDecision], window: Int? = nil) throws -> (String, [String: Any]) {
@@ -26,14 +27,21 @@ import MoEStats
         // The first occurrence of each top-level key comes in the documented order.
         let positions = Self.topLevelKeys.map { text.range(of: "\"\($0)\":")!.lowerBound }
         #expect(positions == positions.sorted())
-        #expect(text.hasPrefix(#"{"layer":"L0","experts":2,"total_routings":1,"total_tokens":4,"tokens_dropped":0,"routing_efficiency":100,"#))
+        #expect(
+            text.hasPrefix(
+                #"{"layer":"L0","experts":2,"total_routings":1,"total_tokens":4,"tokens_dropped":0,"routing_efficiency":100,"#
+            ))
         let nested: [String: [String]] = [
-            "utilization_summary": ["mean_utilization", "min_utilization", "max_utilization", "utilization_cv",
-                                    "routing_efficiency", "average_load_balance_loss", "average_router_z_loss"],
+            "utilization_summary": [
+                "mean_utilization", "min_utilization", "max_utilization", "utilization_cv",
+                "routing_efficiency", "average_load_balance_loss", "average_router_z_loss",
+            ],
             "load_variance": ["last", "history_length", "window", "trend"],
             "latency": ["count", "average_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"],
-            "capacity": ["average_utilization", "peak_utilization", "capacity_exceeded_count", "total_capacity",
-                         "total_used", "overall_utilization"],
+            "capacity": [
+                "average_utilization", "peak_utilization", "capacity_exceeded_count", "total_capacity",
+                "total_used", "overall_utilization",
+            ],
             "throughput": ["tokens_per_routing", "tokens_per_second", "routings_per_second"],
             "balance": ["max_violation", "max_violation_last", "balancedness", "entropy", "dead_experts"],
             "most_utilized_expert": ["expert", "utilization"],

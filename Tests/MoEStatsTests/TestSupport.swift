@@ -1,16 +1,20 @@
 import Testing
+
 @testable import MoEStats
 
 /// Builds a decision with defaults, for tests that care about a few fields.
-func decision(_ counts: [UInt64], tokens: UInt64? = nil, dropped: UInt64 = 0, layer: String? = "L0",
-              lbl: Double? = nil, z: Double? = nil, aux: Double? = nil, latencyMs: Double? = nil,
-              capacity: Int? = nil, topK: Int? = nil, factor: Double? = nil) -> RoutingDecision {
-    RoutingDecision(layer: layer, topK: topK, expertCapacity: capacity, capacityFactor: factor,
-                    latencyMs: latencyMs, expertCounts: counts,
-                    totalTokens: tokens ?? counts.reduce(0, +), tokensDropped: dropped,
-                    loadBalanceLoss: lbl.map { .value($0) } ?? .absent,
-                    routerZLoss: z.map { .value($0) } ?? .absent,
-                    auxiliaryLoss: aux.map { .value($0) } ?? .absent)
+func decision(
+    _ counts: [UInt64], tokens: UInt64? = nil, dropped: UInt64 = 0, layer: String? = "L0",
+    lbl: Double? = nil, z: Double? = nil, aux: Double? = nil, latencyMs: Double? = nil,
+    capacity: Int? = nil, topK: Int? = nil, factor: Double? = nil
+) -> RoutingDecision {
+    RoutingDecision(
+        layer: layer, topK: topK, expertCapacity: capacity, capacityFactor: factor,
+        latencyMs: latencyMs, expertCounts: counts,
+        totalTokens: tokens ?? counts.reduce(0, +), tokensDropped: dropped,
+        loadBalanceLoss: lbl.map { .value($0) } ?? .absent,
+        routerZLoss: z.map { .value($0) } ?? .absent,
+        auxiliaryLoss: aux.map { .value($0) } ?? .absent)
 }
 
 /// Relative comparison (absolute near zero).

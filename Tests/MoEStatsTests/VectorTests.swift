@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import MoEStats
+import Testing
 
 /// The reference's own results (`Tests/Fixtures/vectors/*.json`, produced by running torsh's `stats.rs`)
 /// reproduced to a relative tolerance of 1e-4 (the reference computes in f32), and the same
@@ -12,8 +12,8 @@ import MoEStats
     /// `Tests/Fixtures/vectors` (outside the test target's folder, so SwiftPM does not build it).
     static var directory: URL {
         URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent()   // MoEStatsTests
-            .deletingLastPathComponent()   // Tests
+            .deletingLastPathComponent()  // MoEStatsTests
+            .deletingLastPathComponent()  // Tests
             .appendingPathComponent("Fixtures/vectors")
     }
 
@@ -21,8 +21,9 @@ import MoEStats
     func vector(_ name: String) throws {
         let url = Self.directory.appendingPathComponent("\(name).json")
         // Missing vectors are a failure, not a skip.
-        let data = try #require(FileManager.default.contents(atPath: url.path),
-                                "reference vector \(url.path) is missing")
+        let data = try #require(
+            FileManager.default.contents(atPath: url.path),
+            "reference vector \(url.path) is missing")
         let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let rawDecisions = try #require(root["decisions"] as? [[String: Any]])
         let decisions = try rawDecisions.map(Self.decision)
@@ -101,7 +102,9 @@ struct Checker {
         let counts = try #require(e["expert_token_counts"] as? [NSNumber]).map(\.uint64Value)
         #expect(counts == s.expertTokenCounts, "\(scenario): expert_token_counts")
         number("utilization_cv", s.utilizationCV, e["utilization_cv"])
-        for (key, ours) in [("most_utilized_expert", s.mostUtilizedExpert), ("least_utilized_expert", s.leastUtilizedExpert)] {
+        for (key, ours) in [
+            ("most_utilized_expert", s.mostUtilizedExpert), ("least_utilized_expert", s.leastUtilizedExpert),
+        ] {
             let pair = try #require(e[key] as? [NSNumber])
             #expect(ours?.expert == pair[0].intValue, "\(scenario): \(key) index")
             number("\(key).utilization", ours?.utilization, pair[1])
@@ -111,9 +114,14 @@ struct Checker {
         number("utilization_summary.min_utilization", s.utilizationSummary.minUtilization, us["min_utilization"])
         number("utilization_summary.max_utilization", s.utilizationSummary.maxUtilization, us["max_utilization"])
         number("utilization_summary.utilization_cv", s.utilizationSummary.utilizationCV, us["utilization_cv"])
-        number("utilization_summary.routing_efficiency", s.utilizationSummary.routingEfficiency, us["routing_efficiency"])
-        number("utilization_summary.average_load_balance_loss", s.utilizationSummary.averageLoadBalanceLoss, us["average_load_balance_loss"])
-        number("utilization_summary.average_router_z_loss", s.utilizationSummary.averageRouterZLoss, us["average_router_z_loss"])
+        number(
+            "utilization_summary.routing_efficiency", s.utilizationSummary.routingEfficiency, us["routing_efficiency"])
+        number(
+            "utilization_summary.average_load_balance_loss", s.utilizationSummary.averageLoadBalanceLoss,
+            us["average_load_balance_loss"])
+        number(
+            "utilization_summary.average_router_z_loss", s.utilizationSummary.averageRouterZLoss,
+            us["average_router_z_loss"])
 
         number("load_variance_history_len", Double(s.loadVariance.historyLength), e["load_variance_history_len"])
         number("load_variance_last", s.loadVariance.last, e["load_variance_last"])
@@ -141,10 +149,12 @@ struct Checker {
             number("throughput.routings_per_second", s.throughput.routingsPerSecond, throughput["routings_per_second"])
         } else {
             // The reference's zeros (and infinite minimum) before any sample are nulls here.
-            for (what, v) in [("average", s.latency.averageMs), ("min", s.latency.minMs), ("max", s.latency.maxMs),
-                              ("p50", s.latency.p50Ms), ("p95", s.latency.p95Ms), ("p99", s.latency.p99Ms),
-                              ("tokens_per_second", s.throughput.tokensPerSecond),
-                              ("routings_per_second", s.throughput.routingsPerSecond)] {
+            for (what, v) in [
+                ("average", s.latency.averageMs), ("min", s.latency.minMs), ("max", s.latency.maxMs),
+                ("p50", s.latency.p50Ms), ("p95", s.latency.p95Ms), ("p99", s.latency.p99Ms),
+                ("tokens_per_second", s.throughput.tokensPerSecond),
+                ("routings_per_second", s.throughput.routingsPerSecond),
+            ] {
                 null(what, v)
             }
             #expect((latency["average_latency"] as? NSNumber)?.doubleValue == 0)
@@ -153,7 +163,8 @@ struct Checker {
         let c = try #require(e["capacity_stats"] as? [String: Any])
         number("capacity.average_utilization", s.capacity.averageUtilization, c["average_utilization"])
         number("capacity.peak_utilization", s.capacity.peakUtilization, c["peak_utilization"])
-        number("capacity.capacity_exceeded_count", Double(s.capacity.capacityExceededCount), c["capacity_exceeded_count"])
+        number(
+            "capacity.capacity_exceeded_count", Double(s.capacity.capacityExceededCount), c["capacity_exceeded_count"])
         number("capacity.total_capacity", s.capacity.totalCapacity.map { Double($0) }, c["total_capacity"])
         number("capacity.total_used", s.capacity.totalUsed.map { Double($0) }, c["total_used"])
         number("capacity.overall_utilization", s.capacity.overallUtilization, c["overall_utilization"])

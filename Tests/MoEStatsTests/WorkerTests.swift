@@ -1,6 +1,7 @@
 import Foundation
 import JSONOutput
 import Testing
+
 @testable import MoEStats
 
 /// Which workers report to a layer and when: the table, its cap, the TTL split at an injected
@@ -29,8 +30,11 @@ import Testing
         _ = try r.ingest([Self.from("rank-1"), Self.from(nil)], defaultLayer: nil, now: 130.5)
         _ = try r.ingest([Self.from("rank-2", layer: "L1")], defaultLayer: nil, now: 140)
         let s = try #require(r.snapshot("L0"))
-        #expect(s.workers == [WorkerActivity(worker: "rank-0", lastSeen: 100, decisions: 1),
-                              WorkerActivity(worker: "rank-1", lastSeen: 130.5, decisions: 2)])
+        #expect(
+            s.workers == [
+                WorkerActivity(worker: "rank-0", lastSeen: 100, decisions: 1),
+                WorkerActivity(worker: "rank-1", lastSeen: 130.5, decisions: 2),
+            ])
         #expect(s.untrackedWorkerDecisions == 0)
         #expect(s.totalRoutings == 4)
         // Per layer: rank-2 reported to L1 only.
@@ -38,7 +42,8 @@ import Testing
     }
 
     @Test func workerFromTheDecoder() throws {
-        let body = #"[{"layer":"L0","worker":7,"expert_capacities":[1,1],"total_tokens":2},"#
+        let body =
+            #"[{"layer":"L0","worker":7,"expert_capacities":[1,1],"total_tokens":2},"#
             + #"{"layer":"L0","worker":"host-β","expert_capacities":[2,0],"total_tokens":2}]"#
         let r = Self.registry()
         _ = try r.ingest(try decodeDecisions(body), defaultLayer: nil, now: 9)
@@ -129,12 +134,18 @@ import Testing
         #expect(list.map { $0["age_seconds"] as? Double } == [100, 9.5])
         #expect(list.map { $0["stale"] as? Bool } == [true, false])
         #expect(list.map { $0["decisions"] as? Int } == [1, 2])
-        #expect(w.string.hasSuffix(#""workers":{"active":1,"stale":1,"ttl_seconds":60,"untracked_decisions":1,"list":[{"worker":"a","last_seen":1700000000,"age_seconds":100,"stale":true,"decisions":1},{"worker":"b","last_seen":1700000090.5,"age_seconds":9.5,"stale":false,"decisions":2}]}}"#))
+        #expect(
+            w.string.hasSuffix(
+                #""workers":{"active":1,"stale":1,"ttl_seconds":60,"untracked_decisions":1,"list":[{"worker":"a","last_seen":1700000000,"age_seconds":100,"stale":true,"decisions":1},{"worker":"b","last_seen":1700000090.5,"age_seconds":9.5,"stale":false,"decisions":2}]}}"#
+            ))
 
         // Without a time, ages are null and nobody is stale; without a TTL, nobody is stale.
         var plain = JSONWriter()
         s.summary(window: nil).writeJSON(&plain)
-        #expect(plain.string.contains(#""workers":{"active":2,"stale":0,"ttl_seconds":null,"untracked_decisions":1,"list":[{"worker":"a","last_seen":1700000000,"age_seconds":null,"stale":false"#))
+        #expect(
+            plain.string.contains(
+                #""workers":{"active":2,"stale":0,"ttl_seconds":null,"untracked_decisions":1,"list":[{"worker":"a","last_seen":1700000000,"age_seconds":null,"stale":false"#
+            ))
         let noTTL = s.summary(window: nil, now: 1_800_000_000, workerTTL: nil).workers
         #expect(noTTL.active == 2 && noTTL.stale == 0 && noTTL.list.allSatisfy { !$0.stale })
         #expect(noTTL.list.map(\.ageSeconds) == [100_000_000, 99_999_909.5])
@@ -145,7 +156,9 @@ import Testing
         _ = try r.ingest([Self.from(nil)], defaultLayer: nil, now: 1)
         var w = JSONWriter()
         try #require(r.snapshot("L0")).summary(window: nil, now: 2, workerTTL: 10).writeJSON(&w)
-        #expect(w.string.hasSuffix(#""workers":{"active":0,"stale":0,"ttl_seconds":10,"untracked_decisions":0,"list":[]}}"#))
+        #expect(
+            w.string.hasSuffix(#""workers":{"active":0,"stale":0,"ttl_seconds":10,"untracked_decisions":0,"list":[]}}"#)
+        )
     }
 
     @Test func workerNamesAreBounded() {

@@ -32,7 +32,8 @@ extension Trait where Self == ConditionTrait {
     public static func needs(_ tools: String...) -> Self {
         let missing = tools.filter { ExternalTool.path($0) == nil }
         let reason = missing.map(ExternalTool.missing).joined(separator: "; ")
-        return .enabled(if: missing.isEmpty || ExternalTool.required,
-                        Comment(rawValue: reason + "; with MOE_REQUIRE_TOOLS=1 the test runs and fails"))
+        return .enabled(
+            if: missing.isEmpty || ExternalTool.required,
+            Comment(rawValue: reason + "; with MOE_REQUIRE_TOOLS=1 the test runs and fails"))
     }
 }

@@ -1,3 +1,6 @@
+import HTTPCore
+import HTTPServer
+
 // The bare-server benchmark scenario: our HTTP server with no daemon routes, answering 204 to
 // every request, so the suite can compare the transport and HTTP/1.1 layers alone against nginx's
 // `return 204`. The difference between this and the daemon's ingest figure is what the routes,
@@ -10,8 +13,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import HTTPCore
-import HTTPServer
 
 /// Answers 204 No Content to anything: the cheapest correct answer, as nginx's peer config does.
 struct NoContentHandler: HTTPHandler {

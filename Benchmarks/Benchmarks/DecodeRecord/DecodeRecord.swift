@@ -56,7 +56,8 @@ func batchBody(layers: Int, experts: Int) -> [UInt8] {
         }
         let total = counts.reduce(0, +)
         let list = counts.map(String.init).joined(separator: ",")
-        items.append("""
+        items.append(
+            """
             {"layer":"L\(layer)","worker":"rank-0","step":\(1_001 + layer),"expert_capacities":[\(list)],\
             "total_tokens":\(total),"tokens_dropped":\(total / 97),"load_balance_loss":0.0123,\
             "router_z_loss":0.00107,"auxiliary_loss":0.0134,"latency_ms":0.42}
@@ -93,8 +94,9 @@ let benchmarks: @Sendable () -> Void = {
         // decoder that rejects its input would measure the error path.
         let ours = try! decoder.decode(bytes, format: .json)
         let theirs = try! JSONDecoder().decode(CodableDecision.self, from: data)
-        precondition(ours.count == 1 && ours[0].expertCounts == theirs.expert_capacities,
-                     "DecisionDecoder and JSONDecoder disagree on the benchmark body")
+        precondition(
+            ours.count == 1 && ours[0].expertCounts == theirs.expert_capacities,
+            "DecisionDecoder and JSONDecoder disagree on the benchmark body")
 
         // Made once, like `decoder` and the registry: the closure runs once per sample, so a
         // decoder made inside it would add its creation to every sample of the baseline.
@@ -132,8 +134,9 @@ let benchmarks: @Sendable () -> Void = {
         let bytes = batchBody(layers: layers, experts: 64)
         let decoder = DecisionDecoder()
         let check = try! decoder.decode(bytes, format: .json)
-        precondition(check.count == layers && Set(check.compactMap(\.layer)).count == layers,
-                     "the batch body must hold one decision per layer")
+        precondition(
+            check.count == layers && Set(check.compactMap(\.layer)).count == layers,
+            "the batch body must hold one decision per layer")
         let registry = LayerRegistry(configuration: StatsConfiguration())
         Benchmark("decode+ingest batch, \(layers) layers x 64 experts") { benchmark in
             for _ in benchmark.scaledIterations {
