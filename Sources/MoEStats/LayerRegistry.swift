@@ -63,7 +63,7 @@ public final class LayerRegistry: Sendable {
 
         // 1. What needs no layer state. The names are not kept yet: the usual batch (one decision,
         // or several for one layer) takes `ingestIntoOneLayer`, which allocates nothing for an
-        // existing layer, so that recording is allocation-free in the steady state (issue 2, Cost).
+        // existing layer, so that recording is allocation-free in the steady state (AllocationPathTests).
         let first = try Self.layerName(of: decisions[0], defaultLayer: defaultLayer, index: 0)
         var oneLayer = true
         for i in decisions.indices {
@@ -280,7 +280,7 @@ public final class LayerRegistry: Sendable {
         state.withLock { $0.layers = layers }
     }
 
-    /// Removes a layer and its statistics (the reference's reset); false if it is unknown.
+    /// Removes a layer and its statistics (torsh's `reset`); false if it is unknown.
     /// Decisions for it afterwards create it afresh, with any expert count.
     @discardableResult
     public func reset(_ layer: String) -> Bool {
@@ -324,7 +324,7 @@ public final class LayerRegistry: Sendable {
     }
 
     /// Checks the decoder also makes, repeated so that the engine's arithmetic is safe whatever
-    /// builds the decision (defect 4 of the reference: dropped > total underflowed), and so that
+    /// builds the decision (dropped tokens above the total would underflow the served count), and so that
     /// no caller can record loads no routing of `total_tokens` tokens could produce.
     private static func checkValues(_ d: RoutingDecision, index: Int) throws(DecisionError) {
         guard !d.expertCounts.isEmpty else {
@@ -382,8 +382,8 @@ public final class LayerRegistry: Sendable {
 
     /// The per-expert capacity of a decision: its `expert_capacity`, else torsh's
     /// `ceil(floor(T*k/E) * capacity_factor)` from its (or the configured) top-k and capacity
-    /// factor, else nil: unknown capacity gives null capacity statistics, never the reference's
-    /// invented 100 (defect 1).
+    /// factor, else nil: unknown capacity gives null capacity statistics, never an invented
+    /// default capacity (docs/api.md, the `expert_capacity` field).
     static func capacity(of d: RoutingDecision, configuration: StatsConfiguration) -> UInt64? {
         if let c = d.expertCapacity { return c >= 0 ? UInt64(c) : nil }
         guard let k = d.topK ?? configuration.defaultTopK, k > 0,
