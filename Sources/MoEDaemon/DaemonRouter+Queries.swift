@@ -77,7 +77,7 @@ extension DaemonRouter {
         }
         guard
             let history = registry.history(
-                name, last: last ?? 100, experts: experts, now: clock(), workerTTL: current.workerTTLSeconds)
+                name, last: last ?? 100, now: clock(), workerTTL: current.workerTTLSeconds)
         else {
             return .error(404, "no such layer: \(name)", field: "layer")
         }

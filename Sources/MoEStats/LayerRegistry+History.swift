@@ -7,10 +7,9 @@
 /// the TTL (every remembered worker without one).
 extension LayerRegistry {
     /// The newest `last` buckets of `layer` (at least 1), oldest first, with their per-expert
-    /// counts when `experts`; nil for an unknown layer or one without a decision.
-    public func history(
-        _ layer: String, last: Int, experts withExperts: Bool, now: Double, workerTTL: Double?
-    ) -> LayerHistory? {
+    /// counts (the statistics need them whether or not they are shown); nil for an unknown layer
+    /// or one without a decision.
+    public func history(_ layer: String, last: Int, now: Double, workerTTL: Double?) -> LayerHistory? {
         let (found, configuration) = engine(layer)
         guard let engine = found else { return nil }
         return engine.state.withLock { s -> LayerHistory? in
@@ -19,7 +18,7 @@ extension LayerRegistry {
             let slots = h.newestSlots(Swift.max(1, last))
             return LayerHistory(
                 layer: engine.name, experts: s.experts, bucketing: bucketing, bucketSeconds: h.bucketSeconds,
-                buckets: slots.map { h.bucket($0, experts: withExperts) },
+                buckets: slots.map { h.bucket($0) },
                 expectedWorkers: s.expectedWorkers(configuration.expectedWorkers, now: now, ttl: workerTTL),
                 lateDecisions: h.lateDecisions, unbucketedDecisions: h.unbucketedDecisions, capacity: h.capacity)
         }

@@ -195,16 +195,14 @@ struct StepHistory: Sendable {
         return out
     }
 
-    /// A copy of slot `s` (its per-expert arrays only when `experts`).
-    func bucket(_ s: Int, experts withExperts: Bool = true) -> StepBucket {
+    /// A copy of slot `s`.
+    func bucket(_ s: Int) -> StepBucket {
         let b = buckets[s]
-        var totals = StepTotals(experts: withExperts ? experts : 0, withOverflow: withExperts && b.demandDecisions > 0)
+        var totals = StepTotals(experts: 0, withOverflow: false)
         totals.add(b)
-        if withExperts {
-            let range = (s * experts)..<((s + 1) * experts)
-            totals.expertTokens = Array(expertTokens[range])
-            if b.demandDecisions > 0 { totals.expertOverflow = Array(expertOverflow[range]) }
-        }
+        let range = (s * experts)..<((s + 1) * experts)
+        totals.expertTokens = Array(expertTokens[range])
+        if b.demandDecisions > 0 { totals.expertOverflow = Array(expertOverflow[range]) }
         return StepBucket(key: b.key, workers: Int(b.workers), totals: totals)
     }
 

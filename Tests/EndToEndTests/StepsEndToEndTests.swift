@@ -102,6 +102,13 @@ import Testing
             near(s["average_load_balance_loss"], 0.5, "step \(step) loss")
         }
 
+        // Without experts=1 the arrays are left out, the statistics are the same.
+        let plain = try curl("\(daemon.base)/v1/layers/moe.3/history?last=2").json["steps"] as? [[String: Any]] ?? []
+        #expect(plain.count == 2)
+        #expect(plain.last?["expert_token_counts"] == nil)
+        #expect((plain.last?["max_violation"] as? Double) == (steps.last?["max_violation"] as? Double))
+        #expect(plain.last?["max_violation"] as? Double != nil)
+
         // Windows: the newest 10 steps, and every kept step against the run totals of those steps.
         let w = try curl("\(daemon.base)/v1/layers/moe.3?steps=10").json
         let window = w["window"] as? [String: Any] ?? [:]

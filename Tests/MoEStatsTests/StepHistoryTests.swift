@@ -85,7 +85,7 @@ import Testing
         let sent = Self.traffic(steps: 300, workers: 8, change: 180)
         let r = Self.registry()
         try Self.post(sent, to: r)
-        let h = try #require(r.history("L0", last: 1000, experts: true, now: 1000, workerTTL: nil))
+        let h = try #require(r.history("L0", last: 1000, now: 1000, workerTTL: nil))
         #expect(h.bucketing == .step)
         #expect(h.buckets.count == 300)
         #expect(h.buckets.map(\.key) == (0..<300).map { Int64($0) })
@@ -158,7 +158,7 @@ import Testing
 
         let fixed = Self.registry(expected: 4)
         try Self.post(sent, to: fixed)
-        let h = try #require(fixed.history("L0", last: 100, experts: false, now: 1000, workerTTL: nil))
+        let h = try #require(fixed.history("L0", last: 100, now: 1000, workerTTL: nil))
         #expect(h.expectedWorkers == 4)
         #expect(Set(h.buckets.filter { $0.workers < 4 }.map(\.key)) == skipped)
         let w = try #require(fixed.window("L0", steps: 100, now: 1000, workerTTL: nil))
@@ -174,9 +174,9 @@ import Testing
         let active = Self.registry()
         try Self.post(sent, to: active)
         #expect(
-            try #require(active.history("L0", last: 1, experts: false, now: 1030, workerTTL: 60)).expectedWorkers == 4)
+            try #require(active.history("L0", last: 1, now: 1030, workerTTL: 60)).expectedWorkers == 4)
         #expect(
-            try #require(active.history("L0", last: 1, experts: false, now: 1100, workerTTL: 60)).expectedWorkers == 1)
+            try #require(active.history("L0", last: 1, now: 1100, workerTTL: 60)).expectedWorkers == 1)
         // One worker falls silent: posted later by the other three only.
         let later = (30..<33).flatMap { step in
             (0..<3).map { w in
@@ -186,7 +186,7 @@ import Testing
             }
         }
         _ = try active.ingest(later.map { Self.make($0) }, defaultLayer: nil, now: 2000)
-        let h2 = try #require(active.history("L0", last: 3, experts: false, now: 2010, workerTTL: 60))
+        let h2 = try #require(active.history("L0", last: 3, now: 2010, workerTTL: 60))
         #expect(h2.expectedWorkers == 3)
         let head = active.stepHeadlines(now: 2010, workerTTL: 60, recent: true)[0]
         #expect(head.lastComplete?.label == 32)
@@ -198,7 +198,7 @@ import Testing
         let r = Self.registry(history: 16)
         let sent = Self.traffic(steps: 40, workers: 2, change: 100)
         try Self.post(sent, to: r)
-        let h = try #require(r.history("L0", last: 100, experts: false, now: 1000, workerTTL: nil))
+        let h = try #require(r.history("L0", last: 100, now: 1000, workerTTL: nil))
         #expect(h.buckets.map(\.key) == (24..<40).map { Int64($0) })
         #expect(h.lateDecisions == 0)
         let late = Sent(step: 10, worker: "rank0", counts: [UInt64](repeating: 2, count: 16), tokens: 32, dropped: 0)
@@ -206,7 +206,7 @@ import Testing
             step: 30, worker: "rank9", counts: [UInt64](repeating: 1, count: 16), tokens: 16, dropped: 0)
         let before = try #require(r.snapshot("L0")).totalTokens
         _ = try r.ingest([Self.make(late), Self.make(inWindow)], defaultLayer: nil, now: 1001)
-        let h2 = try #require(r.history("L0", last: 100, experts: false, now: 1001, workerTTL: nil))
+        let h2 = try #require(r.history("L0", last: 100, now: 1001, workerTTL: nil))
         #expect(h2.lateDecisions == 1)
         #expect(h2.buckets.map(\.key) == h.buckets.map(\.key))
         #expect(try #require(r.snapshot("L0")).totalTokens == before + 48)
@@ -218,7 +218,7 @@ import Testing
                 Self.make(
                     Sent(step: 45, worker: "rank0", counts: [UInt64](repeating: 1, count: 16), tokens: 16, dropped: 0))
             ], defaultLayer: nil, now: 1002)
-        let h3 = try #require(r.history("L0", last: 100, experts: false, now: 1002, workerTTL: nil))
+        let h3 = try #require(r.history("L0", last: 100, now: 1002, workerTTL: nil))
         #expect(h3.buckets.map(\.key) == (30..<40).map { Int64($0) } + [45])
     }
 
@@ -229,7 +229,7 @@ import Testing
         for now in [100.0, 105, 109.9, 112, 131] {
             _ = try r.ingest([decision([3, 1])], defaultLayer: nil, now: now)
         }
-        let h = try #require(r.history("L0", last: 10, experts: true, now: 131, workerTTL: nil))
+        let h = try #require(r.history("L0", last: 10, now: 131, workerTTL: nil))
         #expect(h.bucketing == .time)
         #expect(h.buckets.map { h.label($0.key) } == [100, 110, 130])
         #expect(h.buckets.map(\.totals.decisions) == [3, 1, 1])
@@ -239,13 +239,13 @@ import Testing
         d.step = 7
         _ = try r.ingest([d], defaultLayer: nil, now: 133)
         #expect(
-            try #require(r.history("L0", last: 1, experts: false, now: 133, workerTTL: nil)).buckets[0].totals.decisions
+            try #require(r.history("L0", last: 1, now: 133, workerTTL: nil)).buckets[0].totals.decisions
                 == 2)
         // And a step-bucketed layer counts a decision without a step apart.
         var s = decision([1, 1], layer: "S")
         s.step = 1
         _ = try r.ingest([s, decision([1, 1], layer: "S")], defaultLayer: nil, now: 140)
-        let hs = try #require(r.history("S", last: 10, experts: false, now: 140, workerTTL: nil))
+        let hs = try #require(r.history("S", last: 10, now: 140, workerTTL: nil))
         #expect(hs.unbucketedDecisions == 1)
         #expect(hs.buckets.map(\.totals.decisions) == [1])
     }
@@ -253,7 +253,7 @@ import Testing
     @Test func aRefusedBatchChangesNoBucket() throws {
         let r = Self.registry()
         try Self.post(Self.traffic(steps: 5, workers: 2, change: 100), to: r)
-        let before = try #require(r.history("L0", last: 10, experts: true, now: 1000, workerTTL: nil))
+        let before = try #require(r.history("L0", last: 10, now: 1000, workerTTL: nil))
         var bad = decision([5, 5], tokens: 4)  // counts above total_tokens
         bad.step = 4
         var wrongDemand = Self.make(
@@ -273,7 +273,7 @@ import Testing
         ] {
             #expect(throws: DecisionError.self) { try r.ingest(batch, defaultLayer: nil, now: 1001) }
         }
-        let after = try #require(r.history("L0", last: 10, experts: true, now: 1000, workerTTL: nil))
+        let after = try #require(r.history("L0", last: 10, now: 1000, workerTTL: nil))
         #expect(after.buckets == before.buckets)
     }
 
@@ -284,7 +284,7 @@ import Testing
         let b = Self.make(Sent(step: 1, worker: "b", counts: served, tokens: 8, dropped: 0))
         let c = Self.make(Sent(step: 2, worker: "a", counts: served, tokens: 8, dropped: 0), demand: [4, 3, 0, 2])
         _ = try r.ingest([a, b, c], defaultLayer: nil, now: 1)
-        let h = try #require(r.history("L0", last: 10, experts: true, now: 1, workerTTL: nil))
+        let h = try #require(r.history("L0", last: 10, now: 1, workerTTL: nil))
         #expect(h.buckets[0].totals.expertOverflow == [2, 0, 1, 0])
         #expect(h.buckets[0].totals.demandDecisions == 1)
         #expect(h.buckets[1].totals.expertOverflow == [0, 1, 0, 0])
@@ -319,7 +319,7 @@ import Testing
         anonymous.step = 3
         batch.append(anonymous)
         _ = try r.ingest(batch, defaultLayer: nil, now: 1)
-        let h = try #require(r.history("L0", last: 1, experts: false, now: 1, workerTTL: nil))
+        let h = try #require(r.history("L0", last: 1, now: 1, workerTTL: nil))
         #expect(h.buckets[0].workers == 151)
         #expect(h.buckets[0].totals.decisions == 301)
     }

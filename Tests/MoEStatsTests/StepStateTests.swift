@@ -29,7 +29,7 @@ import Testing
     }
 
     static func historyJSON(_ r: LayerRegistry, _ layer: String) -> [UInt8]? {
-        guard let h = r.history(layer, last: 100_000, experts: true, now: 5010, workerTTL: nil) else { return nil }
+        guard let h = r.history(layer, last: 100_000, now: 5010, workerTTL: nil) else { return nil }
         var w = JSONOutput.JSONWriter()
         h.writeJSON(&w, experts: true)
         return w.bytes
@@ -43,7 +43,7 @@ import Testing
             let a = try #require(Self.historyJSON(original, layer))
             #expect(a == Self.historyJSON(restored, layer), "\(layer)")
         }
-        let h = try #require(restored.history("L0", last: 1000, experts: true, now: 5010, workerTTL: nil))
+        let h = try #require(restored.history("L0", last: 1000, now: 5010, workerTTL: nil))
         #expect(h.buckets.count == 64 && h.lateDecisions == 1)
         #expect(h.buckets.last?.totals.expertOverflow == [UInt64](repeating: 2, count: 16))
         #expect(try #require(restored.snapshot("L0")).expertOverflow == [UInt64](repeating: 2, count: 16))
@@ -58,7 +58,7 @@ import Testing
         try StepHistoryTests.post(more, to: restored, now: 6000)
         #expect(Self.historyJSON(original, "L0") == Self.historyJSON(restored, "L0"))
         #expect(
-            restored.history("L0", last: 4, experts: false, now: 6000, workerTTL: nil)?.buckets.map(\.workers) == [
+            restored.history("L0", last: 4, now: 6000, workerTTL: nil)?.buckets.map(\.workers) == [
                 3, 3, 3, 3,
             ])
     }
@@ -68,9 +68,9 @@ import Testing
         var c = original.configuration
         c.historySteps = 10
         let restored = try LayerRegistry(configuration: c, restoringFrom: original.exportState())
-        let h = try #require(restored.history("L0", last: 1000, experts: true, now: 5010, workerTTL: nil))
+        let h = try #require(restored.history("L0", last: 1000, now: 5010, workerTTL: nil))
         #expect(h.buckets.map(\.key) == (90..<100).map { Int64($0) })
-        let before = try #require(original.history("L0", last: 10, experts: true, now: 5010, workerTTL: nil))
+        let before = try #require(original.history("L0", last: 10, now: 5010, workerTTL: nil))
         #expect(h.buckets == before.buckets)
     }
 
@@ -82,7 +82,7 @@ import Testing
         for (a, b) in zip(original.snapshots(), restored.snapshots()) {
             #expect(StateTests.rawFields(a) == StateTests.rawFields(b))
         }
-        #expect(restored.history("L0", last: 10, experts: false, now: 5010, workerTTL: nil) == nil)
+        #expect(restored.history("L0", last: 10, now: 5010, workerTTL: nil) == nil)
         // Its layers start a history with their next decision.
         _ = try restored.ingest(
             [
@@ -92,7 +92,7 @@ import Testing
             ],
             defaultLayer: nil, now: 6000)
         #expect(
-            restored.history("L0", last: 10, experts: false, now: 6000, workerTTL: nil)?.buckets.map(\.key) == [100])
+            restored.history("L0", last: 10, now: 6000, workerTTL: nil)?.buckets.map(\.key) == [100])
         // The version-1 bytes are the version-2 ones without the step fields.
         #expect(v1.count < original.exportState().count)
     }
