@@ -183,10 +183,13 @@ def test_hovering_a_cell_shows_its_expert(loaded, tmp_path):
     assert "display: block" in tooltip.group(0)
 
 
-def test_page_renders_an_empty_daemon(tmp_path):
+# A window longer than the daemon's history (512 steps by default) is refused by the daemon; with no
+# layer to learn the history size from, the page must still render.
+@pytest.mark.parametrize("query", ["", "&steps=1000"])
+def test_page_renders_an_empty_daemon(tmp_path, query):
     empty = Daemon(daemon_binary())
     try:
-        result = run_chromium(tmp_path, "--dump-dom", empty.url + "/?refresh=0")
+        result = run_chromium(tmp_path, "--dump-dom", empty.url + "/?refresh=0" + query)
     finally:
         empty.stop()
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
