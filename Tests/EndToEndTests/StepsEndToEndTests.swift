@@ -184,6 +184,34 @@ import Testing
         #expect(try curl("\(daemon.base)/v1/layers/none/history").status == 404)
     }
 
+    @Test(.needs("curl")) func restartKeepsTheHistory() throws {
+        let dir = try temporaryDirectory("steps-state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        let first = try RunningDaemon(["--state-file", state, "--stats-expected-workers", "4"])
+        defer { first.stop() }
+        let raws = Self.traffic(steps: 60)
+        #expect(try Self.post(raws[...], first).status == 200)
+        let paths = ["/v1/layers/moe.3/history?last=100&experts=1", "/v1/layers/moe.3?steps=20", "/v1/layers"]
+        let before = try paths.map { try curl("\(first.base)\($0)").body }
+        first.child.signal(SIGTERM)
+        #expect(first.child.waitForExit(timeout: 20) == 0, "\(first.child.log)")
+
+        let second = try RunningDaemon(["--state-file", state, "--stats-expected-workers", "4"])
+        defer { second.stop() }
+        let after = try paths.map { try curl("\(second.base)\($0)").body }
+        #expect(after[0] == before[0])
+        #expect(after[1] == before[1])
+        let layer = (try curl("\(second.base)/v1/layers").json["layers"] as? [[String: Any]])?.first
+        #expect(layer?["last_complete_step"] as? Int == 59)
+        // Steps posted after the restart join the restored history; a known worker is not counted twice.
+        let again = raws.filter { $0.step == 59 && $0.worker == 0 }
+        #expect(try Self.post(again[...], second).status == 200)
+        let last = (try curl("\(second.base)/v1/layers/moe.3/history?last=1").json["steps"] as? [[String: Any]])?.first
+        #expect(last?["workers"] as? Int == 4)
+        #expect(last?["decisions"] as? Int == 5)
+    }
+
     @Test(.needs("curl")) func demandAndOverflowPerStepAndOverTheRun() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
