@@ -314,6 +314,18 @@ def test_a_click_on_a_layer_opens_its_experts_by_step(stepped, posted, browser):
     # Only the newest step lacks a worker, and only it is flagged.
     assert flag_pixel(browser, session, STEPS - 1) == INCOMPLETE_RGB
     assert flag_pixel(browser, session, STEPS - 2) != INCOMPLETE_RGB
+    # Hovering a cell names its step and expert, with the tokens the workers sent it that step.
+    geometry = browser.evaluate(session, "state.detailGeometry")
+    box = browser.evaluate(session, "(function () { var r = document.getElementById('stepmap').getBoundingClientRect();"
+                                    " return [r.left, r.top]; })()")
+    browser.send("Input.dispatchMouseEvent",
+                 {"type": "mouseMoved", "x": box[0] + geometry["labelW"] + (COLLAPSE_STEP + 0.5) * geometry["cellW"],
+                  "y": box[1] + geometry["mapTop"] + (HOT[1] + 0.5) * geometry["cellH"]}, session=session)
+    tip = wait_for(browser, session, "document.getElementById('tooltip').style.display === 'block'"
+                                     " && document.getElementById('tooltip').innerText")
+    assert f"step {COLLAPSE_STEP} · expert {HOT[1]}" in tip, tip
+    assert f"tokens: {per_step[COLLAPSE_STEP][HOT[1]]:,}" in tip, tip
+    assert "workers: 4" in tip, tip
 
     # A layer with a dead expert, opened from the expert-by-layer heatmap: that expert's row is black.
     row = [layer_name(i) for i in range(LAYERS)].index(DEAD_LAYER)
