@@ -539,7 +539,7 @@ def scenario_history(procs, workdir, daemon_bin, layers=64, experts=256, steps=5
         if status // 100 != 2:
             raise RuntimeError(f"filling the history failed: {status} {body[:200]!r}")
     fill_s = time.monotonic() - started
-    status, _, body = http("GET", d.base + "/v1/layers/L0/history?last=1000")
+    status, _, body = http("GET", d.base + f"/v1/layers/L0/history?last={steps}")
     kept = len(json.loads(body)["steps"]) if status == 200 else None
     if kept != steps:
         raise RuntimeError(f"layer L0 keeps {kept} steps, expected {steps}")

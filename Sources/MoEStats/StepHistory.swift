@@ -120,7 +120,7 @@ struct StepHistory: Sendable {
     }
 
     /// Adds one decision to slot `s`. `maxViolation` is the decision's own MaxVio (nil without a
-    /// token), `nonfinite` its non-finite losses, `workerBit` its worker's bit.
+    /// token), `workerBit` its worker's bit (see `WorkerRecord.bit`).
     mutating func add(
         _ d: RoutingDecision, to s: Int, maxViolation: Double?, workerBit: Int
     ) {

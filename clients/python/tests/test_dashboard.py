@@ -2,15 +2,14 @@
 
 The page marks a successful render on <body> (data-render="ok", data-layers="...") and writes
 script errors into the DOM (data-errors); Chromium's --enable-logging=stderr prints every console
-message as a CONSOLE line, and a healthy page prints none. Set MOE_DASHBOARD_SCREENSHOT=PATH to
-keep the screenshot (scripts/test-adopt --screenshot writes docs/dashboard.png that way).
+message as a CONSOLE line, and a healthy page prints none. The step views (window, sparklines,
+a layer's experts by step) and the documentation's screenshot are in test_dashboard_steps.py.
 """
 
 from __future__ import annotations
 
 import html.parser
 import json
-import os
 import threading
 import re
 import shutil
@@ -116,9 +115,6 @@ def test_screenshot(loaded, tmp_path):
                  loaded.url + "/?refresh=0")
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
-    keep = os.environ.get("MOE_DASHBOARD_SCREENSHOT")
-    if keep:
-        shutil.copyfile(shot, keep)
 
 
 # Moves the mouse over one heatmap cell once the page has rendered; the tooltip is then in the DOM.
@@ -187,10 +183,13 @@ def test_hovering_a_cell_shows_its_expert(loaded, tmp_path):
     assert "display: block" in tooltip.group(0)
 
 
-def test_page_renders_an_empty_daemon(tmp_path):
+# A window longer than the daemon's history (512 steps by default) is refused by the daemon; with no
+# layer to learn the history size from, the page must still render.
+@pytest.mark.parametrize("query", ["", "&steps=1000"])
+def test_page_renders_an_empty_daemon(tmp_path, query):
     empty = Daemon(daemon_binary())
     try:
-        result = run_chromium(tmp_path, "--dump-dom", empty.url + "/?refresh=0")
+        result = run_chromium(tmp_path, "--dump-dom", empty.url + "/?refresh=0" + query)
     finally:
         empty.stop()
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]

@@ -178,6 +178,19 @@ def test_prompt_takes_the_token_and_the_page_renders(guarded, browser):
     # Kept trimmed, for this tab only.
     assert browser.evaluate(session, "sessionStorage.getItem('moe-metricsd-token')") == TOKEN
     assert browser.evaluate(session, "localStorage.length") == 0
+    # The history reads carry the token too: the layer's sparkline is drawn, and its step heatmap
+    # (one bucket of arrival time, since the decision sent no step) shows expert 2 without a token.
+    assert browser.evaluate(session, "document.querySelectorAll('tr[data-layer=\"guarded.0\"] svg.spark path.line').length") == 1
+    browser.evaluate(session, "selectLayer('guarded.0'); true")
+    wait_for(browser, session, "document.body.dataset.detailSteps === '1'")
+    assert "arrival time" in browser.evaluate(session, "document.getElementById('detailinfo').textContent")
+    dead = browser.evaluate(session, """(function () {
+      var g = state.detailGeometry, d = window.devicePixelRatio || 1;
+      var p = document.getElementById('stepmap').getContext('2d').getImageData(
+        Math.floor((g.labelW + g.cellW / 2) * d), Math.floor((g.mapTop + 2.5 * g.cellH) * d), 1, 1).data;
+      return [p[0], p[1], p[2]];
+    })()""")
+    assert dead == [0x1D, 0x23, 0x29]
     # A refresh uses the stored token: no second prompt, a second render.
     browser.evaluate(session, "refresh(); true")
     wait_for(browser, session, "document.body.dataset.renderCount === '2'")
