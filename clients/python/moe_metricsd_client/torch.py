@@ -294,16 +294,18 @@ class Watcher:
                 ones = torch.ones(max(flat.numel(), 1024), dtype=torch.float64, device=device)
                 self._ones[device] = ones
             row = acc[layer.index]
-            # An index past the expert count lands in the overflow bin, never in another field.
-            row[: experts + 1].index_add_(0, flat.clamp(0, experts), ones[: flat.numel()])
+            # An index outside 0..E-1 (-1 or E: "no expert" in some expert-parallel routers)
+            # lands in the overflow bin E, never in an expert's count or another field.
+            bins = flat.clamp(-1, experts).remainder(experts + 1)
+            row[: experts + 1].index_add_(0, bins, ones[: flat.numel()])
             if logits is not None and self._losses:
                 scores = logits.detach().reshape(-1, experts).float()
                 base = self._experts + 1
                 row[base : base + experts] += scores.softmax(dim=-1).sum(dim=0)
                 row[-1] += torch.logsumexp(scores, dim=-1).square().sum()
                 self._with_logits[layer.index] = True
-        # Shapes are host metadata: reading them waits for nothing.
-        self._tokens[layer.index] += indices.shape[0] if indices.dim() > 1 else indices.numel()
+        # Shapes are host metadata: reading them waits for nothing. [..., k] holds one row per token.
+        self._tokens[layer.index] += indices.numel() // indices.shape[-1] if indices.dim() > 1 else indices.numel()
 
     def step(self, step: Optional[int] = None) -> None:
         """Ends a step: everything counted since the last call is posted as step ``step``.
