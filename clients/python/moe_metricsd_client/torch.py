@@ -22,6 +22,7 @@ This module needs torch; the rest of the package does not.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib
@@ -231,8 +232,8 @@ class Watcher:
             self.remove()
             raise ValueError("two routers map to the same layer name; give a prefix or shorter module names")
         self._experts = max(layer.router.num_experts for layer in self._layers)
-        # Row layout: counts of experts 0..E-1, one overflow bin (an index >= E, such as the
-        # "no expert" slot some expert-parallel routers use), softmax sums of 0..E-1, z sum.
+        # Row layout: counts of experts 0..E-1, a no-expert bin (indices outside 0..E-1),
+        # softmax sums of experts 0..E-1, the z-loss sum.
         self._width = 2 * self._experts + 2
         self._acc: Dict[torch.device, torch.Tensor] = {}
         self._ones: Dict[torch.device, torch.Tensor] = {}
@@ -254,6 +255,9 @@ class Watcher:
             self._optimizer_handle = optimizer.register_step_post_hook(lambda *_: self.step())
         self._thread = threading.Thread(target=self._post_loop, name="moe-metricsd-watcher", daemon=True)
         self._thread.start()
+        # Registered after the client's, so it runs before it at exit (atexit is last in, first
+        # out): ended steps reach the client while it can still send them.
+        atexit.register(self._atexit)
 
     # The training thread's side: no host synchronisation, no blocking.
 
@@ -448,7 +452,11 @@ class Watcher:
         done = self.flush(timeout)
         self._ready.put(_STOP)
         self._thread.join(timeout if done else 1.0)
+        atexit.unregister(self._atexit)
         return done
+
+    def _atexit(self) -> None:
+        self.close(timeout=2.0)
 
     def __enter__(self) -> "Watcher":
         return self
