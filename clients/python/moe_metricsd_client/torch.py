@@ -232,8 +232,8 @@ class Watcher:
             self.remove()
             raise ValueError("two routers map to the same layer name; give a prefix or shorter module names")
         self._experts = max(layer.router.num_experts for layer in self._layers)
-        # Row layout: counts of experts 0..E-1, a no-expert bin (indices outside 0..E-1),
-        # softmax sums of experts 0..E-1, the z-loss sum.
+        # Row layout: counts of experts 0..E-1, a no-expert bin (indices outside 0..E-1), then
+        # from offset E_max + 1 the softmax sums of experts 0..E-1 and the z-loss sum.
         self._width = 2 * self._experts + 2
         self._acc: Dict[torch.device, torch.Tensor] = {}
         self._ones: Dict[torch.device, torch.Tensor] = {}
@@ -304,9 +304,13 @@ class Watcher:
             row[: experts + 1].index_add_(0, bins, ones[: flat.numel()])
             if logits is not None and self._losses:
                 scores = logits.detach().reshape(-1, experts).float()
+                # One fused log-softmax gives both sums: the probabilities are its exp, and
+                # logsumexp(x) = x_0 - log_softmax(x)_0, in as few small kernels as we know.
+                log_probs = scores.log_softmax(dim=-1)
+                lse = scores[:, 0] - log_probs[:, 0]
+                sums = torch.cat((log_probs.exp().sum(dim=0), torch.dot(lse, lse).reshape(1)))
                 base = self._experts + 1
-                row[base : base + experts] += scores.softmax(dim=-1).sum(dim=0)
-                row[-1] += torch.logsumexp(scores, dim=-1).square().sum()
+                row[base : base + experts + 1] += sums
                 self._with_logits[layer.index] = True
         # Shapes are host metadata: reading them waits for nothing. [..., k] holds one row per token.
         self._tokens[layer.index] += indices.numel() // indices.shape[-1] if indices.dim() > 1 else indices.numel()
@@ -397,7 +401,7 @@ class Watcher:
                 base = self._experts + 1
                 probs = row[base : base + experts]
                 extra["load_balance_loss"] = load_balance_loss(counts, probs, total, k)
-                extra["router_z_loss"] = row[-1] / total
+                extra["router_z_loss"] = row[base + experts] / total
             self._client.record(layer.name, counts, total_tokens=total, step=number, top_k=k,
                                 worker=worker, on_done=ticket.done, **extra)
 
