@@ -389,6 +389,10 @@ class Watcher:
             self._finish("dropped")
             return
         worker = self._worker_name()
+        if worker is not None:  # else the client's own worker, if it has one
+            extra_envelope: Dict[str, Any] = {"worker": worker}
+        else:
+            extra_envelope = {}
         active = [layer for layer in self._layers if tokens[layer.index]]
         ticket = _Ticket(self, len(active))
         for layer in active:
@@ -403,7 +407,7 @@ class Watcher:
                 extra["load_balance_loss"] = load_balance_loss(counts, probs, total, k)
                 extra["router_z_loss"] = row[base + experts] / total
             self._client.record(layer.name, counts, total_tokens=total, step=number, top_k=k,
-                                worker=worker, on_done=ticket.done, **extra)
+                                on_done=ticket.done, **extra_envelope, **extra)
 
     def _finish(self, outcome: str, from_client: bool = False) -> None:
         with self._idle:

@@ -124,7 +124,7 @@ def test_steps_workers_top_k_and_losses_in_what_is_posted(stub):
     model = tiny_moe.build("mixtral", seed=1)
     recorder = tiny_moe.IndexRecorder(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
-    client = MetricsClient(stub.url, linger=0.05)
+    client = MetricsClient(stub.url, linger=0.05, worker="host-a")
     watcher = watch(model, client, start_step=100)
     expected = []
     for step in range(3):
@@ -138,7 +138,8 @@ def test_steps_workers_top_k_and_losses_in_what_is_posted(stub):
     decisions = stub.all_decisions()
     assert sorted({d["step"] for d in decisions}) == [100, 101, 200]
     assert len(decisions) == 6
-    assert all("worker" not in d for d in decisions)  # no torch.distributed, no worker given
+    # No torch.distributed and no worker= given: the client's own worker.
+    assert all(d["worker"] == "host-a" for d in decisions)
     for d in decisions:
         step = {100: 0, 101: 1, 200: 2}[d["step"]]
         indices, logits = expected[step]
