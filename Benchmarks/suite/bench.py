@@ -521,6 +521,34 @@ def scenario_metrics(procs, workdir, daemon_bin, layers=64, experts=256):
     return out
 
 
+def scenario_history(procs, workdir, daemon_bin, layers=64, experts=256, steps=512, per_post=8):
+    """Resident memory with every layer's step history full at the default size (stats.history_steps)."""
+    log(f"scenario 8: resident memory at {layers} layers x {experts} experts, {steps} steps each")
+    d = start_daemon(procs, daemon_bin, workdir, "history")
+    base = [payloads.decision(f"L{i}", experts, i + 1) for i in range(layers)]
+    started = time.monotonic()
+    for first in range(0, steps, per_post):
+        # per_post steps of every layer in one NDJSON body (one worker; counts vary with the step).
+        lines = []
+        for step in range(first, min(first + per_post, steps)):
+            for i, d0 in enumerate(base):
+                counts = d0["expert_capacities"][step % experts:] + d0["expert_capacities"][:step % experts]
+                lines.append(json.dumps(dict(d0, step=step, expert_capacities=counts), separators=(",", ":")))
+        status, _, body = http("POST", d.base + "/v1/decisions", ("\n".join(lines) + "\n").encode(),
+                               {"Content-Type": "application/x-ndjson"})
+        if status // 100 != 2:
+            raise RuntimeError(f"filling the history failed: {status} {body[:200]!r}")
+    fill_s = time.monotonic() - started
+    status, _, body = http("GET", d.base + "/v1/layers/L0/history?last=1000")
+    kept = len(json.loads(body)["steps"]) if status == 200 else None
+    if kept != steps:
+        raise RuntimeError(f"layer L0 keeps {kept} steps, expected {steps}")
+    out = {"layers": layers, "experts": experts, "steps": steps, "kept": kept, "fill_s": fill_s,
+           "rss_kib": rss_kib(d.proc.pid)}
+    procs.stop(d.proc)
+    return out
+
+
 def scenario_pushgateway_full(procs, workdir, files, layers=64, experts=256):
     """The Pushgateway's push rate once it holds the 64 x 256 series (its cost grows with its store)."""
     log("scenario 1b: Pushgateway push rate holding 64 layers x 256 experts")
@@ -799,6 +827,9 @@ def report(r, command):
     if m64 and j64:
         targets.append(("decode+record 64 experts >= 10x faster than JSONDecoder decode",
                         ratio(j64["p50_us"], m64["p50_us"]), 10, True))
+    if r.get("history"):
+        targets.append(("resident memory, 64x256 with every step history full, within 128 MiB (ours/128 MiB)",
+                        ratio(r["history"]["rss_kib"], 128 * 1024), 1, False))
     if s3:
         targets.append(("batched ingest 1,000,000 decisions/s (stretch)",
                         ratio(s3["moe-metricsd"]["decisions_per_s"], 1_000_000), 1, True))
@@ -915,6 +946,19 @@ def report(r, command):
         L.append(f"| moe-metricsd | {rss['moe-metricsd'] / 1024:.1f} MiB | "
                  f"{fmt(ratio(rss['moe-metricsd'], rss['Pushgateway']), 2)}x |")
         L.append(f"| Pushgateway | {rss['Pushgateway'] / 1024:.1f} MiB | - |")
+        L.append("")
+
+    sh = r.get("history")
+    if sh:
+        L.append(f"## 8. Resident memory with every step history full")
+        L.append("")
+        L.append(f"The daemon (default settings) after {sh['steps']} steps of each of {sh['layers']} layers x "
+                 f"{sh['experts']} experts (one worker, {sh['steps']} distinct steps per layer, so every history "
+                 f"holds its default {sh['kept']} steps), posted in {sh['fill_s']:.1f} s.")
+        L.append("")
+        L.append("| VmRSS | target |")
+        L.append("|---|---|")
+        L.append(f"| {sh['rss_kib'] / 1024:.1f} MiB | at most 128 MiB |")
         L.append("")
 
     if micro:
@@ -1149,7 +1193,7 @@ def main():
     ap.add_argument("--pidfile", default=None, help="file to append the PID of every started server to")
     ap.add_argument("--command", default="scripts/bench", help="the command shown in the report")
     ap.add_argument("--only", default="", help="comma-separated scenarios: http1,bare,http2,batch,metrics,micro,growth,"
-                                               "profile,syscalls,pgfull (default all)")
+                                               "profile,syscalls,pgfull,history (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
 
@@ -1195,6 +1239,7 @@ def main():
         ("batch", lambda: scenario_batch(procs, workdir, args.daemon, files)),
         ("metrics", lambda: scenario_metrics(procs, workdir, args.daemon)),
         ("growth", lambda: scenario_growth(procs, workdir, args.daemon, files)),
+        ("history", lambda: scenario_history(procs, workdir, args.daemon)),
         ("profile", lambda: profile_daemon(procs, workdir, args.daemon, files)),
         ("syscalls", lambda: syscall_counts(procs, workdir, args.daemon, files)),
     ]

@@ -1,5 +1,6 @@
 import HTTPCore
 import Logging
+import MoEStats
 
 /// Every setting of the daemon, with its safe default.
 ///
@@ -45,6 +46,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     /// Most workers remembered per layer (worker names come from clients, so the table is bounded).
     public var maxWorkersPerLayer: Int = 4096
+    /// Buckets (steps or time intervals) kept per layer for the history and the windows.
+    public var historySteps: Int = 512
+    /// Length in seconds of the time buckets of a layer whose decisions carry no step.
+    public var bucketSeconds: Int = 10
+    /// Workers that make a step complete (the job's world size); 0 counts the active workers.
+    public var expectedWorkers: Int = 0
     /// A worker silent for longer than this many seconds counts as stale; 0 turns staleness off.
     public var workerTTLSeconds: Double = 300
     /// Layers nobody updated for longer than this many seconds are left out of /metrics, so the
@@ -141,6 +148,19 @@ extension DaemonConfiguration {
         }
         if maxWorkersPerLayer < 0 {
             throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)")
+        }
+        if historySteps < 1 || historySteps > StatsConfiguration.maxHistorySteps {
+            throw ConfigurationError(
+                "stats.history_steps: must be 1 to \(StatsConfiguration.maxHistorySteps), got \(historySteps)")
+        }
+        if bucketSeconds < 1 || bucketSeconds > StatsConfiguration.maxBucketSeconds {
+            throw ConfigurationError(
+                "stats.bucket_seconds: must be 1 to \(StatsConfiguration.maxBucketSeconds), got \(bucketSeconds)")
+        }
+        if expectedWorkers < 0 || expectedWorkers > StatsConfiguration.maxExpectedWorkers {
+            throw ConfigurationError(
+                "stats.expected_workers: must be 0 (the active workers) to \(StatsConfiguration.maxExpectedWorkers), got \(expectedWorkers)"
+            )
         }
         if !workerTTLSeconds.isFinite || workerTTLSeconds < 0 || workerTTLSeconds > 1e9 {
             throw ConfigurationError(

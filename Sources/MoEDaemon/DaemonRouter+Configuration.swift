@@ -46,6 +46,9 @@ extension DaemonConfiguration {
         s.defaultTopK = defaultTopK > 0 ? defaultTopK : nil
         s.defaultCapacityFactor = defaultCapacityFactor > 0 ? defaultCapacityFactor : nil
         s.maxWorkersPerLayer = maxWorkersPerLayer
+        s.historySteps = historySteps
+        s.bucketSeconds = bucketSeconds
+        s.expectedWorkers = expectedWorkers > 0 ? expectedWorkers : nil
         return s
     }
 

@@ -7,55 +7,117 @@ import MoEStats
 extension DaemonRouter {
     // MARK: Layers and the summary
 
-    /// `?window=N`: an integer from 1 to 1,000,000; absent means the configured default; given
-    /// twice is refused rather than silently taking one of them.
-    static func window(_ request: HTTPRequest) -> (window: Int?, error: HTTPResponse?) {
+    /// An integer query parameter within `range`; absent is nil; not an integer, out of range or
+    /// given twice is a 400 naming it, rather than silently taking one of two values.
+    static func integer(_ name: String, in range: ClosedRange<Int>, _ request: HTTPRequest) -> (
+        value: Int?, error: HTTPResponse?
+    ) {
         let given = (request.query ?? "").split(separator: "&").filter {
             PercentDecoding.decode($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0])
-                == "window"
+                == name
         }
         if given.count > 1 {
-            return (nil, .error(400, "window is given more than once", field: "window"))
+            return (nil, .error(400, "\(name) is given more than once", field: name))
         }
-        guard let raw = request.queryParameter("window") else { return (nil, nil) }
-        guard let n = Int(raw), (1...1_000_000).contains(n) else {
-            return (nil, .error(400, "window must be an integer from 1 to 1000000", field: "window"))
+        guard let raw = request.queryParameter(name) else { return (nil, nil) }
+        guard let n = Int(raw), range.contains(n) else {
+            return (
+                nil,
+                .error(400, "\(name) must be an integer from \(range.lowerBound) to \(range.upperBound)", field: name)
+            )
         }
         return (n, nil)
     }
 
-    /// `GET /v1/layers/{layer}`: one layer's full summary.
+    /// `?window=N`: an integer from 1 to 1,000,000; absent means the configured default.
+    static func window(_ request: HTTPRequest) -> (window: Int?, error: HTTPResponse?) {
+        let (n, error) = integer("window", in: 1...1_000_000, request)
+        return (n, error)
+    }
+
+    /// `?steps=N`: a window of the newest N buckets, 1 to the history's size.
+    func steps(_ request: HTTPRequest) -> (steps: Int?, error: HTTPResponse?) {
+        let (n, error) = Self.integer("steps", in: 1...registry.configuration.clampedHistorySteps, request)
+        return (n, error)
+    }
+
+    /// `GET /v1/layers/{layer}`: one layer's full summary; with `?steps=N`, the summary over the
+    /// newest N buckets.
     func layerSummary(_ name: String, request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let (window, windowError) = Self.window(request)
         if let windowError { return windowError }
+        let (steps, stepsError) = steps(request)
+        if let stepsError { return stepsError }
+        let (now, ttl) = (clock(), current.workerTTLSeconds)
+        if let steps {
+            guard let window = registry.window(name, steps: steps, now: now, workerTTL: ttl) else {
+                return .error(404, "no such layer: \(name)", field: "layer")
+            }
+            var w = JSONWriter(capacity: 1024 + window.experts * 24)
+            window.writeJSON(&w)
+            return .json(200, w.bytes + [0x0A])
+        }
         guard let snapshot = registry.snapshot(name) else {
             return .error(404, "no such layer: \(name)", field: "layer")
         }
         var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
-        snapshot.summary(window: window, now: clock(), workerTTL: current.workerTTLSeconds).writeJSON(&w)
+        snapshot.summary(window: window, now: now, workerTTL: ttl).writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
     }
 
-    /// `GET /v1/layers`: every layer's headline numbers, in natural order.
+    /// `GET /v1/layers/{layer}/history?last=N&experts=1`: the newest N buckets, oldest first.
+    func layerHistory(_ name: String, request: HTTPRequest, settings current: Settings) -> HTTPResponse {
+        let (last, lastError) = Self.integer("last", in: 1...registry.configuration.clampedHistorySteps, request)
+        if let lastError { return lastError }
+        let experts: Bool
+        switch request.queryParameter("experts") {
+        case nil, "0", "false": experts = false
+        case "1", "true": experts = true
+        default: return .error(400, "experts must be 1 or 0", field: "experts")
+        }
+        guard
+            let history = registry.history(
+                name, last: last ?? 100, now: clock(), workerTTL: current.workerTTLSeconds)
+        else {
+            return .error(404, "no such layer: \(name)", field: "layer")
+        }
+        var w = JSONWriter(capacity: 512 + history.buckets.count * (400 + (experts ? history.experts * 16 : 0)))
+        history.writeJSON(&w, experts: experts)
+        return .json(200, w.bytes + [0x0A])
+    }
+
+    /// `GET /v1/layers`: every layer's headline numbers and its newest complete step, in natural order.
     func layersList(settings current: Settings) -> HTTPResponse {
         let (now, ttl) = (clock(), current.workerTTLSeconds)
         let summaries = registry.snapshots().map { $0.summary(window: nil, now: now, workerTTL: ttl) }
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
-        var w = JSONWriter(capacity: 256 + summaries.count * 512)
+        var steps = [String: StepHeadline]()
+        for h in registry.stepHeadlines(now: now, workerTTL: ttl, recent: true) { steps[h.layer] = h }
+        var w = JSONWriter(capacity: 256 + summaries.count * 640)
         w.beginObject()
         w.key("layers")
         w.beginArray()
-        for s in summaries { Headline(s).writeJSON(&w) }
+        for s in summaries { Headline(s, steps: steps[s.layer]).writeJSON(&w) }
         w.endArray()
         w.endObject()
         return .json(200, w.bytes + [0x0A])
     }
 
-    /// `GET /v1/summary`: every layer's full summary with totals and spreads, in natural order.
+    /// `GET /v1/summary`: every layer's full summary with totals and spreads, in natural order;
+    /// with `?steps=N`, every layer's summary over its newest N buckets.
     func summary(_ request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let (window, windowError) = Self.window(request)
         if let windowError { return windowError }
+        let (steps, stepsError) = steps(request)
+        if let stepsError { return stepsError }
         let (now, ttl) = (clock(), current.workerTTLSeconds)
+        if let steps {
+            let windows = registry.windows(steps: steps, now: now, workerTTL: ttl)
+                .sorted { LayerOrder.precedes($0.layer, $1.layer) }
+            var w = JSONWriter(capacity: 1024 + windows.count * 2048)
+            WindowFleetSummary(steps: steps, windows: windows).writeJSON(&w)
+            return .json(200, w.bytes + [0x0A])
+        }
         let summaries = registry.snapshots().map { $0.summary(window: window, now: now, workerTTL: ttl) }
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
         var w = JSONWriter(capacity: 1024 + summaries.count * 2048)
@@ -70,7 +132,7 @@ extension DaemonRouter {
     func metrics(_ request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let format = ExpositionFormat.negotiate(accept: request.headers["accept"])
         let now = clock()
-        var snapshots = registry.metricsViews()
+        var snapshots = registry.metricsViews(now: now, workerTTL: current.workerTTLSeconds)
         if let layerTTL = current.layerTTLSeconds { snapshots.removeAll { $0.isIdle(now: now, ttl: layerTTL) } }
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,

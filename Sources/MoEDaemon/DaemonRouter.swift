@@ -75,6 +75,11 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             },
             .delete { r, _, layer, _ in r.reset(layer) }),
         Route(
+            "/v1/layers/{layer}/history",
+            .get { r, request, layer, s in
+                negotiateEncoding(r.layerHistory(layer, request: request, settings: s), request)
+            }),
+        Route(
             "/v1/summary",
             .get { r, request, _, s in negotiateEncoding(r.summary(request, settings: s), request) }),
         Route(

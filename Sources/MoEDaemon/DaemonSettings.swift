@@ -144,6 +144,18 @@ public enum DaemonSettings {
             "stats.max_workers_per_layer",
             "Most distinct workers remembered per layer; decisions from more are counted but not tracked.",
             \.maxWorkersPerLayer),
+        int(
+            "stats.history_steps",
+            "Steps (or time buckets) kept per layer for /history and ?steps=N windows, 1 to 100000; memory is layers x experts x this x 8 bytes.",
+            \.historySteps),
+        int(
+            "stats.bucket_seconds",
+            "Length in seconds (1 to 86400) of the time buckets of a layer whose decisions carry no step.",
+            \.bucketSeconds),
+        int(
+            "stats.expected_workers",
+            "Workers that make a step complete (the job's world size), up to 1000000; 0 counts the workers active within worker_ttl.",
+            \.expectedWorkers),
         double(
             "worker_ttl",
             "Seconds after which a silent worker counts as stale (moe_routing_workers{state=\"stale\"}); 0 turns staleness off.",

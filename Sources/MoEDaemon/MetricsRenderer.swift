@@ -120,6 +120,12 @@ public enum MetricsRenderer {
         ) {
             Double($0.nonfiniteLosses)
         }
+        perLayer(
+            "moe_routing_late_decisions_total", .counter,
+            "Decisions for a step older than the oldest the history keeps (in the run totals, in no step)."
+        ) {
+            Double($0.lateDecisions)
+        }
         w.family("moe_routing_latency_seconds", .histogram, help: "Routing latency reported by workers.")
         // Layers created under the same configuration share their bounds: format them once.
         var bounds: [Double] = []
@@ -162,6 +168,23 @@ public enum MetricsRenderer {
                 }
             }
         }
+
+        // The newest complete step (every expected worker reported it): the global batch's numbers.
+        perLayer(
+            "moe_routing_last_complete_step", .gauge,
+            "Newest step every expected worker reported (the start of a time bucket, in Unix seconds, for layers without steps)."
+        ) { $0.lastCompleteStep.map { Double($0.label) } }
+        perLayer(
+            "moe_routing_last_complete_step_max_violation", .gauge,
+            "MaxVio of the newest complete step's counts summed over workers."
+        ) { $0.lastCompleteStepValue(.maxViolation) }
+        perLayer(
+            "moe_routing_last_complete_step_balancedness_ratio", .gauge,
+            "Balancedness of the newest complete step's counts summed over workers."
+        ) { $0.lastCompleteStepValue(.balancedness) }
+        perLayer(
+            "moe_routing_last_complete_step_workers", .gauge, "Workers that reported the newest complete step."
+        ) { $0.lastCompleteStep.map { Double($0.workers) } }
 
         w.family(
             "moe_routing_workers", .gauge,

@@ -13,8 +13,10 @@ struct Headline {
     let nonfiniteLosses: UInt64
     /// The values of `LayerMeasure.headlines`, in that order; nil where the layer has no value yet.
     let numbers: [Double?]
+    /// The newest complete step and the recent MaxVio (`GET /v1/layers` only).
+    let steps: StepHeadline?
 
-    init(_ s: LayerSummary) {
+    init(_ s: LayerSummary, steps: StepHeadline? = nil) {
         layer = s.layer
         experts = s.experts
         totalRoutings = s.totalRoutings
@@ -22,6 +24,7 @@ struct Headline {
         tokensDropped = s.tokensDropped
         nonfiniteLosses = s.nonfiniteLosses
         numbers = LayerMeasure.headlines.map { s[$0] }
+        self.steps = steps
     }
 
     func writeJSON(_ w: inout JSONWriter) {
@@ -33,6 +36,91 @@ struct Headline {
         w.field("tokens_dropped", tokensDropped)
         for (row, value) in zip(LayerMeasure.headlines, numbers) { w.field(row.name, value) }
         w.field("nonfinite_losses", nonfiniteLosses)
+        if let steps {
+            let last = steps.lastComplete
+            let input = last?.totals.measureInput(layer: layer, experts: experts)
+            w.field("last_complete_step", last.map { Int($0.label) })
+            w.field("last_complete_step_workers", last?.workers)
+            w.field("last_complete_step_max_violation", input.flatMap { LayerMeasure.maxViolation.unitValue($0) })
+            w.field("last_complete_step_balancedness", input.flatMap { LayerMeasure.balancedness.unitValue($0) })
+            w.field("max_violation_last_100_steps", steps.recentMaxViolation)
+        }
+        w.endObject()
+    }
+}
+
+/// The spread of each headline row across layers: minimum, maximum and mean of the finite values
+/// (`numbers[layer][row]`, in the order of `LayerMeasure.headlines`) and how many layers have one.
+private func writeSpread(_ numbers: [[Double?]], rows: [Int], into w: inout JSONWriter) {
+    w.key("spread")
+    w.beginObject()
+    for i in rows {
+        let values = numbers.compactMap { $0[i] }.filter(\.isFinite)
+        w.key(LayerMeasure.headlines[i].name)
+        w.beginObject()
+        w.field("min", values.min())
+        w.field("max", values.max())
+        w.field("mean", Measures.mean(sum: values.reduce(0, +), count: values.count))
+        w.field("layers", values.count)
+        w.endObject()
+    }
+    w.endObject()
+}
+
+/// Saturating, as the layers' own counters are: a wrapped sum would report nonsense, and the
+/// efficiency needs dropped <= tokens, which saturation preserves (each layer has dropped <=
+/// tokens) and wrapping does not.
+private func addSaturating(_ a: inout UInt64, _ b: UInt64) {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    a = overflow ? .max : sum
+}
+
+/// `GET /v1/summary?steps=N`: every layer's summary over its newest N buckets, totals of the
+/// windows, and the spread of the headline rows the windows report.
+struct WindowFleetSummary {
+    let steps: Int
+    let windows: [StepWindow]
+
+    func writeJSON(_ w: inout JSONWriter) {
+        var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
+        var experts = 0
+        for window in windows {
+            addSaturating(&routings, window.totals.decisions)
+            addSaturating(&tokens, window.totals.tokens)
+            addSaturating(&dropped, window.totals.tokensDropped)
+            addSaturating(&nonfinite, window.totals.nonfiniteLosses)
+            experts += window.experts
+        }
+        w.beginObject()
+        w.key("window")
+        w.beginObject()
+        w.field("steps", steps)
+        w.endObject()
+        w.key("totals")
+        w.beginObject()
+        w.field("layers", windows.count)
+        w.field("experts", experts)
+        w.field("total_routings", routings)
+        w.field("total_tokens", tokens)
+        w.field("tokens_dropped", dropped)
+        w.field(
+            LayerMeasure.routingEfficiency.name,
+            Measures.routingEfficiency(
+                tokens: tokens, dropped: dropped, scale: LayerMeasure.routingEfficiency.jsonScale))
+        w.field("nonfinite_losses", nonfinite)
+        w.endObject()
+        let numbers = windows.map { window -> [Double?] in
+            let values = window.measures
+            return LayerMeasure.headlines.map { row in
+                LayerMeasure.all.firstIndex { $0.name == row.name }.flatMap { values[$0] }
+            }
+        }
+        writeSpread(
+            numbers, rows: LayerMeasure.headlines.indices.filter { LayerMeasure.headlines[$0].inWindows }, into: &w)
+        w.key("layers")
+        w.beginArray()
+        for window in windows { window.writeJSON(&w) }
+        w.endArray()
         w.endObject()
     }
 }
@@ -49,16 +137,10 @@ struct FleetSummary {
     init(_ summaries: [LayerSummary]) { self.summaries = summaries }
 
     func writeJSON(_ w: inout JSONWriter) {
-        let headlines = summaries.map(Headline.init)
+        let headlines = summaries.map { Headline($0) }
         var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
         var experts = 0
-        // Saturating, as the layers' own counters are: a wrapped sum would report nonsense, and
-        // the efficiency below needs dropped <= tokens, which saturation preserves (each layer
-        // has dropped <= tokens) and wrapping does not.
-        func add(_ a: inout UInt64, _ b: UInt64) {
-            let (sum, overflow) = a.addingReportingOverflow(b)
-            a = overflow ? .max : sum
-        }
+        let add = addSaturating
         for h in headlines {
             add(&routings, h.totalRoutings)
             add(&tokens, h.totalTokens)
@@ -82,19 +164,7 @@ struct FleetSummary {
         w.field("nonfinite_losses", nonfinite)
         w.endObject()
 
-        w.key("spread")
-        w.beginObject()
-        for (i, row) in LayerMeasure.headlines.enumerated() {
-            let values = headlines.compactMap { $0.numbers[i] }.filter(\.isFinite)
-            w.key(row.name)
-            w.beginObject()
-            w.field("min", values.min())
-            w.field("max", values.max())
-            w.field("mean", Measures.mean(sum: values.reduce(0, +), count: values.count))
-            w.field("layers", values.count)
-            w.endObject()
-        }
-        w.endObject()
+        writeSpread(headlines.map { $0.numbers }, rows: Array(LayerMeasure.headlines.indices), into: &w)
 
         w.key("layers")
         w.beginArray()

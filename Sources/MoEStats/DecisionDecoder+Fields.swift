@@ -3,7 +3,7 @@
 enum DecisionField: UInt8, CaseIterable {
     case expertCapacities, tokensPerExpert, totalTokens, tokensDropped
     case loadBalanceLoss, routerZLoss, auxiliaryLoss, expertAssignments
-    case layer, worker, step, topK, expertCapacity, capacityFactor, latencyMs
+    case layer, worker, step, topK, expertCapacity, capacityFactor, latencyMs, expertDemand
 
     var name: StaticString {
         @inline(__always) get {
@@ -23,6 +23,7 @@ enum DecisionField: UInt8, CaseIterable {
             case .expertCapacity: "expert_capacity"
             case .capacityFactor: "capacity_factor"
             case .latencyMs: "latency_ms"
+            case .expertDemand: "expert_demand"
             }
         }
     }
@@ -43,6 +44,7 @@ enum DecisionField: UInt8, CaseIterable {
         case (10, UInt8(ascii: "l")): return key.equals("latency_ms") ? .latencyMs : nil
         case (12, UInt8(ascii: "t")): return key.equals("total_tokens") ? .totalTokens : nil
         case (13, UInt8(ascii: "r")): return key.equals("router_z_loss") ? .routerZLoss : nil
+        case (13, UInt8(ascii: "e")): return key.equals("expert_demand") ? .expertDemand : nil
         case (14, UInt8(ascii: "t")): return key.equals("tokens_dropped") ? .tokensDropped : nil
         case (14, UInt8(ascii: "a")): return key.equals("auxiliary_loss") ? .auxiliaryLoss : nil
         case (15, UInt8(ascii: "e")): return key.equals("expert_capacity") ? .expertCapacity : nil
@@ -187,6 +189,7 @@ extension JSONScanner {
         var expertCounts: [UInt64] = [], totalTokens: UInt64 = 0, tokensDropped: UInt64 = 0
         var loadBalanceLoss = Loss.absent, routerZLoss = Loss.absent, auxiliaryLoss = Loss.absent
         var assignmentCount = 0
+        var expertDemand: [UInt64]? = nil
         var expertCount: Int? = nil
         var totals = CountTotals()
         // An expert id seen before `expert_capacities`: checked once the count is known.
@@ -280,6 +283,12 @@ extension JSONScanner {
                     let v = try finiteNumber()
                     guard v >= 0 else { throw fail(.invalid, "must not be negative, got \(v)") }
                     latencyMs = v
+                case .expertDemand:
+                    if try consumeNull() { break }
+                    var demand = [UInt64]()
+                    let t = try countArray(depth: depth + 1, limits: limits, into: &demand)
+                    demand.removeLast(demand.count - t.count)
+                    expertDemand = demand
                 }
             } while try nextMember(close: UInt8(ascii: "}"))
         }
@@ -320,11 +329,20 @@ extension JSONScanner {
             path.top = .known(countsField.name)
             throw fail(.invalid, "the counts add up to \(sum), more than top_k \(k) × total_tokens \(totalTokens)")
         }
+        if let expertDemand, let problem = RoutingDecision.demandProblem(expertDemand, served: expertCounts) {
+            path.top = .known(DecisionField.expertDemand.name)
+            if expertDemand.count == expertCounts.count,
+                let i = expertDemand.indices.first(where: { expertDemand[$0] < expertCounts[$0] })
+            {
+                path.element = i
+            }
+            throw fail(.invalid, problem.message)
+        }
         var d = RoutingDecision(
             layer: layer, worker: worker, step: step, topK: topK,
             expertCapacity: expertCapacity, capacityFactor: capacityFactor,
             latencyMs: latencyMs, expertCounts: expertCounts, totalTokens: totalTokens,
-            tokensDropped: tokensDropped, loadBalanceLoss: loadBalanceLoss,
+            tokensDropped: tokensDropped, expertDemand: expertDemand, loadBalanceLoss: loadBalanceLoss,
             routerZLoss: routerZLoss, auxiliaryLoss: auxiliaryLoss,
             assignmentCount: assignmentCount)
         d.loadsChecked = true  // loadProblem was nil just above

@@ -46,6 +46,17 @@ public struct LayerMeasure: Sendable {
         public let scale: Double
     }
 
+    /// Whether the measure is also computed over buckets: only rows that read nothing but the
+    /// counts, tokens and losses a bucket keeps.
+    public enum Steps: Sendable {
+        /// Run-wide only (it reads utilization, latency, capacity or the decision history).
+        case none
+        /// Over a window of buckets (`?steps=N`) too.
+        case window
+        /// Over a window and over each bucket (`/history`).
+        case stepAndWindow
+    }
+
     /// How the measure is computed: one number per layer, or one per expert (exported only when
     /// per-expert series are on; the summary writes its per-expert arrays itself).
     public enum Value: Sendable {
@@ -64,19 +75,27 @@ public struct LayerMeasure: Sendable {
     /// The `/metrics` gauge; nil when it is not exported. Gauges read only the raw totals (never
     /// `history`), which is all `/metrics` copies.
     public let gauge: Gauge?
+    /// Whether windows and buckets report it.
+    public let steps: Steps
     public let value: Value
 
     init(
         _ name: String, in section: Section?, as key: String? = nil, jsonScale: Double = Measures.ratio,
-        headline: Bool = false, gauge: Gauge? = nil, _ value: Value
+        headline: Bool = false, gauge: Gauge? = nil, steps: Steps = .none, _ value: Value
     ) {
         self.name = name
         summary = section.map { ($0, key ?? name) }
         self.jsonScale = jsonScale
         self.headline = headline
         self.gauge = gauge
+        self.steps = steps
         self.value = value
     }
+
+    /// Reported by windowed summaries.
+    public var inWindows: Bool { steps != .none }
+    /// Reported for each bucket of the history.
+    public var inSteps: Bool { steps == .stepAndWindow }
 
     /// The measure at unit scale; nil for per-expert rows and where the layer has no value.
     public func unitValue(_ input: LayerMeasureInput) -> Double? {
@@ -92,7 +111,9 @@ public struct LayerMeasure: Sendable {
     /// The row again under `section` with the same key: not a headline, not a gauge.
     func mirrored(in section: Section) -> LayerMeasure {
         let key = summary?.key ?? name
-        return LayerMeasure("\(section.key ?? "").\(key)", in: section, as: key, jsonScale: jsonScale, value)
+        return LayerMeasure(
+            "\(section.key ?? "").\(key)", in: section, as: key, jsonScale: jsonScale,
+            steps: steps == .none ? .none : .window, value)
     }
 }
 
@@ -166,14 +187,17 @@ extension LayerMeasure {
         "routing_efficiency", in: .layer, jsonScale: Measures.percent, headline: true,
         gauge: .init(
             name: "moe_routing_efficiency_ratio", help: "Share of tokens not dropped, over all decisions.",
-            scale: Measures.ratio),
+            scale: Measures.ratio), steps: .stepAndWindow,
         .perLayer { Measures.routingEfficiency(tokens: $0.totalTokens, dropped: $0.tokensDropped) })
     public static let averageLoadBalanceLoss = LayerMeasure(
-        "average_load_balance_loss", in: .layer, headline: true, .perLayer { $0.loadBalanceLoss.average })
+        "average_load_balance_loss", in: .layer, headline: true, steps: .stepAndWindow,
+        .perLayer { $0.loadBalanceLoss.average })
     public static let averageRouterZLoss = LayerMeasure(
-        "average_router_z_loss", in: .layer, headline: true, .perLayer { $0.routerZLoss.average })
+        "average_router_z_loss", in: .layer, headline: true, steps: .stepAndWindow, .perLayer { $0.routerZLoss.average }
+    )
     public static let averageAuxiliaryLoss = LayerMeasure(
-        "average_auxiliary_loss", in: .layer, headline: true, .perLayer { $0.auxiliaryLoss.average })
+        "average_auxiliary_loss", in: .layer, headline: true, steps: .stepAndWindow,
+        .perLayer { $0.auxiliaryLoss.average })
     public static let expertUtilization = LayerMeasure(
         "expert_utilization", in: nil,
         gauge: .init(
@@ -191,27 +215,27 @@ extension LayerMeasure {
         gauge: .init(
             name: "moe_routing_max_violation",
             help: "MaxVio over the run: max expert load over mean load, minus 1.", scale: Measures.ratio),
-        .perLayer { Measures.maxViolation($0.expertTokens) })
+        steps: .stepAndWindow, .perLayer { Measures.maxViolation($0.expertTokens) })
     public static let maxViolationLast = LayerMeasure(
         "max_violation_last", in: .balance, .perLayer { $0.history.flatMap { Measures.maxViolation($0.lastCounts) } })
     public static let balancedness = LayerMeasure(
         "balancedness", in: .balance, headline: true,
         gauge: .init(
             name: "moe_routing_balancedness_ratio", help: "Mean expert load over max expert load.",
-            scale: Measures.ratio),
+            scale: Measures.ratio), steps: .stepAndWindow,
         .perLayer { Measures.balancedness($0.expertTokens) })
     public static let entropy = LayerMeasure(
         "entropy", in: .balance, headline: true,
         gauge: .init(
             name: "moe_routing_entropy_ratio",
             help: "Entropy of the expert load distribution over log(experts).", scale: Measures.ratio),
-        .perLayer { Measures.normalizedEntropy($0.expertTokens) })
+        steps: .stepAndWindow, .perLayer { Measures.normalizedEntropy($0.expertTokens) })
     public static let deadExperts = LayerMeasure(
         "dead_experts", in: .balance, headline: true,
         gauge: .init(
             name: "moe_routing_dead_experts",
             help: "Experts that received no token in the last window of decisions.", scale: Measures.ratio),
-        .perLayer { Double($0.deadExperts) })
+        steps: .stepAndWindow, .perLayer { Double($0.deadExperts) })
     public static let averageLatencyMs = LayerMeasure(
         "average_latency_ms", in: .latency, as: "average_ms", headline: true, .perLayer { $0.averageLatencyMs })
     public static let minLatencyMs = LayerMeasure(
@@ -231,8 +255,24 @@ extension LayerMeasure {
             help: "Tokens received over capacity offered, in decisions with a known capacity.",
             scale: Measures.ratio),
         .perLayer { Measures.capacityUtilization(used: $0.capacity.totalUsed, offered: $0.capacity.totalCapacity) })
+    public static let overflowRatio = LayerMeasure(
+        "overflow_ratio", in: .capacity,
+        gauge: .init(
+            name: "moe_routing_overflow_ratio",
+            help: "Tokens demanded but not served over tokens demanded, in decisions that sent expert_demand.",
+            scale: Measures.ratio), steps: .stepAndWindow,
+        .perLayer { i in
+            i.expertOverflow.flatMap { overflow in
+                var served: UInt64 = 0, over: UInt64 = 0
+                for (s, o) in zip(i.expertTokens, overflow) {
+                    served = served.addingSaturated(s)
+                    over = over.addingSaturated(o)
+                }
+                return Measures.overflowRatio(served: served, overflow: over)
+            }
+        })
     public static let tokensPerRouting = LayerMeasure(
-        "tokens_per_routing", in: .throughput, .perLayer { $0.tokensPerRouting })
+        "tokens_per_routing", in: .throughput, steps: .window, .perLayer { $0.tokensPerRouting })
     public static let tokensPerSecond = LayerMeasure(
         "tokens_per_second", in: .throughput, headline: true,
         .perLayer { i in
@@ -258,7 +298,7 @@ extension LayerMeasure {
         expertUtilization, utilizationCV,
         maxViolation, maxViolationLast, balancedness, entropy, deadExperts,
         averageLatencyMs, minLatencyMs, maxLatencyMs, p50LatencyMs, p95LatencyMs, p99LatencyMs,
-        capacityUtilization,
+        capacityUtilization, overflowRatio,
         tokensPerRouting, tokensPerSecond, routingsPerSecond,
         meanUtilization, minUtilization, maxUtilization,
         utilizationCV.mirrored(in: .utilizationSummary), routingEfficiency.mirrored(in: .utilizationSummary),

@@ -19,26 +19,38 @@ public final class LayerMetrics: Sendable {
     public let latencyHistogram: LatencyHistogram
     /// Unix seconds of each remembered worker's newest decision (order irrelevant: only counted).
     public let workerLastSeen: [Double]
+    /// The newest complete step and the decisions too old for the history.
+    public let lastCompleteStep: CompleteStep?
+    public let lateDecisions: UInt64
 
     /// The raw numbers copied under a layer's lock.
     struct Copy: Sendable {
         var totals: LayerTotals
         var workerLastSeen: [Double]
+        var lastCompleteStep: CompleteStep?
+        var lateDecisions: UInt64
     }
 
     /// Copies only what the view needs from the live state: called under the layer's lock, so it
     /// copies and computes nothing; `init(copy:)` does the arithmetic outside.
-    static func copy(layer: String, state s: LayerState, defaultWindow: Int) -> Copy {
+    static func copy(
+        layer: String, state s: LayerState, defaultWindow: Int, expectedWorkers: Int?, now: Double, ttl: Double?
+    ) -> Copy {
         var lastSeen = [Double]()
         lastSeen.reserveCapacity(s.workers.count)
         for r in s.workers.values { lastSeen.append(r.lastSeen) }
-        return Copy(totals: LayerTotals(layer: layer, state: s, defaultWindow: defaultWindow), workerLastSeen: lastSeen)
+        return Copy(
+            totals: LayerTotals(layer: layer, state: s, defaultWindow: defaultWindow), workerLastSeen: lastSeen,
+            lastCompleteStep: s.lastCompleteStep(expected: expectedWorkers, now: now, ttl: ttl),
+            lateDecisions: s.history.lateDecisions)
     }
 
     init(copy c: Copy) {
         input = LayerMeasureInput(totals: c.totals, window: c.totals.defaultWindow, history: nil)
         latencyHistogram = c.totals.latencyHistogram
         workerLastSeen = c.workerLastSeen
+        lastCompleteStep = c.lastCompleteStep
+        lateDecisions = c.lateDecisions
     }
 
     /// The view of a full snapshot: equal, series by series, to what its summary reports.
@@ -46,7 +58,10 @@ public final class LayerMetrics: Sendable {
         var lastSeen = [Double]()
         lastSeen.reserveCapacity(s.workers.count)
         for w in s.workers { lastSeen.append(w.lastSeen) }
-        self.init(copy: Copy(totals: s.totals, workerLastSeen: lastSeen))
+        self.init(
+            copy: Copy(
+                totals: s.totals, workerLastSeen: lastSeen, lastCompleteStep: s.lastCompleteStep,
+                lateDecisions: s.lateDecisions))
     }
 
     @inlinable
@@ -71,6 +86,12 @@ public final class LayerMetrics: Sendable {
             stale += 1
         }
         return WorkerCounts(active: workerLastSeen.count - stale, stale: stale)
+    }
+
+    /// A measure of the newest complete step, by the same row as the run-wide gauge.
+    public func lastCompleteStepValue(_ measure: LayerMeasure) -> Double? {
+        guard let step = lastCompleteStep else { return nil }
+        return measure.unitValue(step.totals.measureInput(layer: input.totals.layer, experts: input.totals.experts))
     }
 
     /// Whether nobody updated the layer for longer than `ttl` seconds at `now`.

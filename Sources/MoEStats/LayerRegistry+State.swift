@@ -1,4 +1,5 @@
-/// Persistence of the engine: every layer's state as bytes (`StateFormat`, version 1), and back.
+/// Persistence of the engine: every layer's state as bytes (`StateFormat`, version 2; version 1
+/// files, which have no step history, are still read), and back.
 ///
 /// The daemon writes these bytes to its state file (atomically) and hands them back on start;
 /// the module itself does no I/O. What is saved is everything a summary or `/metrics` is computed
@@ -8,15 +9,16 @@
 /// table. Configuration is not saved: it comes from the configuration of the restarted daemon,
 /// except each layer's latency bucket bounds, which stay those its histogram was built with.
 extension LayerRegistry {
-    /// The state of every layer as a version-1 state file, layers in name order, workers in name
-    /// order (the same state always gives the same bytes).
+    /// The state of every layer as a state file of `version` (the current one unless a test asks
+    /// for version 1, which drops the step history), layers in name order, workers in name order
+    /// (the same state always gives the same bytes).
     ///
     /// Each layer's lock is held only while its state is copied; the encoding happens after.
     /// Like `snapshots()`, layers are copied one after another: a batch spanning several layers
     /// that is applied during the export may be saved for some of them only, while every layer
     /// on its own is saved whole (never half a batch). A layer created by a batch not yet
     /// applied (no decision yet) is left out.
-    public func exportState() -> [UInt8] {
+    public func exportState(version: UInt32? = nil) -> [UInt8] {
         var images = [LayerImage]()
         for engine in sortedEngines() {
             let image = engine.state.withLock { s -> LayerImage? in
@@ -24,19 +26,25 @@ extension LayerRegistry {
             }
             if let image { images.append(image) }
         }
-        return Self.encodeState(images)
+        return Self.encodeState(images, version: version ?? StateFormat.version)
     }
 
     /// Replaces every layer with those of a state file made by `exportState()`.
     ///
     /// The whole file is read and checked before anything changes: on any error (wrong magic, a
-    /// version other than 1, a short file, a bad checksum, trailing bytes, values that contradict
+    /// version this build does not read, a short file, a bad checksum, trailing bytes, values that contradict
     /// each other) this throws and the registry keeps exactly what it held. Caps (`maxLayers`,
     /// `maxExperts`, `maxWorkersPerLayer`) are not applied to restored layers, as lowering them at
     /// a reload removes nothing either.
     public func restore(from bytes: [UInt8]) throws(StateError) {
         let images = try Self.decodeState(bytes)
-        replaceLayers(with: images.map { LayerStatistics(name: $0.name, restoring: $0.makeState()) })
+        let c = configuration
+        replaceLayers(
+            with: images.map {
+                LayerStatistics(
+                    name: $0.name,
+                    restoring: $0.makeState(historySteps: c.clampedHistorySteps, bucketSeconds: c.clampedBucketSeconds))
+            })
     }
 
     /// A registry holding the layers of a state file (see `restore(from:)`).
@@ -47,19 +55,19 @@ extension LayerRegistry {
 
     // MARK: - encoding
 
-    static func encodeState(_ images: [LayerImage]) -> [UInt8] {
+    static func encodeState(_ images: [LayerImage], version: UInt32 = StateFormat.version) -> [UInt8] {
         var payload = StateWriter()
         payload.u32(UInt32(images.count))
         for image in images {
             let lengthAt = payload.bytes.count
             payload.u64(0)
-            image.encode(into: &payload)
+            image.encode(into: &payload, version: version)
             payload.patchU64(UInt64(payload.bytes.count - lengthAt - 8), at: lengthAt)
         }
         var file = StateWriter()
         file.bytes.reserveCapacity(StateFormat.headerSize + payload.bytes.count)
         file.bytes.append(contentsOf: StateFormat.magic)
-        file.u32(StateFormat.version)
+        file.u32(version)
         file.u64(UInt64(payload.bytes.count))
         file.u32(CRC32.checksum(payload.bytes[...]))
         file.bytes.append(contentsOf: payload.bytes)
@@ -79,10 +87,10 @@ extension LayerRegistry {
         }
         var r = StateReader(bytes, from: magic.count)
         let version = try r.u32("format version")
-        guard version == StateFormat.version else {
+        guard StateFormat.readable.contains(version) else {
             throw StateError(
                 .unsupportedVersion,
-                "state file format version \(version) is not supported (this build reads version \(StateFormat.version))"
+                "state file format version \(version) is not supported (this build reads versions \(StateFormat.readable.lowerBound) to \(StateFormat.readable.upperBound))"
             )
         }
         let length = try r.u64("payload length")
@@ -119,7 +127,7 @@ extension LayerRegistry {
             let end = r.position + Int(recordLength)
             let outer = r.limit
             r.limit = end
-            let image = try LayerImage.decode(from: &r)
+            let image = try LayerImage.decode(from: &r, version: version)
             guard r.position == end else {
                 throw StateError(
                     .inconsistent,
@@ -174,6 +182,12 @@ struct LayerImage: Sendable, Equatable {
     /// In name order once encoded or decoded; in table order straight after the copy.
     var workers: [WorkerActivity]
     var untrackedWorkerDecisions: UInt64
+    /// Each worker's bit in the bucket worker sets, in the order of `workers`.
+    var workerBits: [Int] = []
+    var demandDecisions: UInt64 = 0
+    var expertOverflow: [UInt64]? = nil
+    /// Nil for a version-1 file.
+    var history: HistoryImage? = nil
 
     /// Smallest encoded record: a one-byte name, one expert, no sample, bucket or worker.
     static let minimumRecordSize = 2 + 1 + 4 + 3 * 8 + 4 * 8 + 3 * 16 + 8 + 4 + 4 + 4 * 8 + 4 + 5 * 8 + 2 * 8 + 4 + 8
@@ -208,16 +222,25 @@ extension LayerImage {
         lastUpdated = s.lastUpdated
         var list = [WorkerActivity]()
         list.reserveCapacity(s.workers.count)
+        var bits = [Int]()
+        bits.reserveCapacity(s.workers.count)
         for (worker, record) in s.workers {
             list.append(WorkerActivity(worker: worker, lastSeen: record.lastSeen, decisions: record.decisions))
+            bits.append(record.bit)
         }
         workers = list
+        workerBits = bits
         untrackedWorkerDecisions = s.untrackedWorkerDecisions
+        demandDecisions = s.demandDecisions
+        expertOverflow = s.demandDecisions > 0 ? s.expertOverflow.map { $0 } : nil
+        history = s.history.image()
     }
 
     /// The engine state this image describes (call only on a checked image).
-    func makeState() -> LayerState {
-        var s = LayerState(experts: experts, latencyBoundsSeconds: latencyBoundsSeconds)
+    func makeState(historySteps: Int, bucketSeconds: Int) -> LayerState {
+        var s = LayerState(
+            experts: experts, latencyBoundsSeconds: latencyBoundsSeconds, historySteps: historySteps,
+            bucketSeconds: bucketSeconds)
         s.totalRoutings = totalRoutings
         s.totalTokens = totalTokens
         s.tokensDropped = tokensDropped
@@ -240,15 +263,24 @@ extension LayerImage {
         s.capacityExceededCount = capacityExceededCount
         s.lastUpdated = lastUpdated
         var table = [String: WorkerRecord](minimumCapacity: workers.count)
-        for w in workers { table[w.worker] = WorkerRecord(lastSeen: w.lastSeen, decisions: w.decisions) }
+        for (i, w) in workers.enumerated() {
+            // A version-1 file has no bits (and no buckets to keep them consistent with).
+            let bit = i < workerBits.count ? workerBits[i] : i + 1
+            table[w.worker] = WorkerRecord(lastSeen: w.lastSeen, decisions: w.decisions, bit: bit)
+        }
         s.restoreWorkers(table)
         s.untrackedWorkerDecisions = untrackedWorkerDecisions
+        s.demandDecisions = demandDecisions
+        if let expertOverflow { s.expertOverflow = expertOverflow }
+        if let history {
+            s.history = StepHistory(restoring: history, capacity: historySteps, experts: experts)
+        }
         return s
     }
 
     // MARK: - encoding (field order is the format: see `StateFormat`)
 
-    func encode(into w: inout StateWriter) {
+    func encode(into w: inout StateWriter, version: UInt32) {
         w.string(name)
         w.u32(UInt32(experts))
         w.u64(totalRoutings)
@@ -279,18 +311,134 @@ extension LayerImage {
         w.u64(capacity.totalUsed)
         w.u64(capacityExceededCount)
         w.f64(lastUpdated)
-        let sorted = workers.sorted { $0.worker < $1.worker }
-        w.u32(UInt32(sorted.count))
+        let order = workers.indices.sorted { workers[$0].worker < workers[$1].worker }
+        w.u32(UInt32(order.count))
         w.u64(untrackedWorkerDecisions)
-        for worker in sorted {
-            w.string(worker.worker)
-            w.f64(worker.lastSeen)
-            w.u64(worker.decisions)
+        for i in order {
+            w.string(workers[i].worker)
+            w.f64(workers[i].lastSeen)
+            w.u64(workers[i].decisions)
+            if version >= 2 { w.u32(UInt32(i < workerBits.count ? workerBits[i] : 0)) }
+        }
+        guard version >= 2 else { return }
+        w.u64(demandDecisions)
+        Self.encodeOptional(expertOverflow, into: &w)
+        let h =
+            history
+            ?? HistoryImage(
+                bucketing: nil, bucketSeconds: 10, capacity: 1, newest: nil, lateDecisions: 0, unbucketedDecisions: 0,
+                workerWords: 1, buckets: [])
+        w.bytes.append(h.bucketing?.rawValue ?? 0)
+        w.u32(UInt32(h.bucketSeconds))
+        w.u32(UInt32(h.capacity))
+        w.bytes.append(h.newest == nil ? 0 : 1)
+        w.u64(UInt64(bitPattern: h.newest ?? 0))
+        w.u64(h.lateDecisions)
+        w.u64(h.unbucketedDecisions)
+        w.u32(UInt32(h.workerWords))
+        w.u32(UInt32(h.buckets.count))
+        for b in h.buckets {
+            let t = b.totals
+            w.u64(UInt64(bitPattern: t.key))
+            w.u64(t.decisions)
+            w.u64(t.tokens)
+            w.u64(t.tokensDropped)
+            for loss in [t.loadBalanceLoss, t.routerZLoss, t.auxiliaryLoss] {
+                w.f64(loss.sum)
+                w.u64(loss.count)
+            }
+            w.u64(t.nonfiniteLosses)
+            w.f64(t.worstMaxViolation)
+            w.u32(t.workers)
+            w.u64(t.demandDecisions)
+            w.u64s(b.workerBits)
+            w.u64s(b.expertTokens)
+            Self.encodeOptional(b.expertOverflow, into: &w)
         }
     }
 
+    private static func encodeOptional(_ values: [UInt64]?, into w: inout StateWriter) {
+        w.bytes.append(values == nil ? 0 : 1)
+        if let values { w.u64s(values) }
+    }
+
+    private static func decodeOptional(_ count: Int, _ what: String, from r: inout StateReader) throws(StateError)
+        -> [UInt64]?
+    {
+        switch try r.raw(1, "\(what) present")[r.position - 1] {
+        case 0: return nil
+        case 1: return try r.u64s(count, what)
+        default: throw StateError(.inconsistent, "state file inconsistent: \(r.context): \(what) flag is not 0 or 1")
+        }
+    }
+
+    /// The version-2 part of a record: worker bits come with the workers; demand and history here.
+    private static func decodeHistory(experts: Int, from r: inout StateReader) throws(StateError) -> (
+        demandDecisions: UInt64, expertOverflow: [UInt64]?, history: HistoryImage
+    ) {
+        func fail(_ why: String) -> StateError {
+            StateError(.inconsistent, "state file inconsistent: \(r.context): \(why)")
+        }
+        let demandDecisions = try r.u64("demand decisions")
+        let overflow = try decodeOptional(experts, "expert overflow", from: &r)
+        let mode = try r.raw(1, "bucketing")[r.position - 1]
+        let bucketing: Bucketing?
+        switch mode {
+        case 0: bucketing = nil
+        case 1: bucketing = .step
+        case 2: bucketing = .time
+        default: throw fail("unknown bucketing \(mode)")
+        }
+        let bucketSeconds = Int(try r.u32("bucket seconds"))
+        let capacity = Int(try r.u32("history capacity"))
+        let hasNewest = try r.raw(1, "newest present")[r.position - 1]
+        let newestBits = try r.u64("newest key")
+        let late = try r.u64("late decisions")
+        let unbucketed = try r.u64("unbucketed decisions")
+        let words = Int(try r.u32("worker words"))
+        guard (1...StatsConfiguration.maxBucketSeconds).contains(bucketSeconds) else {
+            throw fail("bucket seconds out of range")
+        }
+        guard (1...StatsConfiguration.maxHistorySteps).contains(capacity) else {
+            throw fail("history size out of range")
+        }
+        guard hasNewest <= 1 else { throw fail("newest flag is not 0 or 1") }
+        let count = Int(try r.u32("bucket count"))
+        guard count <= capacity else { throw fail("more buckets than the history keeps") }
+        try r.check(count: words, size: 8, "worker words")
+        try r.check(count: count, size: 8 * (13 + words + experts) + 4 + 1, "buckets")
+        var buckets = [HistoryImage.Bucket]()
+        buckets.reserveCapacity(count)
+        for _ in 0..<count {
+            var t = BucketTotals()
+            t.key = Int64(bitPattern: try r.u64("bucket key"))
+            t.decisions = try r.u64("bucket decisions")
+            t.tokens = try r.u64("bucket tokens")
+            t.tokensDropped = try r.u64("bucket tokens dropped")
+            var losses = [LossTotals]()
+            for what in ["load-balance", "router z", "auxiliary"] {
+                let sum = try r.f64("bucket \(what) loss sum")
+                losses.append(LossTotals(sum: sum, count: try r.u64("bucket \(what) loss count")))
+            }
+            (t.loadBalanceLoss, t.routerZLoss, t.auxiliaryLoss) = (losses[0], losses[1], losses[2])
+            t.nonfiniteLosses = try r.u64("bucket non-finite losses")
+            t.worstMaxViolation = try r.f64("bucket worst MaxVio")
+            t.workers = try r.u32("bucket workers")
+            t.demandDecisions = try r.u64("bucket demand decisions")
+            let bits = try r.u64s(words, "bucket worker set")
+            let tokens = try r.u64s(experts, "bucket expert tokens")
+            let over = try decodeOptional(experts, "bucket overflow", from: &r)
+            buckets.append(.init(totals: t, workerBits: bits, expertTokens: tokens, expertOverflow: over))
+        }
+        let history = HistoryImage(
+            bucketing: bucketing, bucketSeconds: bucketSeconds, capacity: capacity,
+            newest: hasNewest == 1 ? Int64(bitPattern: newestBits) : nil, lateDecisions: late,
+            unbucketedDecisions: unbucketed, workerWords: words, buckets: buckets)
+        return (demandDecisions, overflow, history)
+    }
+
     /// Reads one record (the reader's limit is the record's end) and checks it.
-    static func decode(from r: inout StateReader) throws(StateError) -> LayerImage {
+    static func decode(from r: inout StateReader, version: UInt32) throws(StateError) -> LayerImage {
         let name = try r.string("layer name")
         r.context = "layer \(name)"
         let experts = Int(try r.u32("expert count"))
@@ -332,12 +480,15 @@ extension LayerImage {
         try r.check(count: workerCount, size: 2 + 1 + 16, "workers")
         var workers = [WorkerActivity]()
         workers.reserveCapacity(workerCount)
+        var workerBits = [Int]()
         for _ in 0..<workerCount {
             let worker = try r.string("worker name")
             let lastSeen = try r.f64("worker last seen")
             let decisions = try r.u64("worker decisions")
             workers.append(WorkerActivity(worker: worker, lastSeen: lastSeen, decisions: decisions))
+            if version >= 2 { workerBits.append(Int(try r.u32("worker bit"))) }
         }
+        let extra = version >= 2 ? try decodeHistory(experts: experts, from: &r) : nil
 
         let image = LayerImage(
             name: name, experts: experts, totalRoutings: totalRoutings, totalTokens: totalTokens,
@@ -348,7 +499,9 @@ extension LayerImage {
             latencySumMs: latencySum, latencyMinMs: latencyMin, latencyMaxMs: latencyMax,
             latencyBoundsSeconds: bounds, latencyBucketCounts: bucketCounts, capacity: capacity,
             capacityExceededCount: exceeded, lastUpdated: lastUpdated, workers: workers,
-            untrackedWorkerDecisions: untracked)
+            untrackedWorkerDecisions: untracked, workerBits: workerBits,
+            demandDecisions: extra?.demandDecisions ?? 0, expertOverflow: extra?.expertOverflow,
+            history: extra?.history)
         try image.check(context: r.context)
         return image
     }
@@ -450,5 +603,46 @@ extension LayerImage {
         guard workerDecisions <= n || n == .max else {
             throw fail("workers sent more decisions than the layer recorded")
         }
+        try checkSteps(fail)
+    }
+
+    /// The invariants of the demand totals and the step ring.
+    private func checkSteps(_ fail: (String) -> StateError) throws(StateError) {
+        let n = totalRoutings
+        guard demandDecisions <= n else { throw fail("more demand decisions than decisions") }
+        guard (expertOverflow != nil) == (demandDecisions > 0) else {
+            throw fail("overflow without demand, or demand without it")
+        }
+        guard expertOverflow.map({ $0.count == experts }) ?? true else {
+            throw fail("overflow of another expert count")
+        }
+        guard let h = history else { return }
+        guard workerBits.count == workers.count, Set(workerBits).count == workerBits.count,
+            workerBits.allSatisfy({ $0 >= 1 && $0 < 64 * h.workerWords })
+        else { throw fail("worker bits are not distinct or outside the worker sets") }
+        guard h.workerWords <= workers.count / 64 + 1 else { throw fail("worker sets wider than the workers need") }
+        var previous: Int64? = nil
+        var decisions: UInt64 = 0
+        for b in h.buckets {
+            let t = b.totals
+            guard let newest = h.newest, t.key <= newest,
+                newest.subtractingReportingOverflow(t.key).partialValue < Int64(h.capacity),
+                newest.subtractingReportingOverflow(t.key).overflow == false
+            else { throw fail("a bucket outside the history") }
+            guard previous.map({ $0 < t.key }) ?? true else { throw fail("buckets out of order") }
+            previous = t.key
+            guard t.decisions >= 1, t.tokensDropped <= t.tokens, t.demandDecisions <= t.decisions,
+                t.loadBalanceLoss.count <= t.decisions, t.routerZLoss.count <= t.decisions,
+                t.auxiliaryLoss.count <= t.decisions
+            else { throw fail("a bucket's counts contradict each other") }
+            guard t.worstMaxViolation.isFinite, b.expertTokens.count == experts, b.workerBits.count == h.workerWords,
+                (b.expertOverflow != nil) == (t.demandDecisions > 0)
+            else { throw fail("a bucket's arrays do not match the layer") }
+            var set: UInt32 = 0
+            for word in b.workerBits { set += UInt32(word.nonzeroBitCount) }
+            guard set == t.workers else { throw fail("a bucket's worker count differs from its worker set") }
+            decisions = decisions.addingSaturated(t.decisions)
+        }
+        guard decisions <= n else { throw fail("buckets hold more decisions than the layer recorded") }
     }
 }

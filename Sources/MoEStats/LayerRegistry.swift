@@ -129,9 +129,7 @@ public final class LayerRegistry: Sendable {
                 if let existing = entry.engine {
                     engine = existing
                 } else {
-                    engine = LayerStatistics(
-                        name: name, experts: entry.experts,
-                        latencyBoundsSeconds: s.latencyBuckets)
+                    engine = Self.makeEngine(name, experts: entry.experts, s)
                     s.layers[name] = engine
                 }
                 groups.append(Group(engine: engine, indices: entry.indices))
@@ -167,7 +165,7 @@ public final class LayerRegistry: Sendable {
             guard experts <= s.configuration.maxExperts, s.layers.count + 1 <= s.configuration.maxLayers else {
                 return nil
             }
-            let engine = LayerStatistics(name: layer, experts: experts, latencyBoundsSeconds: s.latencyBuckets)
+            let engine = Self.makeEngine(layer, experts: experts, s)
             s.layers[layer] = engine
             return (engine, s.configuration)
         }
@@ -252,20 +250,36 @@ public final class LayerRegistry: Sendable {
         }
     }
 
+    /// A new layer's engine, its ring sized by the configuration in force.
+    private static func makeEngine(_ name: String, experts: Int, _ s: State) -> LayerStatistics {
+        LayerStatistics(
+            name: name, experts: experts, latencyBoundsSeconds: s.latencyBuckets,
+            historySteps: s.configuration.clampedHistorySteps, bucketSeconds: s.configuration.clampedBucketSeconds)
+    }
+
     /// A copy of one layer's statistics; nil if the layer is unknown.
-    public func snapshot(_ layer: String) -> LayerSnapshot? {
-        let found = state.withLock { s in (s.layers[layer], s.configuration.defaultWindow) }
+    /// `now` and `workerTTL` decide its newest complete step (see `history`).
+    public func snapshot(_ layer: String, now: Double = 0, workerTTL: Double? = nil) -> LayerSnapshot? {
+        let found = state.withLock { s in (s.layers[layer], s.configuration) }
         guard let engine = found.0 else { return nil }
-        return engine.snapshot(defaultWindow: found.1)
+        return engine.snapshot(
+            defaultWindow: found.1.defaultWindow, expectedWorkers: found.1.expectedWorkers, now: now, ttl: workerTTL)
     }
 
     /// Copies of every layer's statistics, sorted by layer name. Each layer is copied under its
     /// own lock, one at a time.
-    public func snapshots() -> [LayerSnapshot] {
-        let (engines, window) = state.withLock { s in
-            (s.layers.values.sorted { $0.name < $1.name }, s.configuration.defaultWindow)
+    public func snapshots(now: Double = 0, workerTTL: Double? = nil) -> [LayerSnapshot] {
+        let (engines, c) = state.withLock { s in
+            (s.layers.values.sorted { $0.name < $1.name }, s.configuration)
         }
-        return engines.compactMap { $0.snapshot(defaultWindow: window) }
+        return engines.compactMap {
+            $0.snapshot(defaultWindow: c.defaultWindow, expectedWorkers: c.expectedWorkers, now: now, ttl: workerTTL)
+        }
+    }
+
+    /// One layer's engine and the configuration in force; nil engine if the layer is unknown.
+    func engine(_ layer: String) -> (LayerStatistics?, StatsConfiguration) {
+        state.withLock { s in (s.layers[layer], s.configuration) }
     }
 
     /// Every layer's engine, sorted by name.
@@ -352,6 +366,14 @@ public final class LayerRegistry: Sendable {
         if let f = d.capacityFactor, !(f.isFinite && f > 0) {
             throw DecisionError(
                 .invalid, "capacity_factor must be finite and positive", field: "capacity_factor", index: index)
+        }
+        if let step = d.step, step < 0 {
+            throw DecisionError(.invalid, "step must be non-negative", field: "step", index: index)
+        }
+        if let demand = d.expertDemand {
+            if let problem = RoutingDecision.demandProblem(demand, served: d.expertCounts) {
+                throw DecisionError(.invalid, problem.message, field: problem.field, index: index)
+            }
         }
         // Decoded decisions were checked by the decoder; the flag is cleared by any change since.
         if d.loadsChecked { return }

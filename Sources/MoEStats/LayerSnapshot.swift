@@ -41,6 +41,9 @@ public struct LayerTotals: Sendable {
     public let lastUpdated: Double
     /// The registry's default window when the copy was taken.
     public let defaultWindow: Int
+    /// Decisions that sent `expert_demand`, and per expert their demand minus served (nil without any).
+    public let demandDecisions: UInt64
+    public let expertOverflow: [UInt64]?
 
     /// Copies `state`; called under the layer's lock, so it only copies. Arrays are copied element
     /// by element (`map`), never shared: a shared buffer would make the layer's next write copy it
@@ -68,6 +71,39 @@ public struct LayerTotals: Sendable {
         capacityExceededCount = s.capacityExceededCount
         lastUpdated = s.lastUpdated
         self.defaultWindow = defaultWindow
+        demandDecisions = s.demandDecisions
+        expertOverflow = s.demandDecisions > 0 ? s.expertOverflow.map { $0 } : nil
+    }
+
+    /// The sums of a bucket or a window as a layer's totals, so that the rows of `LayerMeasure`
+    /// compute the per-step and windowed statistics exactly as the run-wide ones. What buckets do
+    /// not hold (utilization sums, latencies, capacity) is empty; the rows reading it are not
+    /// reported for steps and windows (`LayerMeasure.steps`).
+    init(layer: String, experts: Int, steps t: StepTotals) {
+        self.layer = layer
+        self.experts = experts
+        totalRoutings = t.decisions
+        totalTokens = t.tokens
+        tokensDropped = t.tokensDropped
+        expertTokens = t.expertTokens
+        utilizationSums = []
+        lastActive = t.expertTokens.map { $0 > 0 ? t.decisions : 0 }
+        loadBalanceLoss = t.loadBalanceLoss
+        routerZLoss = t.routerZLoss
+        auxiliaryLoss = t.auxiliaryLoss
+        nonfiniteLosses = t.nonfiniteLosses
+        latencyBoundsSeconds = []
+        latencyBucketCounts = []
+        latencyCount = 0
+        latencySumMs = 0
+        latencyMinMs = nil
+        latencyMaxMs = nil
+        capacity = CapacityTotals()
+        capacityExceededCount = 0
+        lastUpdated = 0
+        defaultWindow = 1
+        demandDecisions = t.demandDecisions
+        expertOverflow = t.expertOverflow
     }
 
     /// The latency histogram in Prometheus form: cumulative counts (saturating, as the layer's
@@ -111,9 +147,16 @@ public struct LayerSnapshot: Sendable {
     public private(set) var workers: [WorkerActivity]
     /// Decisions from workers left out of `workers` because the table was full.
     public let untrackedWorkerDecisions: UInt64
+    /// The newest complete step when the copy was taken, and the decisions too old for the history.
+    public let lastCompleteStep: CompleteStep?
+    public let lateDecisions: UInt64
 
-    /// Copies `state` (see `LayerTotals.init`).
-    init(layer: String, state s: LayerState, defaultWindow: Int) {
+    /// Copies `state` (see `LayerTotals.init`); `expectedWorkers`, `now` and `ttl` decide the
+    /// newest complete step (see `LayerRegistry.history`).
+    init(
+        layer: String, state s: LayerState, defaultWindow: Int, expectedWorkers: Int? = nil, now: Double = 0,
+        ttl: Double? = nil
+    ) {
         totals = LayerTotals(layer: layer, state: s, defaultWindow: defaultWindow)
         lastCounts = s.lastCounts.map { $0 }
         loadVariances = s.loadVariances.chronological()
@@ -125,6 +168,8 @@ public struct LayerSnapshot: Sendable {
         }
         workers = list
         untrackedWorkerDecisions = s.untrackedWorkerDecisions
+        lastCompleteStep = s.lastCompleteStep(expected: expectedWorkers, now: now, ttl: ttl)
+        lateDecisions = s.history.lateDecisions
     }
 
     @inlinable

@@ -63,6 +63,9 @@ struct WorkerRecord: Sendable, Equatable {
     var lastSeen: Double
     /// Decisions it sent to the layer.
     var decisions: UInt64
+    /// Its bit in the step buckets' worker sets: its position in the order workers were added,
+    /// plus one (bit 0 stands for decisions of no tracked worker).
+    var bit: Int
 }
 
 /// Capacity of the ring buffers (load variance, latency): the summary's trend and percentiles
@@ -110,9 +113,17 @@ struct LayerState: Sendable {
     private var lastWorker: (name: String, index: Dictionary<String, WorkerRecord>.Index)? = nil
     /// Decisions whose worker could not be added because the table was full.
     var untrackedWorkerDecisions: UInt64 = 0
+    /// Per expert, demand minus served over the decisions that sent `expert_demand`; empty until
+    /// the first one (most routers send no demand, so most layers never pay for it).
+    var expertOverflow: [UInt64] = []
+    /// Decisions that sent `expert_demand`.
+    var demandDecisions: UInt64 = 0
+    /// The newest buckets (steps or arrival intervals).
+    var history: StepHistory
 
-    init(experts: Int, latencyBoundsSeconds: [Double]) {
+    init(experts: Int, latencyBoundsSeconds: [Double], historySteps: Int = 512, bucketSeconds: Int = 10) {
         self.experts = experts
+        history = StepHistory(capacity: historySteps, experts: experts, bucketSeconds: bucketSeconds)
         expertTokens = Array(repeating: 0, count: experts)
         utilizationSums = Array(repeating: 0, count: experts)
         lastCounts = Array(repeating: 0, count: experts)
@@ -148,6 +159,7 @@ struct LayerState: Sendable {
         let routing = totalRoutings
         var used: UInt64 = 0
         var sum: Double = 0
+        var largest: UInt64 = 0
         var squares: Double = 0
         d.expertCounts.withUnsafeBufferPointer { counts in
             expertTokens.withUnsafeMutableBufferPointer { expertTokens in
@@ -162,6 +174,7 @@ struct LayerState: Sendable {
                                 lastCounts[i] = c
                                 if c > 0 { lastActive[i] = routing }
                                 used = used.addingSaturated(c)
+                                largest = Swift.max(largest, c)
                                 sum += x
                             }
                         }
@@ -215,13 +228,35 @@ struct LayerState: Sendable {
                 capacity.totalUsed = capacity.totalUsed.addingSaturated(used)
             }
         }
-        if let worker = d.worker { recordWorker(worker, now: now, maxWorkers: maxWorkers) }
+        if let demand = d.expertDemand {
+            demandDecisions = demandDecisions.addingSaturated(1)
+            if expertOverflow.isEmpty { expertOverflow = Array(repeating: 0, count: experts) }
+            precondition(demand.count == experts && expertOverflow.count == experts, "demand validated before apply")
+            for i in 0..<experts {
+                expertOverflow[i] = expertOverflow[i].addingSaturated(demand[i] - d.expertCounts[i])
+            }
+        }
+        var workerBit = 0
+        if let worker = d.worker { workerBit = recordWorker(worker, now: now, maxWorkers: maxWorkers) }
+        if let key = history.key(step: d.step, now: now) {
+            if let slot = history.slot(for: key) {
+                history.add(
+                    d, to: slot,
+                    maxViolation: Measures.maxViolation(sum: sum, largest: Double(largest), experts: experts),
+                    workerBit: workerBit)
+            } else {
+                history.lateDecisions = history.lateDecisions.addingSaturated(1)
+            }
+        } else {
+            history.unbucketedDecisions = history.unbucketedDecisions.addingSaturated(1)
+        }
         lastUpdated = now
     }
 
     /// Updates a known worker in place (no allocation); adds a new one only below the cap, and
     /// otherwise counts the decision as untracked, so hostile worker names cannot grow memory.
-    private mutating func recordWorker(_ worker: String, now: Double, maxWorkers: Int) {
+    /// Returns the worker's bit in the bucket worker sets (0 for an untracked one).
+    private mutating func recordWorker(_ worker: String, now: Double, maxWorkers: Int) -> Int {
         let known: Dictionary<String, WorkerRecord>.Index?
         if let last = lastWorker, last.name == worker {
             known = last.index
@@ -232,12 +267,25 @@ struct LayerState: Sendable {
         if let i = known {
             workers.values[i].lastSeen = now
             workers.values[i].decisions = workers.values[i].decisions.addingSaturated(1)
+            return workers.values[i].bit
         } else if workers.count < maxWorkers {
-            workers[worker] = WorkerRecord(lastSeen: now, decisions: 1)
+            let bit = workers.count + 1
+            workers[worker] = WorkerRecord(lastSeen: now, decisions: 1, bit: bit)
             lastWorker = nil  // the insertion may have moved every entry
+            return bit
         } else {
             untrackedWorkerDecisions = untrackedWorkerDecisions.addingSaturated(1)
+            return 0
         }
+    }
+
+    /// Workers that make a bucket complete at `now`: `expected` when set, else the workers that
+    /// reported within `ttl` seconds (every worker without a TTL), and at least 1.
+    func expectedWorkers(_ expected: Int?, now: Double, ttl: Double?) -> Int {
+        if let expected { return Swift.max(1, expected) }
+        var active = 0
+        for w in workers.values where !WorkerActivity.isStale(lastSeen: w.lastSeen, now: now, ttl: ttl) { active += 1 }
+        return Swift.max(1, active)
     }
 
     /// Replaces the worker table (a restore from a state file).
@@ -247,7 +295,7 @@ struct LayerState: Sendable {
     }
 
     /// Adds a finite loss to its totals; returns true for a non-finite one (kept out of them).
-    private static func recordLoss(_ loss: Loss, into totals: inout LossTotals) -> Bool {
+    static func recordLoss(_ loss: Loss, into totals: inout LossTotals) -> Bool {
         switch loss {
         case .absent:
             return false
@@ -275,10 +323,13 @@ final class LayerStatistics: Sendable {
     let experts: Int
     let state: Mutex<LayerState>
 
-    init(name: String, experts: Int, latencyBoundsSeconds: [Double]) {
+    init(name: String, experts: Int, latencyBoundsSeconds: [Double], historySteps: Int = 512, bucketSeconds: Int = 10) {
         self.name = name
         self.experts = experts
-        state = Mutex(LayerState(experts: experts, latencyBoundsSeconds: latencyBoundsSeconds))
+        state = Mutex(
+            LayerState(
+                experts: experts, latencyBoundsSeconds: latencyBoundsSeconds, historySteps: historySteps,
+                bucketSeconds: bucketSeconds))
     }
 
     /// A layer brought back from a state file.
@@ -290,10 +341,14 @@ final class LayerStatistics: Sendable {
 
     /// Copies the state under the lock; nil for a layer that has no decision yet (created by a
     /// batch still being applied). The worker list is sorted after the lock is released.
-    func snapshot(defaultWindow: Int) -> LayerSnapshot? {
+    func snapshot(defaultWindow: Int, expectedWorkers: Int? = nil, now: Double = 0, ttl: Double? = nil)
+        -> LayerSnapshot?
+    {
         var copy = state.withLock { s -> LayerSnapshot? in
             guard s.totalRoutings > 0 else { return nil }
-            return LayerSnapshot(layer: name, state: s, defaultWindow: defaultWindow)
+            return LayerSnapshot(
+                layer: name, state: s, defaultWindow: defaultWindow, expectedWorkers: expectedWorkers, now: now,
+                ttl: ttl)
         }
         copy?.sortWorkers()
         return copy

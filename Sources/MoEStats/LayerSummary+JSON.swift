@@ -21,6 +21,22 @@ extension LayerSummary {
         w.beginArray()
         for c in expertTokenCounts { w.value(c) }
         w.endArray()
+        w.key("expert_demand")
+        if let expertOverflow {
+            w.beginArray()
+            for (s, o) in zip(expertTokenCounts, expertOverflow) { w.value(s.addingSaturated(o)) }
+            w.endArray()
+        } else {
+            w.null()
+        }
+        w.key("expert_overflow")
+        if let expertOverflow {
+            w.beginArray()
+            for o in expertOverflow { w.value(o) }
+            w.endArray()
+        } else {
+            w.null()
+        }
         writeMeasures(of: .experts, into: &w)
         Self.write(mostUtilizedExpert, as: "most_utilized_expert", into: &w)
         Self.write(leastUtilizedExpert, as: "least_utilized_expert", into: &w)
@@ -51,6 +67,7 @@ extension LayerSummary {
         w.field("capacity_exceeded_count", capacityExceededCount)
         Self.field("total_capacity", totalCapacity, into: &w)
         Self.field("total_used", totalUsed, into: &w)
+        w.field("demand_decisions", demandDecisions)
         writeMeasures(of: .capacity, into: &w)
         w.endObject()
 

@@ -155,6 +155,9 @@ public struct LayerSummary: Sendable, Equatable {
     public var deadExpertIndices: [Int]
     public var nonfiniteLosses: UInt64
     public var workers: Workers
+    /// Decisions that sent `expert_demand`, and per expert their demand minus served (nil without any).
+    public var demandDecisions: UInt64
+    public var expertOverflow: [UInt64]?
 
     /// The value of `measure` as the summary reports it (percentages as percentages).
     public subscript(measure: LayerMeasure) -> Double? {
@@ -248,7 +251,8 @@ extension LayerSnapshot {
             totalUsed: hasCapacity ? capacity.totalUsed : nil,
             deadExpertIndices: dead,
             nonfiniteLosses: totals.nonfiniteLosses,
-            workers: workersSummary(now: now, ttl: workerTTL))
+            workers: workersSummary(now: now, ttl: workerTTL),
+            demandDecisions: totals.demandDecisions, expertOverflow: totals.expertOverflow)
     }
 
     /// What the rows of `LayerMeasure` compute the summary from, at `window` (nil: the default).

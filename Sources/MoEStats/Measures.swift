@@ -59,8 +59,21 @@ public enum Measures {
     /// MaxVio (DeepSeek): (max load - mean load) / mean load; nil when no expert has a token.
     public static func maxViolation(_ counts: [UInt64]) -> Double? {
         let (sum, maxC) = sumAndMax(counts)
-        guard let mean = mean(sum: sum, count: counts.count), mean > 0 else { return nil }
-        return (maxC - mean) / mean
+        return maxViolation(sum: sum, largest: maxC, experts: counts.count)
+    }
+
+    /// MaxVio from the loads' sum and largest load over `experts` experts (one decision's, taken
+    /// while recording it).
+    public static func maxViolation(sum: Double, largest: Double, experts: Int) -> Double? {
+        guard let mean = mean(sum: sum, count: experts), mean > 0 else { return nil }
+        return (largest - mean) / mean
+    }
+
+    /// Share of the demanded tokens that were not served: overflow / (served + overflow); nil
+    /// without demand.
+    public static func overflowRatio(served: UInt64, overflow: UInt64) -> Double? {
+        let demand = Double(served) + Double(overflow)
+        return demand > 0 ? Double(overflow) / demand : nil
     }
 
     /// Balancedness (vLLM, SGLang): mean load / max load, 1 when perfectly even; nil when no

@@ -22,6 +22,9 @@ public struct RoutingDecision: Sendable, Equatable {
     public var expertCounts: [UInt64] { didSet { loadsChecked = false } }
     public var totalTokens: UInt64 { didSet { loadsChecked = false } }
     public var tokensDropped: UInt64
+    /// Tokens each expert was asked for before capacity clipping (DeepSpeed's `exp_counts`), when
+    /// the router counts them: as many as `expertCounts`, each at least the served count.
+    public var expertDemand: [UInt64]?
     public var loadBalanceLoss: Loss
     public var routerZLoss: Loss
     public var auxiliaryLoss: Loss
@@ -36,7 +39,7 @@ public struct RoutingDecision: Sendable, Equatable {
     public init(
         layer: String? = nil, worker: String? = nil, step: Int64? = nil, topK: Int? = nil,
         expertCapacity: Int? = nil, capacityFactor: Double? = nil, latencyMs: Double? = nil,
-        expertCounts: [UInt64], totalTokens: UInt64, tokensDropped: UInt64 = 0,
+        expertCounts: [UInt64], totalTokens: UInt64, tokensDropped: UInt64 = 0, expertDemand: [UInt64]? = nil,
         loadBalanceLoss: Loss = .absent, routerZLoss: Loss = .absent, auxiliaryLoss: Loss = .absent,
         assignmentCount: Int = 0
     ) {
@@ -50,6 +53,7 @@ public struct RoutingDecision: Sendable, Equatable {
         self.expertCounts = expertCounts
         self.totalTokens = totalTokens
         self.tokensDropped = tokensDropped
+        self.expertDemand = expertDemand
         self.loadBalanceLoss = loadBalanceLoss
         self.routerZLoss = routerZLoss
         self.auxiliaryLoss = auxiliaryLoss
@@ -64,6 +68,7 @@ extension RoutingDecision {
             && a.expertCapacity == b.expertCapacity && a.capacityFactor == b.capacityFactor
             && a.latencyMs == b.latencyMs && a.expertCounts == b.expertCounts
             && a.totalTokens == b.totalTokens && a.tokensDropped == b.tokensDropped
+            && a.expertDemand == b.expertDemand
             && a.loadBalanceLoss == b.loadBalanceLoss && a.routerZLoss == b.routerZLoss
             && a.auxiliaryLoss == b.auxiliaryLoss && a.assignmentCount == b.assignmentCount
     }
@@ -116,6 +121,22 @@ extension RoutingDecision {
     ) -> LoadProblem? {
         if largest > totalTokens { return firstAboveTotal(counts, totalTokens: totalTokens) }
         return sumProblem(sum, overflow: false, totalTokens: totalTokens, topK: topK)
+    }
+
+    /// Why a demand cannot go with the served counts: another length, or an expert served more
+    /// than it was asked for. Nil when it can.
+    static func demandProblem(_ demand: [UInt64], served: [UInt64]) -> (message: String, field: String)? {
+        guard demand.count == served.count else {
+            return (
+                "expert_demand has \(demand.count) entries but expert_capacities has \(served.count)", "expert_demand"
+            )
+        }
+        for i in 0..<demand.count where demand[i] < served[i] {
+            return (
+                "expert \(i) served \(served[i]) tokens, more than its demand \(demand[i])", "expert_demand[\(i)]"
+            )
+        }
+        return nil
     }
 
     private static func firstAboveTotal(_ counts: [UInt64], totalTokens: UInt64) -> LoadProblem? {

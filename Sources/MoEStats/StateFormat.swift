@@ -1,4 +1,4 @@
-/// The state file's binary layout, version 1. Written by `LayerRegistry.exportState()`, read by
+/// The state file's binary layout, version 2 (version 1 is still read). Written by `LayerRegistry.exportState()`, read by
 /// `LayerRegistry.restore(from:)`.
 ///
 /// Why binary and not JSON: every double must come back bit for bit (a summary computed after a
@@ -13,7 +13,7 @@
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | magic, ASCII `MOESTATE` |
-/// | 8 | 4 | format version (UInt32), 1 |
+/// | 8 | 4 | format version (UInt32), 2 (or 1) |
 /// | 12 | 8 | payload length in bytes (UInt64) |
 /// | 20 | 4 | CRC-32 (IEEE 802.3 polynomial, as zlib and PNG) of the payload (UInt32) |
 ///
@@ -34,10 +34,25 @@
 ///   total used (UInt64)
 /// - capacity-exceeded count (UInt64), last updated (double, Unix seconds)
 /// - workers: count W (UInt32), untracked decisions (UInt64), then W times name (UInt16 length +
-///   UTF-8), last seen (double), decisions (UInt64)
+///   UTF-8), last seen (double), decisions (UInt64), and from version 2 its bit in the step
+///   buckets' worker sets (UInt32)
+///
+/// From version 2, then:
+///
+/// - demand: decisions that sent one (UInt64), overflow present (UInt8 0/1), E overflows (UInt64)
+/// - history: bucketing (UInt8: 0 none yet, 1 step, 2 time), bucket seconds, capacity (UInt32
+///   each), newest key present (UInt8) + newest key (Int64 as UInt64), late and unbucketed
+///   decisions (UInt64), worker words per bucket (UInt32)
+/// - kept buckets: count K (UInt32), oldest first, each: key (Int64 as UInt64), decisions, tokens,
+///   tokens dropped (UInt64), the three losses' sum (double) + count (UInt64), non-finite losses
+///   (UInt64), worst decision MaxVio (double, negative for none), workers (UInt32), demand
+///   decisions (UInt64), the worker-set words (UInt64 each), E token sums (UInt64), overflow
+///   present (UInt8) + E overflows (UInt64)
 enum StateFormat {
     static let magic: [UInt8] = Array("MOESTATE".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
+    /// Versions this build reads.
+    static let readable: ClosedRange<UInt32> = 1...2
     static let headerSize = 24
 }
 

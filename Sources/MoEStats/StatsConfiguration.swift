@@ -26,7 +26,30 @@ public struct StatsConfiguration: Sendable, Equatable {
     /// growing the table. 0 tracks no worker at all. Lowering it removes no entry already held.
     public var maxWorkersPerLayer: Int = 4096
 
+    /// Buckets (steps, or intervals of `bucketSeconds`) kept per layer, newest first; a layer
+    /// preallocates its ring of `historySteps x experts` counts when it is created, so this and
+    /// the caps above bound its memory. Applies to layers created (or restored) from then on.
+    public var historySteps: Int = 512
+    /// Length in seconds of the arrival-time buckets of a layer whose decisions carry no `step`.
+    /// Applies to layers created from then on.
+    public var bucketSeconds: Int = 10
+    /// Distinct workers that make a step complete (the job's world size); nil counts the workers
+    /// active on the layer within the worker TTL instead.
+    public var expectedWorkers: Int? = nil
+
+    /// Largest `historySteps` accepted: 64 layers x 256 experts x 100000 steps is already 13 GiB.
+    public static let maxHistorySteps = 100_000
+    /// Largest `bucketSeconds` accepted (one day).
+    public static let maxBucketSeconds = 86_400
+    /// Largest `expectedWorkers` accepted.
+    public static let maxExpectedWorkers = 1_000_000
+
     public init() {}
+
+    /// `historySteps` within 1 and its maximum (the daemon's configuration refuses others).
+    public var clampedHistorySteps: Int { Swift.min(Swift.max(1, historySteps), Self.maxHistorySteps) }
+    /// `bucketSeconds` within 1 and its maximum.
+    public var clampedBucketSeconds: Int { Swift.min(Swift.max(1, bucketSeconds), Self.maxBucketSeconds) }
 
     /// The bucket bounds as the registry uses them: finite, distinct, ascending.
     var normalizedLatencyBuckets: [Double] {

@@ -64,6 +64,11 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: String?
     @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: String?
     @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: String?
+    @Option(name: .long, help: "Steps (or time buckets) kept per layer, 1 to 100000.") var statsHistorySteps: String?
+    @Option(name: .long, help: "Seconds per time bucket for layers without steps, 1 to 86400.") var statsBucketSeconds:
+        String?
+    @Option(name: .long, help: "Workers that make a step complete; 0 = the active workers.") var statsExpectedWorkers:
+        String?
     @Option(name: .long, help: "Seconds after which a silent worker is stale; 0 = never.") var workerTtl: String?
     @Option(name: .long, help: "Seconds after which an idle layer leaves /metrics; 0 = never.") var layerTtl: String?
     @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile:
@@ -96,6 +101,8 @@ struct MoEMetricsd: ParsableCommand {
             ("stats.default_window", statsDefaultWindow), ("stats.default_top_k", statsDefaultTopK),
             ("stats.default_capacity_factor", statsDefaultCapacityFactor),
             ("stats.max_workers_per_layer", statsMaxWorkersPerLayer),
+            ("stats.history_steps", statsHistorySteps), ("stats.bucket_seconds", statsBucketSeconds),
+            ("stats.expected_workers", statsExpectedWorkers),
             ("decoder.max_decisions", decoderMaxDecisions), ("decoder.max_assignments", decoderMaxAssignments),
             ("decoder.max_depth", decoderMaxDepth), ("metrics.per_expert_series", metricsPerExpertSeries),
             ("worker_ttl", workerTtl), ("layer_ttl", layerTtl), ("state_file", stateFile),

@@ -75,7 +75,8 @@ import Testing
         var expected = try Self.goldenText()
         for name in [
             "moe_routing_decisions", "moe_routing_tokens", "moe_routing_dropped_tokens", "moe_expert_tokens",
-            "moe_routing_nonfinite_losses", "moe_routing_capacity_tokens", "moe_routing_capacity_used_tokens",
+            "moe_routing_nonfinite_losses", "moe_routing_late_decisions", "moe_routing_capacity_tokens",
+            "moe_routing_capacity_used_tokens",
             "moe_metricsd_http_requests", "moe_metricsd_rejected_decisions", "process_cpu_seconds",
         ] {
             expected = expected.replacingOccurrences(of: "# HELP \(name)_total ", with: "# HELP \(name) ")

@@ -175,7 +175,7 @@ import Testing
     @Test func headerLayout() throws {
         let bytes = try Self.populated().exportState()
         #expect(Array(bytes[0..<8]) == Array("MOESTATE".utf8))
-        #expect(Array(bytes[8..<12]) == [1, 0, 0, 0])
+        #expect(Array(bytes[8..<12]) == [2, 0, 0, 0])
         var r = StateReader(bytes, from: 12)
         let length = try r.u64("length")
         let crc = try r.u32("crc")
@@ -254,10 +254,10 @@ import Testing
         #expect(Self.refusal(Array("MOESTATX".utf8) + [UInt8](repeating: 0, count: 30))?.kind == .notAStateFile)
         #expect(Self.refusal([0xFF])?.kind == .notAStateFile)
         var newer = try Self.populated().exportState()
-        newer[8] = 2
+        newer[8] = 3
         let error = Self.refusal(newer)
         #expect(error?.kind == .unsupportedVersion)
-        #expect(error?.message.contains("version 2") == true)
+        #expect(error?.message.contains("version 3") == true)
         newer[8] = 0
         #expect(Self.refusal(newer)?.kind == .unsupportedVersion)
     }

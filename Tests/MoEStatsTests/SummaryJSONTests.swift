@@ -7,7 +7,8 @@ import Testing
     static let topLevelKeys = [
         "layer", "experts", "total_routings", "total_tokens", "tokens_dropped", "routing_efficiency",
         "average_load_balance_loss", "average_router_z_loss", "average_auxiliary_loss", "expert_utilization",
-        "expert_token_counts", "utilization_cv", "most_utilized_expert", "least_utilized_expert",
+        "expert_token_counts", "expert_demand", "expert_overflow", "utilization_cv", "most_utilized_expert",
+        "least_utilized_expert",
         "utilization_summary", "load_variance", "latency", "capacity", "throughput", "balance", "nonfinite_losses",
         "workers",
     ]
@@ -40,7 +41,7 @@ import Testing
             "latency": ["count", "average_ms", "min_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms"],
             "capacity": [
                 "average_utilization", "peak_utilization", "capacity_exceeded_count", "total_capacity",
-                "total_used", "overall_utilization",
+                "total_used", "demand_decisions", "overall_utilization", "overflow_ratio",
             ],
             "throughput": ["tokens_per_routing", "tokens_per_second", "routings_per_second"],
             "balance": ["max_violation", "max_violation_last", "balancedness", "entropy", "dead_experts"],
