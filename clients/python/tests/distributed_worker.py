@@ -1,5 +1,6 @@
 """One rank of the two-process test: a tiny Mixtral under DistributedDataParallel (gloo, CPU),
-watched, each rank on its own data; writes what its own router hooks saw to MOE_OUT/rank{N}.json."""
+watched, each rank on its own data; writes the per-step counts its own router hooks saw to
+MOE_OUT/rank{N}.json."""
 
 from __future__ import annotations
 
@@ -24,15 +25,15 @@ def main() -> None:
     optimizer = torch.optim.SGD(ddp.parameters(), lr=1e-2)
     client = MetricsClient(os.environ["MOE_METRICSD_URL"], linger=0.05)
     watcher = watch(model, client, optimizer=optimizer)
-    counts = {name: [0] * 8 for name in watcher.layers}
+    counts = {name: [] for name in watcher.layers}  # per layer, per step, per expert
     for step in range(3):
         ids = tiny_moe.batch(model.config.vocab_size, seed=100 * rank + step)
         ddp(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         for path, indices in recorder.take().items():
-            for index in torch.cat([i.reshape(-1) for i in indices]).tolist():
-                counts[path][index] += 1
+            flat = torch.cat([i.reshape(-1) for i in indices])
+            counts[path].append(torch.bincount(flat, minlength=8).tolist())
     watcher.close(30)
     client.close(30)
     report = {"stats": watcher.stats._asdict(), "counts": counts}

@@ -156,9 +156,11 @@ def test_two_daemons_each_hold_their_layers_from_every_worker():
             daemon.stop()
 
 
-def test_the_daemon_accepts_decisions_with_expert_demand(daemon):
+def test_the_daemon_counts_expert_demand_as_sent(daemon):
     client = MetricsClient(daemon.url, linger=0.05)
     assert client.record("py.demand", [3, 1], total_tokens=4, top_k=1, expert_demand=[4, 1], step=0)
     assert client.close(10)
     assert client.stats.sent == 1 and client.stats.rejected == 0
-    assert summary(daemon, "py.demand")["expert_token_counts"] == [3, 1]
+    s = summary(daemon, "py.demand")
+    assert s["expert_token_counts"] == [3, 1]
+    assert s["expert_demand"] == [4, 1] and s["expert_overflow"] == [1, 0]

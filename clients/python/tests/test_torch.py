@@ -47,6 +47,10 @@ def train_step(model, optimizer, vocab, seed, micro_batches=1):
     optimizer.zero_grad()
 
 
+def history(daemon, name, last=10):
+    return daemon.get_json(f"/v1/layers/{name}/history?last={last}&experts=1")["steps"]
+
+
 @pytest.mark.parametrize("family", sorted(tiny_moe.FAMILIES))
 def test_each_family_posts_what_its_routers_returned(daemon, family):
     model = tiny_moe.build(family)
@@ -55,28 +59,27 @@ def test_each_family_posts_what_its_routers_returned(daemon, family):
     assert len(recorder.seen) == 2, recorder.seen.keys()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     client = MetricsClient(daemon.url, linger=0.05)
-    watcher = watch(model, client, optimizer=optimizer, prefix=family + ".", worker="w0")
+    watcher = watch(model, client, optimizer=optimizer, prefix=family + ".", worker="w0", start_step=5)
     assert watcher.layers == [family + "." + path for path in recorder.seen]
-    experts = 8
-    previous = {name: [0] * experts for name in watcher.layers}
-    # Step 1 accumulates gradients over two forward passes: both count in the step.
-    for step, micro_batches in enumerate((1, 2, 1)):
+    expected = {name: [] for name in watcher.layers}
+    # Step 6 accumulates gradients over two forward passes: both count in the step.
+    micro = (1, 2, 1)
+    for step, micro_batches in enumerate(micro):
         train_step(model, optimizer, vocab, step, micro_batches)
-        assert watcher.flush(20) and client.flush(20)
-        seen = recorder.take()
-        for path, indices in seen.items():
+        for path, indices in recorder.take().items():
             assert len(indices) == micro_batches
-            name = family + "." + path
-            now = layer_counts(daemon, name)
-            delta = [a - b for a, b in zip(now, previous[name])]
-            assert delta == step_counts(indices, experts), (name, step)
-            assert sum(delta) == 2 * 4 * 16 * micro_batches  # k x tokens
-            previous[name] = now
-    assert watcher.close(10)
+            expected[family + "." + path].append(step_counts(indices, 8))
+    assert watcher.close(20) and client.flush(20)
     assert watcher.stats.steps == 3 and watcher.stats.posted == 3 and watcher.stats.dropped == 0
-    summary = daemon.get_json("/v1/layers/" + watcher.layers[0])
-    assert summary["total_routings"] == 3 and summary["total_tokens"] == 4 * 16 * 4
-    assert [w["worker"] for w in summary["workers"]["list"]] == ["w0"]
+    for name, per_step in expected.items():
+        steps = history(daemon, name)
+        assert [s["step"] for s in steps] == [5, 6, 7]
+        assert [s["expert_token_counts"] for s in steps] == per_step
+        assert [s["tokens"] for s in steps] == [4 * 16 * m for m in micro]
+        assert all(s["workers"] == 1 and s["decisions"] == 1 for s in steps)
+        summary = daemon.get_json("/v1/layers/" + name)
+        assert summary["expert_token_counts"] == [sum(c) for c in zip(*per_step)]
+        assert [w["worker"] for w in summary["workers"]["list"]] == ["w0"]
     recorder.remove()
     client.close()
 
@@ -340,12 +343,15 @@ def test_two_processes_under_gloo_post_as_two_workers_of_the_same_steps(daemon, 
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["stats"]["posted"] for r in reports] == [3, 3]
     for name in reports[0]["counts"]:
+        # The daemon's per-step history: each step reported by both ranks, its counts their sum.
+        steps = history(daemon, name)
+        assert [s["step"] for s in steps] == [0, 1, 2]
+        assert all(s["workers"] == 2 and s["decisions"] == 2 and s["complete"] for s in steps)
+        for step, s in enumerate(steps):
+            assert s["expert_token_counts"] == [a + b for a, b in zip(reports[0]["counts"][name][step],
+                                                                       reports[1]["counts"][name][step])]
         summary = daemon.get_json("/v1/layers/" + name)
-        # Both ranks' routing of the same three steps, summed by the daemon.
-        expected = [sum(r["counts"][name][e] for r in reports) for e in range(8)]
-        assert summary["expert_token_counts"] == expected
         assert [w["worker"] for w in summary["workers"]["list"]] == ["0", "1"]
-        assert [w["decisions"] for w in summary["workers"]["list"]] == [3, 3]
     # The ranks saw different data, so their counts differ: the daemon got two sets, not one twice.
     assert reports[0]["counts"] != reports[1]["counts"]
 
