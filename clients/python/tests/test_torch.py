@@ -335,7 +335,8 @@ def test_long_module_paths_become_valid_distinct_layer_names(stub):
 def test_two_processes_under_gloo_post_as_two_workers_of_the_same_steps(daemon, tmp_path):
     script = CLIENT_ROOT / "tests" / "distributed_worker.py"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CLIENT_ROOT), str(CLIENT_ROOT / "tests")]),
-               MOE_METRICSD_URL=daemon.url, MOE_OUT=str(tmp_path), OMP_NUM_THREADS="1")
+               MOE_METRICSD_URL=daemon.url, MOE_OUT=str(tmp_path), OMP_NUM_THREADS="1",
+               GLOO_SOCKET_IFNAME="lo")  # the ranks talk over the loopback interface only
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
         env=env, capture_output=True, text=True, timeout=300)
