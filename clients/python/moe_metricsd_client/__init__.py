@@ -10,7 +10,7 @@ The standard library only: no torch, no requests. Anything with ``.tolist()`` (a
 numpy array) is accepted where a list or a number is expected.
 """
 
-from .client import ClientStats, MetricsClient, make_decision
+from .client import ClientStats, MetricsClient, make_decision, shard_index
 
-__all__ = ["MetricsClient", "ClientStats", "make_decision"]
+__all__ = ["MetricsClient", "ClientStats", "make_decision", "shard_index"]
 __version__ = "0.1.0"

@@ -20,9 +20,9 @@ import random
 import threading
 import time
 import urllib.parse
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
-__all__ = ["MetricsClient", "ClientStats", "make_decision"]
+__all__ = ["MetricsClient", "ClientStats", "make_decision", "shard_index"]
 
 log = logging.getLogger("moe_metricsd_client")
 
@@ -109,6 +109,7 @@ def make_decision(
     capacity_factor: Any = None,
     latency_ms: Any = None,
     expert_assignments: Any = None,
+    expert_demand: Any = None,
 ) -> Dict[str, Any]:
     """Builds the JSON object of one decision (torsh's RoutingDecision fields plus the envelope).
 
@@ -116,6 +117,9 @@ def make_decision(
     e.g. ``torch.bincount(topk_ids.flatten(), minlength=num_experts)``. When ``total_tokens`` is
     omitted it is the sum of the counts divided by ``top_k`` (each token goes to k experts).
     Losses left as None are not sent; a NaN or infinite loss is sent as null.
+    ``expert_demand`` is optional: per expert, the tokens the router asked for before capacity
+    clipping (same length as the counts, each at least the expert's served count); it is sent
+    only when given.
     Raises ValueError for values the daemon would refuse; :meth:`MetricsClient.record` turns that
     into a counter instead.
     """
@@ -164,6 +168,15 @@ def make_decision(
         decision["latency_ms"] = latency
     if expert_assignments is not None:
         decision["expert_assignments"] = _plain(expert_assignments)
+    if expert_demand is not None:
+        demand_raw = _plain(expert_demand)
+        if not isinstance(demand_raw, list) or len(demand_raw) != len(counts):
+            raise ValueError(f"expert_demand must be a sequence of {len(counts)} counts, one per expert")
+        demand = [_count(d, f"expert_demand[{i}]") for i, d in enumerate(demand_raw)]
+        for i, (asked, served) in enumerate(zip(demand, counts)):
+            if asked < served:
+                raise ValueError(f"expert_demand[{i}] ({asked}) is below the expert's served count ({served})")
+        decision["expert_demand"] = demand
     return decision
 
 
@@ -185,17 +198,45 @@ class _RateLimitedLog:
         log.warning(message, *args)
 
 
+def shard_index(layer: Union[str, int], shards: int) -> int:
+    """The daemon (index into the client's URLs) that receives ``layer``.
+
+    FNV-1a 64-bit of the layer name's UTF-8 bytes, modulo the number of daemons: stable across
+    processes, runs and languages (Python's own ``hash`` is salted per process), so every worker
+    sends a given layer to the same daemon, which then sees all of that layer's decisions.
+    """
+    value = 0xCBF29CE484222325
+    for byte in str(layer).encode("utf-8"):
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value % shards
+
+
+def _split_urls(url: Union[str, Sequence[str]]) -> List[str]:
+    urls = [u.strip() for u in url.split(",")] if isinstance(url, str) else [str(u).strip() for u in url]
+    urls = [u for u in urls if u]
+    if not urls:
+        raise ValueError("at least one daemon URL is needed")
+    return urls
+
+
+# A callback told how a decision ended: "sent", "rejected" or "dropped".
+Done = Callable[[str], None]
+
+
 class MetricsClient:
-    """Posts routing decisions to moe-metricsd from a background thread.
+    """Posts routing decisions to moe-metricsd from background threads.
 
     Arguments:
-        url: the daemon's base URL, e.g. ``http://127.0.0.1:9477``.
+        url: the daemon's base URL, e.g. ``http://127.0.0.1:9477``; or several (a list, or one
+            string separated by commas) to shard by layer: each layer goes to the daemon
+            :func:`shard_index` picks, so each daemon holds every worker's decisions for its
+            layers. Each daemon has its own sender thread, queue and connection.
         worker: sent as the ``worker`` field of every decision that does not name one
             (a rank or host name).
-        max_queue: decisions held while the daemon is slow; beyond that new ones are dropped
+        max_queue: decisions held per daemon while it is slow; beyond that new ones are dropped
             (and counted) rather than blocking the training step or growing memory.
         max_batch: most decisions in one request.
-        linger: seconds the sender waits after the first queued decision for more to arrive,
+        linger: seconds a sender waits after the first queued decision for more to arrive,
             so that the layers of one step travel together.
         ndjson: send ``application/x-ndjson`` instead of a JSON array.
         timeout: seconds for one HTTP request.
@@ -210,7 +251,7 @@ class MetricsClient:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:9477",
+        url: Union[str, Sequence[str]] = "http://127.0.0.1:9477",
         *,
         worker: Union[str, int, None] = None,
         max_queue: int = 10000,
@@ -223,49 +264,46 @@ class MetricsClient:
         backoff_max: float = 10.0,
         token: Optional[str] = None,
     ) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"url must be http://host:port or https://host:port, got {url!r}")
-        self._scheme = parsed.scheme
-        self._host = parsed.hostname
-        self._port = parsed.port
-        self._path = parsed.path.rstrip("/") + "/v1/decisions"
         self._worker = None if worker is None else str(worker)
         if token is None:
             token = os.environ.get("MOE_METRICSD_AUTH_TOKEN")
         token = (token or "").strip()
         if any(c in token for c in "\r\n"):
             raise ValueError("token must be one line")
-        self._authorization = "Bearer " + token if token else None
-        self._max_batch = max(1, int(max_batch))
-        self._linger = max(0.0, float(linger))
-        self._ndjson = bool(ndjson)
-        self._timeout = float(timeout)
-        self._max_retries = max(0, int(max_retries))
-        self._backoff_initial = float(backoff_initial)
-        self._backoff_max = float(backoff_max)
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, int(max_queue)))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0
         self._counts = dict(enqueued=0, sent=0, dropped=0, rejected=0, invalid=0, requests=0, retries=0)
-        self._closing = threading.Event()
         self._closed = False
-        self._conn: Optional[http.client.HTTPConnection] = None
         self._warn = _RateLimitedLog()
-        self._thread = threading.Thread(target=self._run, name="moe-metricsd-client", daemon=True)
-        self._thread.start()
+        self._senders = [
+            _Sender(self, u, authorization="Bearer " + token if token else None,
+                    max_queue=max(1, int(max_queue)), max_batch=max(1, int(max_batch)),
+                    linger=max(0.0, float(linger)), ndjson=bool(ndjson), timeout=float(timeout),
+                    max_retries=max(0, int(max_retries)), backoff_initial=float(backoff_initial),
+                    backoff_max=float(backoff_max))
+            for u in _split_urls(url)
+        ]
+        for sender in self._senders:
+            sender.start()
         atexit.register(self._atexit)
+
+    @property
+    def urls(self) -> List[str]:
+        """The daemons' base URLs, in the order :func:`shard_index` counts them."""
+        return [s.url for s in self._senders]
 
     # The training loop's side: cheap, never raises.
 
     def record(self, layer: Union[str, int], tokens_per_expert: Any, total_tokens: Any = None,
                tokens_dropped: Any = 0, load_balance_loss: Any = None, router_z_loss: Any = None,
-               auxiliary_loss: Any = None, **envelope: Any) -> bool:
+               auxiliary_loss: Any = None, *, on_done: Optional[Done] = None, **envelope: Any) -> bool:
         """Queues one decision; see :func:`make_decision` for the arguments.
 
         Returns True when queued, False when it was dropped (queue full, client closed) or its
-        values were invalid. Never raises.
+        values were invalid. Never raises. ``on_done``, when given, is called once with how the
+        decision ended ("sent", "rejected", "dropped" or "invalid"), from a sender thread
+        unless the decision never got queued.
         """
         try:
             envelope.setdefault("worker", self._worker)
@@ -275,33 +313,36 @@ class MetricsClient:
             self._bump("invalid")
             self._warn.warning("invalid", "moe-metricsd: decision for layer %r not recorded: %s",
                                layer, error)
+            _notify(on_done, "invalid")
             return False
-        return self.send(decision)
+        return self.send(decision, on_done=on_done)
 
-    def send(self, decision: Dict[str, Any]) -> bool:
+    def send(self, decision: Dict[str, Any], *, on_done: Optional[Done] = None) -> bool:
         """Queues a decision that is already a JSON-ready dict (e.g. one written by serde).
 
-        Returns True when queued, False when dropped. Never raises.
+        Returns True when queued, False when dropped. Never raises. ``on_done`` as in
+        :meth:`record`.
         """
         if self._worker is not None and isinstance(decision, dict) and "worker" not in decision:
             decision = dict(decision, worker=self._worker)
+        layer = decision.get("layer", "") if isinstance(decision, dict) else ""
+        sender = self._senders[shard_index(layer, len(self._senders))] if len(self._senders) > 1 else self._senders[0]
         with self._lock:
             if self._closed:
                 self._counts["dropped"] += 1
-                return False
-            try:
-                self._queue.put_nowait(decision)
-            except queue.Full:
-                self._counts["dropped"] += 1
-                full = True
+                queued = False
             else:
-                self._counts["enqueued"] += 1
-                self._outstanding += 1
-                full = False
-        if full:
-            self._warn.warning("full", "moe-metricsd: queue full, dropping decisions (is the daemon up?)")
-            return False
-        return True
+                queued = sender.offer((decision, on_done))
+                if queued:
+                    self._counts["enqueued"] += 1
+                    self._outstanding += 1
+                else:
+                    self._counts["dropped"] += 1
+        if not queued:
+            if not self._closed:
+                self._warn.warning("full", "moe-metricsd: queue full, dropping decisions (is %s up?)", sender.url)
+            _notify(on_done, "dropped")
+        return queued
 
     @property
     def stats(self) -> ClientStats:
@@ -320,7 +361,7 @@ class MetricsClient:
         return True
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Sends what is queued (waiting at most ``timeout`` seconds) and stops the thread.
+        """Sends what is queued (waiting at most ``timeout`` seconds) and stops the threads.
 
         Decisions still queued after the timeout are counted as dropped. Returns True when
         everything queued was handled in time.
@@ -330,17 +371,20 @@ class MetricsClient:
                 return self._outstanding == 0
             self._closed = True
         done = self.flush(timeout)
-        self._closing.set()
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:
-            pass
-        self._thread.join(max(0.0, min(timeout, 1.0)) if not done else timeout)
+        for sender in self._senders:
+            sender.stop()
+        for sender in self._senders:
+            sender.join(max(0.0, min(timeout, 1.0)) if not done else timeout)
+        abandoned: List[Any] = []
+        for sender in self._senders:
+            abandoned.extend(sender.drain())
         with self._lock:
             if self._outstanding:
                 self._counts["dropped"] += self._outstanding
                 self._outstanding = 0
                 self._idle.notify_all()
+        for _, on_done in abandoned:
+            _notify(on_done, "dropped")
         atexit.unregister(self._atexit)
         return done
 
@@ -353,19 +397,90 @@ class MetricsClient:
     def _atexit(self) -> None:
         self.close(timeout=2.0)
 
-    # The sender thread.
+    # Shared bookkeeping of the sender threads.
 
     def _bump(self, key: str, n: int = 1) -> None:
         with self._lock:
             self._counts[key] += n
 
-    def _finish(self, n: int, outcome: Optional[str]) -> None:
+    def _finish(self, items: Sequence[Any], outcome: str) -> None:
         with self._idle:
-            if outcome is not None:
-                self._counts[outcome] += n
-            self._outstanding = max(0, self._outstanding - n)
+            self._counts[outcome] += len(items)
+            self._outstanding = max(0, self._outstanding - len(items))
             if self._outstanding == 0:
                 self._idle.notify_all()
+        for _, on_done in items:
+            _notify(on_done, outcome)
+
+
+def _notify(on_done: Optional[Done], outcome: str) -> None:
+    if on_done is None:
+        return
+    try:
+        on_done(outcome)
+    except Exception as error:  # noqa: BLE001 - a caller's callback must not stop a sender
+        log.warning("moe-metricsd: on_done callback failed: %r", error)
+
+
+class _Sender:
+    """One daemon's queue, thread and keep-alive connection."""
+
+    def __init__(self, client: MetricsClient, url: str, *, authorization: Optional[str], max_queue: int,
+                 max_batch: int, linger: float, ndjson: bool, timeout: float, max_retries: int,
+                 backoff_initial: float, backoff_max: float) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"url must be http://host:port or https://host:port, got {url!r}")
+        self.url = url
+        self._client = client
+        self._warn = client._warn
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._path = parsed.path.rstrip("/") + "/v1/decisions"
+        self._authorization = authorization
+        self._max_batch = max_batch
+        self._linger = linger
+        self._ndjson = ndjson
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max_queue)
+        self._closing = threading.Event()
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._thread = threading.Thread(target=self._run, name="moe-metricsd-client", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, item: Any) -> bool:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self._closing.set()
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:
+            pass
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def drain(self) -> List[Any]:
+        """What is still queued once the thread has stopped (or given up on): never sent."""
+        items = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not _STOP:
+                items.append(item)
 
     def _run(self) -> None:
         while True:
@@ -392,10 +507,10 @@ class MetricsClient:
             except Exception as error:  # noqa: BLE001 - keep the sender alive whatever happens
                 self._warn.warning("internal", "moe-metricsd: sender error: %r", error)
 
-    def _deliver(self, batch: List[Dict[str, Any]]) -> None:
+    def _deliver(self, batch: List[Any]) -> None:
         """Sends a batch, splitting it when the daemon refuses it as a whole."""
         try:
-            body = self._encode(batch)
+            body = self._encode([decision for decision, _ in batch])
         except (TypeError, ValueError) as error:
             if len(batch) > 1:
                 half = len(batch) // 2
@@ -403,13 +518,13 @@ class MetricsClient:
                 self._deliver(batch[half:])
             else:
                 self._warn.warning("encode", "moe-metricsd: cannot encode decision: %s", error)
-                self._finish(1, "invalid")
+                self._client._finish(batch, "invalid")
             return
         status, reply = self._post(body)
         if status is None:
-            self._finish(len(batch), "dropped")
+            self._client._finish(batch, "dropped")
         elif 200 <= status < 300:
-            self._finish(len(batch), "sent")
+            self._client._finish(batch, "sent")
         elif status in _SPLITTABLE and len(batch) > 1:
             half = len(batch) // 2
             self._deliver(batch[:half])
@@ -421,7 +536,7 @@ class MetricsClient:
                         if self._authorization is None else " (the daemon refused the token given)")
             self._warn.warning(f"status{status}", "moe-metricsd: daemon refused a decision (%d): %s%s",
                                status, reply[:300], hint)
-            self._finish(len(batch), "rejected" if status < 500 else "dropped")
+            self._client._finish(batch, "rejected" if status < 500 else "dropped")
 
     def _encode(self, batch: Sequence[Dict[str, Any]]) -> bytes:
         # allow_nan=False: a NaN that slipped through would be invalid JSON; it raises instead.
@@ -456,7 +571,7 @@ class MetricsClient:
             retry_after: Optional[float] = None
             reused = self._conn is not None
             try:
-                self._bump("requests")
+                self._client._bump("requests")
                 conn = self._connection()
                 try:
                     conn.request("POST", self._path, body=body, headers=headers)
@@ -483,15 +598,15 @@ class MetricsClient:
                 outcome = repr(error)
             if attempt >= self._max_retries or (self._closing.is_set() and attempt > 0):
                 self._warn.warning("giveup", "moe-metricsd: giving up on %s after %d attempts: %s",
-                                   self._path, attempt + 1, outcome)
+                                   self.url, attempt + 1, outcome)
                 return None, outcome
             delay = min(self._backoff_max, self._backoff_initial * (2 ** attempt))
             delay *= random.uniform(0.5, 1.0)
             if retry_after is not None:
                 delay = min(self._backoff_max, max(delay, retry_after))
             attempt += 1
-            self._bump("retries")
-            self._warn.warning("retry", "moe-metricsd: %s; retrying in %.2fs", outcome, delay)
+            self._client._bump("retries")
+            self._warn.warning("retry", "moe-metricsd: %s: %s; retrying in %.2fs", self.url, outcome, delay)
             self._closing.wait(delay)
 
 

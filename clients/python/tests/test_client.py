@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from moe_metricsd_client import MetricsClient, make_decision
+from conftest import StubServer
+from moe_metricsd_client import MetricsClient, make_decision, shard_index
 
 
 class FakeTensor:
@@ -223,3 +224,62 @@ def test_a_keep_alive_connection_closed_by_the_server_is_reopened_without_retry(
     client.close()
     assert [d["step"] for d in stub.all_decisions()] == [0, 1, 2]
     assert client.stats.sent == 3 and client.stats.retries == 0 and client.stats.dropped == 0
+
+
+def test_shard_index_is_fnv1a_64_of_the_utf8_name_modulo_the_daemons():
+    # FNV-1a 64-bit reference values (the offset basis for "", and the published test vectors).
+    assert shard_index("", 1 << 64) == 0xCBF29CE484222325
+    assert shard_index("a", 1 << 64) == 0xAF63DC4C8601EC8C
+    assert shard_index("foobar", 1 << 64) == 0x85944171F73967E8
+    assert shard_index("foobar", 3) == 0x85944171F73967E8 % 3
+    # An integer layer is its decimal name.
+    assert shard_index(7, 5) == shard_index("7", 5)
+    assert {shard_index(f"model.layers.{i}.mlp.gate", 2) for i in range(16)} == {0, 1}
+
+
+def test_several_urls_split_each_batch_by_layer(stub):
+    other = StubServer()
+    try:
+        client = fast_client([stub.url, other.url], linger=0.5)
+        layers = [f"model.layers.{i}.mlp.gate" for i in range(12)]
+        for name in layers:
+            assert client.record(name, [1, 1], total_tokens=2, step=3)
+        assert client.flush(10)
+        client.close()
+        assert client.urls == [stub.url, other.url]
+        for index, server in enumerate((stub, other)):
+            got = [d["layer"] for d in server.all_decisions()]
+            assert sorted(got) == sorted(n for n in layers if shard_index(n, 2) == index)
+            assert len(server.requests) == 1  # one request per daemon for the step
+        assert client.stats.sent == 12
+    finally:
+        other.close()
+
+
+def test_a_comma_separated_string_names_several_daemons(stub):
+    client = fast_client(stub.url + ", " + stub.url)
+    assert client.urls == [stub.url, stub.url]
+    client.close()
+    with pytest.raises(ValueError):
+        MetricsClient(" , ")
+
+
+def test_on_done_reports_how_each_decision_ended(stub):
+    stub.responder = lambda r: ((409, '{"error":"conflict"}') if any(d["layer"] == "bad" for d in r.decisions())
+                                else (200, "{}"))
+    outcomes = {}
+    client = fast_client(stub.url, linger=0.2)
+    for name in ("a", "bad", "b"):
+        client.record(name, [1, 1], total_tokens=2, on_done=lambda o, n=name: outcomes.__setitem__(n, o))
+    client.record("c", [1, -1], total_tokens=2, on_done=lambda o: outcomes.__setitem__("c", o))
+    client.close()
+    assert client.record("d", [1], total_tokens=1, on_done=lambda o: outcomes.__setitem__("d", o)) is False
+    assert outcomes == {"a": "sent", "b": "sent", "bad": "rejected", "c": "invalid", "d": "dropped"}
+
+
+def test_expert_demand_is_sent_only_when_given_and_checked():
+    assert "expert_demand" not in make_decision(0, [2, 1], total_tokens=3)
+    assert make_decision(0, [2, 1], total_tokens=3, expert_demand=FakeTensor([4, 1]))["expert_demand"] == [4, 1]
+    for bad in ([1, 1], [4], [4, 1, 0], [4, -1], "ab"):
+        with pytest.raises(ValueError):
+            make_decision(0, [2, 1], total_tokens=3, expert_demand=bad)

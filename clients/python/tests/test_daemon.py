@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-from moe_metricsd_client import MetricsClient
+from conftest import Daemon, daemon_binary
+from moe_metricsd_client import MetricsClient, shard_index
 
 
 class FakeTensor:
@@ -125,3 +126,41 @@ def test_a_guarded_daemon_takes_the_token_from_the_client_or_the_environment(tmp
         assert guarded.get_json("/v1/layers/guarded.l")["expert_token_counts"] == [2, 2]
     finally:
         guarded.stop()
+
+
+def test_two_daemons_each_hold_their_layers_from_every_worker():
+    daemons = [Daemon(daemon_binary()), Daemon(daemon_binary())]
+    try:
+        layers = [f"shard.{i}" for i in range(10)]
+        owner = {name: shard_index(name, 2) for name in layers}
+        assert set(owner.values()) == {0, 1}, "the names should spread over both daemons"
+        urls = [d.url for d in daemons]
+        workers = [MetricsClient(urls, worker=f"rank{r}", linger=0.1) for r in range(2)]
+        for step in range(3):
+            for rank, client in enumerate(workers):
+                for i, name in enumerate(layers):
+                    client.record(name, [rank + 1, i, step], total_tokens=20, step=step)
+        for client in workers:
+            assert client.close(20)
+            assert client.stats.sent == 30 and client.stats.rejected == 0 and client.stats.dropped == 0
+        for index, daemon in enumerate(daemons):
+            held = sorted(layer["layer"] for layer in daemon.get_json("/v1/layers")["layers"])
+            assert held == sorted(n for n in layers if owner[n] == index)
+        for i, name in enumerate(layers):
+            s = daemons[owner[name]].get_json("/v1/layers/" + name)
+            assert s["expert_token_counts"] == [3 * (1 + 2), 6 * i, 2 * (0 + 1 + 2)]
+            assert [w["worker"] for w in s["workers"]["list"]] == ["rank0", "rank1"]
+            assert [w["decisions"] for w in s["workers"]["list"]] == [3, 3]
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+def test_the_daemon_counts_expert_demand_as_sent(daemon):
+    client = MetricsClient(daemon.url, linger=0.05)
+    assert client.record("py.demand", [3, 1], total_tokens=4, top_k=1, expert_demand=[4, 1], step=0)
+    assert client.close(10)
+    assert client.stats.sent == 1 and client.stats.rejected == 0
+    s = summary(daemon, "py.demand")
+    assert s["expert_token_counts"] == [3, 1]
+    assert s["expert_demand"] == [4, 1] and s["expert_overflow"] == [1, 0]
