@@ -134,8 +134,9 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     /// `Authorization` fields, 403 for a cross-origin browser write, 401 without the token.
     @inline(__always)
     private func admission(_ request: HTTPRequest, route: Route, settings current: Settings) -> HTTPResponse? {
-        let isWrite = request.method != "GET" && request.method != "HEAD"
-        if isWrite, let refusal = crossOriginRefusal(request, route: route) { return refusal }
+        // GET, HEAD and OPTIONS are safe methods (RFC 9110 section 9.2.1), as Go's check counts them.
+        let isSafe = request.method == "GET" || request.method == "HEAD" || request.method == "OPTIONS"
+        if !isSafe, let refusal = crossOriginRefusal(request, route: route) { return refusal }
         // Without a token every request may proceed, so the common case makes no call.
         guard current.authToken != nil else { return nil }
         return authorize(request, route: route, settings: current)

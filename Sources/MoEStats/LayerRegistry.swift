@@ -281,11 +281,6 @@ public final class LayerRegistry: Sendable {
         return copies
     }
 
-    /// Every layer's engine, sorted by name.
-    func sortedEngines() -> [LayerStatistics] {
-        state.withLock { s in s.layers.values.sorted { $0.name < $1.name } }
-    }
-
     /// Replaces every layer at once (a restore): readers see either the old layers or the new.
     func replaceLayers(with engines: [LayerStatistics]) {
         var layers = [String: LayerStatistics](minimumCapacity: engines.count)
