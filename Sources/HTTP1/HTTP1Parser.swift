@@ -20,8 +20,9 @@ public struct HTTP1Parser {
         /// A whole request, with whether the connection may carry another one (RFC 9112 section 9.3).
         case request(HTTPRequest, keepAlive: Bool)
         /// The client sent `Expect: 100-continue` and waits for an interim 100 before the body
-        /// (RFC 9110 section 10.1.1).
-        case continueExpected
+        /// (RFC 9110 section 10.1.1); the request so far, without its body, so that the server
+        /// can refuse it before the body is sent.
+        case continueExpected(head: HTTPRequest)
         /// The request is refused; the parser takes no more input.
         case failure(HTTP1ParseError)
     }
@@ -534,7 +535,7 @@ public struct HTTP1Parser {
         case .expect: expect = value
         case .connection:
             for token in value.split(separator: ",") {
-                let t = token.trimmingSpaces().lowercased()
+                let t = token.trimmingSpaces().asciiLowercased()
                 if t == "close" { connectionClose = true } else if t == "keep-alive" { connectionKeepAlive = true }
             }
         case .contentType, .other: break
@@ -561,7 +562,7 @@ public struct HTTP1Parser {
             if contentLengthCount > 0 { return fail(.badRequest("both Content-Length and Transfer-Encoding")) }
             if version == .http1_0 { return fail(.badRequest("Transfer-Encoding in an HTTP/1.0 request")) }
             let codings = transferEncodings.flatMap { $0.split(separator: ",") }
-                .map { $0.trimmingSpaces().lowercased() }
+                .map { $0.trimmingSpaces().asciiLowercased() }
             if codings.contains(where: { $0.isEmpty }) { return fail(.badRequest("empty transfer coding")) }
             // RFC 9112 section 6.1: an unknown transfer coding gets 501.
             if let unknown = codings.first(where: { $0 != "chunked" }) {
@@ -605,13 +606,16 @@ public struct HTTP1Parser {
         }
         if let expect {
             // RFC 9110 section 10.1.1: 100-continue is the only expectation defined; others get 417.
-            guard expect.trimmingSpaces().lowercased() == "100-continue" else {
+            guard expect.trimmingSpaces().asciiLowercased() == "100-continue" else {
                 return fail(HTTP1ParseError(status: 417, "unsupported expectation"))
             }
             // A 1.0 client does not understand 100 (RFC 9110 section 10.1.1); a client that
             // already sent body bytes is not waiting for it.
             if bodyExpected && version == .http1_1 && start == buffer.count {
-                return .continueExpected
+                return .continueExpected(
+                    head: HTTPRequest(
+                        method: method, path: path, query: query, version: version,
+                        headers: HTTPHeaders(lowercasedFields: fields)))
             }
         }
         if case .fixedBody(0) = state { return complete() }

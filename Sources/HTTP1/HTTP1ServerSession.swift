@@ -22,6 +22,8 @@ public final class HTTP1ServerSession: ConnectionSession {
     @exclusivity(unchecked) private var phase: HTTP1Parser.Phase = .idle
     /// When the current phase's timer started (monotonic nanoseconds).
     @exclusivity(unchecked) private var anchor: UInt64
+    /// When the current request's body began (the end of its header section).
+    @exclusivity(unchecked) private var bodyStart: UInt64 = 0
     @exclusivity(unchecked) private var shuttingDown = false
     @exclusivity(unchecked) private var finished = false
     #if DEBUG
@@ -65,7 +67,11 @@ public final class HTTP1ServerSession: ConnectionSession {
         switch phase {
         case .idle: return monotonicDeadline(after: limits.idleTimeoutSeconds, from: anchor)
         case .head: return monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body: return monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .body:
+            // The pause between body bytes, and the body as a whole: each read moves the first.
+            return min(
+                monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor),
+                monotonicDeadline(after: limits.bodyDeadlineSeconds, from: bodyStart))
         case .failed: return nil
         }
     }
@@ -112,23 +118,59 @@ public final class HTTP1ServerSession: ConnectionSession {
     /// of tiny pipelined requests could demand thousands of large responses at once.
     public static let outputHighWaterBytes = 1 << 20
 
+    /// A connection's turn: after this many requests answered in one call, the rest wait in the
+    /// parser's buffer for the transport's next pass over its connections, so one client
+    /// pipelining requests cannot keep its event loop (and every other connection on it) busy.
+    public static let requestsPerTurn = 16
+
+    /// Also the end of a turn: this many bytes of response bodies rendered in one call, HEAD
+    /// bodies included though they are not sent (RFC 9110 section 9.3.2), since rendering them
+    /// costs as much as for GET.
+    public static let renderedBytesPerTurn = 256 * 1024
+
+    /// Also the end of a turn: 1 ms of answering pipelined requests after the first (timed on
+    /// the real clock, whatever clock the caller passes).
+    public static let turnNanoseconds: UInt64 = 1_000_000
+
     @exclusivity(unchecked) public private(set) var hasBufferedInput = false
 
     private func process(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         var completed = false
         hasBufferedInput = false
+        var answered = 0
+        var rendered = 0
+        var turnOver = false
+        var turnStart: UInt64? = nil
         while true {
-            if output.count >= Self.outputHighWaterBytes {
+            if output.count >= Self.outputHighWaterBytes || answered >= Self.requestsPerTurn
+                || rendered >= Self.renderedBytesPerTurn || turnOver
+            {
                 hasBufferedInput = parser.bufferedByteCount > 0
                 break
             }
             guard let event = parser.next() else { break }
             switch event {
-            case .continueExpected:
+            case .continueExpected(let head):
+                // A request refused whatever its body (no valid token) is refused now, before
+                // the client sends the body (RFC 9110 section 10.1.1); the unsent body would
+                // misframe the connection, so it closes.
+                if let refusal = handler.precheck(head) {
+                    HTTP1ResponseEncoder.encode(
+                        refusal, requestVersion: head.version, keepAlive: false, date: dates.current, into: &output)
+                    finished = true
+                    return .closeAfterWrite
+                }
                 output.append(contentsOf: HTTP1ResponseEncoder.continueResponse)
             case .request(let request, let keepAlive):
                 completed = true
                 let response = handler.handle(request)
+                answered += 1
+                rendered += response.body.count
+                // The clock is read only when pipelined input waits: not for the usual lone request.
+                if parser.bufferedByteCount > 0 {
+                    let t = monotonicNanoseconds()
+                    if let turnStart { turnOver = t &- turnStart >= Self.turnNanoseconds } else { turnStart = t }
+                }
                 let keep = keepAlive && !shuttingDown
                 HTTP1ResponseEncoder.encode(
                     response, requestVersion: request.version, headOnly: request.method == "HEAD",
@@ -144,6 +186,7 @@ public final class HTTP1ServerSession: ConnectionSession {
             }
         }
         let newPhase = parser.phase
+        if newPhase == .body && (phase != .body || completed) { bodyStart = now }
         if completed || newPhase != phase || newPhase == .body { anchor = now }
         phase = newPhase
         return .keepOpen

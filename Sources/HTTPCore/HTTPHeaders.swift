@@ -8,15 +8,15 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
     public private(set) var fields: [Field]
 
     public init() { fields = [] }
-    public init(_ fields: [Field]) { self.fields = fields.map { ($0.name.lowercased(), $0.value) } }
+    public init(_ fields: [Field]) { self.fields = fields.map { ($0.name.asciiLowercased(), $0.value) } }
     /// Fields whose names are already lower-case, as a protocol parser produces them while it
     /// validates each name, so they are not folded a second time on the request path.
     public init(lowercasedFields fields: [Field]) {
-        assert(fields.allSatisfy { $0.name == $0.name.lowercased() }, "field names must be lower-case")
+        assert(fields.allSatisfy { $0.name == $0.name.asciiLowercased() }, "field names must be lower-case")
         self.fields = fields
     }
     public init(dictionaryLiteral elements: (String, String)...) {
-        fields = elements.map { ($0.0.lowercased(), $0.1) }
+        fields = elements.map { ($0.0.asciiLowercased(), $0.1) }
     }
 
     public var count: Int { fields.count }
@@ -47,20 +47,20 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
         return nil
     }
 
-    static func folded(_ name: String) -> String { name.lowercased() }
+    static func folded(_ name: String) -> String { name.asciiLowercased() }
 
     /// Appends a field; `name` must be a valid token (it is lower-cased here).
-    public mutating func add(_ name: String, _ value: String) { fields.append((name.lowercased(), value)) }
+    public mutating func add(_ name: String, _ value: String) { fields.append((name.asciiLowercased(), value)) }
 
     /// Replaces every field called `name` with one field.
     public mutating func set(_ name: String, _ value: String) {
-        let key = name.lowercased()
+        let key = name.asciiLowercased()
         fields.removeAll { $0.name == key }
         fields.append((key, value))
     }
 
     public mutating func remove(_ name: String) {
-        let key = name.lowercased()
+        let key = name.asciiLowercased()
         fields.removeAll { $0.name == key }
     }
 }

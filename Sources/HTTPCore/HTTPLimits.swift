@@ -16,6 +16,9 @@ public struct HTTPLimits: Sendable, Equatable {
     public var headerTimeoutSeconds: Double = 10
     /// Time allowed between body bytes of a request (each read resets it); past it, 408.
     public var bodyTimeoutSeconds: Double = 30
+    /// Time allowed to receive a whole request body, however steadily it trickles in (a byte
+    /// per `bodyTimeoutSeconds` would otherwise hold the connection forever); past it, 408.
+    public var bodyDeadlineSeconds: Double = 300
     /// Time an idle keep-alive connection is kept before it is closed.
     public var idleTimeoutSeconds: Double = 60
     /// Most concurrent connections; past it, new ones get 503 with Retry-After and are closed.

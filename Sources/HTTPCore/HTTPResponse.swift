@@ -85,6 +85,11 @@ public protocol HTTPHandler: Sendable {
     /// `Retry-After` past the connection cap, RFC 9110 section 15.6.4). No request was refused,
     /// so there is nothing to count; the server asks once, when it is built.
     func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse
+
+    /// The final answer to a request whose client waits for `100 Continue` before sending the
+    /// body, when the head alone decides it (a missing token); nil to let the body come.
+    /// Called on the connection's thread; must not block.
+    func precheck(_ head: HTTPRequest) -> HTTPResponse?
 }
 
 extension HTTPHandler {
@@ -92,6 +97,9 @@ extension HTTPHandler {
     public func refusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {
         .plainText(status, message, headers: headers)
     }
+
+    /// Handlers that decide only on whole requests let every body come.
+    public func precheck(_ head: HTTPRequest) -> HTTPResponse? { nil }
 
     /// Handlers with no error format of their own answer with the plain-text message.
     public func connectionRefusal(status: Int, message: String, headers: HTTPHeaders) -> HTTPResponse {

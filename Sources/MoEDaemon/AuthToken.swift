@@ -1,4 +1,5 @@
 import Foundation
+import HTTPCore
 
 /// The bearer token that guards writes (RFC 6750), and its comparison.
 ///
@@ -24,6 +25,9 @@ public struct AuthToken: Sendable, Equatable {
             guard let token = AuthToken(value) else {
                 throw ConfigurationError("auth token: \(environmentVariable) is set but empty")
             }
+            if let problem = token.unmatchable {
+                throw ConfigurationError("auth token: \(environmentVariable): the token \(problem)")
+            }
             return token
         }
         guard !c.authTokenFile.isEmpty else { return nil }
@@ -36,7 +40,20 @@ public struct AuthToken: Sendable, Equatable {
         guard let token = AuthToken(text) else {
             throw ConfigurationError("auth_token_file: \(c.authTokenFile) is empty")
         }
+        if let problem = token.unmatchable {
+            throw ConfigurationError("auth_token_file: \(c.authTokenFile): the token \(problem)")
+        }
         return token
+    }
+
+    /// Why no request could ever carry this token, or nil: a field value holds no control
+    /// character but HTAB (RFC 9110 section 5.5), so a token with a line break or a NUL inside
+    /// (a file of two lines, a binary file) would refuse every write without saying why.
+    var unmatchable: String? {
+        if bytes.contains(0) { return "contains a NUL byte" }
+        if bytes.contains(where: { $0 == 0x0A || $0 == 0x0D }) { return "contains a line break" }
+        if bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) { return "contains a control character" }
+        return nil
     }
 
     /// Whether an `Authorization` header carries this token as `Bearer <token>`.
@@ -47,7 +64,7 @@ public struct AuthToken: Sendable, Equatable {
         guard let authorization else { return false }
         let parts = authorization.trimmingWhitespace().split(
             separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+        guard parts.count == 2, parts[0].asciiLowercased() == "bearer" else { return false }
         return Self.constantTimeEqual(Array(String(parts[1]).trimmingWhitespace().utf8), bytes)
     }
 

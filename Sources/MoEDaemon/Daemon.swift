@@ -37,6 +37,8 @@ public enum Daemon {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
 
+        var configuration = configuration
+        configuration.http.maxConnections = fitConnections(configuration, logger: logger)
         let connections = Mutex<(@Sendable () -> Int)?>(nil)
         let router = DaemonRouter(
             configuration: configuration, version: BuildInfo.version, logger: logger,
@@ -62,6 +64,9 @@ public enum Daemon {
             } catch {
                 logger.critical("\(error.description)")
                 return 2
+            }
+            for leftover in file.removeLeftoverTemporaries() {
+                logger.warning("removed \(leftover), left by a save that was interrupted")
             }
             guard restore(from: file, into: router, discardCorrupt: discardCorruptState, logger: logger) else {
                 return 2
@@ -114,6 +119,22 @@ public enum Daemon {
 }
 
 extension Daemon {
+    /// `http.max_connections`, or fewer when the open-file limit cannot hold that many (after
+    /// raising its soft value to the hard one), with a warning that says what to raise.
+    static func fitConnections(_ c: DaemonConfiguration, logger: Logger) -> Int {
+        let requested = c.http.maxConnections
+        guard let soft = FileDescriptorLimit.raiseSoftLimit() else { return requested }
+        let loops = c.eventLoops > 0 ? c.eventLoops : HTTPServerConfiguration().eventLoops
+        let cap = FileDescriptorLimit.fittingCap(
+            requested: requested, softLimit: soft, eventLoops: loops, listeners: c.listen.count)
+        if cap < requested {
+            logger.warning(
+                "http.max_connections \(requested) does not fit the open-file limit of \(soft) (ulimit -n, LimitNOFILE=); serving at most \(cap) connections, 503 past them"
+            )
+        }
+        return cap
+    }
+
     /// Reads the configuration again and applies what can change without dropping a connection
     /// or a statistic: HTTP limits (for connections accepted from now on), decoder limits,
     /// per-expert series, caps and defaults of the engine, the log level. An invalid new
@@ -122,9 +143,10 @@ extension Daemon {
         _ old: DaemonConfiguration, sources: ConfigurationSources, server: HTTPServer,
         router: DaemonRouter, logLevel: LineLogHandler.LevelControl, logger: Logger
     ) -> DaemonConfiguration {
-        let new: DaemonConfiguration
+        var new: DaemonConfiguration
         do {
             new = try DaemonConfiguration.load(sources)
+            new.http.maxConnections = fitConnections(new, logger: logger)
         } catch {
             logger.error("SIGHUP: new configuration refused, keeping the running one: \(error.message)")
             return old

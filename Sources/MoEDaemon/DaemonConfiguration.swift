@@ -115,6 +115,7 @@ extension DaemonConfiguration {
         try positive("http.max_body_bytes", http.maxBodyBytes)
         try positive("http.header_timeout_seconds", http.headerTimeoutSeconds)
         try positive("http.body_timeout_seconds", http.bodyTimeoutSeconds)
+        try positive("http.body_deadline_seconds", http.bodyDeadlineSeconds)
         try positive("http.idle_timeout_seconds", http.idleTimeoutSeconds)
         try positive("http.max_connections", http.maxConnections)
         try positive("http.max_concurrent_streams", http.maxConcurrentStreams)

@@ -21,7 +21,7 @@ public final class DaemonCounters: Sendable {
     /// Every reason the router can give, exposed at 0 from the start so that `rate()` and
     /// `increase()` see the first rejection (Prometheus: "avoid missing metrics").
     public static let reasons = [
-        "conflict", "invalid", "malformed", "too_large", "too_many_experts",
+        "conflict", "cross_origin", "invalid", "malformed", "too_large", "too_many_experts",
         "too_many_layers", "unauthorized", "unsupported_media_type",
     ]
 
@@ -32,7 +32,7 @@ public final class DaemonCounters: Sendable {
     /// The status codes with a column in the table: every status the router or the HTTP layer
     /// answers a request with.
     static let codes: [Int] = [
-        200, 400, 401, 404, 405, 408, 409, 413, 414, 415, 417, 422, 431, 500, 501, 503, 505, 507,
+        200, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 417, 422, 431, 500, 501, 503, 505, 507,
     ]
 
     /// The column of `code`, or nil for a status outside the table (a switch: this runs on
@@ -42,21 +42,22 @@ public final class DaemonCounters: Sendable {
         case 200: 0
         case 400: 1
         case 401: 2
-        case 404: 3
-        case 405: 4
-        case 408: 5
-        case 409: 6
-        case 413: 7
-        case 414: 8
-        case 415: 9
-        case 417: 10
-        case 422: 11
-        case 431: 12
-        case 500: 13
-        case 501: 14
-        case 503: 15
-        case 505: 16
-        case 507: 17
+        case 403: 3
+        case 404: 4
+        case 405: 5
+        case 408: 6
+        case 409: 7
+        case 413: 8
+        case 414: 9
+        case 415: 10
+        case 417: 11
+        case 422: 12
+        case 431: 13
+        case 500: 14
+        case 501: 15
+        case 503: 16
+        case 505: 17
+        case 507: 18
         default: nil
         }
     }

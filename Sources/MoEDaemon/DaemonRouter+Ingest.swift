@@ -150,7 +150,7 @@ extension DaemonRouter {
 
     /// The general parse of a Content-Type value: type, then `charset` parameters.
     static func parsedBodyFormat(_ contentType: String) -> DecisionDecoder.Format? {
-        let parts = contentType.split(separator: ";").map { String($0).trimmingWhitespace().lowercased() }
+        let parts = contentType.split(separator: ";").map { String($0).trimmingWhitespace().asciiLowercased() }
         for p in parts.dropFirst() where p.hasPrefix("charset=") {
             let charset = p.dropFirst("charset=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
             if charset != "utf-8" && charset != "utf8" && charset != "us-ascii" { return nil }
@@ -171,7 +171,7 @@ extension DaemonRouter {
 
     static func bodyCoding(_ fieldValues: [String]) -> BodyCoding {
         let codings = fieldValues.flatMap { $0.split(separator: ",") }
-            .map { String($0).trimmingWhitespace().lowercased() }
+            .map { String($0).trimmingWhitespace().asciiLowercased() }
             .filter { !$0.isEmpty && $0 != "identity" }
         if codings.isEmpty { return .identity }
         if codings.count == 1, codings[0] == "gzip" || codings[0] == "x-gzip" { return .gzip }

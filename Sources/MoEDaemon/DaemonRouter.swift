@@ -107,8 +107,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             response = Self.notFound(request)
         } else {
             let route = table.routes[row]
-            // Without a token every request may proceed, so the common case makes no call.
-            if current.authToken != nil, let refusal = authorize(request, route: route, settings: current) {
+            if let refusal = admission(request, route: route, settings: current) {
                 response = refusal
             } else if let handler = route.handler(for: request.method) {
                 response = handler(self, request, layer ?? "", current)
@@ -120,6 +119,65 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         }
         counters.recordRequest(routeIndex: row, code: response.status)
         return response
+    }
+
+    /// A request whose body has not been sent yet (`Expect: 100-continue`): the refusal it would
+    /// get whatever its body (401, 403, 400 for its credentials or origin), so that the client
+    /// learns it before sending the body (RFC 9110 section 10.1.1); nil to ask for the body.
+    /// Counted like any answered request.
+    public func precheck(_ head: HTTPRequest) -> HTTPResponse? {
+        let table = Self.routes
+        let (row, _) = table.match(head.path)
+        guard row != table.unmatchedRow else { return nil }
+        let current = settings.withLock { $0 }
+        guard let refusal = admission(head, route: table.routes[row], settings: current) else { return nil }
+        counters.recordRequest(routeIndex: row, code: refusal.status)
+        return refusal
+    }
+
+    /// Nil when the request may reach its handler; otherwise its refusal: 400 for two
+    /// `Authorization` fields, 403 for a cross-origin browser write, 401 without the token.
+    @inline(__always)
+    private func admission(_ request: HTTPRequest, route: Route, settings current: Settings) -> HTTPResponse? {
+        // GET, HEAD and OPTIONS are safe methods (RFC 9110 section 9.2.1), as Go's check counts them.
+        let isSafe = request.method == "GET" || request.method == "HEAD" || request.method == "OPTIONS"
+        if !isSafe, let refusal = crossOriginRefusal(request, route: route) { return refusal }
+        // Without a token every request may proceed, so the common case makes no call.
+        guard current.authToken != nil else { return nil }
+        return authorize(request, route: route, settings: current)
+    }
+
+    /// A 403 for a write a browser sends on behalf of a page of another origin, nil otherwise,
+    /// by the rules of Go's `http.CrossOriginProtection`: `Sec-Fetch-Site` when the browser sends
+    /// it (same-origin, or none for a user's own navigation, may write), else `Origin` compared
+    /// with `Host`; a request with neither is not from a browser (curl, workers) and may write.
+    /// A page can POST a body without a preflight (`mode: "no-cors"`), so CORS alone does not
+    /// stop it; the dashboard's own requests are same-origin.
+    private func crossOriginRefusal(_ request: HTTPRequest, route: Route) -> HTTPResponse? {
+        if let site = request.headers.value(lowercasedName: "sec-fetch-site") {
+            let s = site.trimmingWhitespace().asciiLowercased()
+            if s == "same-origin" || s == "none" { return nil }
+        } else if let origin = request.headers.value(lowercasedName: "origin") {
+            if let host = request.headers.value(lowercasedName: "host"), Self.origin(origin, matchesHost: host) {
+                return nil
+            }
+        } else {
+            return nil
+        }
+        if route.ingests { counters.recordRejection(reason: "cross_origin") }
+        logger.debug(
+            "refused: cross-origin browser write", metadata: ["path": "\(request.path)", "method": "\(request.method)"])
+        return .error(403, "cross-origin writes from a browser are refused")
+    }
+
+    /// Whether an `Origin` (RFC 6454 section 7: scheme "://" host [":" port], or "null") names
+    /// the host and port the request was sent to. Host names compare without case, in ASCII.
+    static func origin(_ origin: String, matchesHost host: String) -> Bool {
+        let o = origin.trimmingWhitespace()
+        guard let separator = o.range(of: "://") else { return false }
+        let authority = o[separator.upperBound...]
+        guard !authority.isEmpty, !authority.contains("/") else { return false }
+        return authority.asciiLowercased() == host.trimmingWhitespace().asciiLowercased()
     }
 
     /// A request the protocol layer refused before routing (400, 408, 413, 414, 431, 501, 505):
@@ -152,7 +210,14 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         case .openReads: if !isWrite { return nil }
         case .token: if !isWrite && !current.authReads { return nil }
         }
-        if token.accepts(authorization: request.headers["authorization"]) { return nil }
+        let credentials = request.headers.values("authorization")
+        // Authorization is a singleton field (RFC 9110 section 11.6.2): two of them are
+        // ambiguous, and which one a proxy in front of us checked is unknown.
+        if credentials.count > 1 {
+            if route.ingests { counters.recordRejection(reason: "malformed") }
+            return .error(400, "more than one Authorization header")
+        }
+        if token.accepts(authorization: credentials.first) { return nil }
         if route.ingests { counters.recordRejection(reason: "unauthorized") }
         logger.debug(
             "refused: no valid bearer token", metadata: ["path": "\(request.path)", "method": "\(request.method)"])

@@ -67,7 +67,7 @@ public enum DaemonSettings {
             help: "Least severe level logged: trace, debug, info, notice, warning, error, critical.",
             describe: { $0.logLevel.rawValue },
             apply: { c, v throws(ConfigurationError) in
-                guard case .string(let s) = v, let level = Logger.Level(rawValue: s.lowercased()) else {
+                guard case .string(let s) = v, let level = Logger.Level(rawValue: s.asciiLowercased()) else {
                     throw ConfigurationError(
                         "log_level: must be one of trace, debug, info, notice, warning, error, critical")
                 }
@@ -85,6 +85,9 @@ public enum DaemonSettings {
             "http.header_timeout_seconds", "Time to receive a request's headers once started; then 408.",
             \.http.headerTimeoutSeconds),
         double("http.body_timeout_seconds", "Longest pause between body bytes; then 408.", \.http.bodyTimeoutSeconds),
+        double(
+            "http.body_deadline_seconds", "Longest time to receive a whole request body; then 408.",
+            \.http.bodyDeadlineSeconds),
         double(
             "http.idle_timeout_seconds", "How long an idle keep-alive connection is kept.", \.http.idleTimeoutSeconds),
         int(

@@ -1,5 +1,6 @@
 import CZlib
 import Dispatch
+import HTTPCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -179,7 +180,7 @@ public enum Gzip {
         var gzipQ: Double?
         var starQ: Double?
         for item in acceptEncoding.split(separator: ",") {
-            let parts = item.split(separator: ";").map { String($0).trimmingWhitespace().lowercased() }
+            let parts = item.split(separator: ";").map { String($0).trimmingWhitespace().asciiLowercased() }
             guard let coding = parts.first else { continue }
             var q = 1.0
             for p in parts.dropFirst() where p.hasPrefix("q=") { q = Double(p.dropFirst(2)) ?? 0 }

@@ -1,3 +1,5 @@
+import HTTPCore
+
 /// The two exposition formats /metrics speaks.
 ///
 /// Prometheus' text format 0.0.4 is what every scraper understands; OpenMetrics 1.0 is what
@@ -22,7 +24,7 @@ public enum ExpositionFormat: Sendable, Equatable {
         var openMetricsQ = 0.0
         var textQ = 0.0
         for range in accept.split(separator: ",") {
-            let parts = range.split(separator: ";").map { String($0).trimmingWhitespace().lowercased() }
+            let parts = range.split(separator: ";").map { String($0).trimmingWhitespace().asciiLowercased() }
             guard let type = parts.first else { continue }
             var q = 1.0
             for p in parts.dropFirst() where p.hasPrefix("q=") {

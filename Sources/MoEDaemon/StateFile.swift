@@ -32,6 +32,26 @@ public struct StateFile: Sendable {
 
     private var temporary: String { "\(path).tmp-\(getpid())" }
 
+    /// Removes the temporary files of earlier saves that never reached their rename (the process
+    /// was killed mid-save): each would otherwise stay forever, as large as the state. Only
+    /// files named after this state file whose process is gone are removed, so a save in progress
+    /// of another live process is left alone. Returns the names removed.
+    @discardableResult
+    public func removeLeftoverTemporaries() -> [String] {
+        let prefix = (path as NSString).lastPathComponent + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix(prefix) {
+            let digits = name.dropFirst(prefix.count)
+            guard let pid = Int32(digits), !digits.isEmpty, digits.allSatisfy(\.isASCII) else { continue }
+            // kill(pid, 0) probes without signalling: ESRCH means no such process (kill(2)).
+            guard pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let full = directory + "/" + name
+            if unlink(full) == 0 { removed.append(full) }
+        }
+        return removed
+    }
+
     /// Proves at start that saves can succeed: the directory exists, is a directory, and a
     /// temporary file can be created in it (and is removed again). Without this check a daemon
     /// with a mistyped path would run for hours and lose everything at its first save.

@@ -13,18 +13,12 @@ extension LayerRegistry {
     /// for version 1, which drops the step history), layers in name order, workers in name order
     /// (the same state always gives the same bytes).
     ///
-    /// Each layer's lock is held only while its state is copied; the encoding happens after.
-    /// Like `snapshots()`, layers are copied one after another: a batch spanning several layers
-    /// that is applied during the export may be saved for some of them only, while every layer
-    /// on its own is saved whole (never half a batch). A layer created by a batch not yet
-    /// applied (no decision yet) is left out.
+    /// The states are copied under every layer's lock at once, as `snapshots()` copies them, so
+    /// a batch is saved for all its layers or for none; the encoding happens after the locks are
+    /// released. A layer created by a batch not yet applied (no decision yet) is left out.
     public func exportState(version: UInt32? = nil) -> [UInt8] {
-        var images = [LayerImage]()
-        for engine in sortedEngines() {
-            let image = engine.state.withLock { s -> LayerImage? in
-                s.totalRoutings > 0 ? LayerImage(name: engine.name, copying: s) : nil
-            }
-            if let image { images.append(image) }
+        let images = withEveryLayerLocked { engine, s, _ -> LayerImage? in
+            s.totalRoutings > 0 ? LayerImage(name: engine.name, copying: s) : nil
         }
         return Self.encodeState(images, version: version ?? StateFormat.version)
     }

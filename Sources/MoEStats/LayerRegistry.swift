@@ -229,24 +229,34 @@ public final class LayerRegistry: Sendable {
         return decisions.count
     }
 
-    /// Locks the engine of `order.first`, applies every decision of the run sharing that engine,
-    /// then recurses into the rest of `order` with the lock held: all locks are released only
-    /// after the last decision, as in `apply`.
+    /// Takes the lock of each engine as its run of `order` begins (ascending identity, so in the
+    /// global order), applies the run's decisions, and releases every lock only after the last
+    /// decision, as `apply` does. A loop, not one nested closure per layer: a batch may name
+    /// thousands of layers. Allocates nothing.
     private static func applyInOrder(
         _ order: ArraySlice<Int>, _ engines: [LayerStatistics],
         _ decisions: [RoutingDecision], _ configuration: StatsConfiguration,
         now: Double, maxWorkers: Int
     ) {
-        guard let head = order.first else { return }
-        let engine = engines[head]
-        engine.state.withLock { s in
-            var k = order.startIndex
-            while k < order.endIndex, engines[order[k]] === engine {
-                let d = decisions[order[k]]
-                s.record(d, capacity: capacity(of: d, configuration: configuration), now: now, maxWorkers: maxWorkers)
-                k += 1
+        var current: LayerStatistics? = nil
+        for k in order {
+            let engine = engines[k]
+            if engine !== current {
+                engine.state.lock()
+                current = engine
             }
-            applyInOrder(order[k...], engines, decisions, configuration, now: now, maxWorkers: maxWorkers)
+            let d = decisions[k]
+            engine.state.withLockHeld { s in
+                s.record(d, capacity: capacity(of: d, configuration: configuration), now: now, maxWorkers: maxWorkers)
+            }
+        }
+        current = nil
+        for k in order {
+            let engine = engines[k]
+            if engine !== current {
+                engine.state.unlock()
+                current = engine
+            }
         }
     }
 
@@ -266,15 +276,19 @@ public final class LayerRegistry: Sendable {
             defaultWindow: found.1.defaultWindow, expectedWorkers: found.1.expectedWorkers, now: now, ttl: workerTTL)
     }
 
-    /// Copies of every layer's statistics, sorted by layer name. Each layer is copied under its
-    /// own lock, one at a time.
+    /// Copies of every layer's statistics, sorted by layer name, all taken under every layer's
+    /// lock at once (`withEveryLayerLocked`): a batch is in every copy or in none. A layer with
+    /// no decision yet is left out. Worker lists are sorted after the locks are released.
+    /// `now` and `workerTTL` decide each layer's newest complete step (see `history`).
     public func snapshots(now: Double = 0, workerTTL: Double? = nil) -> [LayerSnapshot] {
-        let (engines, c) = state.withLock { s in
-            (s.layers.values.sorted { $0.name < $1.name }, s.configuration)
+        var copies = withEveryLayerLocked { engine, s, c -> LayerSnapshot? in
+            guard s.totalRoutings > 0 else { return nil }
+            return LayerSnapshot(
+                layer: engine.name, state: s, defaultWindow: c.defaultWindow, expectedWorkers: c.expectedWorkers,
+                now: now, ttl: workerTTL)
         }
-        return engines.compactMap {
-            $0.snapshot(defaultWindow: c.defaultWindow, expectedWorkers: c.expectedWorkers, now: now, ttl: workerTTL)
-        }
+        for i in copies.indices { copies[i].sortWorkers() }
+        return copies
     }
 
     /// One layer's engine and the configuration in force; nil engine if the layer is unknown.
@@ -282,7 +296,7 @@ public final class LayerRegistry: Sendable {
         state.withLock { s in (s.layers[layer], s.configuration) }
     }
 
-    /// Every layer's engine, sorted by name.
+    /// Every layer's engine, sorted by name; each is then read under its own lock.
     func sortedEngines() -> [LayerStatistics] {
         state.withLock { s in s.layers.values.sorted { $0.name < $1.name } }
     }
@@ -424,18 +438,47 @@ public final class LayerRegistry: Sendable {
         return UInt64(c)
     }
 
-    /// Locks the groups' layers in order, applies each group's decisions, and releases them all
-    /// only after the last one: one nested `withLock` per layer.
+    /// Locks the groups' layers in order (they are sorted by identity), applies each group's
+    /// decisions, and releases them all only after the last one; a loop, not one nested closure
+    /// per layer.
     private static func apply(
         _ groups: ArraySlice<Group>, _ decisions: [RoutingDecision],
         _ capacities: [UInt64?], now: Double, maxWorkers: Int
     ) {
-        guard let group = groups.first else { return }
-        group.engine.state.withLock { s in
-            for i in group.indices {
-                s.record(decisions[i], capacity: capacities[i], now: now, maxWorkers: maxWorkers)
+        for group in groups {
+            group.engine.state.lock()
+            group.engine.state.withLockHeld { s in
+                for i in group.indices {
+                    s.record(decisions[i], capacity: capacities[i], now: now, maxWorkers: maxWorkers)
+                }
             }
-            apply(groups.dropFirst(), decisions, capacities, now: now, maxWorkers: maxWorkers)
         }
+        for group in groups { group.engine.state.unlock() }
+    }
+
+    /// Runs `copy` on every layer, in name order, with the lock of every layer held at once, so
+    /// that a batch over several layers is seen whole or not at all (writers hold all of a
+    /// batch's locks from its first decision to its last). The layer locks are taken in the
+    /// writers' order (ascending identity) while the registry's lock is held, so no layer can be
+    /// created between listing the layers and locking them: a batch that creates one layer and
+    /// updates another cannot be seen on one side only. Writers never take the registry's lock
+    /// while holding a layer's, so this cannot deadlock. `copy` must only copy: every writer
+    /// waits until it is done with all layers.
+    func withEveryLayerLocked<T>(
+        _ copy: (LayerStatistics, inout LayerState, StatsConfiguration) -> T?
+    ) -> [T] {
+        let (byName, configuration) = state.withLock { s -> ([LayerStatistics], StatsConfiguration) in
+            let byName = s.layers.values.sorted { $0.name < $1.name }
+            let byIdentity = byName.sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
+            for engine in byIdentity { engine.state.lock() }
+            return (byName, s.configuration)
+        }
+        var copies = [T]()
+        copies.reserveCapacity(byName.count)
+        for engine in byName {
+            if let c = engine.state.withLockHeld({ s in copy(engine, &s, configuration) }) { copies.append(c) }
+        }
+        for engine in byName { engine.state.unlock() }
+        return copies
     }
 }

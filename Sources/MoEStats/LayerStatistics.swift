@@ -199,7 +199,9 @@ struct LayerState: Sendable {
         }
         loadVariances.append(squares / Double(experts))
 
-        if let ms = d.latencyMs, ms.isFinite, ms >= 0 {
+        // A sample whose addition would overflow the sum (1.7e308 twice) is kept out of every
+        // latency statistic, as losses are: an infinite sum would make `_sum` +Inf for good.
+        if let ms = d.latencyMs, ms.isFinite, ms >= 0, (latencySumMs + ms).isFinite {
             latencyCount = latencyCount.addingSaturated(1)
             latencySumMs += ms
             latencyMinMs = Swift.min(latencyMinMs, ms)
@@ -321,12 +323,12 @@ struct LayerState: Sendable {
 final class LayerStatistics: Sendable {
     let name: String
     let experts: Int
-    let state: Mutex<LayerState>
+    let state: LayerLock<LayerState>
 
     init(name: String, experts: Int, latencyBoundsSeconds: [Double], historySteps: Int = 512, bucketSeconds: Int = 10) {
         self.name = name
         self.experts = experts
-        state = Mutex(
+        state = LayerLock(
             LayerState(
                 experts: experts, latencyBoundsSeconds: latencyBoundsSeconds, historySteps: historySteps,
                 bucketSeconds: bucketSeconds))
@@ -336,7 +338,7 @@ final class LayerStatistics: Sendable {
     init(name: String, restoring restored: LayerState) {
         self.name = name
         experts = restored.experts
-        state = Mutex(restored)
+        state = LayerLock(restored)
     }
 
     /// Copies the state under the lock; nil for a layer that has no decision yet (created by a

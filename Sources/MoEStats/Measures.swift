@@ -36,7 +36,7 @@ public enum Measures {
     /// Events per second from events per decision and the mean decision latency in milliseconds;
     /// nil without a positive latency.
     public static func perSecond(perDecision: Double, averageLatencyMs: Double?) -> Double? {
-        guard let averageLatencyMs, averageLatencyMs > 0 else { return nil }
+        guard let averageLatencyMs, averageLatencyMs > 0, averageLatencyMs.isFinite else { return nil }
         return perDecision * 1000 / averageLatencyMs
     }
 

@@ -40,8 +40,10 @@ public protocol ConnectionSession: AnyObject {
     var isIdle: Bool { get }
 
     /// True when the session holds input it has not yet processed because its output is backed
-    /// up (pipelined requests held back so one read cannot multiply into unbounded output). The
-    /// transport calls `receive` with no bytes once the output has drained.
+    /// up (pipelined requests held back so one read cannot multiply into unbounded output) or
+    /// its turn is over (a budget of work per call, so that other connections get theirs). The
+    /// transport reads no more from the peer meanwhile, and calls `receive` with no bytes on a
+    /// later pass over its connections, once the output has drained.
     var hasBufferedInput: Bool { get }
 }
 

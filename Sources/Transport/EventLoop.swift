@@ -27,6 +27,9 @@ final class Connection {
     var lingering = false
     /// Set while `readLoop` runs for this connection, so it is never entered twice.
     var reading = false
+    /// In the loop's `ready` list: its turn ended with work left (unread input, or requests the
+    /// session holds back), to be resumed on the loop's next pass.
+    var queued = false
     var deadline: UInt64?
 
     init(fd: Int32, session: (any ConnectionSession)?) {
@@ -44,7 +47,7 @@ final class TransportShared: Sendable {
     let rejection: [UInt8]
     let lingerNanoseconds: UInt64
     let nextLoop = Atomic<Int>(0)
-    /// Set by `TCPServer.shutdown` before it shuts the listening sockets down, so that loop 0
+    /// Set by `TCPServer.shutdown` before it shuts the listening sockets down, so that a loop
     /// reads accept(2) failing with EINVAL (listener shut down) or EBADF as the end of
     /// accepting rather than as a failure to log and retry.
     let stopping = Atomic<Bool>(false)
@@ -99,6 +102,9 @@ final class EventLoop: @unchecked Sendable {
     private var shutdownDeadline: UInt64?
     /// Loop-thread only, as everything here; no dynamic access check on the per-iteration flush.
     @exclusivity(unchecked) private var pendingWakes: Set<Int> = []
+    /// Connections whose turn ended with work left, resumed in order on the next pass, after
+    /// the events gathered meanwhile: every connection gets a turn before any gets a second.
+    @exclusivity(unchecked) private var ready: [Connection] = []
     #if DEBUG
     /// The loop's own thread, claimed by `run`.
     private var owner = ThreadOwner()
@@ -107,6 +113,9 @@ final class EventLoop: @unchecked Sendable {
     private static let listenerTag: UInt64 = 1 << 32
     private static let wakeTag: UInt64 = 2 << 32
     static let readBufferSize = 64 * 1024
+    /// Reads of `readBufferSize` one connection gets per turn; a body streaming in at full speed
+    /// then yields to the other connections of the loop every 256 KiB.
+    static let readsPerTurn = 4
 
     init(index: Int, shared: TransportShared) throws(SocketError) {
         self.index = index
@@ -167,7 +176,12 @@ final class EventLoop: @unchecked Sendable {
         makeSession = sessionFactory
         for fd in listeners {
             // Level-triggered: accept is bounded per wake-up, and the rest stays reported.
-            do { try register(fd, tag: Self.listenerTag, events: EPOLLIN.rawValue) } catch { closeListeners() }
+            // Every loop watches the listeners; EPOLLEXCLUSIVE wakes one waiting loop per new
+            // connection rather than all (epoll_ctl(2)), so a loop busy with a connection's turn
+            // does not hold up accepting.
+            do {
+                try register(fd, tag: Self.listenerTag, events: EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue)
+            } catch { closeListeners() }
         }
         let maxEvents = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: maxEvents)
@@ -198,6 +212,7 @@ final class EventLoop: @unchecked Sendable {
                     }
                 }
             }
+            runReadyTurns(now: now)
             flushWakes()
             if now >= nextTimerCheck || (shutdownDeadline.map { now >= $0 } ?? false) {
                 checkTimers(now: now)
@@ -215,6 +230,8 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func waitTimeout(now: UInt64) -> Int32 {
+        // Connections with work left: look for new events without waiting, then serve them.
+        if !ready.isEmpty { return 0 }
         var next = min(nextTimerCheck, acceptResumeAt)
         if let shutdownDeadline { next = min(next, shutdownDeadline) }
         if next == .max { return -1 }
@@ -300,7 +317,7 @@ final class EventLoop: @unchecked Sendable {
         guard accepting else { return }
         for fd in listeners {
             var event = epoll_event()
-            event.events = EPOLLIN.rawValue
+            event.events = EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue
             event.data.u64 = Self.listenerTag | UInt64(UInt32(bitPattern: fd))
             _ = epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event)
         }
@@ -352,6 +369,10 @@ final class EventLoop: @unchecked Sendable {
             flush(connection, now: now)
         } else {
             noteDeadline(connection, now: now)
+            // A client usually sends its request right after connecting: read it now rather
+            // than one pass later, when the edge of the new registration would report it.
+            connection.readable = true
+            readLoop(connection, now: now)
         }
     }
 
@@ -375,13 +396,24 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// One turn of reading: up to `readsPerTurn` reads, each handed to the session, stopping
+    /// early while output is pending or the session holds requests back; a turn that ends with
+    /// work left queues the connection for the loop's next pass.
     private func readLoop(_ c: Connection, now: UInt64) {
         assertInLoop()
         if c.reading { return }
         c.reading = true
         defer { c.reading = false }
         let fd = c.fd
-        while connections[Int(fd)] === c && c.readable && !c.hasPendingOutput {
+        var reads = 0
+        while connections[Int(fd)] === c && c.readable && !c.hasPendingOutput
+            && !(c.session?.hasBufferedInput ?? false)
+        {
+            if reads == Self.readsPerTurn {
+                enqueue(c)
+                return
+            }
+            reads += 1
             let result: Int?
             do {
                 result = try Syscall.read(fd, into: readBuffer)
@@ -424,19 +456,41 @@ final class EventLoop: @unchecked Sendable {
     /// Writes what the session produced and moves its timer.
     private func afterSessionCall(_ c: Connection, now: UInt64) {
         assertInLoop()
-        while true {
-            if c.hasPendingOutput || c.closing { flush(c, now: now) }
-            guard connections[Int(c.fd)] === c else { return }
-            // Input the session held back while its output was backed up: feed it on now that
-            // the output has drained (no socket event would announce it).
-            guard !c.hasPendingOutput, !c.closing, let session = c.session, session.hasBufferedInput else { break }
-            if session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &c.output)
-                == .closeAfterWrite
-            {
-                c.closing = true
+        if c.hasPendingOutput || c.closing { flush(c, now: now) }
+        guard connections[Int(c.fd)] === c else { return }
+        // Input the session held back (its output was backed up, or its turn ended): resumed on
+        // the next pass once the output has drained, since no socket event would announce it.
+        if !c.hasPendingOutput, !c.closing, let session = c.session, session.hasBufferedInput { enqueue(c) }
+        noteDeadline(c, now: now)
+    }
+
+    private func enqueue(_ c: Connection) {
+        if c.queued { return }
+        c.queued = true
+        ready.append(c)
+    }
+
+    /// Gives each connection queued by the previous pass one more turn: requests its session
+    /// held back, else another turn of reading. One still left with work queues itself again.
+    private func runReadyTurns(now: UInt64) {
+        assertInLoop()
+        guard !ready.isEmpty else { return }
+        let turns = ready
+        ready.removeAll(keepingCapacity: true)
+        for c in turns {
+            c.queued = false
+            guard connections[Int(c.fd)] === c, !c.hasPendingOutput else { continue }
+            if let session = c.session, session.hasBufferedInput, !c.closing {
+                if session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &c.output)
+                    == .closeAfterWrite
+                {
+                    c.closing = true
+                }
+                afterSessionCall(c, now: now)
+            } else if c.readable {
+                readLoop(c, now: now)
             }
         }
-        noteDeadline(c, now: now)
     }
 
     /// Sends pending output; on a full socket keeps the rest (reading stops until EPOLLOUT).

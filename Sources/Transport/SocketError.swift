@@ -132,6 +132,11 @@ enum Syscall {
         _ = Glibc.read(fd, &value, 8)
     }
 
+    /// A second descriptor for the same open socket, close-on-exec (fcntl(2) F_DUPFD_CLOEXEC).
+    static func duplicate(_ fd: Int32) throws(SocketError) -> Int32 {
+        try check("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+    }
+
     static func close(_ fd: Int32) {
         // close(2) must not be retried on EINTR on Linux: the descriptor is already released.
         _ = Glibc.close(fd)

@@ -33,8 +33,9 @@ public struct TransportConfiguration: Sendable {
 
 /// A TCP server: listeners plus N event-loop threads, each with its own epoll instance.
 ///
-/// Loop 0 accepts on every listener and hands the sockets out round-robin (through the target
-/// loop's inbox and eventfd), after which one thread owns each connection for its whole life, so
+/// Every loop accepts on every listener (loop 0 on the listening sockets, the others on duplicate
+/// descriptors; EPOLLEXCLUSIVE wakes one waiting loop per connection) and hands the sockets out
+/// round-robin (through the target loop's inbox and eventfd), after which one thread owns each connection for its whole life, so
 /// nothing on the read/write path takes a lock. `sessionFactory` is called once on each loop's
 /// own thread and returns that loop's session maker, so per-loop state (a cached `Date` header)
 /// needs no lock either.
@@ -87,7 +88,19 @@ public final class TCPServer: Sendable {
                     loop.peers = loops.count > 1 ? loops : []
                     loop.log = configuration.log
                 }
+                // Every loop accepts: loop 0 on the listening sockets themselves, each other loop
+                // on descriptors of its own for them, which it closes itself at shutdown.
                 loops[0].listeners = listeners.map(\.fd)
+                for loop in loops.dropFirst() {
+                    for l in listeners {
+                        do throws(SocketError) {
+                            loop.listeners.append(try Syscall.duplicate(l.fd))
+                        } catch {
+                            for other in loops.dropFirst() { for fd in other.listeners { Syscall.close(fd) } }
+                            throw error
+                        }
+                    }
+                }
                 state.loops = loops
                 state.listenerFDs = listeners.map(\.fd)
             } catch {
@@ -130,7 +143,7 @@ public final class TCPServer: Sendable {
         }
         guard !loops.isEmpty else { return }
         // shutdown(2) on a listening socket makes the kernel refuse new connections right away,
-        // even while loop 0 is busy; loop 0 closes the descriptors itself. It also makes loop 0's
+        // even while the loops are busy; each loop closes its own descriptors. It also makes the loops'
         // accept(2) fail with EINVAL, which `stopping` tells it to read as the end of accepting.
         shared.stopping.store(true, ordering: .releasing)
         for fd in listenerFDs { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }

@@ -40,6 +40,8 @@ struct MoEMetricsd: ParsableCommand {
         String?
     @Option(name: .long, help: "Longest pause between body bytes in seconds (408 past it).") var httpBodyTimeoutSeconds:
         String?
+    @Option(name: .long, help: "Longest time to receive a whole request body in seconds (408 past it).")
+    var httpBodyDeadlineSeconds: String?
     @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: String?
     @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: String?
     @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: String?
@@ -94,6 +96,7 @@ struct MoEMetricsd: ParsableCommand {
             ("http.max_header_count", httpMaxHeaderCount), ("http.max_body_bytes", httpMaxBodyBytes),
             ("http.header_timeout_seconds", httpHeaderTimeoutSeconds),
             ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
+            ("http.body_deadline_seconds", httpBodyDeadlineSeconds),
             ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.max_connections", httpMaxConnections),
             ("http.max_concurrent_streams", httpMaxConcurrentStreams), ("http.event_loops", httpEventLoops),
             ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),

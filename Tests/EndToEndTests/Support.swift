@@ -197,10 +197,12 @@ final class RunningDaemon: @unchecked Sendable {
     var base: String { "http://127.0.0.1:\(port)" }
 
     /// Starts `moe-metricsd --listen 127.0.0.1:0 ARGS` and reads the bound port from its
-    /// "listening on" log line (the readiness signal; no sleeping).
-    init(_ arguments: [String] = [], environment: [String: String]? = nil) throws {
+    /// "listening on" log line (the readiness signal; no sleeping). With a `launcher` (such as
+    /// `prlimit --nofile=100:100`), the daemon is started through it.
+    init(_ arguments: [String] = [], environment: [String: String]? = nil, launcher: [String] = []) throws {
         let binary = try daemonBinary()
-        child = try ChildProcess(binary, ["--listen", "127.0.0.1:0"] + arguments, environment: environment)
+        let command = launcher + [binary, "--listen", "127.0.0.1:0"] + arguments
+        child = try ChildProcess(command[0], Array(command.dropFirst()), environment: environment)
         let found = child.waitForLine(timeout: 30) { line -> Int? in
             guard let r = line.range(of: "listening on 127.0.0.1:") else { return nil }
             return Int(line[r.upperBound...].prefix { $0.isNumber })

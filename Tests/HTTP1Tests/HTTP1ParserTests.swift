@@ -48,6 +48,27 @@ import Testing
         #expect(out.first?.body == [])
     }
 
+    /// Tokens fold case in ASCII only: the Kelvin sign (U+212A) lower-cases to "k" in Unicode,
+    /// which would turn `chun\u{212A}ed` into `chunked` and `\u{212A}eep-alive` into `keep-alive`.
+    @Test func kelvinSignIsNotFoldedIntoATransferCoding() {
+        let out = parseBothWays(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chun\u{212A}ed\r\n\r\n0\r\n\r\n")
+        #expect(out == [.failure(501)])
+    }
+
+    @Test func kelvinSignIsNotKeepAlive() {
+        let out = parseBothWays("GET / HTTP/1.0\r\nConnection: \u{212A}eep-alive\r\n\r\n")
+        #expect(out.count == 1)
+        if case .request(_, _, _, _, _, _, let keepAlive) = out.first { #expect(!keepAlive) }
+    }
+
+    @Test func asciiLowercasingLeavesOtherCharactersAlone() {
+        #expect("Chun\u{212A}ED".asciiLowercased() == "chun\u{212A}ed")
+        #expect("\u{212A}".asciiLowercased() != "k")
+        #expect("KEEP-Alive".asciiLowercased() == "keep-alive")
+        #expect(HTTPHeaders([("X-\u{212A}", "v")])["x-k"] == nil)
+    }
+
     @Test func pipelineOfThreeShapes() {
         let text =
             "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"

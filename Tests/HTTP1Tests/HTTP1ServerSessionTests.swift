@@ -228,6 +228,7 @@ struct SessionRun {
         limits.idleTimeoutSeconds = seconds
         limits.headerTimeoutSeconds = seconds
         limits.bodyTimeoutSeconds = seconds
+        limits.bodyDeadlineSeconds = seconds
         var idle = SessionRun(limits: limits, now: 7 * second)
         #expect(idle.session.deadline == expected, "idle")
         _ = idle.send("GET / HTTP/1.1\r\n", now: 7 * second)
@@ -257,22 +258,113 @@ struct SessionRun {
     }
 
     @Test func pipelinedRequestsWaitWhileOutputIsBackedUp() {
-        let big = [UInt8](repeating: 0x7A, count: 600 * 1024)
+        let big = [UInt8](repeating: 0x7A, count: 1536 * 1024)
         let session = HTTP1ServerSession(
             handler: ClosureHandler { _ in HTTPResponse(status: 200, body: big) },
             limits: HTTPLimits(), now: 0, dateCache: fixedDates())
         var output: [UInt8] = []
-        let four = Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 4).utf8)
-        #expect(four.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .keepOpen)
-        // Two answers pass the 1 MB high-water mark; the other two requests wait.
+        let three = Array(String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: 3).utf8)
+        #expect(three.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .keepOpen)
+        // One answer passes the 1 MiB high-water mark; the other requests wait.
         #expect(output.count > HTTP1ServerSession.outputHighWaterBytes)
         #expect(output.count < 2 * HTTP1ServerSession.outputHighWaterBytes)
         #expect(session.hasBufferedInput)
-        output = []
+        // Asked again before the output drained: nothing more is answered.
+        let waiting = output.count
         #expect(session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: 0, output: &output) == .keepOpen)
-        #expect(output.count > HTTP1ServerSession.outputHighWaterBytes)
-        #expect(!session.hasBufferedInput)
+        #expect(output.count == waiting)
+        #expect(session.hasBufferedInput)
+        for remaining in [true, false] {
+            output = []
+            #expect(
+                session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: 0, output: &output) == .keepOpen)
+            #expect(output.count > HTTP1ServerSession.outputHighWaterBytes)
+            #expect(session.hasBufferedInput == remaining)
+        }
         #expect(session.isIdle)
+    }
+
+    static func answers(_ output: [UInt8]) -> Int {
+        let marker = Array("HTTP/1.1 200 OK".utf8)
+        guard output.count >= marker.count else { return 0 }
+        return (0...(output.count - marker.count)).filter { output[$0..<($0 + marker.count)].elementsEqual(marker) }
+            .count
+    }
+
+    /// A call answers at most `requestsPerTurn` pipelined requests (fewer if they take over
+    /// `turnNanoseconds`); the rest wait for the next calls.
+    @Test func aTurnEndsAfterItsRequests() {
+        var run = SessionRun()
+        let n = 2 * HTTP1ServerSession.requestsPerTurn + 3
+        #expect(run.send(String(repeating: "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", count: n)) == .keepOpen)
+        var counts: [Int] = []
+        counts.append(Self.answers(run.output))
+        #expect(run.session.hasBufferedInput)
+        while run.session.hasBufferedInput {
+            run.output = []
+            _ = run.session.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: 0, output: &run.output)
+            counts.append(Self.answers(run.output))
+        }
+        let k = HTTP1ServerSession.requestsPerTurn
+        #expect(counts.allSatisfy { (1...k).contains($0) }, "\(counts)")
+        #expect(counts.reduce(0, +) == n)
+        #expect(counts.count >= 3)
+    }
+
+    /// HEAD bodies are not sent, but rendering them counts toward the turn as for GET.
+    @Test func headBodiesCountTowardTheTurn() {
+        let body = [UInt8](repeating: 0x7A, count: 100 * 1024)
+        let session = HTTP1ServerSession(
+            handler: ClosureHandler { _ in HTTPResponse(status: 200, body: body) },
+            limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let five = Array(String(repeating: "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", count: 5).utf8)
+        _ = five.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+        // 3 x 100 KiB reach the 256 KiB of a turn; no body was written.
+        #expect(Self.answers(output) == 3)
+        #expect(output.count < 4096)
+        #expect(session.hasBufferedInput)
+    }
+
+    /// A body trickled in just faster than the body timeout still ends at the body deadline.
+    @Test func aTrickledBodyEndsAtTheBodyDeadline() {
+        var limits = HTTPLimits()
+        limits.bodyTimeoutSeconds = 10
+        limits.bodyDeadlineSeconds = 30
+        var run = SessionRun(limits: limits)
+        _ = run.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", now: 0)
+        #expect(run.session.deadline == 10 * second)
+        for t: UInt64 in [8, 16, 24] {
+            _ = run.send("a", now: t * second)
+        }
+        #expect(run.session.deadline == 30 * second)
+        #expect(run.session.deadlineExpired(now: 30 * second, output: &run.output) == .closeAfterWrite)
+        #expect(run.take().hasPrefix("HTTP/1.1 408 "))
+    }
+
+    /// `Expect: 100-continue` on a request the handler refuses from its head alone: the refusal
+    /// instead of the 100, and the connection closes (the body was never sent).
+    @Test func expectContinueGetsTheHandlersRefusalFirst() {
+        struct Refusing: HTTPHandler {
+            func handle(_ request: HTTPRequest) -> HTTPResponse { HTTPResponse(status: 200) }
+            func precheck(_ head: HTTPRequest) -> HTTPResponse? {
+                head.headers["authorization"] == nil ? HTTPResponse(status: 401) : nil
+            }
+        }
+        let session = HTTP1ServerSession(handler: Refusing(), limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let head = Array("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n".utf8)
+        #expect(head.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .closeAfterWrite)
+        let text = String(decoding: output, as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 401 "))
+        #expect(!text.contains("100 Continue"))
+
+        let allowed = HTTP1ServerSession(handler: Refusing(), limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        output = []
+        let withToken = Array(
+            "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n".utf8)
+        #expect(withToken.withUnsafeBytes { allowed.receive($0, now: 0, output: &output) } == .keepOpen)
+        #expect(String(decoding: output, as: UTF8.self).hasPrefix("HTTP/1.1 100 Continue\r\n"))
     }
 
     @Test func peerCloseEndsTheSession() {

@@ -1,6 +1,7 @@
 import Foundation
 import SessionCore
 import Synchronization
+import TestTools
 import Testing
 
 @testable import Transport

@@ -136,6 +136,32 @@ import Testing
         #expect(s.summary(window: nil).averageLoadBalanceLoss?.isFinite == true)
     }
 
+    /// Two latencies of 1.7e308 ms overflow the latency sum: the second is kept out of every
+    /// latency statistic, so the histogram's sum stays finite and the throughput is not 0.
+    @Test func latencySumNeverOverflowsToInfinity() throws {
+        let registry = LayerRegistry(configuration: StatsConfiguration())
+        _ = try registry.ingest(
+            [
+                decision([1, 1], latencyMs: 1.7e308), decision([1, 1], latencyMs: 1.7e308),
+                decision([1, 1], latencyMs: 2),
+            ],
+            defaultLayer: nil, now: 1)
+        let s = try #require(registry.snapshot("L0"))
+        #expect(s.latencySumMs == 1.7e308 + 2)
+        #expect(s.latencyCount == 2)
+        #expect(s.latencyHistogram.sumSeconds.isFinite)
+        #expect(s.latencyHistogram.count == 2)
+        let summary = s.summary(window: nil)
+        #expect(summary.latency.averageMs?.isFinite == true)
+        #expect(summary.throughput.routingsPerSecond.map { $0 > 0 } == true)
+    }
+
+    @Test func perSecondIsNilForAnInfiniteAverage() {
+        #expect(Measures.perSecond(perDecision: 1, averageLatencyMs: .infinity) == nil)
+        #expect(Measures.perSecond(perDecision: 1, averageLatencyMs: 0) == nil)
+        #expect(Measures.perSecond(perDecision: 2, averageLatencyMs: 4) == 500)
+    }
+
     @Test func countersSaturateInsteadOfTrapping() throws {
         let registry = LayerRegistry(configuration: StatsConfiguration())
         _ = try registry.ingest(

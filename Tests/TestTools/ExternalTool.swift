@@ -10,7 +10,8 @@ public enum ExternalTool {
     /// The Debian package of each tool; `scripts/install-deps test` installs them all.
     public static let packages = [
         "curl": "curl", "gzip": "gzip", "h2load": "nghttp2-client", "nghttp": "nghttp2-client",
-        "prometheus": "prometheus", "promtool": "prometheus", "systemd-analyze": "systemd",
+        "prlimit": "util-linux", "prometheus": "prometheus", "promtool": "prometheus",
+        "systemd-analyze": "systemd",
     ]
 
     public static var required: Bool { ProcessInfo.processInfo.environment["MOE_REQUIRE_TOOLS"] == "1" }

@@ -5,14 +5,14 @@ import Glibc
 #endif
 
 /// A blocking TCP client for live tests, with a receive timeout so a test can never hang.
-final class RawClient {
-    let fd: Int32
+public final class RawClient {
+    public let fd: Int32
     private var buffered: [UInt8] = []
 
-    struct Failure: Error, CustomStringConvertible { let description: String }
+    public struct Failure: Error, CustomStringConvertible { public let description: String }
 
     /// Connects to "127.0.0.1:PORT" or "[::1]:PORT".
-    init(_ address: String, timeoutSeconds: Int = 10) throws {
+    public init(_ address: String, timeoutSeconds: Int = 10) throws {
         let v6 = address.hasPrefix("[")
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw Failure(description: "bad address \(address)")
@@ -56,9 +56,9 @@ final class RawClient {
 
     deinit { close(fd) }
 
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes {
@@ -71,7 +71,7 @@ final class RawClient {
 
     /// Reads more bytes; returns false on EOF. Throws on timeout or error.
     @discardableResult
-    func fill() throws -> Bool {
+    public func fill() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n > 0 {
@@ -83,7 +83,7 @@ final class RawClient {
     }
 
     /// One response: status, lower-cased headers, body (by Content-Length; none for 1xx/204).
-    func readResponse() throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+    public func readResponse() throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         while true {
             if let end = headEnd() {
                 let head = String(decoding: buffered[0..<end], as: UTF8.self)
@@ -110,7 +110,7 @@ final class RawClient {
     }
 
     /// True when the server closed the connection (EOF) with nothing more sent.
-    func readsEOF() throws -> Bool {
+    public func readsEOF() throws -> Bool {
         if !buffered.isEmpty { return false }
         return try !fill()
     }
