@@ -19,7 +19,7 @@ import PackageDescription
 //   HTTP2 -> HTTPCore, SessionCore, CNGHTTP2   nghttp2 session bridge (bytes only, no sockets)
 //   Transport -> SessionCore, CTransport       sockets, listener, epoll event loops (no HTTP)
 //   HTTPServer -> Transport, HTTP1, HTTP2, HTTPCore, SessionCore
-//   MoEDaemon -> MoEStats, JSONOutput, HTTPServer, HTTPCore, SessionCore, CZlib, Logging,
+//   MoEDaemon -> MoEStats, MoEPlacement, JSONOutput, HTTPServer, HTTPCore, SessionCore, CZlib, Logging,
 //                Configuration         routes, JSON error body, /metrics, config
 //   moe-metricsd -> MoEDaemon, ArgumentParser, Logging, Configuration   the executable
 let package = Package(
@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "MoEDaemon",
             dependencies: [
-                "MoEStats", "JSONOutput", "HTTPCore", "HTTPServer", "SessionCore", "CZlib",
+                "MoEStats", "MoEPlacement", "JSONOutput", "HTTPCore", "HTTPServer", "SessionCore", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],

@@ -33,7 +33,11 @@ extension DaemonRouter {
         }
         var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
         snapshot.summary(window: window, now: clock(), workerTTL: current.workerTTLSeconds).writeJSON(&w)
-        return .json(200, w.bytes + [0x0A])
+        let spec = placementStore.withLock { $0 }
+        guard let field = placementField(spec, layer: name, tokens: snapshot.expertTokens) else {
+            return .json(200, w.bytes + [0x0A])
+        }
+        return .json(200, JSONBody.appending(w.bytes, field) + [0x0A])
     }
 
     /// `GET /v1/layers`: every layer's headline numbers, in natural order.
@@ -41,11 +45,26 @@ extension DaemonRouter {
         let (now, ttl) = (clock(), current.workerTTLSeconds)
         let summaries = registry.snapshots().map { $0.summary(window: nil, now: now, workerTTL: ttl) }
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
+        let spec = placementStore.withLock { $0 }
         var w = JSONWriter(capacity: 256 + summaries.count * 512)
         w.beginObject()
         w.key("layers")
         w.beginArray()
-        for s in summaries { Headline(s).writeJSON(&w) }
+        for s in summaries {
+            guard let spec else {
+                Headline(s).writeJSON(&w)
+                continue
+            }
+            // With a placement, each layer's rank balancedness and its straggler.
+            var one = JSONWriter(capacity: 512)
+            Headline(s).writeJSON(&one)
+            let figures = try? spec.figures(layer: s.layer, tokens: s.expertTokenCounts).get()
+            w.raw(
+                JSONBody.appending(one.bytes) { f in
+                    f.field("rank_balancedness", figures?.balancedness)
+                    f.field("worst_rank", figures?.worstRank)
+                })
+        }
         w.endArray()
         w.endObject()
         return .json(200, w.bytes + [0x0A])

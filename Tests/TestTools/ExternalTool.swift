@@ -10,7 +10,7 @@ public enum ExternalTool {
     /// The Debian package of each tool; `scripts/install-deps test` installs them all.
     public static let packages = [
         "curl": "curl", "gzip": "gzip", "h2load": "nghttp2-client", "nghttp": "nghttp2-client",
-        "prometheus": "prometheus", "promtool": "prometheus", "systemd-analyze": "systemd",
+        "prometheus": "prometheus", "promtool": "prometheus", "python3": "python3", "systemd-analyze": "systemd",
     ]
 
     public static var required: Bool { ProcessInfo.processInfo.environment["MOE_REQUIRE_TOOLS"] == "1" }
