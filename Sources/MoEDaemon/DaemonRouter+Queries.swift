@@ -1,5 +1,6 @@
 import HTTPCore
 import JSONOutput
+import MoEPlacement
 import MoEStats
 
 /// The reads: layers, the summary, /metrics, health, and the dashboard page. Each copies what
@@ -94,9 +95,17 @@ extension DaemonRouter {
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
             process: ProcessMetrics.read(), version: version)
+        var rankFigures: [String: PlacementFigures] = [:]
+        if let spec = placementStore.withLock({ $0 }) {
+            for v in snapshots {
+                if case .success(let f) = spec.figures(layer: v.layer, tokens: v.expertTokens) {
+                    rankFigures[v.layer] = f
+                }
+            }
+        }
         let body = MetricsRenderer.render(
             snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
-            now: now, workerTTL: current.workerTTLSeconds)
+            now: now, workerTTL: current.workerTTLSeconds, rankFigures: rankFigures)
         return Self.negotiateEncoding(
             HTTPResponse(status: 200, headers: ["content-type": format.contentType], body: body),
             request, vary: "Accept, Accept-Encoding", threshold: 0)

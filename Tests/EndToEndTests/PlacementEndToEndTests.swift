@@ -109,6 +109,25 @@ import Testing
         expectFigures(
             try curl("\(daemon.base)/v1/layers/layer.1").json["placement"],
             Self.rankLoads(Self.tokens("layer.1"), map: hot, ranks: 4), nodes: 2, "layer.1 replicated")
+        // /metrics: one counter per rank and the rank gauges, the same numbers.
+        let metrics = try curl("\(daemon.base)/metrics").body
+        func sample(_ prefix: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap {
+                Double($0.split(separator: " ")[1])
+            }
+        }
+        let hotLoads = Self.rankLoads(Self.tokens("layer.1"), map: hot, ranks: 4)
+        for (r, load) in hotLoads.enumerated() {
+            let v = sample("moe_rank_tokens_total{layer=\"layer.1\",rank=\"\(r)\"}")
+            #expect(v.map { abs($0 - load) <= 1e-9 } == true, "rank \(r): \(String(describing: v)) against \(load)")
+        }
+        let hotPeak = hotLoads.max() ?? 0, hotMean = hotLoads.reduce(0, +) / 4
+        #expect(
+            sample("moe_rank_balancedness_ratio{layer=\"layer.1\"}").map { abs($0 - hotMean / hotPeak) <= 1e-9 } == true
+        )
+        #expect(
+            sample("moe_rank_overload_ratio{layer=\"layer.1\"}").map { abs($0 - hotPeak / hotMean) <= 1e-9 } == true)
+        #expect(sample("moe_rank_worst{layer=\"layer.1\"}") == Double(hotLoads.firstIndex(of: hotPeak) ?? -1))
         let got = try curl("\(daemon.base)/v1/placement").json
         #expect(got["physical_to_logical"] as? [Int] == standard)
         #expect((got["layers"] as? [String: [Int]])?["layer.1"] == hot)
@@ -138,6 +157,7 @@ import Testing
         #expect(cleared.status == 200)
         #expect(try curl("\(daemon.base)/v1/placement").status == 404)
         #expect(try curl("\(daemon.base)/v1/layers/layer.0").json["placement"] == nil)
+        #expect(!(try curl("\(daemon.base)/metrics").body.contains("moe_rank_")))
     }
 
     @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
