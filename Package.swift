@@ -6,6 +6,8 @@ import PackageDescription
 // `--explicit-target-dependency-import-check error`:
 //   JSONOutput                    a small JSON writer (non-finite numbers become null)
 //   MoEStats -> JSONOutput        statistics domain: decisions, validation, per-layer engines (pure)
+//   MoEPlacement                  expert placement: ranks, replicas, rank loads, the rebalance
+//                                 planner (pure, no dependency)
 //   SessionCore                   the connection-session contract between the transport and the
 //                                 protocols, the monotonic clock and timeout clamp, the debug
 //                                 thread-confinement check; a module of its own below both sides,
@@ -17,7 +19,7 @@ import PackageDescription
 //   HTTP2 -> HTTPCore, SessionCore, CNGHTTP2   nghttp2 session bridge (bytes only, no sockets)
 //   Transport -> SessionCore, CTransport       sockets, listener, epoll event loops (no HTTP)
 //   HTTPServer -> Transport, HTTP1, HTTP2, HTTPCore, SessionCore
-//   MoEDaemon -> MoEStats, JSONOutput, HTTPServer, HTTPCore, SessionCore, CZlib, Logging,
+//   MoEDaemon -> MoEStats, MoEPlacement, JSONOutput, HTTPServer, HTTPCore, SessionCore, CZlib, Logging,
 //                Configuration         routes, JSON error body, /metrics, config
 //   moe-metricsd -> MoEDaemon, ArgumentParser, Logging, Configuration   the executable
 let package = Package(
@@ -25,6 +27,7 @@ let package = Package(
     products: [
         .executable(name: "moe-metricsd", targets: ["moe-metricsd"]),
         .library(name: "MoEStats", targets: ["MoEStats"]),
+        .library(name: "MoEPlacement", targets: ["MoEPlacement"]),
         .library(name: "HTTPServer", targets: ["HTTPServer", "HTTPCore"]),
     ],
     dependencies: [
@@ -46,6 +49,7 @@ let package = Package(
         .target(name: "CTransport"),
         .target(name: "JSONOutput"),
         .target(name: "MoEStats", dependencies: ["JSONOutput"]),
+        .target(name: "MoEPlacement"),
         .target(name: "SessionCore"),
         .target(name: "HTTPCore"),
         .target(name: "HTTP1", dependencies: ["HTTPCore", "SessionCore"]),
@@ -56,7 +60,7 @@ let package = Package(
         .target(
             name: "MoEDaemon",
             dependencies: [
-                "MoEStats", "JSONOutput", "HTTPCore", "HTTPServer", "SessionCore", "CZlib",
+                "MoEStats", "MoEPlacement", "JSONOutput", "HTTPCore", "HTTPServer", "SessionCore", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],
@@ -75,6 +79,7 @@ let package = Package(
         // The `.needs(tool)` trait shared by the test targets that drive curl, nghttp, promtool, ...
         .target(name: "TestTools", path: "Tests/TestTools"),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput"]),
+        .testTarget(name: "MoEPlacementTests", dependencies: ["MoEPlacement"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
         .testTarget(
             name: "HTTP2Tests",

@@ -8,6 +8,8 @@ import PackageDescription
 //   scripts/bench                                        everything, against nginx, nghttpd, Pushgateway
 //   swift build -c release --package-path Benchmarks --product BareServer
 //                                                        the HTTP server alone, answering 204 (bare scenario)
+//   swift build -c release --package-path Benchmarks --product PlannerBench
+//                                                        the rebalance planner's timing (planner scenario)
 let package = Package(
     name: "moe-metricsd-benchmarks",
     dependencies: [
@@ -34,6 +36,12 @@ let package = Package(
             name: "BareServer",
             dependencies: [.product(name: "HTTPServer", package: "moe-metricsd")],
             path: "BareServer/Sources"
+        ),
+        // The rebalance planner on DeepSeek-V3's shape, timed and compared with EPLB's own plans.
+        .executableTarget(
+            name: "PlannerBench",
+            dependencies: [.product(name: "MoEPlacement", package: "moe-metricsd")],
+            path: "PlannerBench/Sources"
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -422,6 +422,73 @@ def scenario_bare(procs, workdir, package_dir, scratch, files):
     return res
 
 
+def scenario_planner(package_dir, scratch):
+    """The rebalance planner (MoEPlacement) on DeepSeek-V3's shape, 58 layers x 256 experts into 288
+    replicas on 32 GPUs in 4 nodes with 8 groups: `Benchmarks/PlannerBench` times whole plans (median
+    of 21 after one warm-up), pinned to one core, and compares each layer's busiest GPU with the plan
+    EPLB's reference made for the same input (recorded in the vector file with its run time)."""
+    log("scenario 7: rebalance planner, 58 layers x 256 experts, one core")
+    argv = ["swift", "build", "-c", "release", "--package-path", package_dir, "--scratch-path", scratch,
+            "--product", "PlannerBench"]
+    log("  " + " ".join(argv))
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("building PlannerBench failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+    binpath = subprocess.run(argv[:-2] + ["--show-bin-path"], capture_output=True, text=True).stdout.strip()
+    run = [os.path.join(binpath, "PlannerBench")]
+    if shutil.which("taskset"):
+        run = ["taskset", "-c", "0"] + run
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError("PlannerBench failed:\n" + proc.stderr[-4000:])
+    return json.loads(proc.stdout)
+
+
+PLANNER_BEGIN, PLANNER_END = "<!-- planner:begin -->", "<!-- planner:end -->"
+
+
+def planner_section(r, command):
+    """The planner's section, between markers so that a run of this scenario alone
+    (BENCH_ONLY=planner) replaces it in an existing report and leaves the other sections as they were."""
+    p = r["planner"]
+    m = r["machine"]
+    L = [PLANNER_BEGIN, "## 7. Rebalance planner (expert placement)", ""]
+    L.append(f"Run: `{command}`, {r['date']}, commit {m['revision']}, load average before the run "
+             f"{' '.join(m['load_before'])}.")
+    L.append("")
+    L.append(f"`Benchmarks/PlannerBench` on `Tests/Fixtures/eplb/{p['vector']}`: {p['layers']} layers x "
+             f"{p['experts']} experts into {p['replicas']} replicas on {p['gpus']} GPUs in {p['nodes']} nodes "
+             f"with {p['groups']} groups (DeepSeek-V3's shape, hierarchical policy), one core (`taskset -c 0`), "
+             f"{p['runs']} runs after a warm-up. The reference's time is EPLB's own (`eplb.py` with torch, CPU) "
+             "as recorded when the vector was generated, on this kind of machine.")
+    L.append("")
+    L.append("| planner | ms per plan (median) | min | max | layers better than EPLB | worse | "
+             "balancedness, mean | worst layer |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    L.append(f"| moe-metricsd (greedy + exchanges) | {p['plan_ms_median']:.1f} | {p['plan_ms_min']:.1f} | "
+             f"{p['plan_ms_max']:.1f} | {p['layers_better']} of {p['layers']} | {p['layers_worse']} | "
+             f"{p['balancedness_mean']:.4f} | {p['balancedness_min']:.4f} |")
+    L.append(f"| moe-metricsd, EPLB's greedy steps only | {p['greedy_ms_median']:.1f} | | | | | | |")
+    L.append(f"| EPLB reference (Python, torch) | {p['reference_seconds'] * 1000:,.0f} | | | - | - | "
+             f"{p['reference_balancedness_mean']:.4f} | {p['reference_balancedness_min']:.4f} |")
+    L.append("")
+    L.append("Balancedness is the mean GPU load over the busiest GPU's (1 is perfect); a layer is better when "
+             "its busiest GPU carries less than in EPLB's plan for the same loads.")
+    L.append(PLANNER_END)
+    return L
+
+
+def splice_planner(path, section):
+    """Replaces the planner's section of an existing report, or appends it."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = "\n".join(section) + "\n"
+    if PLANNER_BEGIN in text and PLANNER_END in text:
+        head, rest = text.split(PLANNER_BEGIN, 1)
+        tail = rest.split(PLANNER_END, 1)[1].lstrip("\n")
+        return head + block + ("\n" + tail if tail else "")
+    return text.rstrip("\n") + "\n\n" + block
+
+
 def bare_body(target=1500):
     """A decision body of about `target` bytes (the ingest targets' 1.5 KB POST): the fewest experts whose
     decision reaches that size, so the bytes are what a worker would send."""
@@ -830,6 +897,9 @@ def report(r, command):
     if r.get("history"):
         targets.append(("resident memory, 64x256 with every step history full, within 128 MiB (ours/128 MiB)",
                         ratio(r["history"]["rss_kib"], 128 * 1024), 1, False))
+    if r.get("planner"):
+        targets.append(("planner 58x256 into 288 replicas on 32 GPUs in <= 50 ms, one core (50 ms / ours)",
+                        ratio(50.0, r["planner"]["plan_ms_median"]), 1, True))
     if s3:
         targets.append(("batched ingest 1,000,000 decisions/s (stretch)",
                         ratio(s3["moe-metricsd"]["decisions_per_s"], 1_000_000), 1, True))
@@ -1046,6 +1116,10 @@ def report(r, command):
                 L.append(f"| {name} | n/a ({x.get('error', 'not measured')}) | |")
         L.append("")
 
+    if r.get("planner"):
+        L.extend(planner_section(r, command))
+        L.append("")
+
     if r.get("notes"):
         L.append("## Where targets are missed, and why")
         L.append("")
@@ -1193,7 +1267,7 @@ def main():
     ap.add_argument("--pidfile", default=None, help="file to append the PID of every started server to")
     ap.add_argument("--command", default="scripts/bench", help="the command shown in the report")
     ap.add_argument("--only", default="", help="comma-separated scenarios: http1,bare,http2,batch,metrics,micro,growth,"
-                                               "profile,syscalls,pgfull,history (default all)")
+                                               "profile,syscalls,pgfull,history,planner (default all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
 
@@ -1242,6 +1316,7 @@ def main():
         ("history", lambda: scenario_history(procs, workdir, args.daemon)),
         ("profile", lambda: profile_daemon(procs, workdir, args.daemon, files)),
         ("syscalls", lambda: syscall_counts(procs, workdir, args.daemon, files)),
+        ("planner", lambda: scenario_planner(args.package, args.scratch)),
     ]
     try:
         for name, step in steps:
@@ -1259,6 +1334,8 @@ def main():
     results["elapsed_s"] = time.monotonic() - started
     results["notes"] = missed_notes(results)
     text = report(results, args.command)
+    if only == {"planner"} and results.get("planner"):
+        text = splice_planner(args.output, planner_section(results, args.command))
     with open(args.output, "w") as f:
         f.write(text)
     with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -1,5 +1,6 @@
 import HTTPCore
 import JSONOutput
+import MoEPlacement
 import MoEStats
 
 /// The reads: layers, the summary, /metrics, health, and the dashboard page. Each copies what
@@ -62,7 +63,11 @@ extension DaemonRouter {
         }
         var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
         snapshot.summary(window: window, now: now, workerTTL: ttl).writeJSON(&w)
-        return .json(200, w.bytes + [0x0A])
+        let spec = placementStore.withLock { $0 }
+        guard let field = placementField(spec, layer: name, tokens: snapshot.expertTokens) else {
+            return .json(200, w.bytes + [0x0A])
+        }
+        return .json(200, JSONBody.appending(w.bytes, field) + [0x0A])
     }
 
     /// `GET /v1/layers/{layer}/history?last=N&experts=1`: the newest N buckets, oldest first.
@@ -93,11 +98,26 @@ extension DaemonRouter {
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
         var steps = [String: StepHeadline]()
         for h in registry.stepHeadlines(now: now, workerTTL: ttl, recent: true) { steps[h.layer] = h }
+        let spec = placementStore.withLock { $0 }
         var w = JSONWriter(capacity: 256 + summaries.count * 640)
         w.beginObject()
         w.key("layers")
         w.beginArray()
-        for s in summaries { Headline(s, steps: steps[s.layer]).writeJSON(&w) }
+        for s in summaries {
+            guard let spec else {
+                Headline(s, steps: steps[s.layer]).writeJSON(&w)
+                continue
+            }
+            // With a placement, each layer's rank balancedness and its straggler.
+            var one = JSONWriter(capacity: 768)
+            Headline(s, steps: steps[s.layer]).writeJSON(&one)
+            let figures = try? spec.figures(layer: s.layer, tokens: s.expertTokenCounts).get()
+            w.raw(
+                JSONBody.appending(one.bytes) { f in
+                    f.field("rank_balancedness", figures?.balancedness)
+                    f.field("worst_rank", figures?.worstRank)
+                })
+        }
         w.endArray()
         w.endObject()
         return .json(200, w.bytes + [0x0A])
@@ -137,9 +157,17 @@ extension DaemonRouter {
         let daemon = MetricsRenderer.DaemonState(
             counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
             process: ProcessMetrics.read(), version: version)
+        var rankFigures: [String: PlacementFigures] = [:]
+        if let spec = placementStore.withLock({ $0 }) {
+            for v in snapshots {
+                if case .success(let f) = spec.figures(layer: v.layer, tokens: v.expertTokens) {
+                    rankFigures[v.layer] = f
+                }
+            }
+        }
         let body = MetricsRenderer.render(
             snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
-            now: now, workerTTL: current.workerTTLSeconds)
+            now: now, workerTTL: current.workerTTLSeconds, rankFigures: rankFigures)
         return Self.negotiateEncoding(
             HTTPResponse(status: 200, headers: ["content-type": format.contentType], body: body),
             request, vary: "Accept, Accept-Encoding", threshold: 0)

@@ -20,6 +20,8 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     private let settings: Mutex<Settings>
     private let ready = Atomic<Bool>(false)
     private let changes = Atomic<UInt64>(0)
+    /// The placement set by `PUT /v1/placement` (nil: none); read once per request that uses it.
+    let placementStore = Mutex<PlacementSpec?>(nil)
     let openConnections: @Sendable () -> Int
     let clock: @Sendable () -> Double
     let logger: Logger
@@ -82,6 +84,17 @@ public final class DaemonRouter: HTTPHandler, Sendable {
         Route(
             "/v1/summary",
             .get { r, request, _, s in negotiateEncoding(r.summary(request, settings: s), request) }),
+        Route(
+            "/v1/placement",
+            .get { r, _, _, _ in r.getPlacement() },
+            .put { r, request, _, _ in r.putPlacement(request) },
+            .delete { r, _, _, _ in r.deletePlacement() }),
+        Route(
+            "/v1/export/load",
+            .get { r, request, _, _ in r.exportLoad(request) }),
+        Route(
+            "/v1/plan",
+            .post { r, request, _, _ in r.plan(request) }),
         Route(
             "/metrics",
             .get { r, request, _, s in r.metrics(request, settings: s) }),
@@ -254,6 +267,7 @@ extension DaemonRouter {
         static func get(_ handler: @escaping Handler) -> Method { Method(name: "GET", handler: handler) }
         static func post(_ handler: @escaping Handler) -> Method { Method(name: "POST", handler: handler) }
         static func delete(_ handler: @escaping Handler) -> Method { Method(name: "DELETE", handler: handler) }
+        static func put(_ handler: @escaping Handler) -> Method { Method(name: "PUT", handler: handler) }
     }
 
     /// One row of the route table (a class, so that handing a row to a request copies one

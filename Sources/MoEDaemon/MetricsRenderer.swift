@@ -1,3 +1,4 @@
+import MoEPlacement
 import MoEStats
 import Synchronization
 
@@ -42,17 +43,20 @@ public enum MetricsRenderer {
     /// `now` and `workerTTL` split each layer's workers into active and stale.
     public static func render(
         _ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
-        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil
+        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        rankFigures: [String: PlacementFigures] = [:]
     ) -> [UInt8] {
         render(
             snapshots.map(LayerMetrics.init), daemon: daemon, format: format, perExpertSeries: perExpertSeries,
-            now: now, workerTTL: workerTTL)
+            now: now, workerTTL: workerTTL, rankFigures: rankFigures)
     }
 
     /// The same exposition from the metrics-only views (`LayerRegistry.metricsViews()`).
+    /// `rankFigures`: each layer's figures under the placement set, if one is (by layer name).
     public static func render(
         _ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
-        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil
+        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        rankFigures: [String: PlacementFigures] = [:]
     ) -> [UInt8] {
         var layers = views
         // Usually sorted already (the registry lists layers by name); checking is one pass.
@@ -91,6 +95,28 @@ public enum MetricsRenderer {
             w.family("moe_expert_tokens_total", .counter, help: "Tokens each expert received.")
             for (i, l) in layers.enumerated() {
                 w.samples(prepared: labels[i], indexed: expertLabels, counts: l.expertTokens)
+            }
+        }
+        if !rankFigures.isEmpty {
+            // Rank series only with a placement: one per rank, bounded by ExpertPlacement.maxRanks.
+            let rankLabels = IndexLabels(name: "rank", count: rankFigures.values.map(\.rankLoads.count).max() ?? 0)
+            w.family(
+                "moe_rank_tokens_total", .counter,
+                help: "Tokens each rank received under the placement set (a replica carries its expert's tokens / k).")
+            for (i, l) in layers.enumerated() {
+                if let f = rankFigures[l.layer] {
+                    w.samples(prepared: labels[i], indexed: rankLabels, values: f.rankLoads)
+                }
+            }
+            perLayer(
+                "moe_rank_balancedness_ratio", .gauge, "Mean over max of the rank loads under the placement set."
+            ) { rankFigures[$0.layer]?.balancedness }
+            perLayer(
+                "moe_rank_overload_ratio", .gauge,
+                "Busiest rank's load over the mean rank load under the placement set."
+            ) { rankFigures[$0.layer]?.overload }
+            perLayer("moe_rank_worst", .gauge, "The busiest rank under the placement set.") {
+                rankFigures[$0.layer]?.worstRank.map(Double.init)
             }
         }
         for (name, help, pick) in [

@@ -10,7 +10,7 @@ public enum ExternalTool {
     /// The Debian package of each tool; `scripts/install-deps test` installs them all.
     public static let packages = [
         "curl": "curl", "gzip": "gzip", "h2load": "nghttp2-client", "nghttp": "nghttp2-client",
-        "prlimit": "util-linux", "prometheus": "prometheus", "promtool": "prometheus",
+        "prlimit": "util-linux", "prometheus": "prometheus", "promtool": "prometheus", "python3": "python3",
         "systemd-analyze": "systemd",
     ]
 

@@ -1,0 +1,283 @@
+import Foundation
+import TestTools
+import Testing
+
+/// Expert placement over real sockets: decisions posted with curl, a placement set, the rank
+/// figures checked against a computation from the raw decisions (contiguous and replicated), the
+/// load matrix exported and read back as SGLang reads it, a plan made and applied, and every
+/// refusal answered with its status while nothing changes.
+@Suite struct PlacementEndToEndTests {
+    /// Two layers of 8 experts, three decisions each, with counts chosen so that ranks differ.
+    static let counts: [String: [[Int]]] = [
+        "layer.0": [[9, 1, 0, 2, 3, 3, 1, 5], [7, 0, 1, 2, 2, 4, 0, 8], [8, 2, 0, 1, 3, 2, 1, 7]],
+        "layer.1": [[1, 1, 1, 1, 2, 2, 12, 4], [0, 2, 1, 1, 3, 1, 10, 6], [2, 1, 0, 2, 2, 2, 11, 4]],
+    ]
+    static let layers = ["layer.0", "layer.1"]
+
+    /// Tokens per expert over the whole run, from the raw decisions.
+    static func tokens(_ layer: String) -> [Double] {
+        var out = [Double](repeating: 0, count: 8)
+        for d in counts[layer] ?? [] { for (e, c) in d.enumerated() { out[e] += Double(c) } }
+        return out
+    }
+
+    /// Rank loads of a placement computed here, independently of the daemon: slot p on rank
+    /// p / (slots / ranks), each replica carrying its expert's tokens over its replica count.
+    static func rankLoads(_ tokens: [Double], map: [Int], ranks: Int) -> [Double] {
+        var replicas = [Double](repeating: 0, count: tokens.count)
+        for e in map { replicas[e] += 1 }
+        var out = [Double](repeating: 0, count: ranks)
+        for (p, e) in map.enumerated() { out[p / (map.count / ranks)] += tokens[e] / replicas[e] }
+        return out
+    }
+
+    func post(_ daemon: RunningDaemon) throws {
+        for layer in Self.layers {
+            let body = (Self.counts[layer] ?? []).map { c in
+                #"{"layer":"\#(layer)","expert_capacities":\#(c),"total_tokens":\#(c.reduce(0, +))}"#
+            }.joined(separator: "\n")
+            let r = try curl(
+                "\(daemon.base)/v1/decisions", ["-H", "Content-Type: application/x-ndjson", "--data-binary", body])
+            #expect(r.status == 200, "\(r.body)")
+        }
+    }
+
+    func put(_ daemon: RunningDaemon, _ body: String) throws -> CurlResponse {
+        try curl("\(daemon.base)/v1/placement", ["-X", "PUT", "--data-binary", body])
+    }
+
+    /// A JSON number as a Double, through its text: Foundation on Linux hands integral numbers
+    /// back as NSNumbers whose bridging to Double is not reliable.
+    func number(_ v: Any?) -> Double {
+        guard let v, !(v is NSNull) else { return -1 }
+        return Double(String(describing: v)) ?? -1
+    }
+
+    func numbers(_ v: Any?) -> [Double]? { (v as? [Any])?.map(number) }
+
+    func expectFigures(_ placement: Any?, _ expected: [Double], nodes: Int, _ what: String) {
+        guard let p = placement as? [String: Any], let loads = numbers(p["rank_loads"]) else {
+            Issue.record("\(what): no placement figures in \(String(describing: placement))")
+            return
+        }
+        #expect(loads.count == expected.count, "\(what): \(loads) against \(expected)")
+        for (a, b) in zip(loads, expected) { #expect(abs(a - b) <= 1e-9, "\(what): \(loads) against \(expected)") }
+        let peak = expected.max() ?? 0, mean = expected.reduce(0, +) / Double(expected.count)
+        #expect(abs(number(p["balancedness"]) - mean / peak) <= 1e-9, "\(what) balancedness")
+        #expect(abs(number(p["overload"]) - peak / mean) <= 1e-9, "\(what) overload")
+        #expect(p["worst_rank"] as? Int == expected.firstIndex(of: peak), "\(what) worst_rank")
+        let perNode = expected.count / nodes
+        let nodeLoads = (0..<nodes).map { n in expected[(n * perNode)..<((n + 1) * perNode)].reduce(0, +) }
+        #expect(numbers(p["node_loads"]) == nodeLoads, "\(what) node_loads")
+    }
+
+    @Test(.needs("curl")) func contiguousAndReplicatedRankFigures() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try post(daemon)
+        #expect(try curl("\(daemon.base)/v1/placement").status == 404)
+
+        // Contiguous: 8 experts on 4 ranks in 2 nodes, two experts per rank.
+        let set = try put(daemon, #"{"ranks":4,"nodes":2}"#)
+        #expect(set.status == 200, "\(set.body)")
+        for layer in Self.layers {
+            let tokens = Self.tokens(layer)
+            let expected = Self.rankLoads(tokens, map: Array(0..<8), ranks: 4)
+            let summary = try curl("\(daemon.base)/v1/layers/\(layer)").json
+            expectFigures(summary["placement"], expected, nodes: 2, "\(layer) contiguous")
+        }
+        let list = try curl("\(daemon.base)/v1/layers").json["layers"] as? [[String: Any]] ?? []
+        #expect(list.count == 2)
+        for row in list {
+            let layer = row["layer"] as? String ?? ""
+            let expected = Self.rankLoads(Self.tokens(layer), map: Array(0..<8), ranks: 4)
+            let peak = expected.max() ?? 0
+            #expect(row["worst_rank"] as? Int == expected.firstIndex(of: peak), "\(layer)")
+            #expect(
+                abs(number(row["rank_balancedness"]) - expected.reduce(0, +) / 4 / peak) <= 1e-9, "\(layer)")
+        }
+
+        // Replicated: 12 slots on 4 ranks; layer.1's hot expert 6 has three replicas.
+        let standard = [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5]
+        let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
+        let replicated = try put(
+            daemon, #"{"ranks":4,"nodes":2,"physical_to_logical":\#(standard),"layers":{"layer.1":\#(hot)}}"#)
+        #expect(replicated.status == 200, "\(replicated.body)")
+        expectFigures(
+            try curl("\(daemon.base)/v1/layers/layer.0").json["placement"],
+            Self.rankLoads(Self.tokens("layer.0"), map: standard, ranks: 4), nodes: 2, "layer.0 replicated")
+        expectFigures(
+            try curl("\(daemon.base)/v1/layers/layer.1").json["placement"],
+            Self.rankLoads(Self.tokens("layer.1"), map: hot, ranks: 4), nodes: 2, "layer.1 replicated")
+        // /metrics: one counter per rank and the rank gauges, the same numbers.
+        let metrics = try curl("\(daemon.base)/metrics").body
+        func sample(_ prefix: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap {
+                Double($0.split(separator: " ")[1])
+            }
+        }
+        let hotLoads = Self.rankLoads(Self.tokens("layer.1"), map: hot, ranks: 4)
+        for (r, load) in hotLoads.enumerated() {
+            let v = sample("moe_rank_tokens_total{layer=\"layer.1\",rank=\"\(r)\"}")
+            #expect(v.map { abs($0 - load) <= 1e-9 } == true, "rank \(r): \(String(describing: v)) against \(load)")
+        }
+        let hotPeak = hotLoads.max() ?? 0, hotMean = hotLoads.reduce(0, +) / 4
+        #expect(
+            sample("moe_rank_balancedness_ratio{layer=\"layer.1\"}").map { abs($0 - hotMean / hotPeak) <= 1e-9 } == true
+        )
+        #expect(
+            sample("moe_rank_overload_ratio{layer=\"layer.1\"}").map { abs($0 - hotPeak / hotMean) <= 1e-9 } == true)
+        #expect(sample("moe_rank_worst{layer=\"layer.1\"}") == Double(hotLoads.firstIndex(of: hotPeak) ?? -1))
+        let got = try curl("\(daemon.base)/v1/placement").json
+        #expect(got["physical_to_logical"] as? [Int] == standard)
+        #expect((got["layers"] as? [String: [Int]])?["layer.1"] == hot)
+
+        // Every refusal: its status, a message naming the rule, and the placement unchanged.
+        let before = try curl("\(daemon.base)/v1/placement").body
+        let refusals: [(String, Int, String)] = [
+            (#"{"ranks":3}"#, 422, "layer layer.0: the layer has 8 experts, not a multiple of ranks (3)"),
+            (#"{"ranks":4,"nodes":3}"#, 422, "ranks (4) must be a multiple of nodes (3)"),
+            (#"{"ranks":4,"physical_to_logical":[0,1,2,3,4,5,6,6]}"#, 422, "expert 7 has no slot"),
+            (#"{"ranks":4,"physical_to_logical":[0,1,2,3,4,5,6,9]}"#, 422, "out of range"),
+            (#"{"ranks":4,"physical_to_logical":[0,1,2,3,4,5,6]}"#, 422, "not a multiple of ranks"),
+            (#"{"ranks":4,"layers":{"layer.1":[0,1,2,3]}}"#, 422, "layer layer.1: expert 4 has no slot"),
+            (#"{"ranks":4,"colour":1}"#, 422, "unknown field colour"),
+            (#"{"nodes":1}"#, 422, "ranks is required"),
+            (#"{"ranks":4,"ranks":2}"#, 400, "malformed JSON"),
+            ("[1]", 400, "the body must be a JSON object"),
+        ]
+        for (body, status, message) in refusals {
+            let r = try put(daemon, body)
+            #expect(r.status == status, "\(body): \(r.body)")
+            #expect((r.json["error"] as? String ?? "").contains(message), "\(body): \(r.body)")
+        }
+        #expect(try curl("\(daemon.base)/v1/placement").body == before)
+
+        let cleared = try curl("\(daemon.base)/v1/placement", ["-X", "DELETE"])
+        #expect(cleared.status == 200)
+        #expect(try curl("\(daemon.base)/v1/placement").status == 404)
+        #expect(try curl("\(daemon.base)/v1/layers/layer.0").json["placement"] == nil)
+        #expect(!(try curl("\(daemon.base)/metrics").body.contains("moe_rank_")))
+    }
+
+    @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try post(daemon)
+        let json = try curl("\(daemon.base)/v1/export/load").json
+        #expect(json["layers"] as? [String] == Self.layers)
+        #expect(json["experts"] as? Int == 8)
+        #expect((json["load"] as? [Any])?.map(numbers) == Self.layers.map(Self.tokens))
+        #expect((json["window"] as? [String: Any])?.keys.contains("steps") == true)
+
+        let csv = try curl("\(daemon.base)/v1/export/load?format=csv")
+        #expect(csv.headers["content-type"]?.hasPrefix("text/csv") == true)
+        var lines = csv.body.split(separator: "\n").map(String.init)
+        #expect(lines.removeFirst() == "layer,layer_id,expert_id,tokens")
+        var expectedLines: [String] = []
+        for (id, layer) in Self.layers.enumerated() {
+            for (e, t) in Self.tokens(layer).enumerated() { expectedLines.append("\(layer),\(id),\(e),\(Int(t))") }
+        }
+        #expect(lines == expectedLines)
+
+        // SGLang's file, read back as SGLang reads it; the totals come out of the raw decisions.
+        let sglang = try curl("\(daemon.base)/v1/export/load?format=sglang")
+        let dir = try temporaryDirectory("sglang")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("expert_load.json")
+        try Data(sglang.body.utf8).write(to: file)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/placement/read_sglang_load.py").path
+        let read = try run(try tool("python3"), [script, file.path])
+        #expect(read.status == 0, "\(read.stderr)")
+        let totals = numbers(try? JSONSerialization.jsonObject(with: Data(read.stdout.utf8)))
+        #expect(totals == Self.layers.map { Self.tokens($0).reduce(0, +) })
+
+        // A layer of another expert count: one matrix cannot hold it, unless layers are chosen.
+        let other = try curl(
+            "\(daemon.base)/v1/decisions",
+            [
+                "-H", "Content-Type: application/json", "--data-binary",
+                #"{"layer":"small","expert_capacities":[1,2,3,4],"total_tokens":10}"#,
+            ])
+        #expect(other.status == 200)
+        let conflict = try curl("\(daemon.base)/v1/export/load")
+        #expect(conflict.status == 409)
+        let message = conflict.json["error"] as? String ?? ""
+        #expect(message.contains("4 experts: small") && message.contains("8 experts: layer.0, layer.1"), "\(message)")
+        let chosen = try curl("\(daemon.base)/v1/export/load?layers=layer.1,layer.0").json
+        #expect(chosen["layers"] as? [String] == Self.layers)
+        #expect(try curl("\(daemon.base)/v1/export/load?layers=nope").status == 404)
+        #expect(try curl("\(daemon.base)/v1/export/load?format=xml").status == 400)
+    }
+
+    @Test(.needs("curl")) func planPredictAndApply() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try post(daemon)
+        #expect(try put(daemon, #"{"ranks":4,"nodes":2}"#).status == 200)
+        let request = #"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"num_groups":4}"#
+        let answer = try curl("\(daemon.base)/v1/plan", ["--data-binary", request])
+        #expect(answer.status == 200, "\(answer.body)")
+        let plan = answer.json
+        #expect(plan["layers"] as? [String] == Self.layers)
+        let maps = plan["physical_to_logical"] as? [[Int]] ?? []
+        let counts = plan["logical_count"] as? [[Int]] ?? []
+        let inverse = plan["logical_to_physical"] as? [[[Int]]] ?? []
+        let predicted = plan["predicted"] as? [[String: Any]] ?? []
+        #expect(maps.count == 2 && counts.count == 2 && inverse.count == 2 && predicted.count == 2)
+        for (i, layer) in Self.layers.enumerated() where i < maps.count && i < predicted.count {
+            let map = maps[i]
+            #expect(map.count == 12)
+            #expect(Set(map) == Set(0..<8), "every expert has a slot")
+            // Hierarchical rules: 4 groups of 2 experts, 2 groups per node, each group on one node.
+            for g in 0..<4 {
+                let nodes = Set(map.indices.filter { map[$0] / 2 == g }.map { $0 / 6 })
+                #expect(nodes.count == 1, "\(layer): group \(g) on nodes \(nodes)")
+            }
+            for e in 0..<8 {
+                #expect(counts[i][e] == map.filter { $0 == e }.count)
+                #expect(inverse[i][e].filter { $0 >= 0 }.allSatisfy { map[$0] == e })
+            }
+            let tokens = Self.tokens(layer)
+            let planned = Self.rankLoads(tokens, map: map, ranks: 4)
+            expectFigures(predicted[i]["plan"], planned, nodes: 2, "\(layer) predicted plan")
+            expectFigures(
+                predicted[i]["current"], Self.rankLoads(tokens, map: Array(0..<8), ranks: 4), nodes: 2,
+                "\(layer) predicted current")
+            #expect((planned.max() ?? 0) <= (Self.rankLoads(tokens, map: Array(0..<8), ranks: 4).max() ?? 0))
+        }
+
+        // Apply: the answer's `placement` is the body of PUT /v1/placement.
+        let placement = try #require(plan["placement"])
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: placement), as: UTF8.self)
+        let applied = try put(daemon, body)
+        #expect(applied.status == 200, "\(body): \(applied.body)")
+        for (i, layer) in Self.layers.enumerated() where i < maps.count {
+            expectFigures(
+                try curl("\(daemon.base)/v1/layers/\(layer)").json["placement"],
+                Self.rankLoads(Self.tokens(layer), map: maps[i], ranks: 4), nodes: 2, "\(layer) applied")
+        }
+
+        let refusals: [(String, Int, String)] = [
+            (#"{"num_replicas":10,"num_gpus":4}"#, 422, "num_replicas (10) must be a multiple of num_gpus (4)"),
+            (#"{"num_replicas":4,"num_gpus":4}"#, 422, "must be at least the number of experts (8)"),
+            (#"{"num_replicas":12,"num_gpus":6,"num_nodes":4}"#, 422, "must be a multiple of num_nodes"),
+            (#"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"num_groups":6}"#, 422, "multiple of num_groups (6)"),
+            (#"{"num_gpus":4}"#, 422, "num_replicas is required"),
+            (#"{"num_replicas":12,"num_gpus":4,"layers":["nope"]}"#, 404, "no such layer: nope"),
+            (#"{"num_replicas":12,"num_gpus":4,"steps":5}"#, 422, "steps"),
+            ("{", 400, "malformed JSON"),
+        ]
+        for (body, status, message) in refusals {
+            let r = try curl("\(daemon.base)/v1/plan", ["--data-binary", body])
+            #expect(r.status == status, "\(body): \(r.body)")
+            #expect((r.json["error"] as? String ?? "").contains(message), "\(body): \(r.body)")
+        }
+        // Global policy (3 groups over 2 nodes) is accepted: one node, one group.
+        let global = try curl(
+            "\(daemon.base)/v1/plan",
+            ["--data-binary", #"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"num_groups":3}"#])
+        #expect(global.status == 200, "\(global.body)")
+    }
+}
