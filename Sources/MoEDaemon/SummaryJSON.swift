@@ -82,33 +82,18 @@ struct WindowFleetSummary {
     let windows: [StepWindow]
 
     func writeJSON(_ w: inout JSONWriter) {
-        var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
-        var experts = 0
+        var totals = FleetTotals()
         for window in windows {
-            addSaturating(&routings, window.totals.decisions)
-            addSaturating(&tokens, window.totals.tokens)
-            addSaturating(&dropped, window.totals.tokensDropped)
-            addSaturating(&nonfinite, window.totals.nonfiniteLosses)
-            experts += window.experts
+            totals.add(
+                routings: window.totals.decisions, tokens: window.totals.tokens, dropped: window.totals.tokensDropped,
+                nonfinite: window.totals.nonfiniteLosses, experts: window.experts)
         }
         w.beginObject()
         w.key("window")
         w.beginObject()
         w.field("steps", steps)
         w.endObject()
-        w.key("totals")
-        w.beginObject()
-        w.field("layers", windows.count)
-        w.field("experts", experts)
-        w.field("total_routings", routings)
-        w.field("total_tokens", tokens)
-        w.field("tokens_dropped", dropped)
-        w.field(
-            LayerMeasure.routingEfficiency.name,
-            Measures.routingEfficiency(
-                tokens: tokens, dropped: dropped, scale: LayerMeasure.routingEfficiency.jsonScale))
-        w.field("nonfinite_losses", nonfinite)
-        w.endObject()
+        totals.writeJSON(&w)
         let numbers = windows.map { window -> [Double?] in
             let values = window.measures
             return LayerMeasure.headlines.map { row in
@@ -121,6 +106,38 @@ struct WindowFleetSummary {
         w.beginArray()
         for window in windows { window.writeJSON(&w) }
         w.endArray()
+        w.endObject()
+    }
+}
+
+/// The `totals` object of `GET /v1/summary`, run-wide or over a window: sums of counters across
+/// layers (saturating), and the efficiency recomputed from those sums.
+struct FleetTotals {
+    private var layers = 0, experts = 0
+    private var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
+
+    mutating func add(routings r: UInt64, tokens t: UInt64, dropped d: UInt64, nonfinite n: UInt64, experts e: Int) {
+        layers += 1
+        experts += e
+        addSaturating(&routings, r)
+        addSaturating(&tokens, t)
+        addSaturating(&dropped, d)
+        addSaturating(&nonfinite, n)
+    }
+
+    func writeJSON(_ w: inout JSONWriter) {
+        w.key("totals")
+        w.beginObject()
+        w.field("layers", layers)
+        w.field("experts", experts)
+        w.field("total_routings", routings)
+        w.field("total_tokens", tokens)
+        w.field("tokens_dropped", dropped)
+        w.field(
+            LayerMeasure.routingEfficiency.name,
+            Measures.routingEfficiency(
+                tokens: tokens, dropped: dropped, scale: LayerMeasure.routingEfficiency.jsonScale))
+        w.field("nonfinite_losses", nonfinite)
         w.endObject()
     }
 }
@@ -138,31 +155,14 @@ struct FleetSummary {
 
     func writeJSON(_ w: inout JSONWriter) {
         let headlines = summaries.map { Headline($0) }
-        var routings: UInt64 = 0, tokens: UInt64 = 0, dropped: UInt64 = 0, nonfinite: UInt64 = 0
-        var experts = 0
-        let add = addSaturating
+        var totals = FleetTotals()
         for h in headlines {
-            add(&routings, h.totalRoutings)
-            add(&tokens, h.totalTokens)
-            add(&dropped, h.tokensDropped)
-            add(&nonfinite, h.nonfiniteLosses)
-            experts += h.experts
+            totals.add(
+                routings: h.totalRoutings, tokens: h.totalTokens, dropped: h.tokensDropped,
+                nonfinite: h.nonfiniteLosses, experts: h.experts)
         }
         w.beginObject()
-        w.key("totals")
-        w.beginObject()
-        w.field("layers", headlines.count)
-        w.field("experts", experts)
-        w.field("total_routings", routings)
-        w.field("total_tokens", tokens)
-        w.field("tokens_dropped", dropped)
-        w.field(
-            LayerMeasure.routingEfficiency.name,
-            Measures.routingEfficiency(
-                tokens: tokens, dropped: dropped,
-                scale: LayerMeasure.routingEfficiency.jsonScale))
-        w.field("nonfinite_losses", nonfinite)
-        w.endObject()
+        totals.writeJSON(&w)
 
         writeSpread(headlines.map { $0.numbers }, rows: Array(LayerMeasure.headlines.indices), into: &w)
 

@@ -1,6 +1,32 @@
 import JSONOutput
 
 extension LayerSummary {
+    /// `expert_token_counts`, `expert_demand` (served plus overflow; a decision without a demand
+    /// counts as asking for what it was served) and `expert_overflow`, both null without demand:
+    /// the same three arrays in a layer's summary, a window and a history step.
+    static func writeExpertArrays(tokens: [UInt64], overflow: [UInt64]?, into w: inout JSONWriter) {
+        w.key("expert_token_counts")
+        w.beginArray()
+        for c in tokens { w.value(c) }
+        w.endArray()
+        w.key("expert_demand")
+        if let overflow {
+            w.beginArray()
+            for (s, o) in zip(tokens, overflow) { w.value(s.addingSaturated(o)) }
+            w.endArray()
+        } else {
+            w.null()
+        }
+        w.key("expert_overflow")
+        if let overflow {
+            w.beginArray()
+            for o in overflow { w.value(o) }
+            w.endArray()
+        } else {
+            w.null()
+        }
+    }
+
     /// Writes the summary as one JSON object, fields in the documented order (docs/api.md "Summary
     /// fields"): in each section its raw fields, then the rows of `LayerMeasure.all` placed in
     /// it, in table order. Nil values are written as `null`; JSONWriter writes any non-finite
@@ -17,26 +43,7 @@ extension LayerSummary {
         w.beginArray()
         for u in expertUtilization { w.value(u) }
         w.endArray()
-        w.key("expert_token_counts")
-        w.beginArray()
-        for c in expertTokenCounts { w.value(c) }
-        w.endArray()
-        w.key("expert_demand")
-        if let expertOverflow {
-            w.beginArray()
-            for (s, o) in zip(expertTokenCounts, expertOverflow) { w.value(s.addingSaturated(o)) }
-            w.endArray()
-        } else {
-            w.null()
-        }
-        w.key("expert_overflow")
-        if let expertOverflow {
-            w.beginArray()
-            for o in expertOverflow { w.value(o) }
-            w.endArray()
-        } else {
-            w.null()
-        }
+        Self.writeExpertArrays(tokens: expertTokenCounts, overflow: expertOverflow, into: &w)
         writeMeasures(of: .experts, into: &w)
         Self.write(mostUtilizedExpert, as: "most_utilized_expert", into: &w)
         Self.write(leastUtilizedExpert, as: "least_utilized_expert", into: &w)

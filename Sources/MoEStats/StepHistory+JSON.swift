@@ -24,26 +24,7 @@ extension StepTotals {
     /// `expert_token_counts`, and `expert_demand` (served plus overflow; a decision without a
     /// demand counts as asking for what it was served) and `expert_overflow`, null without demand.
     func writeExperts(_ w: inout JSONWriter) {
-        w.key("expert_token_counts")
-        w.beginArray()
-        for c in expertTokens { w.value(c) }
-        w.endArray()
-        w.key("expert_demand")
-        if let expertOverflow {
-            w.beginArray()
-            for (s, o) in zip(expertTokens, expertOverflow) { w.value(s.addingSaturated(o)) }
-            w.endArray()
-        } else {
-            w.null()
-        }
-        w.key("expert_overflow")
-        if let expertOverflow {
-            w.beginArray()
-            for o in expertOverflow { w.value(o) }
-            w.endArray()
-        } else {
-            w.null()
-        }
+        LayerSummary.writeExpertArrays(tokens: expertTokens, overflow: expertOverflow, into: &w)
     }
 }
 
