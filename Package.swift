@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "HTTP2", dependencies: ["HTTPCore", "SessionCore", "CNGHTTP2"]),
         .target(name: "Transport", dependencies: ["SessionCore", "CTransport"]),
         .target(
-            name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport", "TestTools"]),
+            name: "HTTPServer", dependencies: ["HTTPCore", "HTTP1", "HTTP2", "SessionCore", "Transport"]),
         .target(
             name: "MoEDaemon",
             dependencies: [
@@ -76,10 +76,11 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
-        // The `.needs(tool)` trait shared by the test targets that drive curl, nghttp, promtool, ...
+        // What the test targets share: the `.needs(tool)` trait for those that drive curl, nghttp,
+        // promtool, ..., the raw socket client and a seeded generator.
         .target(name: "TestTools", path: "Tests/TestTools"),
-        .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput"]),
-        .testTarget(name: "MoEPlacementTests", dependencies: ["MoEPlacement"]),
+        .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput", "TestTools"]),
+        .testTarget(name: "MoEPlacementTests", dependencies: ["MoEPlacement", "TestTools"]),
         .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
         .testTarget(
             name: "HTTP2Tests",
@@ -89,7 +90,7 @@ let package = Package(
         .testTarget(
             name: "MoEDaemonTests",
             dependencies: [
-                "MoEDaemon", "MoEStats", "HTTPCore", "HTTP1", "HTTPServer", "CZlib",
+                "MoEDaemon", "MoEStats", "HTTPCore", "HTTP1", "HTTPServer", "CZlib", "TestTools",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ]

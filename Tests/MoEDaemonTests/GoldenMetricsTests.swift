@@ -1,5 +1,6 @@
 import Foundation
 import MoEStats
+import TestTools
 import Testing
 
 @testable import MoEDaemon
@@ -102,7 +103,7 @@ import Testing
         c.latencyBucketsSeconds = [0.0005, 0.002, 0.05]
         c.defaultWindow = 7
         let registry = LayerRegistry(configuration: c)
-        var rng = MetricsTestRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         for d in 0..<decisions {
             var batch = [RoutingDecision]()
             for l in 0..<layers {
@@ -235,17 +236,4 @@ extension GoldenMetricsTests {
         process: ProcessMetrics(
             residentMemoryBytes: nil, cpuSeconds: nil, openFDs: nil, maxFDs: nil, startTimeSeconds: nil),
         version: "0")
-}
-
-/// A small deterministic generator (MetricsTestRandom64), so failures reproduce.
-struct MetricsTestRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

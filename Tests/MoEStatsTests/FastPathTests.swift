@@ -1,3 +1,4 @@
+import TestTools
 import Testing
 
 @testable import MoEStats
@@ -20,7 +21,7 @@ import Testing
     }
 
     @Test func compactAndSpacedArraysDecodeAlike() throws {
-        var g = Generator(state: 1)
+        var g = Generator(seed: 1)
         // Lengths around the scratch array's initial size (256) and its growth.
         for experts in [1, 2, 63, 64, 255, 256, 257, 511, 512, 513, 1500] {
             // Every digit count from 1 to 19 (one 19-digit count, so that the sum fits), and zeros.
@@ -204,7 +205,7 @@ import Testing
     }
 
     @Test func loadChecksAgreeWithThePlainDefinition() {
-        var g = Generator(state: 7)
+        var g = Generator(seed: 7)
         var cases: [([UInt64], UInt64, Int?)] = [
             ([.max, 1], .max, 1),  // the sum overflows; the limit is exactly UInt64.max
             ([.max, .max], .max, 2),  // the limit overflows: no sum problem
@@ -240,7 +241,7 @@ import Testing
     // MARK: - registry
 
     static func batch(layers: [String], experts: Int, seed: UInt64, workers: Bool = true) -> [RoutingDecision] {
-        var g = Generator(state: seed)
+        var g = Generator(seed: seed)
         return layers.enumerated().map { i, layer in
             let counts = (0..<experts).map { _ in g.below(50) }
             let total = counts.max()! + g.below(3)
@@ -269,7 +270,7 @@ import Testing
         #expect(try fast.ingest(first, defaultLayer: nil, now: 1) == names.count)
         for d in first { _ = try slow.ingest([d], defaultLayer: nil, now: 1) }
         for round in 0..<20 {
-            var g = Generator(state: UInt64(100 + round))
+            var g = Generator(seed: UInt64(100 + round))
             let layers = (0..<Int(g.below(12)) + 2).map { _ in names[Int(g.below(UInt64(names.count)))] }
             let batch = Self.batch(layers: layers, experts: 4, seed: UInt64(round))
             #expect(try fast.ingest(batch, defaultLayer: nil, now: Double(round + 2)) == batch.count)
@@ -307,7 +308,7 @@ import Testing
         var r = LayerRegistry(configuration: config)
         var model: [String: (lastSeen: Double, decisions: UInt64)] = [:]
         var untracked: UInt64 = 0
-        var g = Generator(state: 11)
+        var g = Generator(seed: 11)
         let names = ["w0", "w1", "w2", "w3", "w4"]
         for step in 0..<400 {
             // Runs of one worker, as a job's worker posting every layer in turn sends them.

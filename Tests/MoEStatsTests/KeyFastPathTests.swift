@@ -25,7 +25,7 @@ import Testing
             0x00, 0x01, 0x09, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7E, 0x7F,
             0x80, 0x81, 0xA0, 0xA2, 0xC3, 0xDC, 0xE0, 0xFF,
         ]
-        var g = FastPathTests.Generator(state: 7)
+        var g = FastPathTests.Generator(seed: 7)
         var plainEnds = 0
         var longRuns = 0
         for _ in 0..<20_000 {
@@ -126,7 +126,7 @@ import Testing
                 }
             }
         }
-        var g = FastPathTests.Generator(state: 11)
+        var g = FastPathTests.Generator(seed: 11)
         for _ in 0..<5_000 {
             let n = Int(g.below(31))
             keys.append((0..<n).map { _ in UInt8(ascii: "a") + UInt8(g.below(26)) })
@@ -273,7 +273,7 @@ import Testing
     }
 
     @Test func randomValuesAgreeBitForBit() {
-        var g = FastPathTests.Generator(state: 2026)
+        var g = FastPathTests.Generator(seed: 2026)
         var fastCount = 0
         for i in 0..<50_000 {
             let text: String
@@ -372,7 +372,7 @@ import Testing
 @Suite struct ScratchHandOverTests {
     @Test(arguments: [1, 2, 63, 64, 65, 255, 256, 257, 1_000])
     func singleBatchAndNDJSONAgree(experts: Int) throws {
-        var g = FastPathTests.Generator(state: UInt64(experts))
+        var g = FastPathTests.Generator(seed: UInt64(experts))
         let counts = (0..<experts).map { _ in g.below(500) }
         let total = counts.max()! + 1
         let object =

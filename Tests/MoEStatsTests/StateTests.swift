@@ -1,4 +1,5 @@
 import JSONOutput
+import TestTools
 import Testing
 
 @testable import MoEStats
