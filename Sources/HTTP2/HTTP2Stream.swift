@@ -18,7 +18,9 @@ final class HTTP2Stream {
         /// DATA (each chunk restarts it, as each read does over HTTP/1.1).
         case body
         /// Response submitted: `bodyTimeoutSeconds` from the latest frame sent on the stream, so a
-        /// client that never opens its flow-control window cannot hold the stream for ever.
+        /// client that never opens its flow-control window cannot hold the stream for ever, and
+        /// `responseTimeoutSeconds` from the submission, so one that opens it a byte at a time
+        /// cannot either.
         case responding
     }
 
@@ -54,6 +56,11 @@ final class HTTP2Stream {
     /// The response body, read by the data provider from `responseOffset`.
     var responseBody: [UInt8] = []
     var responseOffset = 0
+    /// When the response was submitted: the start of its total deadline.
+    var respondingSince: UInt64 = 0
+    /// Bytes this stream holds against the connection's and the server's budgets (its request
+    /// body as it arrives, then its pending response).
+    var heldBytes = 0
 
     init(id: Int32, now: UInt64) {
         self.id = id
@@ -64,7 +71,11 @@ final class HTTP2Stream {
     func deadline(_ limits: HTTPLimits) -> UInt64 {
         switch phase {
         case .headers: monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body, .responding: monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .body: monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .responding:
+            min(
+                monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor),
+                monotonicDeadline(after: limits.responseTimeoutSeconds, from: respondingSince))
         }
     }
 

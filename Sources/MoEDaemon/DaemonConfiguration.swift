@@ -82,6 +82,11 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
 }
 
 extension DaemonConfiguration {
+    /// The largest `http.max_connection_buffer_bytes` (4 GiB).
+    public static let maxBufferBytes = 1 << 32
+    /// The largest `http.max_buffered_bytes` (64 GiB).
+    public static let maxBufferedBytes = 1 << 36
+
     /// Checks the relations no single setting can check alone; throws the first problem found.
     public func validate() throws(ConfigurationError) {
         if listen.isEmpty { throw ConfigurationError("listen: at least one address is needed") }
@@ -111,6 +116,16 @@ extension DaemonConfiguration {
         try positive("http.idle_timeout_seconds", http.idleTimeoutSeconds)
         try positive("http.max_connections", http.maxConnections)
         try positive("http.max_concurrent_streams", http.maxConcurrentStreams)
+        if http.maxConnectionBufferBytes <= 0 || http.maxConnectionBufferBytes > Self.maxBufferBytes {
+            throw ConfigurationError(
+                "http.max_connection_buffer_bytes: must be from 1 to \(Self.maxBufferBytes), got \(http.maxConnectionBufferBytes)"
+            )
+        }
+        if http.maxBufferedBytes <= 0 || http.maxBufferedBytes > Self.maxBufferedBytes {
+            throw ConfigurationError(
+                "http.max_buffered_bytes: must be from 1 to \(Self.maxBufferedBytes), got \(http.maxBufferedBytes)")
+        }
+        try positive("http.response_timeout_seconds", http.responseTimeoutSeconds)
         if eventLoops < 0 || eventLoops > 256 {
             throw ConfigurationError("http.event_loops: must be 0 (one per core) to 256, got \(eventLoops)")
         }
