@@ -112,6 +112,13 @@ extension HTTP2ServerSession {
         guard let stream = me.stream(streamID), let buf, let dataFlags else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
+        if stream.responseOffset == stream.responseBody.count, let source = stream.source {
+            // The piece has left: the next one, written over it. Runs inside mem_send, which
+            // only asks when the stream's window has room (RFC 9113 section 6.9).
+            stream.responseBody.removeAll(keepingCapacity: true)
+            stream.responseOffset = 0
+            if !source.next(into: &stream.responseBody, atMost: me.limits.responseChunkBytes) { stream.source = nil }
+        }
         let count = min(length, stream.responseBody.count - stream.responseOffset)
         if count > 0 {
             stream.responseBody.withUnsafeBufferPointer { src in
@@ -119,7 +126,7 @@ extension HTTP2ServerSession {
             }
             stream.responseOffset += count
         }
-        if stream.responseOffset == stream.responseBody.count {
+        if stream.responseOffset == stream.responseBody.count && stream.source == nil {
             dataFlags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             stream.responseBody = []
             stream.responseOffset = 0

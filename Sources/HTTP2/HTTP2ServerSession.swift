@@ -243,11 +243,26 @@ public final class HTTP2ServerSession: ConnectionSession {
         return streams.isEmpty
     }
 
+    /// Output size past which a drain stops until the transport has sent what it holds.
+    public static let outputHighWaterBytes = 1 << 20
+
+    /// The last drain stopped at `outputHighWaterBytes` with frames still to send.
+    private var drainCapped = false
+
+    public var hasBufferedInput: Bool { drainCapped }
+
     // MARK: Driving nghttp2
 
     /// Copies every frame nghttp2 has queued into `output`.
     private func drain(_ session: OpaquePointer, into output: inout [UInt8]) {
+        drainCapped = false
         while true {
+            if output.count >= Self.outputHighWaterBytes {
+                // The rest waits until the transport has sent this (`hasBufferedInput`): a client
+                // with a large window cannot make one drain copy a whole large body.
+                drainCapped = true
+                return
+            }
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n < 0 {
@@ -293,7 +308,9 @@ public final class HTTP2ServerSession: ConnectionSession {
             }
             // The request body is gone; the response takes its place until it has left.
             release(stream)
-            if !isHead && !response.body.isEmpty, let refusal = hold(response.body.count, for: stream) {
+            // A streamed body holds at most one piece at a time.
+            let pending = response.source != nil ? limits.responseChunkBytes : response.body.count
+            if !isHead && pending > 0, let refusal = hold(pending, for: stream) {
                 response = handler.refusal(status: 503, message: refusal, headers: ["retry-after": "1"])
             }
             submit(response, on: stream, isHead: isHead, session: session)
@@ -340,7 +357,7 @@ public final class HTTP2ServerSession: ConnectionSession {
             bytes.append(contentsOf: f.value.utf8)
             spans.append(NameValueSpan(name: n, nameCount: v - n, value: v, valueCount: bytes.count - v))
         }
-        if status != 204 && status != 304 {
+        if status != 204 && status != 304 && response.source == nil {
             Self.appendField("content-length", decimal: response.body.count, to: &bytes, &spans)
         }
         let dateName = bytes.count
@@ -351,10 +368,11 @@ public final class HTTP2ServerSession: ConnectionSession {
         stream.phase = .responding
         stream.anchor = now
         stream.respondingSince = now
-        let withBody = bodyAllowed && !response.body.isEmpty
+        let withBody = bodyAllowed && (!response.body.isEmpty || response.source != nil)
         if withBody {
             stream.responseBody = response.body
             stream.responseOffset = 0
+            stream.source = response.source
         }
         let rv: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
             let base = buf.baseAddress!

@@ -53,9 +53,12 @@ final class HTTP2Stream {
     /// Set when we answer before the request ended: after the response's END_STREAM we ask the
     /// client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1).
     var resetAfterResponse = false
-    /// The response body, read by the data provider from `responseOffset`.
+    /// The response body, read by the data provider from `responseOffset`; for a streamed body,
+    /// the current piece.
     var responseBody: [UInt8] = []
     var responseOffset = 0
+    /// The rest of a streamed body, asked for a piece when the current one has left.
+    var source: (any HTTPBodySource)?
     /// When the response was submitted: the start of its total deadline.
     var respondingSince: UInt64 = 0
     /// Bytes this stream holds against the connection's and the server's budgets (its request

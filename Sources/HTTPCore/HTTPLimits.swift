@@ -31,6 +31,9 @@ public struct HTTPLimits: Sendable, Equatable {
     /// Longest time a response may take to leave once it has started, however the client paces
     /// its reads or its flow-control window; past it, the response is cut.
     public var responseTimeoutSeconds: Double = 300
+    /// Bytes a streamed response body is generated in at a time (`HTTPBodySource`): with the
+    /// output high-water mark, what serving one response holds, whatever the size of the state.
+    public var responseChunkBytes: Int = 64 * 1024
 
     public init() {}
 }

@@ -126,6 +126,10 @@ extension DaemonConfiguration {
                 "http.max_buffered_bytes: must be from 1 to \(Self.maxBufferedBytes), got \(http.maxBufferedBytes)")
         }
         try positive("http.response_timeout_seconds", http.responseTimeoutSeconds)
+        if http.responseChunkBytes < 1 || http.responseChunkBytes > 16 << 20 {
+            throw ConfigurationError(
+                "http.response_chunk_bytes: must be from 1 to \(16 << 20), got \(http.responseChunkBytes)")
+        }
         if eventLoops < 0 || eventLoops > 256 {
             throw ConfigurationError("http.event_loops: must be 0 (one per core) to 256, got \(eventLoops)")
         }

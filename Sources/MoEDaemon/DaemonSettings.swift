@@ -104,6 +104,10 @@ public enum DaemonSettings {
             "http.response_timeout_seconds",
             "Longest time a response may take to leave once started, however slowly the client reads; then it is cut.",
             \.http.responseTimeoutSeconds),
+        int(
+            "http.response_chunk_bytes",
+            "Bytes a streamed response (/metrics, /v1/summary) is generated in at a time, as the client reads.",
+            \.http.responseChunkBytes),
         int("http.event_loops", "Event-loop threads; 0 means one per CPU core.", \.eventLoops),
         double(
             "http.shutdown_deadline_seconds", "Longest wait for requests in flight on SIGTERM or SIGINT.",

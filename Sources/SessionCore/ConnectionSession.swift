@@ -39,9 +39,10 @@ public protocol ConnectionSession: AnyObject {
     /// True when the session could be closed without cutting a request short.
     var isIdle: Bool { get }
 
-    /// True when the session holds input it has not yet processed because its output is backed
-    /// up (pipelined requests held back so one read cannot multiply into unbounded output). The
-    /// transport calls `receive` with no bytes once the output has drained.
+    /// True when the session has work it held back because its output is backed up: input not
+    /// yet processed (pipelined requests held back so one read cannot multiply into unbounded
+    /// output) or a response body still to be generated (written a piece at a time as the output
+    /// drains). The transport calls `receive` with no bytes once the output has drained.
     var hasBufferedInput: Bool { get }
 }
 

@@ -175,6 +175,8 @@ struct H2Pipe {
     var lastDisposition: SessionDisposition = .keepOpen
     /// Everything the server wrote, for raw frame checks.
     var serverBytes: [UInt8] = []
+    /// The most the server wrote in one call.
+    var largestServerWrite = 0
 
     init(
         client: H2TestClient = H2TestClient(), handler: any HTTPHandler, limits: HTTPLimits = HTTPLimits(),
@@ -189,7 +191,10 @@ struct H2Pipe {
         for _ in 0..<maxRounds {
             let c2s = client.output()
             var s2c: [UInt8] = []
-            if !c2s.isEmpty {
+            if c2s.isEmpty && server.hasBufferedInput {
+                // What the transport does once the output has drained: let the session go on.
+                lastDisposition = server.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &s2c)
+            } else if !c2s.isEmpty {
                 if byteByByte {
                     for b in c2s {
                         lastDisposition = [b].withUnsafeBytes { server.receive($0, now: now, output: &s2c) }
@@ -199,6 +204,7 @@ struct H2Pipe {
                 }
             }
             serverBytes += s2c
+            largestServerWrite = max(largestServerWrite, s2c.count)
             if !s2c.isEmpty { client.input(s2c) }
             if c2s.isEmpty && s2c.isEmpty { return }
         }
