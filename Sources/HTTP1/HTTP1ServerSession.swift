@@ -195,6 +195,10 @@ public final class HTTP1ServerSession: ConnectionSession {
     /// once the body is complete.
     private func pump(_ current: Streaming, output: inout [UInt8]) -> Bool {
         let piece = parser.limits.responseChunkBytes
+        // Room for a whole fill at once: growing by doubling would copy the bytes again and
+        // again (the transport releases a large buffer once it is sent).
+        let fill = Self.outputHighWaterBytes + 2 * piece
+        if output.capacity < fill { output.reserveCapacity(fill) }
         while output.count < Self.outputHighWaterBytes {
             let more =
                 current.chunked
