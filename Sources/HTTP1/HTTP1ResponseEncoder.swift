@@ -40,7 +40,12 @@ public enum HTTP1ResponseEncoder {
         }
         // RFC 9110 sections 8.6 and 15.3.5 / 15.4.5: no Content-Length and no body on 1xx, 204 and 304.
         let bodyless = response.status < 200 || response.status == 204 || response.status == 304
-        if !bodyless {
+        if !bodyless && response.source != nil {
+            // A streamed body's length is unknown: chunked for HTTP/1.1 (RFC 9112 section 7.1);
+            // a 1.0 client cannot read chunks, so its body ends when the connection closes
+            // (RFC 9112 section 6.3), and the caller must not keep it alive.
+            if requestVersion != .http1_0 { output.append(contentsOf: "transfer-encoding: chunked\r\n".utf8) }
+        } else if !bodyless {
             output.append(contentsOf: "content-length: ".utf8)
             appendDecimal(response.body.count, to: &output)
             output.append(contentsOf: crlf)
@@ -55,6 +60,32 @@ public enum HTTP1ResponseEncoder {
             output.append(contentsOf: response.body)
         }
     }
+
+    /// Appends the next piece of a streamed body as one chunk (RFC 9112 section 7.1), and the
+    /// last chunk once the source is done; returns whether more remains. The source writes
+    /// straight into `output` after an 8-digit size, filled in once the piece is written
+    /// (leading zeros are allowed: `chunk-size = 1*HEXDIG`), so the piece is never copied.
+    public static func appendChunk(from source: any HTTPBodySource, atMost: Int, into output: inout [UInt8]) -> Bool {
+        let sizeAt = output.count
+        output.append(contentsOf: chunkSizePlaceholder)
+        let start = output.count
+        let more = source.next(into: &output, atMost: atMost)
+        let size = output.count - start
+        if size == 0 {
+            // An empty chunk would end the body.
+            output.removeSubrange(sizeAt..<start)
+        } else {
+            let hex: [UInt8] = Array("0123456789abcdef".utf8)
+            for i in 0..<8 { output[sizeAt + i] = hex[(size >> (4 * (7 - i))) & 0xf] }
+            output.append(contentsOf: crlf)
+        }
+        if !more { output.append(contentsOf: lastChunk) }
+        return more
+    }
+
+    private static let chunkSizePlaceholder: [UInt8] = Array("00000000\r\n".utf8)
+    /// The last chunk and the end of an empty trailer section.
+    private static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
 
     /// The interim response sent to `Expect: 100-continue` (RFC 9110 section 15.2.1).
     public static let continueResponse: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)

@@ -26,6 +26,19 @@ public final class HTTP1ServerSession: ConnectionSession {
     @exclusivity(unchecked) private var bodyStart: UInt64 = 0
     @exclusivity(unchecked) private var shuttingDown = false
     @exclusivity(unchecked) private var finished = false
+    /// The response whose body is being streamed (see `HTTPBodySource`), if any: it is written
+    /// a piece at a time while the output is below its high-water mark, and the next pipelined
+    /// request waits until it is done.
+    private var streaming: Streaming?
+
+    private struct Streaming {
+        let source: any HTTPBodySource
+        /// HTTP/1.1 chunks; a 1.0 client gets the bare bytes, then the connection closes.
+        let chunked: Bool
+        let keepAlive: Bool
+        /// When the response started: the start of its total deadline.
+        let since: UInt64
+    }
     #if DEBUG
     /// The thread of the first call; every later call must come from it.
     private var owner = ThreadOwner()
@@ -64,6 +77,7 @@ public final class HTTP1ServerSession: ConnectionSession {
         assertConfined()
         if finished { return nil }
         let limits = parser.limits
+        if let streaming { return monotonicDeadline(after: limits.responseTimeoutSeconds, from: streaming.since) }
         switch phase {
         case .idle: return monotonicDeadline(after: limits.idleTimeoutSeconds, from: anchor)
         case .head: return monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
@@ -80,6 +94,12 @@ public final class HTTP1ServerSession: ConnectionSession {
         assertConfined()
         if finished { return .closeAfterWrite }
         finished = true
+        if streaming != nil {
+            // The body has started: no status can replace it, so the connection is cut and the
+            // client sees a body without its last chunk.
+            streaming = nil
+            return .closeAfterWrite
+        }
         switch phase {
         case .idle, .failed:
             // An idle keep-alive connection is closed without a word (RFC 9112 section 9.5).
@@ -94,7 +114,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         shuttingDown = true
-        if finished || parser.phase == .idle {
+        if finished || (parser.phase == .idle && streaming == nil) {
             finished = true
             return .closeAfterWrite
         }
@@ -104,7 +124,7 @@ public final class HTTP1ServerSession: ConnectionSession {
 
     public var isIdle: Bool {
         assertConfined()
-        return finished || parser.phase == .idle
+        return finished || (parser.phase == .idle && streaming == nil)
     }
 
     /// Limits for the requests that follow (configuration reload).
@@ -142,6 +162,19 @@ public final class HTTP1ServerSession: ConnectionSession {
         var turnOver = false
         var turnStart: UInt64? = nil
         while true {
+            if let current = streaming {
+                guard pump(current, output: &output) else {
+                    // More once the output has drained: the transport calls back then.
+                    hasBufferedInput = true
+                    return .keepOpen
+                }
+                streaming = nil
+                completed = true
+                if !current.keepAlive {
+                    finished = true
+                    return .closeAfterWrite
+                }
+            }
             if output.count >= Self.outputHighWaterBytes || answered >= Self.requestsPerTurn
                 || rendered >= Self.renderedBytesPerTurn || turnOver
             {
@@ -171,10 +204,19 @@ public final class HTTP1ServerSession: ConnectionSession {
                     let t = monotonicNanoseconds()
                     if let turnStart { turnOver = t &- turnStart >= Self.turnNanoseconds } else { turnStart = t }
                 }
-                let keep = keepAlive && !shuttingDown
+                let headOnly = request.method == "HEAD"
+                let status = response.status
+                let streamed =
+                    response.source != nil && !headOnly && status >= 200 && status != 204 && status != 304
+                let keep = keepAlive && !shuttingDown && !(streamed && request.version == .http1_0)
                 HTTP1ResponseEncoder.encode(
-                    response, requestVersion: request.version, headOnly: request.method == "HEAD",
+                    response, requestVersion: request.version, headOnly: headOnly,
                     keepAlive: keep, date: dates.current, into: &output)
+                if streamed, let source = response.source {
+                    streaming = Streaming(
+                        source: source, chunked: request.version != .http1_0, keepAlive: keep, since: now)
+                    continue
+                }
                 if !keep {
                     finished = true
                     return .closeAfterWrite
@@ -190,6 +232,24 @@ public final class HTTP1ServerSession: ConnectionSession {
         if completed || newPhase != phase || newPhase == .body { anchor = now }
         phase = newPhase
         return .keepOpen
+    }
+
+    /// Writes pieces of the streamed body until the output reaches its high-water mark; true
+    /// once the body is complete.
+    private func pump(_ current: Streaming, output: inout [UInt8]) -> Bool {
+        let piece = parser.limits.responseChunkBytes
+        // Room for a whole fill at once: growing by doubling would copy the bytes again and
+        // again (the transport releases a large buffer once it is sent).
+        let fill = Self.outputHighWaterBytes + 2 * piece
+        if output.capacity < fill { output.reserveCapacity(fill) }
+        while output.count < Self.outputHighWaterBytes {
+            let more =
+                current.chunked
+                ? HTTP1ResponseEncoder.appendChunk(from: current.source, atMost: piece, into: &output)
+                : current.source.next(into: &output, atMost: piece)
+            if !more { return true }
+        }
+        return false
     }
 
     private func writeError(_ error: HTTP1ParseError, version: HTTPVersion, output: inout [UInt8]) {

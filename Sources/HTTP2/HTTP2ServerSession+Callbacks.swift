@@ -32,11 +32,13 @@ extension HTTP2ServerSession {
             guard let frame, let name, let value else { return 0 }
             let me = HTTP2ServerSession.from(userData)
             guard let stream = me.stream(frame.pointee.hd.stream_id) else { return 0 }
-            me.onHeader(
+            let goOn = me.onHeader(
                 stream, name: UnsafeBufferPointer(start: name, count: namelen),
                 value: UnsafeBufferPointer(start: value, count: valuelen),
                 isRequest: frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST)
-            return 0
+            // nghttp2 then decodes the rest of the block for the HPACK state only (RFC 9113
+            // section 4.3), with no field check and no callback, and resets the stream.
+            return goOn ? 0 : Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, userData in
             guard let data else { return 0 }
@@ -66,9 +68,16 @@ extension HTTP2ServerSession {
                 stream.resetAfterResponse = true
                 me.enqueue(stream)
             } else if stream.expectsContinue && hd.type == UInt8(NGHTTP2_HEADERS.rawValue) {
-                // A client waiting for 100 (Continue) before sending its body would otherwise
-                // stall until its own timer fires (RFC 9110 section 10.1.1).
-                me.submitContinue(stream.id)
+                // A client waiting for 100 (Continue) learns a refusal its body cannot change
+                // (credentials, origin) before sending the body; otherwise it is asked for it
+                // rather than stall until its own timer fires (RFC 9110 section 10.1.1).
+                if let refusal = me.precheck(stream) {
+                    stream.precheckRefusal = refusal
+                    stream.resetAfterResponse = true
+                    me.enqueue(stream)
+                } else {
+                    me.submitContinue(stream.id)
+                }
             }
             return 0
         }
@@ -93,6 +102,7 @@ extension HTTP2ServerSession {
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, streamID, _, userData in
             let me = HTTP2ServerSession.from(userData)
+            if let stream = me.streams[streamID] { me.release(stream) }
             me.streams[streamID] = nil
             if me.lastStream?.id == streamID { me.lastStream = nil }
             // The idle timer runs from the moment the last stream closed.
@@ -109,6 +119,13 @@ extension HTTP2ServerSession {
         guard let stream = me.stream(streamID), let buf, let dataFlags else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
+        if stream.responseOffset == stream.responseBody.count, let source = stream.source {
+            // The piece has left: the next one, written over it. Runs inside mem_send, which
+            // only asks when the stream's window has room (RFC 9113 section 6.9).
+            stream.responseBody.removeAll(keepingCapacity: true)
+            stream.responseOffset = 0
+            if !source.next(into: &stream.responseBody, atMost: me.limits.responseChunkBytes) { stream.source = nil }
+        }
         let count = min(length, stream.responseBody.count - stream.responseOffset)
         if count > 0 {
             stream.responseBody.withUnsafeBufferPointer { src in
@@ -116,10 +133,11 @@ extension HTTP2ServerSession {
             }
             stream.responseOffset += count
         }
-        if stream.responseOffset == stream.responseBody.count {
+        if stream.responseOffset == stream.responseBody.count && stream.source == nil {
             dataFlags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             stream.responseBody = []
             stream.responseOffset = 0
+            me.release(stream)
         }
         return count
     }
@@ -141,18 +159,26 @@ extension HTTP2ServerSession {
         ready.append(stream.id)
     }
 
+    /// Takes one field of a header block; false when the rest of the block is not worth
+    /// looking at (see below), which resets the stream.
     func onHeader(
         _ stream: HTTP2Stream, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>,
         isRequest: Bool
-    ) {
-        guard stream.rejection == nil else { return }
+    ) -> Bool {
         stream.headerListSize += name.count + value.count + 32
+        guard stream.rejection == nil else {
+            // A refused request still gets its 431 (or other refusal) if its block ends soon. But
+            // HPACK lets a few bytes name a large table entry again and again (RFC 7541 section
+            // 6.1), and nghttp2 validates every field it hands us: past twice the limit we stop
+            // and reset the stream, so no header block costs more than that, whatever it expands to.
+            return stream.headerListSize / 2 <= limits.maxHeaderBytes
+        }
         if stream.headerListSize > limits.maxHeaderBytes {
             stream.reject(431, "header list larger than \(limits.maxHeaderBytes) bytes")
-            return
+            return true
         }
         // Trailers count against the limits but are not part of the request value.
-        guard isRequest else { return }
+        guard isRequest else { return true }
         // Names are compared as bytes: no String is made for a name we do not keep. nghttp2
         // has already refused upper-case names (RFC 9113 section 8.2.1), so names are lower-case.
         if name.first == UInt8(ascii: ":") {
@@ -163,35 +189,37 @@ extension HTTP2ServerSession {
                 // gets the same 414 over either protocol (the header list limit is far larger).
                 if value.count > limits.maxRequestLineBytes {
                     stream.reject(414, "request target longer than \(limits.maxRequestLineBytes) bytes")
-                    return
+                    return true
                 }
                 stream.setTarget(value)
             } else if Self.equals(name, ":authority") {
                 stream.authority = String(decoding: value, as: UTF8.self)
             }
-            return
+            return true
         }
         if stream.headers.count >= limits.maxHeaderCount {
             stream.reject(431, "more than \(limits.maxHeaderCount) header fields")
-            return
+            return true
         }
         if Self.equals(name, "content-length") {
             // nghttp2 checks it is digits only and matches the DATA received (RFC 9113 8.1.1).
-            if let declared = Self.decimal(value) {
-                if declared > limits.maxBodyBytes {
-                    stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
-                    return
-                }
-                // One allocation for the whole body instead of doubling as DATA arrives.
-                stream.body.reserveCapacity(declared)
+            // A length past the limit is refused at once; a smaller one reserves nothing, since
+            // a client can announce what it never sends: memory follows the DATA that arrives.
+            if let declared = Self.decimal(value), declared > limits.maxBodyBytes {
+                stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
+                return true
             }
         } else if Self.equals(name, "host") {
             stream.hasHost = true
         } else if Self.equals(name, "expect") {
-            if String(decoding: value, as: UTF8.self).lowercased() == "100-continue" { stream.expectsContinue = true }
+            // The expectation is a case-insensitive token (RFC 9110 section 10.1.1).
+            if String(decoding: value, as: UTF8.self).asciiLowercased() == "100-continue" {
+                stream.expectsContinue = true
+            }
         }
         if stream.headers.isEmpty { stream.headers.reserveCapacity(8) }
         stream.headers.append((String(decoding: name, as: UTF8.self), Self.fieldValue(value)))
+        return true
     }
 
     /// A field value as a String. The content types our clients send on every POST are longer
@@ -238,13 +266,39 @@ extension HTTP2ServerSession {
 
     func onData(_ stream: HTTP2Stream, _ data: UnsafeBufferPointer<UInt8>) {
         if stream.phase == .body { stream.anchor = now }
-        guard stream.rejection == nil else { return }
+        guard stream.rejection == nil, stream.precheckRefusal == nil else { return }
         if stream.body.count + data.count > limits.maxBodyBytes {
             stream.reject(413, "body larger than \(limits.maxBodyBytes) bytes")
             stream.resetAfterResponse = true
             enqueue(stream)
             return
         }
+        if let refusal = hold(data.count, for: stream) {
+            stream.reject(503, refusal)
+            stream.resetAfterResponse = true
+            enqueue(stream)
+            return
+        }
         stream.body.append(contentsOf: data)
+    }
+
+    /// Takes `count` bytes for `stream` from the connection's bound and the server's budget;
+    /// nil when both allow it, else why not (the stream's 503 message).
+    func hold(_ count: Int, for stream: HTTP2Stream) -> String? {
+        if heldBytes + count > limits.maxConnectionBufferBytes {
+            return "connection holds more than \(limits.maxConnectionBufferBytes) bytes of requests and responses"
+        }
+        if !budget.reserve(count) { return "server holds more than \(budget.limit) bytes of requests and responses" }
+        heldBytes += count
+        stream.heldBytes += count
+        return nil
+    }
+
+    /// Gives back everything `stream` holds.
+    func release(_ stream: HTTP2Stream) {
+        guard stream.heldBytes > 0 else { return }
+        budget.release(stream.heldBytes)
+        heldBytes -= stream.heldBytes
+        stream.heldBytes = 0
     }
 }

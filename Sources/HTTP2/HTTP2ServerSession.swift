@@ -39,6 +39,11 @@ public final class HTTP2ServerSession: ConnectionSession {
 
     private let handler: any HTTPHandler
     let limits: HTTPLimits
+    /// What every connection of the server may hold together; `heldBytes` is this one's share.
+    let budget: BufferBudget
+    /// Bytes this connection's streams hold (request bodies, pending responses), at most
+    /// `limits.maxConnectionBufferBytes`.
+    var heldBytes = 0
     private var session: OpaquePointer?
     var streams: [Int32: HTTP2Stream] = [:]
     /// The stream the latest lookup found (see `stream(_:)`); never a closed one.
@@ -51,7 +56,9 @@ public final class HTTP2ServerSession: ConnectionSession {
     private var nvList: [nghttp2_nv] = []
     /// The clock of the call in progress, for callbacks (which nghttp2 calls without one).
     var now: UInt64
-    /// When the connection last saw bytes or lost its last stream: the idle timer's start.
+    /// When the connection started or lost its last stream: the idle timer's start. Frames that
+    /// open no stream (PING, SETTINGS, WINDOW_UPDATE) do not move it, so a client that only
+    /// pings is still closed after the idle timeout.
     var idleSince: UInt64
     private var shuttingDown = false
     /// Set when nghttp2 reported a fatal error: the connection is done whatever it wants.
@@ -74,8 +81,14 @@ public final class HTTP2ServerSession: ConnectionSession {
         #endif
     }
 
-    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
+    /// `budget` is shared by every connection of a server; without one, the session has its own
+    /// of `limits.maxBufferedBytes`.
+    public init(
+        handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache(),
+        budget: BufferBudget? = nil
+    ) {
         self.handler = handler
+        self.budget = budget ?? BufferBudget(limit: limits.maxBufferedBytes)
         self.dates = dateCache
         self.limits = limits
         self.now = now
@@ -108,10 +121,11 @@ public final class HTTP2ServerSession: ConnectionSession {
             nghttp2_settings_entry(
                 settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
                 value: UInt32(clamping: max(0, limits.maxHeaderBytes))),
-            // RFC 9113 section 5.3.2 deprecates RFC 7540's priority tree and we answer every
-            // stream as soon as it is complete, so we say we do not use it (RFC 9218 section
-            // 2.1); nghttp2 then keeps no tree and retains no closed stream for it.
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
+            // No SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218 section 2.1), although we ignore
+            // priorities: announcing it makes nghttp2 forget a closed stream at once (even with its
+            // server fallback), so frames on closed streams would go unanswered instead of being
+            // the STREAM_CLOSED errors RFC 9113 section 5.1 requires. nghttp2 keeps at most
+            // SETTINGS_MAX_CONCURRENT_STREAMS closed streams for that.
         ]
         if nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) != 0 {
             failed = true
@@ -133,7 +147,6 @@ public final class HTTP2ServerSession: ConnectionSession {
     public func receive(_ bytes: UnsafeRawBufferPointer, now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         self.now = now
-        idleSince = now
         guard let session, !failed else { return .closeAfterWrite }
         var remaining = bytes
         while !remaining.isEmpty {
@@ -230,11 +243,26 @@ public final class HTTP2ServerSession: ConnectionSession {
         return streams.isEmpty
     }
 
+    /// Output size past which a drain stops until the transport has sent what it holds.
+    public static let outputHighWaterBytes = 1 << 20
+
+    /// The last drain stopped at `outputHighWaterBytes` with frames still to send.
+    private var drainCapped = false
+
+    public var hasBufferedInput: Bool { drainCapped }
+
     // MARK: Driving nghttp2
 
     /// Copies every frame nghttp2 has queued into `output`.
     private func drain(_ session: OpaquePointer, into output: inout [UInt8]) {
+        drainCapped = false
         while true {
+            if output.count >= Self.outputHighWaterBytes {
+                // The rest waits until the transport has sent this (`hasBufferedInput`): a client
+                // with a large window cannot make one drain copy a whole large body.
+                drainCapped = true
+                return
+            }
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n < 0 {
@@ -268,18 +296,38 @@ public final class HTTP2ServerSession: ConnectionSession {
             guard let stream = self.stream(id), !stream.responded else { continue }
             stream.responded = true
             let isHead = stream.method == "HEAD"
-            let response: HTTPResponse
-            if let status = stream.rejection {
-                response = handler.refusal(status: status, message: stream.rejectionMessage, headers: HTTPHeaders())
+            var response: HTTPResponse
+            if let refusal = stream.precheckRefusal {
+                response = refusal
+            } else if let status = stream.rejection {
+                let headers: HTTPHeaders = status == 503 ? ["retry-after": "1"] : HTTPHeaders()
+                response = handler.refusal(status: status, message: stream.rejectionMessage, headers: headers)
             } else if let request = makeRequest(stream) {
                 response = handler.handle(request)
             } else {
                 response = handler.refusal(
                     status: 400, message: "request without :method or :path", headers: HTTPHeaders())
             }
+            // The request body is gone; the response takes its place until it has left.
+            release(stream)
+            // A streamed body holds at most one piece at a time.
+            let pending = response.source != nil ? limits.responseChunkBytes : response.body.count
+            if !isHead && pending > 0, let refusal = hold(pending, for: stream) {
+                response = handler.refusal(status: 503, message: refusal, headers: ["retry-after": "1"])
+            }
             submit(response, on: stream, isHead: isHead, session: session)
         }
         ready.removeAll(keepingCapacity: true)
+    }
+
+    /// The handler's verdict on a header section whose client waits for 100 (Continue); the
+    /// fields stay with the stream for the request that may follow.
+    func precheck(_ stream: HTTP2Stream) -> HTTPResponse? {
+        guard let method = stream.method, let path = stream.path else { return nil }
+        var headers = HTTPHeaders(lowercasedFields: stream.headers)
+        if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
+        return handler.precheck(
+            HTTPRequest(method: method, path: path, query: stream.query, version: .http2, headers: headers, body: []))
     }
 
     private func makeRequest(_ stream: HTTP2Stream) -> HTTPRequest? {
@@ -321,7 +369,7 @@ public final class HTTP2ServerSession: ConnectionSession {
             bytes.append(contentsOf: f.value.utf8)
             spans.append(NameValueSpan(name: n, nameCount: v - n, value: v, valueCount: bytes.count - v))
         }
-        if status != 204 && status != 304 {
+        if status != 204 && status != 304 && response.source == nil {
             Self.appendField("content-length", decimal: response.body.count, to: &bytes, &spans)
         }
         let dateName = bytes.count
@@ -331,10 +379,12 @@ public final class HTTP2ServerSession: ConnectionSession {
         spans.append(NameValueSpan(name: dateName, nameCount: 4, value: dateValue, valueCount: bytes.count - dateValue))
         stream.phase = .responding
         stream.anchor = now
-        let withBody = bodyAllowed && !response.body.isEmpty
+        stream.respondingSince = now
+        let withBody = bodyAllowed && (!response.body.isEmpty || response.source != nil)
         if withBody {
             stream.responseBody = response.body
             stream.responseOffset = 0
+            stream.source = response.source
         }
         let rv: Int32 = bytes.withUnsafeMutableBufferPointer { buf in
             let base = buf.baseAddress!

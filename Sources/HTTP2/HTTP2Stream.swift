@@ -18,7 +18,9 @@ final class HTTP2Stream {
         /// DATA (each chunk restarts it, as each read does over HTTP/1.1).
         case body
         /// Response submitted: `bodyTimeoutSeconds` from the latest frame sent on the stream, so a
-        /// client that never opens its flow-control window cannot hold the stream for ever.
+        /// client that never opens its flow-control window cannot hold the stream for ever, and
+        /// `responseTimeoutSeconds` from the submission, so one that opens it a byte at a time
+        /// cannot either.
         case responding
     }
 
@@ -40,6 +42,9 @@ final class HTTP2Stream {
     var body: [UInt8] = []
     /// The request carried `expect: 100-continue` (RFC 9110 section 10.1.1).
     var expectsContinue = false
+    /// The handler's answer to the header section alone, for a client waiting for 100 (Continue):
+    /// given instead of asking for the body (see `HTTPHandler.precheck`).
+    var precheckRefusal: HTTPResponse?
     /// The status we answer instead of calling the handler (408, 413, 431, 400), once decided.
     var rejection: Int?
     var rejectionMessage = ""
@@ -51,9 +56,17 @@ final class HTTP2Stream {
     /// Set when we answer before the request ended: after the response's END_STREAM we ask the
     /// client to stop sending with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1).
     var resetAfterResponse = false
-    /// The response body, read by the data provider from `responseOffset`.
+    /// The response body, read by the data provider from `responseOffset`; for a streamed body,
+    /// the current piece.
     var responseBody: [UInt8] = []
     var responseOffset = 0
+    /// The rest of a streamed body, asked for a piece when the current one has left.
+    var source: (any HTTPBodySource)?
+    /// When the response was submitted: the start of its total deadline.
+    var respondingSince: UInt64 = 0
+    /// Bytes this stream holds against the connection's and the server's budgets (its request
+    /// body as it arrives, then its pending response).
+    var heldBytes = 0
 
     init(id: Int32, now: UInt64) {
         self.id = id
@@ -64,7 +77,11 @@ final class HTTP2Stream {
     func deadline(_ limits: HTTPLimits) -> UInt64 {
         switch phase {
         case .headers: monotonicDeadline(after: limits.headerTimeoutSeconds, from: anchor)
-        case .body, .responding: monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .body: monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor)
+        case .responding:
+            min(
+                monotonicDeadline(after: limits.bodyTimeoutSeconds, from: anchor),
+                monotonicDeadline(after: limits.responseTimeoutSeconds, from: respondingSince))
         }
     }
 

@@ -25,6 +25,18 @@ public struct HTTPLimits: Sendable, Equatable {
     public var maxConnections: Int = 1024
     /// Most concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     public var maxConcurrentStreams: Int = 128
+    /// Bytes one HTTP/2 connection may hold across its streams: request bodies as they arrive and
+    /// responses waiting for the client's flow-control window. A stream that would pass it gets
+    /// 503, so streams cannot multiply the per-request bounds.
+    public var maxConnectionBufferBytes: Int = 32 * 1024 * 1024
+    /// Bytes every connection together may hold the same way (`BufferBudget`); past it, 503.
+    public var maxBufferedBytes: Int = 256 * 1024 * 1024
+    /// Longest time a response may take to leave once it has started, however the client paces
+    /// its reads or its flow-control window; past it, the response is cut.
+    public var responseTimeoutSeconds: Double = 300
+    /// Bytes a streamed response body is generated in at a time (`HTTPBodySource`): with the
+    /// output high-water mark, what serving one response holds, whatever the size of the state.
+    public var responseChunkBytes: Int = 64 * 1024
 
     public init() {}
 }

@@ -1,18 +1,40 @@
-/// A complete response from a handler.
+/// A response from a handler: its body as bytes, or a source that writes it piece by piece.
 ///
 /// Handlers set only semantic headers (`content-type`, `allow`, `retry-after`, ...). Framing
 /// headers (`content-length`, `transfer-encoding`, `connection`) and `date` are the protocol
 /// layer's job, since they differ between HTTP/1.1 and HTTP/2 (RFC 9113 section 8.2.2 forbids
 /// connection-specific fields in HTTP/2).
-public struct HTTPResponse: Sendable {
+///
+/// Not `Sendable`: a response with a source is made and sent on its connection's thread.
+public struct HTTPResponse {
     public var status: Int
     public var headers: HTTPHeaders
+    /// The body, when it is not streamed.
     public var body: [UInt8]
+    /// The body, streamed: when set, `body` is empty and the protocol layer asks the source for
+    /// pieces as the client takes them (HTTP/1.1 chunked, HTTP/2 DATA under flow control), so the
+    /// whole body never has to exist at once.
+    public var source: (any HTTPBodySource)?
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         self.body = body
+    }
+
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), source: any HTTPBodySource) {
+        self.status = status
+        self.headers = headers
+        self.body = []
+        self.source = source
+    }
+
+    /// Drains a streamed body into `body` (for tests and small tools; the protocol layers never
+    /// do this, since it defeats the point of a source).
+    public mutating func collectBody() {
+        guard let source else { return }
+        while source.next(into: &body, atMost: 1 << 20) {}
+        self.source = nil
     }
 
     /// The message as `text/plain`, then a newline: the minimal error body, for handlers with no

@@ -28,12 +28,16 @@ public struct HTTPServerConfiguration: Sendable {
 public final class HTTPServer: Sendable {
     private let configuration: HTTPServerConfiguration
     private let limits: LimitsBox
+    /// What all connections may hold together (`HTTPLimits.maxBufferedBytes`).
+    private let budget: BufferBudget
     private let transport: TCPServer
 
     public init(configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
         self.configuration = configuration
         let limits = LimitsBox(configuration.limits)
         self.limits = limits
+        let budget = BufferBudget(limit: configuration.limits.maxBufferedBytes)
+        self.budget = budget
         var transportConfiguration = TransportConfiguration()
         transportConfiguration.listen = configuration.listen
         transportConfiguration.eventLoops = max(1, configuration.eventLoops)
@@ -43,7 +47,8 @@ public final class HTTPServer: Sendable {
             // One Date cache per loop thread: confined, so no lock on the response path.
             let dates = HTTPDateCache()
             return { now in
-                ProtocolDetectingSession(handler: handler, limits: limits.current, now: now, dates: dates)
+                ProtocolDetectingSession(
+                    handler: handler, limits: limits.current, now: now, dates: dates, budget: budget)
             }
         }
     }
@@ -69,6 +74,7 @@ public final class HTTPServer: Sendable {
     /// New limits for connections accepted from now on (configuration reload).
     public func update(limits newLimits: HTTPLimits) {
         limits.current = newLimits
+        budget.limit = newLimits.maxBufferedBytes
         transport.setMaxConnections(newLimits.maxConnections)
     }
 

@@ -16,6 +16,7 @@ final class ProtocolDetectingSession: ConnectionSession {
     private let handler: any HTTPHandler
     private let limits: HTTPLimits
     private let dates: HTTPDateCache
+    private let budget: BufferBudget
     private var inner: (any ConnectionSession)?
     /// Bytes that are so far a strict prefix of the preface.
     private var pending: [UInt8] = []
@@ -25,10 +26,11 @@ final class ProtocolDetectingSession: ConnectionSession {
     private var owner = ThreadOwner()
     #endif
 
-    init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dates: HTTPDateCache) {
+    init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dates: HTTPDateCache, budget: BufferBudget) {
         self.handler = handler
         self.limits = limits
         self.dates = dates
+        self.budget = budget
         self.anchor = now
     }
 
@@ -77,7 +79,7 @@ final class ProtocolDetectingSession: ConnectionSession {
             return HTTP1ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
         }
         if count < Self.http2Preface.count { return nil }
-        return HTTP2ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
+        return HTTP2ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates, budget: budget)
     }
 
     func peerClosed(now: UInt64, output: inout [UInt8]) -> SessionDisposition {

@@ -55,6 +55,13 @@ public struct JSONWriter: Sendable {
     public mutating func field(_ name: String, _ v: Bool) { key(name); value(v) }
 
     /// Inserts already-valid JSON text as one value.
+    /// Moves the bytes written so far to the end of `output`; the writer carries on where it
+    /// was (a streamed body writes its JSON a piece at a time this way).
+    public mutating func moveBytes(into output: inout [UInt8]) {
+        output.append(contentsOf: bytes)
+        bytes.removeAll(keepingCapacity: true)
+    }
+
     public mutating func raw(_ json: [UInt8]) { separator(); bytes.append(contentsOf: json); needsComma = true }
 
     // MARK: helpers

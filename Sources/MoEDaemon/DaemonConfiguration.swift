@@ -20,9 +20,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var shutdownDeadlineSeconds: Double = 10
 
     /// Most layers the daemon keeps; a decision for one more is refused with 507.
-    public var maxLayers: Int = 1024
-    /// Most experts per layer; a larger decision is refused with 507.
-    public var maxExperts: Int = 4096
+    public var maxLayers: Int = 256
+    /// Most experts per layer; a larger decision is refused with 507. With `maxLayers`, what the
+    /// copies a /metrics or /v1/summary reader takes can reach: the defaults cover every published
+    /// MoE model (at most a few hundred MoE layers, at most a few thousand experts per layer)
+    /// without letting a client fill thousands of layers of thousands of experts.
+    public var maxExperts: Int = 2048
     /// Decisions over which the load-variance trend and dead experts are computed.
     public var defaultWindow: Int = 100
     /// Upper bounds, in seconds, of the routing-latency histogram buckets (+Inf is implied).
@@ -89,6 +92,11 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
 }
 
 extension DaemonConfiguration {
+    /// The largest `http.max_connection_buffer_bytes` (4 GiB).
+    public static let maxBufferBytes = 1 << 32
+    /// The largest `http.max_buffered_bytes` (64 GiB).
+    public static let maxBufferedBytes = 1 << 36
+
     /// Checks the relations no single setting can check alone; throws the first problem found.
     public func validate() throws(ConfigurationError) {
         if listen.isEmpty { throw ConfigurationError("listen: at least one address is needed") }
@@ -98,8 +106,12 @@ extension DaemonConfiguration {
                     "listen: \"\(address)\" is not HOST:PORT (use [::1]:PORT for IPv6, port 0-65535)")
             }
         }
-        func positive(_ name: String, _ v: Int) throws(ConfigurationError) {
-            if v <= 0 { throw ConfigurationError("\(name): must be a positive integer, got \(v)") }
+        /// Every cap has a maximum too: a typo (an extra zero or three) is refused at start
+        /// instead of letting one client make the daemon allocate what it asks.
+        func positive(_ name: String, _ v: Int, atMost limit: Int) throws(ConfigurationError) {
+            if v <= 0 || v > limit {
+                throw ConfigurationError("\(name): must be an integer from 1 to \(limit), got \(v)")
+            }
         }
         /// Durations are bounded as well as positive: the transport turns them into nanosecond
         /// deadlines, and an absurd value (1e300) must be refused here, not overflow there.
@@ -109,23 +121,37 @@ extension DaemonConfiguration {
             }
             if v > limit { throw ConfigurationError("\(name): must be at most \(Int(limit)) seconds, got \(v)") }
         }
-        try positive("http.max_request_line_bytes", http.maxRequestLineBytes)
-        try positive("http.max_header_bytes", http.maxHeaderBytes)
-        try positive("http.max_header_count", http.maxHeaderCount)
-        try positive("http.max_body_bytes", http.maxBodyBytes)
+        try positive("http.max_request_line_bytes", http.maxRequestLineBytes, atMost: 1 << 20)
+        try positive("http.max_header_bytes", http.maxHeaderBytes, atMost: 1 << 20)
+        try positive("http.max_header_count", http.maxHeaderCount, atMost: 10_000)
+        try positive("http.max_body_bytes", http.maxBodyBytes, atMost: 1 << 30)
         try positive("http.header_timeout_seconds", http.headerTimeoutSeconds)
         try positive("http.body_timeout_seconds", http.bodyTimeoutSeconds)
         try positive("http.body_deadline_seconds", http.bodyDeadlineSeconds)
         try positive("http.idle_timeout_seconds", http.idleTimeoutSeconds)
-        try positive("http.max_connections", http.maxConnections)
-        try positive("http.max_concurrent_streams", http.maxConcurrentStreams)
+        try positive("http.max_connections", http.maxConnections, atMost: 1 << 20)
+        try positive("http.max_concurrent_streams", http.maxConcurrentStreams, atMost: 10_000)
+        if http.maxConnectionBufferBytes <= 0 || http.maxConnectionBufferBytes > Self.maxBufferBytes {
+            throw ConfigurationError(
+                "http.max_connection_buffer_bytes: must be from 1 to \(Self.maxBufferBytes), got \(http.maxConnectionBufferBytes)"
+            )
+        }
+        if http.maxBufferedBytes <= 0 || http.maxBufferedBytes > Self.maxBufferedBytes {
+            throw ConfigurationError(
+                "http.max_buffered_bytes: must be from 1 to \(Self.maxBufferedBytes), got \(http.maxBufferedBytes)")
+        }
+        try positive("http.response_timeout_seconds", http.responseTimeoutSeconds)
+        if http.responseChunkBytes < 1 || http.responseChunkBytes > 16 << 20 {
+            throw ConfigurationError(
+                "http.response_chunk_bytes: must be from 1 to \(16 << 20), got \(http.responseChunkBytes)")
+        }
         if eventLoops < 0 || eventLoops > 256 {
             throw ConfigurationError("http.event_loops: must be 0 (one per core) to 256, got \(eventLoops)")
         }
         try positive("http.shutdown_deadline_seconds", shutdownDeadlineSeconds, atMost: 3_600)
-        try positive("stats.max_layers", maxLayers)
-        try positive("stats.max_experts", maxExperts)
-        try positive("stats.default_window", defaultWindow)
+        try positive("stats.max_layers", maxLayers, atMost: 65_536)
+        try positive("stats.max_experts", maxExperts, atMost: 65_536)
+        try positive("stats.default_window", defaultWindow, atMost: 1_000_000)
         if defaultTopK < 0 {
             throw ConfigurationError(
                 "stats.default_top_k: must be 0 (unknown) or a positive integer, got \(defaultTopK)")
@@ -147,8 +173,9 @@ extension DaemonConfiguration {
                     "stats.latency_buckets_seconds: buckets must be strictly increasing (bucket \(i) is \(b))")
             }
         }
-        if maxWorkersPerLayer < 0 {
-            throw ConfigurationError("stats.max_workers_per_layer: must be 0 or more, got \(maxWorkersPerLayer)")
+        if maxWorkersPerLayer < 0 || maxWorkersPerLayer > 1_000_000 {
+            throw ConfigurationError(
+                "stats.max_workers_per_layer: must be from 0 to 1000000, got \(maxWorkersPerLayer)")
         }
         if historySteps < 1 || historySteps > StatsConfiguration.maxHistorySteps {
             throw ConfigurationError(
@@ -172,9 +199,9 @@ extension DaemonConfiguration {
                 "layer_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(layerTTLSeconds)")
         }
         try positive("snapshot_interval", snapshotIntervalSeconds)
-        try positive("decoder.max_decisions", maxDecisionsPerRequest)
-        try positive("decoder.max_assignments", maxAssignments)
-        try positive("decoder.max_depth", maxJSONDepth)
+        try positive("decoder.max_decisions", maxDecisionsPerRequest, atMost: 1_000_000)
+        try positive("decoder.max_assignments", maxAssignments, atMost: 100_000_000)
+        try positive("decoder.max_depth", maxJSONDepth, atMost: 1_000)
     }
 }
 

@@ -16,9 +16,15 @@ extension DaemonRouter {
     ) -> HTTPResponse {
         var r = response
         r.headers.add("vary", vary)
-        if r.status == 200, r.body.count >= threshold, Gzip.accepted(by: request.headers["accept-encoding"]),
-            let gz = Gzip.compress(r.body)
-        {
+        guard r.status == 200, Gzip.accepted(by: request.headers["accept-encoding"]) else { return r }
+        if let source = r.source {
+            // A streamed body's size is unknown until it is written: such bodies are the large
+            // ones, so they are compressed as they are written.
+            if let gz = GzipSource(source) {
+                r.source = gz
+                r.headers.add("content-encoding", "gzip")
+            }
+        } else if r.body.count >= threshold, let gz = Gzip.compress(r.body) {
             r.body = gz
             r.headers.add("content-encoding", "gzip")
         }

@@ -140,9 +140,8 @@ extension DaemonRouter {
         }
         let summaries = registry.snapshots().map { $0.summary(window: window, now: now, workerTTL: ttl) }
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
-        var w = JSONWriter(capacity: 1024 + summaries.count * 2048)
-        FleetSummary(summaries).writeJSON(&w)
-        return .json(200, w.bytes + [0x0A])
+        // Streamed: the text is written as the client reads it (`SummaryBody`).
+        return HTTPResponse(status: 200, headers: HTTPResponse.jsonHeaders, source: SummaryBody(summaries))
     }
 
     // MARK: /metrics
@@ -165,11 +164,12 @@ extension DaemonRouter {
                 }
             }
         }
-        let body = MetricsRenderer.render(
+        // Streamed: the exposition is written as the client reads it (`MetricsBody`).
+        let body = MetricsBody(
             snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
             now: now, workerTTL: current.workerTTLSeconds, rankFigures: rankFigures)
         return Self.negotiateEncoding(
-            HTTPResponse(status: 200, headers: ["content-type": format.contentType], body: body),
+            HTTPResponse(status: 200, headers: ["content-type": format.contentType], source: body),
             request, vary: "Accept, Accept-Encoding", threshold: 0)
     }
 

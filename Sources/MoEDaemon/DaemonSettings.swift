@@ -96,6 +96,21 @@ public enum DaemonSettings {
         int(
             "http.max_concurrent_streams", "Most concurrent HTTP/2 streams per connection.", \.http.maxConcurrentStreams
         ),
+        int(
+            "http.max_connection_buffer_bytes",
+            "Bytes one HTTP/2 connection may hold across its streams (request bodies, responses waiting for the client's flow-control window); past it, 503.",
+            \.http.maxConnectionBufferBytes),
+        int(
+            "http.max_buffered_bytes", "Bytes all HTTP/2 connections together may hold the same way; past it, 503.",
+            \.http.maxBufferedBytes),
+        double(
+            "http.response_timeout_seconds",
+            "Longest time a response may take to leave once started, however slowly the client reads; then it is cut.",
+            \.http.responseTimeoutSeconds),
+        int(
+            "http.response_chunk_bytes",
+            "Bytes a streamed response (/metrics, /v1/summary) is generated in at a time, as the client reads.",
+            \.http.responseChunkBytes),
         int("http.event_loops", "Event-loop threads; 0 means one per CPU core.", \.eventLoops),
         double(
             "http.shutdown_deadline_seconds", "Longest wait for requests in flight on SIGTERM or SIGINT.",

@@ -190,3 +190,63 @@ public enum Gzip {
         return (starQ ?? 0) > 0
     }
 }
+
+/// A streamed body gzipped as it is written (`HTTPBodySource`): each piece of the plain body is
+/// deflated into the response's buffer, so neither the plain nor the compressed body exists
+/// whole. zlib holds its window and pending output (a few hundred KiB at level 1) meanwhile.
+final class GzipSource: HTTPBodySource {
+    private let inner: any HTTPBodySource
+    private var stream = z_stream()
+    private var plain: [UInt8] = []
+    private var innerDone = false
+    private var finished = false
+
+    /// nil when zlib cannot start (out of memory); the caller then sends the body plain.
+    init?(_ inner: any HTTPBodySource) {
+        self.inner = inner
+        // windowBits 15 + 16: a gzip header and trailer (RFC 1952), as `Gzip.compress` writes.
+        guard
+            deflateInit2_(
+                &stream, Gzip.responseLevel, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
+        else { return nil }
+    }
+
+    deinit { deflateEnd(&stream) }
+
+    func next(into output: inout [UInt8], atMost: Int) -> Bool {
+        guard !finished else { return false }
+        let start = output.count
+        // deflate may keep a whole piece in its window and write nothing: feed it until it
+        // writes, so a piece is never empty unless the body is over.
+        while output.count == start {
+            if !innerDone {
+                plain.removeAll(keepingCapacity: true)
+                innerDone = !inner.next(into: &plain, atMost: atMost)
+            }
+            let flush = innerDone ? Z_FINISH : Z_NO_FLUSH
+            var rc = Z_OK
+            plain.withUnsafeBufferPointer { input in
+                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+                stream.avail_in = uInt(input.count)
+                repeat {
+                    let room = Swift.max(4096, input.count / 4)
+                    let before = output.count
+                    output.append(contentsOf: repeatElement(0, count: room))
+                    output.withUnsafeMutableBufferPointer { buf in
+                        stream.next_out = buf.baseAddress! + before
+                        stream.avail_out = uInt(room)
+                        rc = deflate(&stream, flush)
+                    }
+                    output.removeLast(Int(stream.avail_out))
+                    // Room left over means deflate has written all it can for now (zlib.h).
+                } while (rc == Z_OK || rc == Z_BUF_ERROR) && (stream.avail_in > 0 || stream.avail_out == 0)
+            }
+            if innerDone {
+                finished = true
+                return false
+            }
+        }
+        return true
+    }
+}

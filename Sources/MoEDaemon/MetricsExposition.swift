@@ -357,8 +357,19 @@ public struct MetricsWriter: Sendable {
 
     /// The finished exposition (OpenMetrics requires the final `# EOF`).
     public mutating func finish() -> [UInt8] {
-        if format == .openMetrics { append("# EOF\n") }
+        end()
         return out
+    }
+
+    /// Writes what ends an exposition (OpenMetrics' `# EOF`).
+    public mutating func end() {
+        if format == .openMetrics { append("# EOF\n") }
+    }
+
+    /// Swaps the writer's buffer with `buffer`: a writer given a caller's buffer appends to it
+    /// directly (`MetricsBody` writes each piece into the response's buffer this way).
+    public mutating func exchangeBuffer(_ buffer: inout [UInt8]) {
+        swap(&out, &buffer)
     }
 
     private mutating func append(_ s: String) { out.append(contentsOf: s.utf8) }

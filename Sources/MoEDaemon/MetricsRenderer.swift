@@ -1,3 +1,4 @@
+import HTTPCore
 import MoEPlacement
 import MoEStats
 import Synchronization
@@ -51,37 +52,82 @@ public enum MetricsRenderer {
             now: now, workerTTL: workerTTL, rankFigures: rankFigures)
     }
 
-    /// The same exposition from the metrics-only views (`LayerRegistry.metricsViews()`).
+    /// The same exposition from the metrics-only views (`LayerRegistry.metricsViews()`), whole.
     /// `rankFigures`: each layer's figures under the placement set, if one is (by layer name).
     public static func render(
         _ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
         perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
         rankFigures: [String: PlacementFigures] = [:]
     ) -> [UInt8] {
-        var layers = views
+        let body = MetricsBody(
+            views, daemon: daemon, format: format, perExpertSeries: perExpertSeries, now: now, workerTTL: workerTTL,
+            rankFigures: rankFigures)
+        let previous = previousSize.load(ordering: .relaxed)
+        var out: [UInt8] = []
+        out.reserveCapacity(previous > 0 ? previous + previous / 16 + 4096 : body.estimatedSize)
+        while body.next(into: &out, atMost: Int.max) {}
+        previousSize.store(out.count, ordering: .relaxed)
+        return out
+    }
+}
+
+/// The exposition of `MetricsRenderer`, written a piece at a time as a response body
+/// (`HTTPBodySource`): family by family and, within a family, layer by layer, so a scrape of a
+/// large model holds the layer copies and one piece of text, never the whole text. Pieces end on
+/// line boundaries; drained whole, the bytes are exactly `MetricsRenderer.render`'s.
+public final class MetricsBody: HTTPBodySource {
+    /// One step of the exposition: a part written once, or a family's lines for one layer.
+    private enum Step {
+        case once((inout MetricsWriter) -> Void)
+        case eachLayer((inout MetricsWriter, Int) -> Void)
+    }
+
+    private var writer: MetricsWriter
+    private var steps: [Step] = []
+    private var step = 0
+    private var layer = 0
+    private let layerCount: Int
+    /// A guess at the whole exposition's size, for a caller that collects it.
+    let estimatedSize: Int
+
+    /// `now` and `workerTTL` split each layer's workers into active and stale; `rankFigures` are
+    /// each layer's figures under the placement set, if one is (by layer name).
+    public init(
+        _ views: [LayerMetrics], daemon: MetricsRenderer.DaemonState, format: ExpositionFormat,
+        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        rankFigures: [String: PlacementFigures] = [:]
+    ) {
+        var sorted = views
         // Usually sorted already (the registry lists layers by name); checking is one pass.
-        if !layers.indices.dropFirst().allSatisfy({ layers[$0 - 1].layer <= layers[$0].layer }) {
-            layers.sort { $0.layer < $1.layer }
+        if !sorted.indices.dropFirst().allSatisfy({ sorted[$0 - 1].layer <= sorted[$0].layer }) {
+            sorted.sort { $0.layer < $1.layer }
         }
+        let layers = sorted
+        layerCount = layers.count
         var estimate = 4096
         var maxExperts = 0
         for l in layers {
             estimate += 600 + l.experts * (perExpertSeries ? 160 : 0)
             maxExperts = max(maxExperts, l.experts)
         }
-        let previous = previousSize.load(ordering: .relaxed)
-        let capacity = previous > 0 ? previous + previous / 16 + 4096 : estimate
-        var w = MetricsWriter(format: format, capacity: capacity)
+        estimatedSize = estimate
+        writer = MetricsWriter(format: format, capacity: 0)
 
         // Escaped once per scrape: each layer's `{layer="..."` and each expert's `,expert="N"`.
         let labels = layers.map { PreparedLabels([("layer", $0.layer)]) }
         let expertLabels = IndexLabels(name: "expert", count: perExpertSeries ? maxExperts : 0)
+        var steps: [Step] = []
 
-        func perLayer(_ name: String, _ type: MetricType, _ help: String, _ value: (LayerMetrics) -> Double?) {
-            w.family(name, type, help: help)
-            for (i, l) in layers.enumerated() {
-                if let v = value(l) { w.sample(prepared: labels[i], v) }
-            }
+        func family(_ name: String, _ type: MetricType, _ help: String) {
+            steps.append(.once { $0.family(name, type, help: help) })
+        }
+        func perLayer(_ name: String, _ type: MetricType, _ help: String, _ value: @escaping (LayerMetrics) -> Double?)
+        {
+            family(name, type, help)
+            steps.append(
+                .eachLayer { w, i in
+                    if let v = value(layers[i]) { w.sample(prepared: labels[i], v) }
+                })
         }
 
         perLayer("moe_routing_decisions_total", .counter, "Routing decisions recorded.") { Double($0.totalRoutings) }
@@ -92,22 +138,24 @@ public enum MetricsRenderer {
             Double($0.tokensDropped)
         }
         if perExpertSeries {
-            w.family("moe_expert_tokens_total", .counter, help: "Tokens each expert received.")
-            for (i, l) in layers.enumerated() {
-                w.samples(prepared: labels[i], indexed: expertLabels, counts: l.expertTokens)
-            }
+            family("moe_expert_tokens_total", .counter, "Tokens each expert received.")
+            steps.append(
+                .eachLayer { w, i in
+                    w.samples(prepared: labels[i], indexed: expertLabels, counts: layers[i].expertTokens)
+                })
         }
         if !rankFigures.isEmpty {
             // Rank series only with a placement: one per rank, bounded by ExpertPlacement.maxRanks.
             let rankLabels = IndexLabels(name: "rank", count: rankFigures.values.map(\.rankLoads.count).max() ?? 0)
-            w.family(
+            family(
                 "moe_rank_tokens_total", .counter,
-                help: "Tokens each rank received under the placement set (a replica carries its expert's tokens / k).")
-            for (i, l) in layers.enumerated() {
-                if let f = rankFigures[l.layer] {
-                    w.samples(prepared: labels[i], indexed: rankLabels, values: f.rankLoads)
-                }
-            }
+                "Tokens each rank received under the placement set (a replica carries its expert's tokens / k).")
+            steps.append(
+                .eachLayer { w, i in
+                    if let f = rankFigures[layers[i].layer] {
+                        w.samples(prepared: labels[i], indexed: rankLabels, values: f.rankLoads)
+                    }
+                })
             perLayer(
                 "moe_rank_balancedness_ratio", .gauge, "Mean over max of the rank loads under the placement set."
             ) { rankFigures[$0.layer]?.balancedness }
@@ -133,12 +181,13 @@ public enum MetricsRenderer {
                 \LayerMetrics.auxiliaryLoss
             ),
         ] as [(String, String, KeyPath<LayerMetrics, LossTotals>)] {
-            w.family(name, .summary, help: help)
-            for (i, l) in layers.enumerated() {
-                let t = l[keyPath: pick]
-                w.sample("_sum", prepared: labels[i], t.sum)
-                w.sample("_count", prepared: labels[i], Double(t.count))
-            }
+            family(name, .summary, help)
+            steps.append(
+                .eachLayer { w, i in
+                    let t = layers[i][keyPath: pick]
+                    w.sample("_sum", prepared: labels[i], t.sum)
+                    w.sample("_count", prepared: labels[i], Double(t.count))
+                })
         }
         perLayer(
             "moe_routing_nonfinite_losses_total", .counter,
@@ -152,19 +201,21 @@ public enum MetricsRenderer {
         ) {
             Double($0.lateDecisions)
         }
-        w.family("moe_routing_latency_seconds", .histogram, help: "Routing latency reported by workers.")
+        family("moe_routing_latency_seconds", .histogram, "Routing latency reported by workers.")
         // Layers created under the same configuration share their bounds: format them once.
         var bounds: [Double] = []
         var le: [[UInt8]] = []
-        for (i, l) in layers.enumerated() {
-            let h = l.latencyHistogram
-            if i == 0 || h.upperBoundsSeconds != bounds {
-                bounds = h.upperBoundsSeconds
-                le = w.leLabels(bounds)
-            }
-            w.histogram(
-                prepared: labels[i], le: le, cumulativeCounts: h.cumulativeCounts, count: h.count, sum: h.sumSeconds)
-        }
+        steps.append(
+            .eachLayer { w, i in
+                let h = layers[i].latencyHistogram
+                if i == 0 || h.upperBoundsSeconds != bounds {
+                    bounds = h.upperBoundsSeconds
+                    le = w.leLabels(bounds)
+                }
+                w.histogram(
+                    prepared: labels[i], le: le, cumulativeCounts: h.cumulativeCounts, count: h.count,
+                    sum: h.sumSeconds)
+            })
         perLayer(
             "moe_routing_capacity_tokens_total", .counter,
             "Expert capacity offered (experts x capacity) in decisions with a known capacity."
@@ -185,13 +236,14 @@ public enum MetricsRenderer {
                 perLayer(gauge.name, .gauge, gauge.help) { $0.gaugeValue(measure) }
             case .perExpert(let values):
                 guard perExpertSeries else { continue }
-                w.family(gauge.name, .gauge, help: gauge.help)
-                for (i, l) in layers.enumerated() {
-                    let v = values(l.input)
-                    w.samples(
-                        prepared: labels[i], indexed: expertLabels,
-                        values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
-                }
+                family(gauge.name, .gauge, gauge.help)
+                steps.append(
+                    .eachLayer { w, i in
+                        let v = values(layers[i].input)
+                        w.samples(
+                            prepared: labels[i], indexed: expertLabels,
+                            values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
+                    })
             }
         }
 
@@ -212,16 +264,50 @@ public enum MetricsRenderer {
             "moe_routing_last_complete_step_workers", .gauge, "Workers that reported the newest complete step."
         ) { $0.lastCompleteStep.map { Double($0.workers) } }
 
-        w.family(
+        family(
             "moe_routing_workers", .gauge,
-            help: "Workers that reported to the layer, by whether they did within the worker TTL.")
+            "Workers that reported to the layer, by whether they did within the worker TTL.")
         let active = PreparedLabels.extra("state", "active"), stale = PreparedLabels.extra("state", "stale")
-        for (i, l) in layers.enumerated() {
-            let counts = l.workerCounts(now: now, ttl: workerTTL)
-            w.sample(prepared: labels[i], extra: active, Double(counts.active))
-            w.sample(prepared: labels[i], extra: stale, Double(counts.stale))
-        }
+        steps.append(
+            .eachLayer { w, i in
+                let counts = layers[i].workerCounts(now: now, ttl: workerTTL)
+                w.sample(prepared: labels[i], extra: active, Double(counts.active))
+                w.sample(prepared: labels[i], extra: stale, Double(counts.stale))
+            })
 
+        steps.append(.once { w in Self.writeDaemon(daemon, to: &w) })
+        self.steps = steps
+    }
+
+    public func next(into output: inout [UInt8], atMost: Int) -> Bool {
+        let start = output.count
+        // The writer appends straight to the caller's buffer: no piece is copied.
+        writer.exchangeBuffer(&output)
+        defer { writer.exchangeBuffer(&output) }
+        while step < steps.count {
+            if writer.count - start >= atMost { return true }
+            switch steps[step] {
+            case .once(let write):
+                write(&writer)
+                step += 1
+            case .eachLayer(let write):
+                while layer < layerCount && writer.count - start < atMost {
+                    write(&writer, layer)
+                    layer += 1
+                }
+                if layer == layerCount {
+                    layer = 0
+                    step += 1
+                }
+            }
+        }
+        writer.end()
+        step += 1
+        return false
+    }
+
+    /// The daemon's own series and the process collector's, after every layer's.
+    private static func writeDaemon(_ daemon: MetricsRenderer.DaemonState, to w: inout MetricsWriter) {
         w.family(
             "moe_metricsd_http_requests_total", .counter,
             help:
@@ -265,8 +351,5 @@ public enum MetricsRenderer {
                 "process_start_time_seconds", .gauge, help: "Start time of the process since unix epoch in seconds.")
             w.sample(v)
         }
-        let body = w.finish()
-        previousSize.store(body.count, ordering: .relaxed)
-        return body
     }
 }

@@ -1,3 +1,4 @@
+import HTTPCore
 import JSONOutput
 import MoEStats
 
@@ -154,6 +155,13 @@ struct FleetSummary {
     init(_ summaries: [LayerSummary]) { self.summaries = summaries }
 
     func writeJSON(_ w: inout JSONWriter) {
+        writeHead(&w)
+        for s in summaries { s.writeJSON(&w) }
+        writeTail(&w)
+    }
+
+    /// Everything before the first layer: totals, spreads, and the opening of `layers`.
+    func writeHead(_ w: inout JSONWriter) {
         let headlines = summaries.map { Headline($0) }
         var totals = FleetTotals()
         for h in headlines {
@@ -168,8 +176,40 @@ struct FleetSummary {
 
         w.key("layers")
         w.beginArray()
-        for s in summaries { s.writeJSON(&w) }
+    }
+
+    /// Everything after the last layer.
+    func writeTail(_ w: inout JSONWriter) {
         w.endArray()
         w.endObject()
+    }
+}
+
+/// `GET /v1/summary` as a streamed body (`HTTPBodySource`): the head, then a few layers per
+/// piece, then the tail and a newline, so the text of a large fleet never exists whole. Drained
+/// whole, the bytes are exactly `FleetSummary.writeJSON`'s and the newline.
+final class SummaryBody: HTTPBodySource {
+    private let fleet: FleetSummary
+    private var writer = JSONWriter(capacity: 0)
+    /// The next layer to write; -1 before the head.
+    private var index = -1
+
+    init(_ summaries: [LayerSummary]) { fleet = FleetSummary(summaries) }
+
+    func next(into output: inout [UInt8], atMost: Int) -> Bool {
+        if index < 0 {
+            fleet.writeHead(&writer)
+            index = 0
+        }
+        let layers = fleet.summaries
+        while index < layers.count && writer.bytes.count < atMost {
+            layers[index].writeJSON(&writer)
+            index += 1
+        }
+        let done = index == layers.count
+        if done { fleet.writeTail(&writer) }
+        writer.moveBytes(into: &output)
+        if done { output.append(UInt8(ascii: "\n")) }
+        return !done
     }
 }

@@ -39,11 +39,12 @@ public protocol ConnectionSession: AnyObject {
     /// True when the session could be closed without cutting a request short.
     var isIdle: Bool { get }
 
-    /// True when the session holds input it has not yet processed because its output is backed
-    /// up (pipelined requests held back so one read cannot multiply into unbounded output) or
-    /// its turn is over (a budget of work per call, so that other connections get theirs). The
-    /// transport reads no more from the peer meanwhile, and calls `receive` with no bytes on a
-    /// later pass over its connections, once the output has drained.
+    /// True when the session has work it held back: input not yet processed because its output
+    /// is backed up (pipelined requests held back so one read cannot multiply into unbounded
+    /// output) or its turn is over (a budget of work per call, so that other connections get
+    /// theirs), or a response body still to be generated (written a piece at a time as the output
+    /// drains). The transport reads no more from the peer meanwhile, and calls `receive` with no
+    /// bytes on a later pass over its connections, once the output has drained.
     var hasBufferedInput: Bool { get }
 }
 

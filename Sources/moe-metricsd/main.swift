@@ -45,6 +45,14 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Seconds an idle keep-alive connection is kept.") var httpIdleTimeoutSeconds: String?
     @Option(name: .long, help: "Most concurrent connections (503 past it).") var httpMaxConnections: String?
     @Option(name: .long, help: "Most concurrent HTTP/2 streams per connection.") var httpMaxConcurrentStreams: String?
+    @Option(name: .long, help: "Bytes one HTTP/2 connection may hold across its streams; past it, 503.")
+    var httpMaxConnectionBufferBytes: String?
+    @Option(name: .long, help: "Bytes all HTTP/2 connections together may hold; past it, 503.")
+    var httpMaxBufferedBytes: String?
+    @Option(name: .long, help: "Longest time a started response may take to leave.")
+    var httpResponseTimeoutSeconds: String?
+    @Option(name: .long, help: "Bytes a streamed response is generated in at a time.")
+    var httpResponseChunkBytes: String?
     @Option(name: .long, help: "Event-loop threads; 0 = one per core.") var httpEventLoops: String?
     @Option(name: .long, help: "Seconds to finish requests in flight on SIGTERM/SIGINT.")
     var httpShutdownDeadlineSeconds: String?
@@ -98,7 +106,11 @@ struct MoEMetricsd: ParsableCommand {
             ("http.body_timeout_seconds", httpBodyTimeoutSeconds),
             ("http.body_deadline_seconds", httpBodyDeadlineSeconds),
             ("http.idle_timeout_seconds", httpIdleTimeoutSeconds), ("http.max_connections", httpMaxConnections),
-            ("http.max_concurrent_streams", httpMaxConcurrentStreams), ("http.event_loops", httpEventLoops),
+            ("http.max_concurrent_streams", httpMaxConcurrentStreams),
+            ("http.max_connection_buffer_bytes", httpMaxConnectionBufferBytes),
+            ("http.max_buffered_bytes", httpMaxBufferedBytes),
+            ("http.response_timeout_seconds", httpResponseTimeoutSeconds),
+            ("http.response_chunk_bytes", httpResponseChunkBytes), ("http.event_loops", httpEventLoops),
             ("http.shutdown_deadline_seconds", httpShutdownDeadlineSeconds),
             ("stats.max_layers", statsMaxLayers), ("stats.max_experts", statsMaxExperts),
             ("stats.default_window", statsDefaultWindow), ("stats.default_top_k", statsDefaultTopK),

@@ -289,6 +289,7 @@ import Testing
         var torn = 0
         var reads = 0
         var distinct = Set<Int>()
+        var readPaths = Set<String>()
         let deadline = Date().addingTimeInterval(4)
         while Date() < deadline {
             for path in ["/v1/layers", "/v1/summary", "/metrics"] {
@@ -305,6 +306,7 @@ import Testing
                 }
                 guard !counts.isEmpty else { continue }
                 reads += 1
+                readPaths.insert(path)
                 if Set(counts).count > 1 { torn += 1 }
                 distinct.insert(counts[0])
                 #expect(counts.count == layers, "\(path): \(counts.count) layers")
@@ -314,6 +316,7 @@ import Testing
         while writerResult.withLock({ $0 == nil }) { usleep(10_000) }
         let posted = try #require(try writerResult.withLock { $0 }?.get())
         #expect(torn == 0, "\(torn) of \(reads) reads showed one batch's layers at different counts")
+        #expect(readPaths.count == 3, "only \(readPaths.sorted()) gave counts")
         // The readers really ran during ingest: they saw the counts move.
         #expect(distinct.count >= 3, "readers saw only \(distinct.sorted()) over \(posted) batches")
     }

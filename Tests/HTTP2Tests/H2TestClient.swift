@@ -27,8 +27,9 @@ final class H2TestClient {
     /// Streams whose body pauses (the data provider defers) once this many bytes have been sent.
     var uploadCaps: [Int32: Int] = [:]
 
-    /// `windowBytes` nil keeps the default 64 KiB stream window (RFC 9113 section 6.9.2).
-    init(windowBytes: Int32? = 1 << 20) {
+    /// `windowBytes` nil keeps the default 64 KiB stream window (RFC 9113 section 6.9.2);
+    /// `autoWindowUpdate` false leaves every WINDOW_UPDATE to `grant`.
+    init(windowBytes: Int32? = 1 << 20, autoWindowUpdate: Bool = true) {
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, ud in
@@ -65,8 +66,12 @@ final class H2TestClient {
             me.responses[id, default: Response()].closeCode = code
             return 0
         }
+        var option: OpaquePointer?
+        nghttp2_option_new(&option)
+        nghttp2_option_set_no_auto_window_update(option, autoWindowUpdate ? 0 : 1)
         var s: OpaquePointer?
-        nghttp2_session_client_new(&s, callbacks, Unmanaged.passUnretained(self).toOpaque())
+        nghttp2_session_client_new2(&s, callbacks, Unmanaged.passUnretained(self).toOpaque(), option)
+        nghttp2_option_del(option)
         nghttp2_session_callbacks_del(callbacks)
         session = s
         // The client preface always ends with SETTINGS, possibly empty (RFC 9113 section 3.4).
@@ -110,6 +115,16 @@ final class H2TestClient {
         }
         if let body, id > 0 { uploads[id] = (body, 0) }
         return id
+    }
+
+    /// Opens the stream's receive window by `bytes` (WINDOW_UPDATE).
+    func grant(_ id: Int32, _ bytes: Int32) {
+        nghttp2_submit_window_update(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, bytes)
+    }
+
+    /// Sends PING.
+    func ping() {
+        nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
     }
 
     /// Lets a held-back body go (all of it, or up to `upTo` bytes in total).
@@ -160,10 +175,15 @@ struct H2Pipe {
     var lastDisposition: SessionDisposition = .keepOpen
     /// Everything the server wrote, for raw frame checks.
     var serverBytes: [UInt8] = []
+    /// The most the server wrote in one call.
+    var largestServerWrite = 0
 
-    init(client: H2TestClient = H2TestClient(), handler: any HTTPHandler, limits: HTTPLimits = HTTPLimits()) {
+    init(
+        client: H2TestClient = H2TestClient(), handler: any HTTPHandler, limits: HTTPLimits = HTTPLimits(),
+        budget: BufferBudget? = nil
+    ) {
         self.client = client
-        self.server = HTTP2ServerSession(handler: handler, limits: limits, now: now)
+        self.server = HTTP2ServerSession(handler: handler, limits: limits, now: now, budget: budget)
     }
 
     /// Sends client bytes to the server (whole, or one byte per call) and the answers back.
@@ -171,7 +191,10 @@ struct H2Pipe {
         for _ in 0..<maxRounds {
             let c2s = client.output()
             var s2c: [UInt8] = []
-            if !c2s.isEmpty {
+            if c2s.isEmpty && server.hasBufferedInput {
+                // What the transport does once the output has drained: let the session go on.
+                lastDisposition = server.receive(UnsafeRawBufferPointer(start: nil, count: 0), now: now, output: &s2c)
+            } else if !c2s.isEmpty {
                 if byteByByte {
                     for b in c2s {
                         lastDisposition = [b].withUnsafeBytes { server.receive($0, now: now, output: &s2c) }
@@ -181,6 +204,7 @@ struct H2Pipe {
                 }
             }
             serverBytes += s2c
+            largestServerWrite = max(largestServerWrite, s2c.count)
             if !s2c.isEmpty { client.input(s2c) }
             if c2s.isEmpty && s2c.isEmpty { return }
         }
@@ -228,6 +252,12 @@ struct RawFrame {
                 | UInt32(payload[o + 3])
         }
         return (u32(0) & 0x7fff_ffff, u32(4))
+    }
+
+    /// RST_STREAM's error code, nil for other frames.
+    var errorCode: UInt32? {
+        guard type == 0x3, payload.count == 4 else { return nil }
+        return UInt32(payload[0]) << 24 | UInt32(payload[1]) << 16 | UInt32(payload[2]) << 8 | UInt32(payload[3])
     }
 
     static func header(length: Int, type: UInt8, flags: UInt8, streamID: UInt32) -> [UInt8] {

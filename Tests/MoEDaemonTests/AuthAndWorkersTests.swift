@@ -78,7 +78,9 @@ final class TestClock: Sendable {
     func request(_ router: DaemonRouter, _ method: String, _ target: String, auth: String? = nil) -> HTTPResponse {
         var headers = HTTPHeaders()
         if let auth { headers.add("authorization", auth) }
-        return router.handle(HTTPRequest(method: method, target: target, headers: headers))
+        var response = router.handle(HTTPRequest(method: method, target: target, headers: headers))
+        response.collectBody()
+        return response
     }
 
     @Test func writesNeedTheToken() {

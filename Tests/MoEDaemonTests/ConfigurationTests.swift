@@ -93,6 +93,26 @@ import Testing
         expectError(ConfigurationSources(filePath: path), mentioning: ["stats.max_layers", path])
     }
 
+    /// Every cap has a maximum, documented beside it in docs/configuration.md: one past it is
+    /// refused, the maximum itself is taken.
+    @Test(arguments: [
+        ("http.max_request_line_bytes", 1 << 20), ("http.max_header_bytes", 1 << 20),
+        ("http.max_header_count", 10_000), ("http.max_body_bytes", 1 << 30), ("http.max_connections", 1 << 20),
+        ("http.max_concurrent_streams", 10_000), ("http.max_connection_buffer_bytes", 1 << 32),
+        ("http.max_buffered_bytes", 1 << 36), ("http.response_chunk_bytes", 16 << 20), ("stats.max_layers", 65_536),
+        ("stats.max_experts", 65_536), ("stats.default_window", 1_000_000), ("stats.max_workers_per_layer", 1_000_000),
+        ("decoder.max_decisions", 1_000_000), ("decoder.max_assignments", 100_000_000), ("decoder.max_depth", 1_000),
+    ])
+    func capsHaveADocumentedMaximum(key: String, maximum: Int) throws {
+        expectError(ConfigurationSources(flags: [key: .int(maximum + 1)]), mentioning: [key, String(maximum)])
+        _ = try DaemonConfiguration.load(ConfigurationSources(flags: [key: .int(maximum)]))
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let doc = try String(contentsOf: root.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        let row = try #require(doc.split(separator: "\n").first { $0.hasPrefix("| `\(key)` |") })
+        #expect(row.contains(" to \(maximum) |"), "\(row)")
+    }
+
     @Test func invalidValuesNameTheSource() {
         expectError(
             ConfigurationSources(flags: ["http.max_body_bytes": .int(0)]),

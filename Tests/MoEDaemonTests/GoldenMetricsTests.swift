@@ -1,4 +1,5 @@
 import Foundation
+import HTTPCore
 import MoEStats
 import TestTools
 import Testing
@@ -28,6 +29,15 @@ import Testing
     }
 
     static func render(_ format: ExpositionFormat) throws -> String {
+        let (registry, daemon) = try goldenInput()
+        return String(
+            decoding: MetricsRenderer.render(
+                registry.snapshots(), daemon: daemon, format: format,
+                perExpertSeries: true), as: UTF8.self)
+    }
+
+    /// The fixed input of the golden exposition.
+    static func goldenInput() throws -> (LayerRegistry, MetricsRenderer.DaemonState) {
         var c = StatsConfiguration()
         c.latencyBucketsSeconds = [0.001, 0.01]
         let registry = LayerRegistry(configuration: c)
@@ -46,10 +56,7 @@ import Testing
                 residentMemoryBytes: 1024, cpuSeconds: 0.5, openFDs: 7, maxFDs: 1024,
                 startTimeSeconds: 1.7e9),
             version: "9.9.9")
-        return String(
-            decoding: MetricsRenderer.render(
-                registry.snapshots(), daemon: daemon, format: format,
-                perExpertSeries: true), as: UTF8.self)
+        return (registry, daemon)
     }
 
     func compare(_ actual: String, _ golden: String) {
@@ -236,4 +243,78 @@ extension GoldenMetricsTests {
         process: ProcessMetrics(
             residentMemoryBytes: nil, cpuSeconds: nil, openFDs: nil, maxFDs: nil, startTimeSeconds: nil),
         version: "0")
+}
+
+/// The streamed bodies (`MetricsBody`, `SummaryBody`, `GzipSource`) give the very bytes of the
+/// whole renderers, in pieces of about the size asked for.
+@Suite struct StreamedBodyTests {
+    /// Drains `source` in pieces of at most about `piece` bytes; returns the pieces.
+    static func pieces(_ source: any HTTPBodySource, piece: Int) -> [[UInt8]] {
+        var all: [[UInt8]] = []
+        var more = true
+        while more {
+            var out: [UInt8] = []
+            more = source.next(into: &out, atMost: piece)
+            #expect(!out.isEmpty || !more, "a piece that is not the last is never empty")
+            all.append(out)
+        }
+        return all
+    }
+
+    @Test(arguments: [ExpositionFormat.prometheusText, .openMetrics], [64, 4096])
+    func metricsInPiecesEqualsTheWholeExposition(format: ExpositionFormat, piece: Int) throws {
+        let registry = try MetricsViewTests.registry(seed: 9)
+        let daemon = GoldenMetricsTests.fixedDaemon
+        for perExpert in [true, false] {
+            let whole = MetricsRenderer.render(
+                registry.metricsViews(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                now: 1300, workerTTL: 60)
+            let parts = Self.pieces(
+                MetricsBody(
+                    registry.metricsViews(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                    now: 1300, workerTTL: 60),
+                piece: piece)
+            #expect(Array(parts.joined()) == whole)
+            #expect(parts.count > whole.count / (piece + 4096), "pieces, not one body")
+            // Each piece ends a line: a piece is a whole number of lines of the exposition.
+            for p in parts where !p.isEmpty { #expect(p.last == UInt8(ascii: "\n")) }
+            // No piece runs past the size asked for by more than one layer's lines of a family.
+            for p in parts { #expect(p.count <= piece + 64 * 1024) }
+        }
+    }
+
+    @Test func theGoldenExpositionStreamsByteForByte() throws {
+        let golden = try GoldenMetricsTests.goldenText()
+        let (registry, daemon) = try GoldenMetricsTests.goldenInput()
+        let parts = Self.pieces(
+            MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true),
+            piece: 100)
+        #expect(parts.count > 10)
+        #expect(String(decoding: Array(parts.joined()), as: UTF8.self) == golden)
+    }
+
+    @Test(arguments: [1, 300])
+    func summaryInPiecesEqualsTheWholeSummary(piece: Int) throws {
+        let registry = try MetricsViewTests.registry(seed: 9)
+        let summaries = registry.snapshots().map { $0.summary(window: nil, now: 1300, workerTTL: 60) }
+        let whole = Array(Self.pieces(SummaryBody(summaries), piece: Int.max).joined())
+        #expect(whole.first == UInt8(ascii: "{") && whole.last == 0x0A)
+        let parts = Self.pieces(SummaryBody(summaries), piece: piece)
+        #expect(Array(parts.joined()) == whole)
+        if piece == 1 { #expect(parts.count == summaries.count + 1) }
+    }
+
+    @Test func gzipSourceInflatesToThePlainBody() throws {
+        let registry = try MetricsViewTests.registry(seed: 9)
+        let daemon = GoldenMetricsTests.fixedDaemon
+        let plain = MetricsRenderer.render(
+            registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true)
+        let source = try #require(
+            GzipSource(
+                MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true)))
+        let parts = Self.pieces(source, piece: 512)
+        #expect(parts.count > 1)
+        let inflated = try #require(inflateWithZlib(Array(parts.joined())))
+        #expect(inflated == plain)
+    }
 }

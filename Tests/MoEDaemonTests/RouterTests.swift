@@ -58,8 +58,11 @@ func decision(
         router.handle(.make("POST", path, body: body, contentType: contentType))
     }
 
+    /// The answer with a streamed body collected, as a client would read it.
     func get(_ target: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
-        router.handle(.make("GET", target, headers: headers))
+        var response = router.handle(.make("GET", target, headers: headers))
+        response.collectBody()
+        return response
     }
 
     /// The state that must not change after a refused request.

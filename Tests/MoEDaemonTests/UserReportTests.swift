@@ -23,8 +23,11 @@ import Testing
         return router.handle(HTTPRequest(method: "POST", target: "/v1/decisions", headers: headers, body: body))
     }
 
+    /// The answer with a streamed body collected, as a client would read it.
     func get(_ target: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
-        router.handle(.make("GET", target, headers: headers))
+        var response = router.handle(.make("GET", target, headers: headers))
+        response.collectBody()
+        return response
     }
 
     @Test func emptyAndBlankBodiesAreOneMistake() {
@@ -193,7 +196,9 @@ import Testing
         let expected = ["enc", "syn.1", "syn.2", "syn.02b", "syn.10"]
         let list = try #require(r.handle(.make("GET", "/v1/layers")).json["layers"] as? [[String: Any]])
         #expect(list.map { $0["layer"] as? String } == expected)
-        let summary = try #require(r.handle(.make("GET", "/v1/summary")).json["layers"] as? [[String: Any]])
+        var response = r.handle(.make("GET", "/v1/summary"))
+        response.collectBody()
+        let summary = try #require(response.json["layers"] as? [[String: Any]])
         #expect(summary.map { $0["layer"] as? String } == expected)
     }
 

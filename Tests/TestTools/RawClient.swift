@@ -97,6 +97,10 @@ public final class RawClient {
                     guard let c = line.firstIndex(of: ":") else { continue }
                     headers[line[..<c].lowercased()] = String(line[line.index(after: c)...].drop { $0 == " " })
                 }
+                if headers["transfer-encoding"]?.lowercased() == "chunked" {
+                    buffered.removeFirst(end + 4)
+                    return (status, headers, try readChunkedBody())
+                }
                 let length = Int(headers["content-length"] ?? "0") ?? 0
                 while buffered.count < end + 4 + length {
                     guard try fill() else { throw Failure(description: "EOF inside body") }
@@ -106,6 +110,34 @@ public final class RawClient {
                 return (status, headers, body)
             }
             guard try fill() else { throw Failure(description: "EOF before a response") }
+        }
+    }
+
+    /// A chunked body (RFC 9112 section 7.1): size lines, data, the last chunk, no trailers.
+    private func readChunkedBody() throws -> [UInt8] {
+        var body: [UInt8] = []
+        while true {
+            let line = try readLine()
+            let size = String((line.split(separator: ";").first ?? "").filter { $0 != " " && $0 != "\t" })
+            guard let n = Int(size, radix: 16) else { throw Failure(description: "bad chunk size \(line)") }
+            while buffered.count < n + 2 {
+                guard try fill() else { throw Failure(description: "EOF inside a chunk") }
+            }
+            body += buffered[0..<n]
+            guard buffered[n] == 13, buffered[n + 1] == 10 else { throw Failure(description: "chunk without CRLF") }
+            buffered.removeFirst(n + 2)
+            if n == 0 { return body }
+        }
+    }
+
+    private func readLine() throws -> String {
+        while true {
+            if let i = buffered.indices.dropLast().first(where: { buffered[$0] == 13 && buffered[$0 + 1] == 10 }) {
+                let line = String(decoding: buffered[0..<i], as: UTF8.self)
+                buffered.removeFirst(i + 2)
+                return line
+            }
+            guard try fill() else { throw Failure(description: "EOF inside a chunk size line") }
         }
     }
 
