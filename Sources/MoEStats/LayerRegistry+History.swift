@@ -31,50 +31,51 @@ extension LayerRegistry {
         return Self.window(engine, steps: steps, expected: configuration.expectedWorkers, now: now, ttl: workerTTL)
     }
 
-    /// Every layer's window of the newest `steps` buckets, sorted by layer name.
+    /// Every layer's window of the newest `steps` buckets, sorted by layer name, summed under
+    /// every layer's lock at once: a batch is in every layer's window or in none.
     public func windows(steps: Int, now: Double, workerTTL: Double?) -> [StepWindow] {
-        let expected = configuration.expectedWorkers
-        return sortedEngines().compactMap {
-            Self.window($0, steps: steps, expected: expected, now: now, ttl: workerTTL)
+        withEveryLayerLocked { engine, s, c in
+            Self.window(engine.name, &s, steps: steps, expected: c.expectedWorkers, now: now, ttl: workerTTL)
         }
     }
 
     private static func window(
         _ engine: LayerStatistics, steps: Int, expected: Int?, now: Double, ttl: Double?
     ) -> StepWindow? {
-        engine.state.withLock { s -> StepWindow? in
-            guard s.totalRoutings > 0, let bucketing = s.history.bucketing else { return nil }
-            let h = s.history
-            let slots = h.newestSlots(Swift.max(1, steps))
-            let expectedWorkers = s.expectedWorkers(expected, now: now, ttl: ttl)
-            let (totals, complete) = h.sum(slots, expected: expectedWorkers)
-            return StepWindow(
-                layer: engine.name, experts: s.experts, bucketing: bucketing, steps: slots.count,
-                from: slots.first.map { h.label(h.buckets[$0].key) }, to: slots.last.map { h.label(h.buckets[$0].key) },
-                completeSteps: complete, expectedWorkers: expectedWorkers, totals: totals)
-        }
+        engine.state.withLock { s in window(engine.name, &s, steps: steps, expected: expected, now: now, ttl: ttl) }
+    }
+
+    /// One layer's window, with its lock held.
+    private static func window(
+        _ name: String, _ s: inout LayerState, steps: Int, expected: Int?, now: Double, ttl: Double?
+    ) -> StepWindow? {
+        guard s.totalRoutings > 0, let bucketing = s.history.bucketing else { return nil }
+        let h = s.history
+        let slots = h.newestSlots(Swift.max(1, steps))
+        let expectedWorkers = s.expectedWorkers(expected, now: now, ttl: ttl)
+        let (totals, complete) = h.sum(slots, expected: expectedWorkers)
+        return StepWindow(
+            layer: name, experts: s.experts, bucketing: bucketing, steps: slots.count,
+            from: slots.first.map { h.label(h.buckets[$0].key) }, to: slots.last.map { h.label(h.buckets[$0].key) },
+            completeSteps: complete, expectedWorkers: expectedWorkers, totals: totals)
     }
 
     /// Per layer, sorted by name: the newest complete bucket, and with `recent` the MaxVio of the
     /// newest `StepHeadline.recentSteps` buckets summed.
+    /// Taken under every layer's lock at once, as the other readers of several layers are.
     public func stepHeadlines(now: Double, workerTTL: Double?, recent: Bool) -> [StepHeadline] {
-        let expected = configuration.expectedWorkers
-        return sortedEngines().compactMap { engine in
-            let copy = engine.state.withLock { s -> CompleteStep?? in
-                guard s.totalRoutings > 0 else { return nil }
-                return .some(s.lastCompleteStep(expected: expected, now: now, ttl: workerTTL))
-            }
-            guard let copy else { return nil }
-            var recentMaxViolation: Double? = nil
-            if recent {
-                let sums = engine.state.withLock { s in
-                    s.history.sum(s.history.newestSlots(StepHeadline.recentSteps), expected: .max).totals.expertTokens
-                }
-                recentMaxViolation = Measures.maxViolation(sums)
-            }
-            return StepHeadline(
-                layer: engine.name, lastComplete: copy,
-                recentMaxViolation: recentMaxViolation)
+        let copies = withEveryLayerLocked { engine, s, c -> (String, CompleteStep?, [UInt64]?)? in
+            guard s.totalRoutings > 0 else { return nil }
+            let complete = s.lastCompleteStep(expected: c.expectedWorkers, now: now, ttl: workerTTL)
+            let sums =
+                recent
+                ? s.history.sum(s.history.newestSlots(StepHeadline.recentSteps), expected: .max).totals.expertTokens
+                : nil
+            return (engine.name, complete, sums)
+        }
+        return copies.map { name, complete, sums in
+            StepHeadline(
+                layer: name, lastComplete: complete, recentMaxViolation: sums.flatMap { Measures.maxViolation($0) })
         }
     }
 }

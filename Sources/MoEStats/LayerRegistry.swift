@@ -296,11 +296,6 @@ public final class LayerRegistry: Sendable {
         state.withLock { s in (s.layers[layer], s.configuration) }
     }
 
-    /// Every layer's engine, sorted by name; each is then read under its own lock.
-    func sortedEngines() -> [LayerStatistics] {
-        state.withLock { s in s.layers.values.sorted { $0.name < $1.name } }
-    }
-
     /// Replaces every layer at once (a restore): readers see either the old layers or the new.
     func replaceLayers(with engines: [LayerStatistics]) {
         var layers = [String: LayerStatistics](minimumCapacity: engines.count)

@@ -267,8 +267,8 @@ import Testing
         return posted
     }
 
-    /// Readers of `/v1/layers`, `/v1/summary` and `/metrics` during ingest never see the layers
-    /// of one batch at different counts.
+    /// Readers of `/v1/layers`, `/v1/summary` (run-wide and over a window of steps) and `/metrics`
+    /// during ingest never see the layers of one batch at different counts.
     @Test func concurrentReadersSeeBatchesWholeOrNotAtAll() throws {
         let layers = 200
         let daemon = try RunningDaemon()
@@ -292,7 +292,7 @@ import Testing
         var readPaths = Set<String>()
         let deadline = Date().addingTimeInterval(4)
         while Date() < deadline {
-            for path in ["/v1/layers", "/v1/summary", "/metrics"] {
+            for path in ["/v1/layers", "/v1/summary", "/v1/summary?steps=512", "/metrics"] {
                 let r = try Self.request(reader, "GET", path)
                 #expect(r.status == 200)
                 let counts: [Int]
@@ -316,7 +316,7 @@ import Testing
         while writerResult.withLock({ $0 == nil }) { usleep(10_000) }
         let posted = try #require(try writerResult.withLock { $0 }?.get())
         #expect(torn == 0, "\(torn) of \(reads) reads showed one batch's layers at different counts")
-        #expect(readPaths.count == 3, "only \(readPaths.sorted()) gave counts")
+        #expect(readPaths.count == 4, "only \(readPaths.sorted()) gave counts")
         // The readers really ran during ingest: they saw the counts move.
         #expect(distinct.count >= 3, "readers saw only \(distinct.sorted()) over \(posted) batches")
     }
