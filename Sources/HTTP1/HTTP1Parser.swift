@@ -105,6 +105,12 @@ public struct HTTP1Parser {
     /// Bytes received but not yet consumed by a delivered event.
     public var bufferedByteCount: Int { buffer.count - start }
 
+    /// Bytes of the body being received (0 once its request is delivered).
+    public var bodyByteCount: Int { phase == .body ? body.count : 0 }
+
+    /// The body buffer reserved at once, however long the announced body.
+    static let initialBodyCapacity = 64 * 1024
+
     /// Appends bytes read from the peer. Nothing is parsed until `next()`.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         if case .failed = state { return }
@@ -596,7 +602,9 @@ public struct HTTP1Parser {
             }
             if length > 0 {
                 state = .fixedBody(remaining: length)
-                body.reserveCapacity(length)
+                // Room for what has arrived, not for what the client announced: a length is free
+                // to send, memory follows the bytes (they grow the buffer by doubling).
+                body.reserveCapacity(min(length, max(Self.initialBodyCapacity, buffer.count - start)))
                 bodyExpected = true
             } else {
                 state = .fixedBody(remaining: 0)
@@ -688,8 +696,10 @@ public struct HTTP1Parser {
         expect = nil
         connectionClose = false
         connectionKeepAlive = false
-        // `fields` and `body` stay: the request shares their storage (copy-on-write) and
-        // `startRequest` empties them for the next one.
+        // `fields` and a small `body` stay: the request shares their storage (copy-on-write)
+        // and `startRequest` empties them for the next one. A large body is let go now, so an
+        // idle keep-alive connection does not pin it once the request is answered.
+        if body.capacity > Self.initialBodyCapacity { body = [] }
         state = .requestLine
         return .request(request, keepAlive: keepAlive)
     }

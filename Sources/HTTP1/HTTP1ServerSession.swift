@@ -44,11 +44,25 @@ public final class HTTP1ServerSession: ConnectionSession {
     private var owner = ThreadOwner()
     #endif
 
-    public init(handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache()) {
+    /// The server's budget for bytes held by all connections (`HTTPLimits.maxBufferedBytes`),
+    /// which a partly received body takes from as it arrives; nil for none.
+    private let budget: BufferBudget?
+    /// Bytes of the current body taken from `budget`.
+    @exclusivity(unchecked) private var reserved = 0
+
+    public init(
+        handler: any HTTPHandler, limits: HTTPLimits, now: UInt64, dateCache: HTTPDateCache = HTTPDateCache(),
+        budget: BufferBudget? = nil
+    ) {
         self.handler = handler
         self.parser = HTTP1Parser(limits: limits)
         self.dates = dateCache
         self.anchor = now
+        self.budget = budget
+    }
+
+    deinit {
+        if reserved > 0 { budget?.release(reserved) }
     }
 
     /// Traps in debug builds unless called on the thread of the session's first call; compiles to
@@ -227,11 +241,40 @@ public final class HTTP1ServerSession: ConnectionSession {
                 return .closeAfterWrite
             }
         }
+        if !holdBody() {
+            // Past the server's budget: the body cannot be read, so the connection closes
+            // (RFC 9110 section 15.6.4: 503 with Retry-After for a temporary condition).
+            let response = handler.refusal(
+                status: 503, message: "server holds more than \(budget?.limit ?? 0) bytes of request bodies",
+                headers: ["retry-after": "1"])
+            HTTP1ResponseEncoder.encode(
+                response, requestVersion: .http1_1, keepAlive: false, date: dates.current, into: &output)
+            finished = true
+            // The body is dropped now, not when the closing connection goes (it may linger).
+            parser = HTTP1Parser(limits: parser.limits)
+            budget?.release(reserved)
+            reserved = 0
+            return .closeAfterWrite
+        }
         let newPhase = parser.phase
         if newPhase == .body && (phase != .body || completed) { bodyStart = now }
         if completed || newPhase != phase || newPhase == .body { anchor = now }
         phase = newPhase
         return .keepOpen
+    }
+
+    /// Brings the bytes taken from the budget to the body held now (a request answered gives
+    /// its body back); false when the budget cannot cover it.
+    private func holdBody() -> Bool {
+        guard let budget else { return true }
+        let held = parser.bodyByteCount
+        if held < reserved {
+            budget.release(reserved - held)
+        } else if held > reserved {
+            guard budget.reserve(held - reserved) else { return false }
+        }
+        reserved = held
+        return true
     }
 
     /// Writes pieces of the streamed body until the output reaches its high-water mark; true

@@ -29,7 +29,8 @@ public struct HTTPLimits: Sendable, Equatable {
     /// responses waiting for the client's flow-control window. A stream that would pass it gets
     /// 503, so streams cannot multiply the per-request bounds.
     public var maxConnectionBufferBytes: Int = 32 * 1024 * 1024
-    /// Bytes every connection together may hold the same way (`BufferBudget`); past it, 503.
+    /// Bytes every connection together may hold (`BufferBudget`): HTTP/2 as above, HTTP/1.1 the
+    /// body it is receiving; past it, 503.
     public var maxBufferedBytes: Int = 256 * 1024 * 1024
     /// Longest time a response may take to leave once it has started, however the client paces
     /// its reads or its flow-control window; past it, the response is cut.

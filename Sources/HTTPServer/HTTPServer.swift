@@ -70,6 +70,8 @@ public final class HTTPServer: Sendable {
 
     /// Connections currently open.
     public var openConnections: Int { transport.openConnections }
+    /// Bytes held against `HTTPLimits.maxBufferedBytes` by every connection now.
+    public var bufferedBytes: Int { budget.heldBytes }
 
     /// New limits for connections accepted from now on (configuration reload).
     public func update(limits newLimits: HTTPLimits) {

@@ -76,7 +76,7 @@ final class ProtocolDetectingSession: ConnectionSession {
             isPrefix = zip(bytes, Self.http2Preface).allSatisfy { $0 == $1 }
         }
         if !isPrefix {
-            return HTTP1ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates)
+            return HTTP1ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates, budget: budget)
         }
         if count < Self.http2Preface.count { return nil }
         return HTTP2ServerSession(handler: handler, limits: limits, now: anchor, dateCache: dates, budget: budget)

@@ -39,12 +39,14 @@ public enum Daemon {
 
         var configuration = configuration
         configuration.http.maxConnections = fitConnections(configuration, logger: logger)
-        let connections = Mutex<(@Sendable () -> Int)?>(nil)
+        // The router is built before the server it serves: it reads the server's load through this.
+        let served = Mutex<HTTPServer?>(nil)
         let router = DaemonRouter(
             configuration: configuration, version: BuildInfo.version, logger: logger,
-            openConnections: { connections.withLock { $0?() ?? 0 } })
+            openConnections: { served.withLock { $0?.openConnections ?? 0 } },
+            bufferedBytes: { served.withLock { $0?.bufferedBytes ?? 0 } })
         let server = HTTPServer(configuration: configuration.serverConfiguration(logger: logger), handler: router)
-        connections.withLock { $0 = { server.openConnections } }
+        served.withLock { $0 = server }
 
         do {
             let token = try AuthToken.resolve(configuration, environment: sources.environment)

@@ -27,11 +27,13 @@ extension DaemonRouter {
     public convenience init(
         configuration c: DaemonConfiguration, version: String, logger: Logger,
         openConnections: @escaping @Sendable () -> Int = { 0 },
+        bufferedBytes: @escaping @Sendable () -> Int = { 0 },
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) {
         self.init(
             registry: LayerRegistry(configuration: c.statsConfiguration), settings: c.routerSettings(token: nil),
-            version: version, logger: logger, openConnections: openConnections, clock: clock)
+            version: version, logger: logger, openConnections: openConnections, bufferedBytes: bufferedBytes,
+            clock: clock)
     }
 }
 

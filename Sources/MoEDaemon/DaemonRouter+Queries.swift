@@ -154,7 +154,8 @@ extension DaemonRouter {
         var snapshots = registry.metricsViews(now: now, workerTTL: current.workerTTLSeconds)
         if let layerTTL = current.layerTTLSeconds { snapshots.removeAll { $0.isIdle(now: now, ttl: layerTTL) } }
         let daemon = MetricsRenderer.DaemonState(
-            counters: counters.snapshot(), openConnections: openConnections(), layers: snapshots.count,
+            counters: counters.snapshot(), openConnections: openConnections(), bufferedBytes: bufferedBytes(),
+            layers: snapshots.count,
             process: ProcessMetrics.read(), version: version)
         var rankFigures: [String: PlacementFigures] = [:]
         if let spec = placementStore.withLock({ $0 }) {

@@ -23,15 +23,19 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     /// The placement set by `PUT /v1/placement` (nil: none); read once per request that uses it.
     let placementStore = Mutex<PlacementSpec?>(nil)
     let openConnections: @Sendable () -> Int
+    /// Bytes the server holds against its buffer budget, for `/metrics`.
+    let bufferedBytes: @Sendable () -> Int
     let clock: @Sendable () -> Double
     let logger: Logger
 
     public init(
         registry: LayerRegistry, settings: Settings, version: String, logger: Logger,
         openConnections: @escaping @Sendable () -> Int = { 0 },
+        bufferedBytes: @escaping @Sendable () -> Int = { 0 },
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) {
         self.registry = registry
+        self.bufferedBytes = bufferedBytes
         self.settings = Mutex(settings)
         self.version = version
         self.logger = logger

@@ -101,7 +101,8 @@ public enum DaemonSettings {
             "Bytes one HTTP/2 connection may hold across its streams (request bodies, responses waiting for the client's flow-control window); past it, 503.",
             \.http.maxConnectionBufferBytes),
         int(
-            "http.max_buffered_bytes", "Bytes all HTTP/2 connections together may hold the same way; past it, 503.",
+            "http.max_buffered_bytes",
+            "Bytes all connections together may hold: HTTP/2 as above, HTTP/1.1 its request body as it arrives; past it, 503.",
             \.http.maxBufferedBytes),
         double(
             "http.response_timeout_seconds",

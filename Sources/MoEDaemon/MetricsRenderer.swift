@@ -22,16 +22,19 @@ public enum MetricsRenderer {
     public struct DaemonState: Sendable {
         public var counters: (requests: [(DaemonCounters.RouteCode, UInt64)], rejected: [(String, UInt64)])
         public var openConnections: Int
+        /// Bytes held against `http.max_buffered_bytes` (request bodies, pending HTTP/2 responses).
+        public var bufferedBytes: Int
         public var layers: Int
         public var process: ProcessMetrics
         public var version: String
 
         public init(
             counters: (requests: [(DaemonCounters.RouteCode, UInt64)], rejected: [(String, UInt64)]),
-            openConnections: Int, layers: Int, process: ProcessMetrics, version: String
+            openConnections: Int, bufferedBytes: Int = 0, layers: Int, process: ProcessMetrics, version: String
         ) {
             self.counters = counters
             self.openConnections = openConnections
+            self.bufferedBytes = bufferedBytes
             self.layers = layers
             self.process = process
             self.version = version
@@ -324,6 +327,10 @@ public final class MetricsBody: HTTPBodySource {
         }
         w.family("moe_metricsd_open_connections", .gauge, help: "Client connections currently open.")
         w.sample(Double(daemon.openConnections))
+        w.family(
+            "moe_metricsd_buffered_bytes", .gauge,
+            help: "Bytes of request bodies and HTTP/2 responses held, against http.max_buffered_bytes.")
+        w.sample(Double(daemon.bufferedBytes))
         w.family("moe_metricsd_layers", .gauge, help: "Layers held.")
         w.sample(Double(daemon.layers))
         w.family("moe_metricsd_build_info", .info, help: "Always 1; the version label says which build is running.")

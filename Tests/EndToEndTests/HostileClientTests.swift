@@ -227,6 +227,50 @@ import Testing
         #expect(daemon.child.log.contains(leftover))
     }
 
+    // MARK: Memory held by bodies
+
+    /// HTTP/1.1 bodies in progress share `http.max_buffered_bytes` with HTTP/2's: a connection
+    /// whose body would pass it gets a 503 with Retry-After and a JSON error, the body already
+    /// held completes, and its bytes are given back for the next client.
+    @Test(.needs("curl")) func http1BodiesShareTheServersBudget() throws {
+        let daemon = try RunningDaemon(["--http-max-buffered-bytes", "1000000"])
+        defer { daemon.stop() }
+        let decision = Self.decision("budget")
+        let length = 900_000
+        let body = decision + String(repeating: " ", count: length - decision.utf8.count)
+        let head =
+            "POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(length)\r\n\r\n"
+        let a = try RawClient("127.0.0.1:\(daemon.port)")
+        try a.send(head + body.prefix(800_000))
+        // Wait until the daemon holds A's bytes (its gauge of bytes held against the budget).
+        var held = 0
+        for _ in 0..<500 where held < 800_000 {
+            let text = try curl("\(daemon.base)/metrics").body
+            held =
+                text.split(separator: "\n").first { $0.hasPrefix("moe_metricsd_buffered_bytes ") }
+                .flatMap { $0.split(separator: " ").last }.flatMap { Int($0) } ?? 0
+            if held < 800_000 { usleep(10_000) }
+        }
+        #expect(held == 800_000)
+        let b = try RawClient("127.0.0.1:\(daemon.port)")
+        try b.send(head + body.prefix(300_000))
+        let refused = try b.readResponse()
+        #expect(refused.status == 503)
+        #expect(refused.headers["retry-after"] == "1")
+        let error = try JSONSerialization.jsonObject(with: Data(refused.body)) as? [String: Any]
+        #expect((error?["error"] as? String)?.contains("1000000 bytes") == true)
+        #expect(try b.readsEOF())
+        try a.send(String(body.dropFirst(800_000)))
+        let accepted = try a.readResponse()
+        #expect(accepted.status == 200, "\(String(decoding: accepted.body, as: UTF8.self))")
+        // A's body was given back: a whole one fits again.
+        let c = try RawClient("127.0.0.1:\(daemon.port)")
+        try c.send(head + body)
+        #expect(try c.readResponse().status == 200)
+        #expect(try Self.layerTotals(daemon)["budget"] == 2)
+    }
+
     // MARK: Large and concurrent batches
 
     /// One batch naming 16,000 layers: applied with a loop of locks, not 16,000 nested closures.

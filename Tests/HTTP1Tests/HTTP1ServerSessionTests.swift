@@ -25,8 +25,9 @@ struct SessionRun {
     let handler = RecordingHandler()
     var output: [UInt8] = []
 
-    init(limits: HTTPLimits = HTTPLimits(), now: UInt64 = 0) {
-        session = HTTP1ServerSession(handler: handler, limits: limits, now: now, dateCache: fixedDates())
+    init(limits: HTTPLimits = HTTPLimits(), now: UInt64 = 0, budget: BufferBudget? = nil) {
+        session = HTTP1ServerSession(
+            handler: handler, limits: limits, now: now, dateCache: fixedDates(), budget: budget)
     }
 
     mutating func send(_ text: String, now: UInt64 = 0) -> SessionDisposition {
@@ -365,6 +366,33 @@ struct SessionRun {
             "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n".utf8)
         #expect(withToken.withUnsafeBytes { allowed.receive($0, now: 0, output: &output) } == .keepOpen)
         #expect(String(decoding: output, as: UTF8.self).hasPrefix("HTTP/1.1 100 Continue\r\n"))
+    }
+
+    /// Bodies being received take from the server's budget as their bytes arrive, never from
+    /// the announced length; one that would pass it gets 503 and the connection closes; an
+    /// answered request, or a closed connection, gives its bytes back.
+    @Test func partlyReceivedBodiesShareTheServersBudget() {
+        let budget = BufferBudget(limit: 1000)
+        var a = SessionRun(budget: budget)
+        var b = SessionRun(budget: budget)
+        #expect(a.send("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n") == .keepOpen)
+        #expect(budget.heldBytes == 0, "an announced length takes nothing")
+        #expect(a.send(String(repeating: "a", count: 700)) == .keepOpen)
+        #expect(budget.heldBytes == 700)
+        #expect(
+            b.send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n" + String(repeating: "b", count: 200))
+                == .keepOpen)
+        #expect(budget.heldBytes == 900)
+        #expect(b.send(String(repeating: "b", count: 200)) == .closeAfterWrite)
+        let refused = b.take()
+        #expect(refused.hasPrefix("HTTP/1.1 503 "))
+        #expect(refused.contains("retry-after: 1\r\n"))
+        #expect(refused.contains("connection: close\r\n"))
+        #expect(b.handler.seen.isEmpty)
+        #expect(a.send(String(repeating: "a", count: 100)) == .keepOpen)
+        #expect(a.take().hasPrefix("HTTP/1.1 200 "))
+        #expect(a.handler.seen.map(\.body.count) == [800])
+        #expect(budget.heldBytes == 0, "the answered body and the refused one are given back")
     }
 
     @Test func peerCloseEndsTheSession() {
