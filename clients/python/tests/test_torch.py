@@ -278,6 +278,50 @@ def test_steps_beyond_max_pending_are_dropped_while_the_daemon_is_slow(stub):
     client.close()
 
 
+def test_steps_without_a_free_host_buffer_are_dropped_and_the_rest_counted_right(daemon, monkeypatch):
+    # The poster thread waits on each step's device-to-host copy (on CUDA, its event). Held
+    # there, as behind a slow copy, the two buffers stay in use: the steps that end meanwhile
+    # find none free, are dropped at once, and the training thread does not wait.
+    from moe_metricsd_client import torch as watcher_module
+
+    release = threading.Event()
+    waiting = threading.Event()
+    real_wait = watcher_module._Slot.wait
+
+    def slow_wait(slot):
+        waiting.set()
+        release.wait(20)
+        real_wait(slot)
+
+    monkeypatch.setattr(watcher_module._Slot, "wait", slow_wait)
+    model = tiny_moe.build("qwen2_moe")
+    vocab = model.config.vocab_size
+    recorder = tiny_moe.IndexRecorder(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    client = MetricsClient(daemon.url, linger=0.05)
+    watcher = watch(model, client, optimizer=optimizer, prefix="nobuf.", worker="w0", buffers=2)
+    names = {path: "nobuf." + path for path in recorder.seen}
+    expected = {name: [0] * 8 for name in names.values()}
+    for step in range(6):
+        train_step(model, optimizer, vocab, step)
+        taken = recorder.take()
+        if step == 0:
+            assert waiting.wait(10), "the poster took the first step"
+        if step < 2:  # the two steps that got a buffer
+            for path, indices in taken.items():
+                counts = step_counts(indices, 8)
+                expected[names[path]] = [a + b for a, b in zip(expected[names[path]], counts)]
+    assert watcher.stats.dropped == 4 and watcher.stats.posted == 0
+    release.set()
+    assert watcher.close(20) and client.flush(20)
+    stats = watcher.stats
+    assert stats.steps == 6 and stats.posted == 2 and stats.dropped == 4 and stats.pending == 0
+    for name, counts in expected.items():
+        assert layer_counts(daemon, name) == counts
+        assert [s["step"] for s in history(daemon, name)] == [0, 1]
+    client.close()
+
+
 def test_a_router_of_ones_own_through_a_function(daemon):
     class TopKRouter(torch.nn.Module):
         def __init__(self, hidden, experts, k):
