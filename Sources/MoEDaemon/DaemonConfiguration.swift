@@ -43,9 +43,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Deepest JSON nesting accepted in a request body.
     public var maxJSONDepth: Int = 16
 
-    /// Emit the per-expert series (`moe_expert_*{layer,expert}`) on /metrics. Off for very large
-    /// models, where layers x experts series would overwhelm Prometheus.
-    public var perExpertSeries: Bool = true
+    /// The per-expert series (`moe_expert_*{layer,expert}`) on /metrics: all, none, or each
+    /// layer's most and least loaded, for models where layers x experts series would overwhelm
+    /// Prometheus.
+    public var expertSeries: ExpertSeries = .all
 
     /// Most workers remembered per layer (worker names come from clients, so the table is bounded).
     public var maxWorkersPerLayer: Int = 4096

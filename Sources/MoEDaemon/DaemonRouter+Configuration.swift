@@ -7,7 +7,7 @@ extension DaemonRouter {
     /// What a reload may change without restarting the listener.
     public struct Settings: Sendable, Equatable {
         public var decoderLimits = DecisionDecoder.Limits()
-        public var perExpertSeries = true
+        public var expertSeries = ExpertSeries.all
         /// Token POST and DELETE require (and reads, with `authReads`); nil for none.
         public var authToken: AuthToken?
         public var authReads = false
@@ -65,7 +65,7 @@ extension DaemonConfiguration {
         r.decoderLimits.maxDecisions = maxDecisionsPerRequest
         r.decoderLimits.maxAssignments = maxAssignments
         r.decoderLimits.maxDepth = maxJSONDepth
-        r.perExpertSeries = perExpertSeries
+        r.expertSeries = expertSeries
         r.maxBodyBytes = http.maxBodyBytes
         return r
     }

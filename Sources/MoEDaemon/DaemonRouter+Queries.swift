@@ -167,7 +167,7 @@ extension DaemonRouter {
         }
         // Streamed: the exposition is written as the client reads it (`MetricsBody`).
         let body = MetricsBody(
-            snapshots, daemon: daemon, format: format, perExpertSeries: current.perExpertSeries,
+            snapshots, daemon: daemon, format: format, expertSeries: current.expertSeries,
             now: now, workerTTL: current.workerTTLSeconds, rankFigures: rankFigures)
         return Self.negotiateEncoding(
             HTTPResponse(status: 200, headers: ["content-type": format.contentType], source: body),

@@ -149,15 +149,17 @@ public enum DaemonSettings {
             \.maxAssignments),
         int("decoder.max_depth", "Deepest JSON nesting accepted in a request body; deeper gets 400.", \.maxJSONDepth),
         DaemonSetting(
-            key: "metrics.per_expert_series", kind: .bool,
+            key: "metrics.expert_series", kind: .string,
             help:
-                "Emit per-expert series (moe_expert_tokens_total, moe_expert_utilization_ratio); turn off for very large models.",
-            describe: { $0.perExpertSeries ? "true" : "false" },
+                "Per-expert series on /metrics (moe_expert_tokens_total and the per-expert gauges): all; none; or top:N, each layer's N most and N least loaded experts, labelled load=\"most\" or \"least\". See docs/metrics.md for what each costs.",
+            describe: { $0.expertSeries.description },
             apply: { c, v throws(ConfigurationError) in
-                guard case .bool(let b) = v else {
-                    throw ConfigurationError("metrics.per_expert_series: expected true or false")
+                guard case .string(let s) = v, let choice = ExpertSeries(parsing: s) else {
+                    throw ConfigurationError(
+                        "metrics.expert_series: must be all, none, or top:N with N from 1 to \(ExpertSeries.maxExtremes)"
+                    )
                 }
-                c.perExpertSeries = b
+                c.expertSeries = choice
             }),
         int(
             "stats.max_workers_per_layer",

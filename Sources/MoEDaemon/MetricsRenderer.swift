@@ -47,11 +47,11 @@ public enum MetricsRenderer {
     /// `now` and `workerTTL` split each layer's workers into active and stale.
     public static func render(
         _ snapshots: [LayerSnapshot], daemon: DaemonState, format: ExpositionFormat,
-        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        expertSeries: ExpertSeries, now: Double = 0, workerTTL: Double? = nil,
         rankFigures: [String: PlacementFigures] = [:]
     ) -> [UInt8] {
         render(
-            snapshots.map(LayerMetrics.init), daemon: daemon, format: format, perExpertSeries: perExpertSeries,
+            snapshots.map(LayerMetrics.init), daemon: daemon, format: format, expertSeries: expertSeries,
             now: now, workerTTL: workerTTL, rankFigures: rankFigures)
     }
 
@@ -59,11 +59,11 @@ public enum MetricsRenderer {
     /// `rankFigures`: each layer's figures under the placement set, if one is (by layer name).
     public static func render(
         _ views: [LayerMetrics], daemon: DaemonState, format: ExpositionFormat,
-        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        expertSeries: ExpertSeries, now: Double = 0, workerTTL: Double? = nil,
         rankFigures: [String: PlacementFigures] = [:]
     ) -> [UInt8] {
         let body = MetricsBody(
-            views, daemon: daemon, format: format, perExpertSeries: perExpertSeries, now: now, workerTTL: workerTTL,
+            views, daemon: daemon, format: format, expertSeries: expertSeries, now: now, workerTTL: workerTTL,
             rankFigures: rankFigures)
         let previous = previousSize.load(ordering: .relaxed)
         var out: [UInt8] = []
@@ -97,7 +97,7 @@ public final class MetricsBody: HTTPBodySource {
     /// each layer's figures under the placement set, if one is (by layer name).
     public init(
         _ views: [LayerMetrics], daemon: MetricsRenderer.DaemonState, format: ExpositionFormat,
-        perExpertSeries: Bool, now: Double = 0, workerTTL: Double? = nil,
+        expertSeries: ExpertSeries, now: Double = 0, workerTTL: Double? = nil,
         rankFigures: [String: PlacementFigures] = [:]
     ) {
         var sorted = views
@@ -110,7 +110,7 @@ public final class MetricsBody: HTTPBodySource {
         var estimate = 4096
         var maxExperts = 0
         for l in layers {
-            estimate += 600 + l.experts * (perExpertSeries ? 160 : 0)
+            estimate += 600 + (expertSeries == .all ? l.experts * 160 : 0)
             maxExperts = max(maxExperts, l.experts)
         }
         estimatedSize = estimate
@@ -118,7 +118,22 @@ public final class MetricsBody: HTTPBodySource {
 
         // Escaped once per scrape: each layer's `{layer="..."` and each expert's `,expert="N"`.
         let labels = layers.map { PreparedLabels([("layer", $0.layer)]) }
-        let expertLabels = IndexLabels(name: "expert", count: perExpertSeries ? maxExperts : 0)
+        let expertLabels = IndexLabels(name: "expert", count: expertSeries == .all ? maxExperts : 0)
+        // With `top:N`, each layer's chosen experts (by tokens), shared by every per-expert family.
+        var chosen: [[(expert: Int, labels: [UInt8])]] = []
+        if case .extremes(let n) = expertSeries {
+            chosen = layers.map { ExpertSeries.extremes(n, tokens: $0.expertTokens) }
+        }
+        /// Writes one layer's per-expert values: every expert, or the chosen ones.
+        func perExpert(_ w: inout MetricsWriter, _ i: Int, _ values: [Double]) {
+            if chosen.isEmpty {
+                w.samples(prepared: labels[i], indexed: expertLabels, values: values)
+            } else {
+                for (e, extra) in chosen[i] where e < values.count {
+                    w.sample(prepared: labels[i], extra: extra, values[e])
+                }
+            }
+        }
         var steps: [Step] = []
 
         func family(_ name: String, _ type: MetricType, _ help: String) {
@@ -140,11 +155,15 @@ public final class MetricsBody: HTTPBodySource {
         perLayer("moe_routing_dropped_tokens_total", .counter, "Tokens dropped (sum of tokens_dropped).") {
             Double($0.tokensDropped)
         }
-        if perExpertSeries {
+        if expertSeries != .none {
             family("moe_expert_tokens_total", .counter, "Tokens each expert received.")
             steps.append(
                 .eachLayer { w, i in
-                    w.samples(prepared: labels[i], indexed: expertLabels, counts: layers[i].expertTokens)
+                    if chosen.isEmpty {
+                        w.samples(prepared: labels[i], indexed: expertLabels, counts: layers[i].expertTokens)
+                    } else {
+                        perExpert(&w, i, layers[i].expertTokens.map { Double($0) })
+                    }
                 })
         }
         if !rankFigures.isEmpty {
@@ -238,14 +257,12 @@ public final class MetricsBody: HTTPBodySource {
             case .perLayer:
                 perLayer(gauge.name, .gauge, gauge.help) { $0.gaugeValue(measure) }
             case .perExpert(let values):
-                guard perExpertSeries else { continue }
+                guard expertSeries != .none else { continue }
                 family(gauge.name, .gauge, gauge.help)
                 steps.append(
                     .eachLayer { w, i in
                         let v = values(layers[i].input)
-                        w.samples(
-                            prepared: labels[i], indexed: expertLabels,
-                            values: gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
+                        perExpert(&w, i, gauge.scale == 1 ? v : v.map { $0 * gauge.scale })
                     })
             }
         }

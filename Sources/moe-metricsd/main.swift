@@ -72,7 +72,7 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Most per-token assignments per decision (422 past it).") var decoderMaxAssignments:
         String?
     @Option(name: .long, help: "Deepest JSON nesting per request (400 past it).") var decoderMaxDepth: String?
-    @Option(name: .long, help: "Emit per-expert series on /metrics: true or false.") var metricsPerExpertSeries: String?
+    @Option(name: .long, help: "Per-expert series on /metrics: all, none or top:N.") var metricsExpertSeries: String?
     @Option(name: .long, help: "Most workers remembered per layer.") var statsMaxWorkersPerLayer: String?
     @Option(name: .long, help: "Steps (or time buckets) kept per layer, 1 to 100000.") var statsHistorySteps: String?
     @Option(name: .long, help: "Seconds per time bucket for layers without steps, 1 to 86400.") var statsBucketSeconds:
@@ -119,7 +119,7 @@ struct MoEMetricsd: ParsableCommand {
             ("stats.history_steps", statsHistorySteps), ("stats.bucket_seconds", statsBucketSeconds),
             ("stats.expected_workers", statsExpectedWorkers),
             ("decoder.max_decisions", decoderMaxDecisions), ("decoder.max_assignments", decoderMaxAssignments),
-            ("decoder.max_depth", decoderMaxDepth), ("metrics.per_expert_series", metricsPerExpertSeries),
+            ("decoder.max_depth", decoderMaxDepth), ("metrics.expert_series", metricsExpertSeries),
             ("worker_ttl", workerTtl), ("layer_ttl", layerTtl), ("state_file", stateFile),
             ("snapshot_interval", snapshotInterval), ("auth_token_file", authTokenFile), ("auth_reads", authReads),
         ]

@@ -269,7 +269,7 @@ import Testing
         let dir = try temporaryDirectory("config")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("c.json")
-        try Data(#"{"metrics": {"per_expert_series": false}, "stats": {"max_layers": 1}}"#.utf8).write(to: file)
+        try Data(#"{"metrics": {"expert_series": "none"}, "stats": {"max_layers": 1}}"#.utf8).write(to: file)
         var env = ProcessInfo.processInfo.environment
         env["MOE_METRICSD_STATS_MAX_LAYERS"] = "5"
         let daemon = try RunningDaemon(["--config", file.path], environment: env)
@@ -290,13 +290,13 @@ import Testing
         let dir = try temporaryDirectory("reload")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("c.json")
-        try Data(#"{"metrics": {"per_expert_series": true}}"#.utf8).write(to: file)
+        try Data(#"{"metrics": {"expert_series": "all"}}"#.utf8).write(to: file)
         let daemon = try RunningDaemon(["--config", file.path])
         defer { daemon.stop() }
         try postAll(daemon)
         #expect(try curl("\(daemon.base)/metrics").body.contains("moe_expert_tokens_total"))
 
-        try Data(#"{"metrics": {"per_expert_series": false}}"#.utf8).write(to: file)
+        try Data(#"{"metrics": {"expert_series": "none"}}"#.utf8).write(to: file)
         daemon.child.signal(SIGHUP)
         #expect(
             daemon.child.waitForLine(timeout: 20) { $0.contains("configuration reloaded") ? true : nil } == true,
@@ -305,7 +305,7 @@ import Testing
         #expect(!after.contains("moe_expert_tokens_total"))
         #expect(after.contains("moe_routing_tokens_total{layer=\"l0\"} 34\n"))  // statistics kept
 
-        try Data(#"{"metrics": {"per_expert_series": "maybe"}}"#.utf8).write(to: file)
+        try Data(#"{"metrics": {"expert_series": "top:0"}}"#.utf8).write(to: file)
         daemon.child.signal(SIGHUP)
         #expect(
             daemon.child.waitForLine(timeout: 20) { $0.contains("new configuration refused") ? true : nil } == true,
@@ -329,13 +329,13 @@ import Testing
         let twice = try run(
             binary,
             [
-                "--auth-reads", "TRUE", "--metrics-per-expert-series", "0",
+                "--auth-reads", "TRUE", "--metrics-expert-series", "NONE",
                 "--stats-latency-buckets-seconds", "0.1,0.5", "--stats-latency-buckets-seconds", "2",
                 "--check-config",
             ])
         #expect(twice.status == 0, "\(twice.stderr)")
         #expect(twice.stdout.contains("auth_reads = true"), "\(twice.stdout)")
-        #expect(twice.stdout.contains("metrics.per_expert_series = false"), "\(twice.stdout)")
+        #expect(twice.stdout.contains("metrics.expert_series = none"), "\(twice.stdout)")
         #expect(twice.stdout.contains("stats.latency_buckets_seconds = 0.1,0.5,2"), "\(twice.stdout)")
         let notBool = try run(binary, ["--auth-reads", "perhaps", "--check-config"])
         #expect(notBool.status == 2)

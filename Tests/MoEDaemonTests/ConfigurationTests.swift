@@ -68,10 +68,10 @@ import Testing
         let c = try DaemonConfiguration.load(
             ConfigurationSources(
                 environment: [
-                    "MOE_METRICSD_METRICS_PER_EXPERT_SERIES": "false",
+                    "MOE_METRICSD_AUTH_READS": "TRUE",
                     "MOE_METRICSD_HTTP_IDLE_TIMEOUT_SECONDS": "2.5",
                 ]))
-        #expect(c.perExpertSeries == false)
+        #expect(c.authReads == true)
         #expect(c.http.idleTimeoutSeconds == 2.5)
     }
 
@@ -204,7 +204,7 @@ import Testing
             case .int: value = "3"
             case .double: value = "3.5"
             case .bool: value = s.defaultValue == "true" ? "false" : "true"
-            case .string: value = "warning"
+            case .string: value = s.key == "metrics.expert_series" ? "top:3" : "warning"
             case .stringList: value = "127.0.0.1:3"
             case .doubleList: value = "0.5,3"
             }

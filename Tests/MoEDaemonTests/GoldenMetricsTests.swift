@@ -33,7 +33,7 @@ import Testing
         return String(
             decoding: MetricsRenderer.render(
                 registry.snapshots(), daemon: daemon, format: format,
-                perExpertSeries: true), as: UTF8.self)
+                expertSeries: .all), as: UTF8.self)
     }
 
     /// The fixed input of the golden exposition.
@@ -204,15 +204,15 @@ import Testing
             version: "1.0")
         for perExpert in [true, false] {
             let a = MetricsRenderer.render(
-                registry.snapshots(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                registry.snapshots(), daemon: daemon, format: format, expertSeries: perExpert ? .all : .none,
                 now: 1300, workerTTL: 60)
             let b = MetricsRenderer.render(
                 registry.metricsViews(), daemon: daemon, format: format,
-                perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+                expertSeries: perExpert ? .all : .none, now: 1300, workerTTL: 60)
             // Views out of name order are sorted like snapshots.
             let c = MetricsRenderer.render(
                 Array(registry.metricsViews().reversed()), daemon: daemon, format: format,
-                perExpertSeries: perExpert, now: 1300, workerTTL: 60)
+                expertSeries: perExpert ? .all : .none, now: 1300, workerTTL: 60)
             #expect(a == b)
             #expect(a == c)
             let text = String(decoding: a, as: UTF8.self)
@@ -228,10 +228,10 @@ import Testing
         let daemon = GoldenMetricsTests.fixedDaemon
         let first = MetricsRenderer.render(
             registry.metricsViews(), daemon: daemon, format: .prometheusText,
-            perExpertSeries: true)
+            expertSeries: .all)
         let second = MetricsRenderer.render(
             registry.metricsViews(), daemon: daemon, format: .prometheusText,
-            perExpertSeries: true)
+            expertSeries: .all)
         #expect(first == second)
         #expect(first.count > 1000)
     }
@@ -267,11 +267,11 @@ extension GoldenMetricsTests {
         let daemon = GoldenMetricsTests.fixedDaemon
         for perExpert in [true, false] {
             let whole = MetricsRenderer.render(
-                registry.metricsViews(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                registry.metricsViews(), daemon: daemon, format: format, expertSeries: perExpert ? .all : .none,
                 now: 1300, workerTTL: 60)
             let parts = Self.pieces(
                 MetricsBody(
-                    registry.metricsViews(), daemon: daemon, format: format, perExpertSeries: perExpert,
+                    registry.metricsViews(), daemon: daemon, format: format, expertSeries: perExpert ? .all : .none,
                     now: 1300, workerTTL: 60),
                 piece: piece)
             #expect(Array(parts.joined()) == whole)
@@ -287,7 +287,7 @@ extension GoldenMetricsTests {
         let golden = try GoldenMetricsTests.goldenText()
         let (registry, daemon) = try GoldenMetricsTests.goldenInput()
         let parts = Self.pieces(
-            MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true),
+            MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, expertSeries: .all),
             piece: 100)
         #expect(parts.count > 10)
         #expect(String(decoding: Array(parts.joined()), as: UTF8.self) == golden)
@@ -308,10 +308,10 @@ extension GoldenMetricsTests {
         let registry = try MetricsViewTests.registry(seed: 9)
         let daemon = GoldenMetricsTests.fixedDaemon
         let plain = MetricsRenderer.render(
-            registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true)
+            registry.metricsViews(), daemon: daemon, format: .prometheusText, expertSeries: .all)
         let source = try #require(
             GzipSource(
-                MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, perExpertSeries: true)))
+                MetricsBody(registry.metricsViews(), daemon: daemon, format: .prometheusText, expertSeries: .all)))
         let parts = Self.pieces(source, piece: 512)
         #expect(parts.count > 1)
         let inflated = try #require(inflateWithZlib(Array(parts.joined())))

@@ -60,7 +60,7 @@ import Testing
             let text = String(
                 decoding: MetricsRenderer.render(
                     registry.metricsViews(), daemon: GoldenMetricsTests.fixedDaemon,
-                    format: .prometheusText, perExpertSeries: perExpert),
+                    format: .prometheusText, expertSeries: perExpert ? .all : .none),
                 as: UTF8.self)
             var previous = text.startIndex
             for row in LayerMeasure.all {

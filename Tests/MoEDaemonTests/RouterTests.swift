@@ -303,12 +303,47 @@ func decision(
     @Test func perExpertSeriesSwitchOff() {
         #expect(post(decision([1, 1])).status == 200)
         var s = router.currentSettings
-        s.perExpertSeries = false
+        s.expertSeries = .none
         router.update(settings: s)
         let text = get("/metrics").text
         #expect(!text.contains("moe_expert_tokens_total"))
         #expect(!text.contains("moe_expert_utilization_ratio"))
         #expect(text.contains("moe_routing_tokens_total{layer=\"l0\"} 2\n"))
+    }
+
+    /// `top:N`: per layer, the N experts with the most tokens and the N with the fewest (ties to
+    /// the lower index), in every per-expert family, labelled by which; the layer series stay.
+    @Test func expertSeriesTopKeepsEachLayersExtremes() throws {
+        let counts = [5, 0, 9, 9, 1, 3, 7, 0]
+        #expect(post(decision(counts)).status == 200)
+        #expect(post(decision(layer: "l1", [2, 1])).status == 200)
+        var s = router.currentSettings
+        s.expertSeries = try #require(ExpertSeries(parsing: "TOP:2"))
+        router.update(settings: s)
+        let text = get("/metrics").text
+        let tokens = text.split(separator: "\n").filter { $0.hasPrefix("moe_expert_tokens_total{") }
+        // By tokens, descending, ties to the lower index: 2, 3 most; of the rest the two fewest: 1, 7.
+        // Computed here from `counts` independently of the renderer's order of lines.
+        let order = counts.indices.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
+        var expected = Set(
+            order.prefix(2).map { "moe_expert_tokens_total{layer=\"l0\",expert=\"\($0)\",load=\"most\"} \(counts[$0])" }
+        )
+        expected.formUnion(
+            order.suffix(2).map {
+                "moe_expert_tokens_total{layer=\"l0\",expert=\"\($0)\",load=\"least\"} \(counts[$0])"
+            })
+        // A layer of two experts: each is in one set only.
+        expected.insert("moe_expert_tokens_total{layer=\"l1\",expert=\"0\",load=\"most\"} 2")
+        expected.insert("moe_expert_tokens_total{layer=\"l1\",expert=\"1\",load=\"most\"} 1")
+        #expect(Set(tokens.map(String.init)) == expected)
+        let utilization = text.split(separator: "\n").filter {
+            $0.hasPrefix("moe_expert_utilization_ratio{layer=\"l0\"")
+        }
+        #expect(utilization.count == 4)
+        #expect(utilization.allSatisfy { $0.contains(",load=\"most\"}") || $0.contains(",load=\"least\"}") })
+        #expect(text.contains("moe_routing_tokens_total{layer=\"l0\"} 34\n"))
+        for bad in ["top:0", "top:1025", "top", "some", "top:-1"] { #expect(ExpertSeries(parsing: bad) == nil) }
+        #expect(ExpertSeries(parsing: "top:1024") == .extremes(1024))
     }
 }
 
