@@ -63,6 +63,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var stateFile: String = ""
     /// Seconds between two saves of the state file.
     public var snapshotIntervalSeconds: Double = 60
+    /// JSON file with the expert placement to serve from start (the body of `PUT /v1/placement`),
+    /// unless the state file restored one. Empty means none.
+    public var placementFile: String = ""
 
     /// File holding the bearer token that POST and DELETE require (the environment variable
     /// `MOE_METRICSD_AUTH_TOKEN` takes precedence). Never a command-line value: arguments are

@@ -13,14 +13,7 @@ extension DaemonRouter {
     func putPlacement(_ request: HTTPRequest) -> HTTPResponse {
         let spec: PlacementSpec
         do throws(PlacementError) {
-            spec = try PlacementSpec.decode(request.body)
-            for s in registry.snapshots() {
-                do throws(PlacementError) {
-                    try spec.placement(for: s.layer).check(experts: s.experts)
-                } catch {
-                    throw error.about(layer: s.layer)
-                }
-            }
+            spec = try checkedPlacement(request.body)
         } catch {
             return Self.refusal(error)
         }
@@ -29,6 +22,35 @@ extension DaemonRouter {
         var w = JSONWriter(capacity: 256)
         spec.writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
+    }
+
+    /// A placement body decoded and checked against every known layer, as `PUT` and the
+    /// `placement.file` setting take it.
+    func checkedPlacement(_ body: [UInt8]) throws(PlacementError) -> PlacementSpec {
+        let spec = try PlacementSpec.decode(body)
+        for s in registry.snapshots() {
+            do throws(PlacementError) {
+                try spec.placement(for: s.layer).check(experts: s.experts)
+            } catch {
+                throw error.about(layer: s.layer)
+            }
+        }
+        return spec
+    }
+
+    /// The placement in force (nil: none), as the state file keeps it.
+    var placement: PlacementSpec? {
+        get { placementStore.withLock { $0 } }
+        set { placementStore.withLock { $0 = newValue } }
+    }
+
+    /// The placement as the state file saves it: the JSON `GET /v1/placement` answers, which
+    /// `PlacementSpec.decode` reads back; nil without a placement.
+    var savedPlacement: [UInt8]? {
+        guard let spec = placement else { return nil }
+        var w = JSONWriter(capacity: 256)
+        spec.writeJSON(&w)
+        return w.bytes
     }
 
     /// `GET /v1/placement`: the placement, or 404 when none is set.

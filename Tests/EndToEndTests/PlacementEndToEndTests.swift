@@ -160,6 +160,111 @@ import Testing
         #expect(!(try curl("\(daemon.base)/metrics").body.contains("moe_rank_")))
     }
 
+    /// The rank figures of `layer` in `GET /v1/layers/{layer}` and its row of `GET /v1/layers`,
+    /// against those computed from the raw decisions for `map` on 4 ranks in 2 nodes.
+    func expectServed(_ daemon: RunningDaemon, _ layer: String, map: [Int], _ what: String) throws {
+        let expected = Self.rankLoads(Self.tokens(layer), map: map, ranks: 4)
+        expectFigures(try curl("\(daemon.base)/v1/layers/\(layer)").json["placement"], expected, nodes: 2, what)
+        let rows = try curl("\(daemon.base)/v1/layers").json["layers"] as? [[String: Any]] ?? []
+        let row = rows.first { $0["layer"] as? String == layer } ?? [:]
+        let peak = expected.max() ?? 0
+        #expect(row["worst_rank"] as? Int == expected.firstIndex(of: peak), "\(what): \(row)")
+        #expect(abs(number(row["rank_balancedness"]) - expected.reduce(0, +) / 4 / peak) <= 1e-9, "\(what): \(row)")
+    }
+
+    @Test(.needs("curl")) func thePlacementSurvivesARestartAndWinsOverTheFile() throws {
+        let dir = try temporaryDirectory("placement-state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        let file = dir.appendingPathComponent("placement.json")
+        try Data(#"{"ranks":4,"nodes":2}"#.utf8).write(to: file)
+        let standard = [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5]
+        let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
+
+        let first = try RunningDaemon(["--state-file", state])
+        defer { first.stop() }
+        try post(first)
+        let body = #"{"ranks":4,"nodes":2,"physical_to_logical":\#(standard),"layers":{"layer.1":\#(hot)}}"#
+        #expect(try put(first, body).status == 200)
+        let before = try curl("\(first.base)/v1/placement").body
+        first.child.signal(SIGTERM)
+        #expect(first.child.waitForExit(timeout: 20) == 0, "\(first.child.log)")
+
+        // Restarted on the same state file, with a placement file too: the saved placement wins.
+        let second = try RunningDaemon(["--state-file", state, "--placement-file", file.path])
+        defer { second.stop() }
+        #expect(
+            second.child.waitForLine(timeout: 5) { $0.contains("restored 2 layers and the placement") ? true : nil }
+                == true, "\(second.child.log)")
+        #expect(try curl("\(second.base)/v1/placement").body == before)
+        try expectServed(second, "layer.0", map: standard, "layer.0 after the restart")
+        try expectServed(second, "layer.1", map: hot, "layer.1 after the restart")
+
+        // Cleared, the state file holds none: the next start serves the file's placement.
+        #expect(try curl("\(second.base)/v1/placement", ["-X", "DELETE"]).status == 200)
+        second.child.signal(SIGTERM)
+        #expect(second.child.waitForExit(timeout: 20) == 0, "\(second.child.log)")
+        let third = try RunningDaemon(["--state-file", state, "--placement-file", file.path])
+        defer { third.stop() }
+        let served = try curl("\(third.base)/v1/placement").json
+        #expect(served["ranks"] as? Int == 4 && served["nodes"] as? Int == 2, "\(served)")
+        #expect(served["physical_to_logical"] is NSNull)
+        for layer in Self.layers { try expectServed(third, layer, map: Array(0..<8), "\(layer) from the file") }
+
+        // Without the file, the cleared placement stays cleared.
+        third.child.signal(SIGTERM)
+        #expect(third.child.waitForExit(timeout: 20) == 0, "\(third.child.log)")
+        let fourth = try RunningDaemon(["--state-file", state])
+        defer { fourth.stop() }
+        #expect(try curl("\(fourth.base)/v1/placement").status == 404)
+        #expect(try curl("\(fourth.base)/v1/layers/layer.0").json["total_tokens"] as? Int == 72)
+    }
+
+    @Test(.needs("curl")) func aPlacementFileIsServedFromStartOrStopsIt() throws {
+        let dir = try temporaryDirectory("placement-file")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("placement.json")
+        try Data(#"{"ranks":4,"nodes":2,"physical_to_logical":[0,1,2,3,4,5,6,7,0,7,0,5]}"#.utf8).write(to: file)
+        let daemon = try RunningDaemon(["--placement-file", file.path])
+        defer { daemon.stop() }
+        let served = try curl("\(daemon.base)/v1/placement").json
+        #expect(served["physical_to_logical"] as? [Int] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5], "\(served)")
+        try post(daemon)
+        try expectServed(daemon, "layer.1", map: [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5], "layer.1 from the file")
+
+        // An invalid file stops the start with status 2 and a message naming the inconsistency.
+        let binary = try daemonBinary()
+        let state = dir.appendingPathComponent("state.bin").path
+        let saver = try RunningDaemon(["--state-file", state])
+        defer { saver.stop() }
+        try post(saver)
+        saver.child.signal(SIGTERM)
+        #expect(saver.child.waitForExit(timeout: 20) == 0, "\(saver.child.log)")
+        let cases: [(String?, [String], String)] = [
+            (#"{"ranks":4,"nodes":3}"#, [], "ranks (4) must be a multiple of nodes (3)"),
+            (
+                #"{"ranks":4,"physical_to_logical":[0,1,2,3,4,5,6,6]}"#, ["--state-file", state],
+                "layer layer.0: expert 7 has no slot"
+            ),
+            (
+                #"{"ranks":3}"#, ["--state-file", state],
+                "layer layer.0: the layer has 8 experts, not a multiple of ranks (3)"
+            ),
+            (#"{"ranks":4"#, [], "malformed JSON"),
+            (nil, [], "cannot be read"),
+        ]
+        for (content, extra, message) in cases {
+            let path = dir.appendingPathComponent("bad.json")
+            try? FileManager.default.removeItem(at: path)
+            if let content { try Data(content.utf8).write(to: path) }
+            let r = try run(binary, ["--listen", "127.0.0.1:0", "--placement-file", path.path] + extra, timeout: 30)
+            #expect(r.status == 2, "\(content ?? "no file"): \(r.stderr)")
+            #expect(r.stderr.contains("placement.file \(path.path)"), "\(r.stderr)")
+            #expect(r.stderr.contains(message), "\(content ?? "no file"): \(r.stderr)")
+            #expect(!r.stderr.contains("listening on"), "\(r.stderr)")
+        }
+    }
+
     @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
