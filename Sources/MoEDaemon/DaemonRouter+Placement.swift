@@ -75,20 +75,11 @@ extension DaemonRouter {
         return .error(status, error.description, field: error.field.isEmpty ? nil : error.field)
     }
 
-    /// A summary's `placement` field: the figures, `{"error": ...}` when the placement does not fit
-    /// the layer, or nothing without a placement.
+    /// The `placement` field of a layer's summary, window or step, for the tokens per expert of
+    /// that span; nil without a placement.
     func placementField(_ spec: PlacementSpec?, layer: String, tokens: [UInt64]) -> ((inout JSONWriter) -> Void)? {
         guard let spec else { return nil }
-        return { w in
-            w.key("placement")
-            switch spec.figures(layer: layer, tokens: tokens) {
-            case .success(let f): f.writeJSON(&w)
-            case .failure(let e):
-                w.beginObject()
-                w.field("error", e.message)
-                w.endObject()
-            }
-        }
+        return { w in spec.writeField(&w, layer: layer, tokens: tokens) }
     }
 
     // MARK: The load matrix

@@ -80,6 +80,8 @@ private func addSaturating(_ a: inout UInt64, _ b: UInt64) {
 struct WindowFleetSummary {
     let steps: Int
     let windows: [StepWindow]
+    /// Adds each window's `placement` figures.
+    var placement: PlacementSpec? = nil
 
     func writeJSON(_ w: inout JSONWriter) {
         var totals = FleetTotals()
@@ -104,7 +106,13 @@ struct WindowFleetSummary {
             numbers, rows: LayerMeasure.headlines.indices.filter { LayerMeasure.headlines[$0].inWindows }, into: &w)
         w.key("layers")
         w.beginArray()
-        for window in windows { window.writeJSON(&w) }
+        for window in windows {
+            window.writeJSON(
+                &w,
+                extra: placement.map { spec in
+                    { spec.writeField(&$0, layer: window.layer, tokens: window.totals.expertTokens) }
+                })
+        }
         w.endArray()
         w.endObject()
     }
@@ -150,8 +158,13 @@ struct FleetTotals {
 /// that saw ten tokens like one that saw ten million.
 struct FleetSummary {
     let summaries: [LayerSummary]
+    /// Adds each layer's `placement` figures.
+    let placement: PlacementSpec?
 
-    init(_ summaries: [LayerSummary]) { self.summaries = summaries }
+    init(_ summaries: [LayerSummary], placement: PlacementSpec? = nil) {
+        self.summaries = summaries
+        self.placement = placement
+    }
 
     func writeJSON(_ w: inout JSONWriter) {
         let headlines = summaries.map { Headline($0) }
@@ -168,7 +181,11 @@ struct FleetSummary {
 
         w.key("layers")
         w.beginArray()
-        for s in summaries { s.writeJSON(&w) }
+        for s in summaries {
+            s.writeJSON(
+                &w,
+                extra: placement.map { spec in { spec.writeField(&$0, layer: s.layer, tokens: s.expertTokenCounts) } })
+        }
         w.endArray()
         w.endObject()
     }

@@ -265,6 +265,75 @@ import Testing
         }
     }
 
+    /// Tokens per expert of the decisions at `indices` of `layer` (each decision is one step).
+    static func tokens(_ layer: String, steps indices: [Int]) -> [Double] {
+        var out = [Double](repeating: 0, count: 8)
+        for i in indices { for (e, c) in (counts[layer] ?? [])[i].enumerated() { out[e] += Double(c) } }
+        return out
+    }
+
+    @Test(.needs("curl")) func stepsWindowsAndTheSummaryCarryTheFigures() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        // Each decision is its own step (10, 11, 12), from two workers that both send every step.
+        for layer in Self.layers {
+            var lines: [String] = []
+            for (i, c) in (Self.counts[layer] ?? []).enumerated() {
+                let half = c.map { $0 / 2 }, rest = zip(c, c.map { $0 / 2 }).map { $0 - $1 }
+                for (worker, part) in [("w0", half), ("w1", rest)] {
+                    lines.append(
+                        #"{"layer":"\#(layer)","step":\#(10 + i),"worker":"\#(worker)","expert_capacities":\#(part),"total_tokens":\#(part.reduce(0, +))}"#
+                    )
+                }
+            }
+            let r = try curl(
+                "\(daemon.base)/v1/decisions",
+                ["-H", "Content-Type: application/x-ndjson", "--data-binary", lines.joined(separator: "\n")])
+            #expect(r.status == 200, "\(r.body)")
+        }
+        let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
+        let placements: [(String, [String: [Int]])] = [
+            (#"{"ranks":4,"nodes":2}"#, ["layer.0": Array(0..<8), "layer.1": Array(0..<8)]),
+            (#"{"ranks":4,"nodes":2,"layers":{"layer.1":\#(hot)}}"#, ["layer.0": Array(0..<8), "layer.1": hot]),
+        ]
+        for (body, maps) in placements {
+            #expect(try put(daemon, body).status == 200)
+            for layer in Self.layers {
+                let map = maps[layer] ?? []
+                func expected(_ indices: [Int]) -> [Double] {
+                    Self.rankLoads(Self.tokens(layer, steps: indices), map: map, ranks: 4)
+                }
+                let history = try curl("\(daemon.base)/v1/layers/\(layer)/history?last=3").json
+                let steps = history["steps"] as? [[String: Any]] ?? []
+                #expect(steps.map { $0["step"] as? Int } == [10, 11, 12], "\(history)")
+                for (i, step) in steps.enumerated() {
+                    expectFigures(step["placement"], expected([i]), nodes: 2, "\(layer) step \(10 + i) of \(body)")
+                }
+                let window = try curl("\(daemon.base)/v1/layers/\(layer)?steps=2").json
+                expectFigures(window["placement"], expected([1, 2]), nodes: 2, "\(layer) ?steps=2 of \(body)")
+            }
+            let run = try curl("\(daemon.base)/v1/summary").json["layers"] as? [[String: Any]] ?? []
+            let windowed = try curl("\(daemon.base)/v1/summary?steps=1").json["layers"] as? [[String: Any]] ?? []
+            #expect(run.count == 2 && windowed.count == 2)
+            for (i, layer) in Self.layers.enumerated() where i < run.count && i < windowed.count {
+                let map = maps[layer] ?? []
+                expectFigures(
+                    run[i]["placement"], Self.rankLoads(Self.tokens(layer), map: map, ranks: 4), nodes: 2,
+                    "\(layer) in /v1/summary of \(body)")
+                expectFigures(
+                    windowed[i]["placement"], Self.rankLoads(Self.tokens(layer, steps: [2]), map: map, ranks: 4),
+                    nodes: 2, "\(layer) in /v1/summary?steps=1 of \(body)")
+            }
+        }
+        // Without a placement, none of them has the field.
+        #expect(try curl("\(daemon.base)/v1/placement", ["-X", "DELETE"]).status == 200)
+        let steps = try curl("\(daemon.base)/v1/layers/layer.0/history").json["steps"] as? [[String: Any]] ?? []
+        #expect(!steps.isEmpty && steps.allSatisfy { $0["placement"] == nil })
+        #expect(try curl("\(daemon.base)/v1/layers/layer.0?steps=2").json["placement"] == nil)
+        let summary = try curl("\(daemon.base)/v1/summary").json["layers"] as? [[String: Any]] ?? []
+        #expect(!summary.isEmpty && summary.allSatisfy { $0["placement"] == nil })
+    }
+
     @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
