@@ -26,6 +26,11 @@ public final class HTTP1ServerSession: ConnectionSession {
     @exclusivity(unchecked) private var bodyStart: UInt64 = 0
     @exclusivity(unchecked) private var shuttingDown = false
     @exclusivity(unchecked) private var finished = false
+    /// A response another thread completes, and how to send it; later requests wait behind it,
+    /// since HTTP/1.1 answers in order (RFC 9112 section 9.3.2).
+    private var waiting: (response: DeferredResponse, version: HTTPVersion, headOnly: Bool, keepAlive: Bool)?
+    /// When to look for the waiting response next.
+    private var pollAt: UInt64 = 0
     #if DEBUG
     /// The thread of the first call; every later call must come from it.
     private var owner = ThreadOwner()
@@ -63,6 +68,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     public var deadline: UInt64? {
         assertConfined()
         if finished { return nil }
+        if waiting != nil { return pollAt }
         let limits = parser.limits
         switch phase {
         case .idle: return monotonicDeadline(after: limits.idleTimeoutSeconds, from: anchor)
@@ -79,6 +85,24 @@ public final class HTTP1ServerSession: ConnectionSession {
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         if finished { return .closeAfterWrite }
+        if let w = waiting {
+            guard let response = w.response.result else {
+                pollAt = now &+ DeferredResponse.pollNanoseconds
+                return .keepOpen
+            }
+            waiting = nil
+            let keep = w.keepAlive && !shuttingDown
+            HTTP1ResponseEncoder.encode(
+                response, requestVersion: w.version, headOnly: w.headOnly, keepAlive: keep, date: dates.current,
+                into: &output)
+            if !keep {
+                finished = true
+                return .closeAfterWrite
+            }
+            // The idle timer starts at the end of this response; pipelined requests go on.
+            anchor = now
+            return process(now: now, output: &output)
+        }
         finished = true
         switch phase {
         case .idle, .failed:
@@ -94,7 +118,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         shuttingDown = true
-        if finished || parser.phase == .idle {
+        if finished || (waiting == nil && parser.phase == .idle) {
             finished = true
             return .closeAfterWrite
         }
@@ -104,7 +128,7 @@ public final class HTTP1ServerSession: ConnectionSession {
 
     public var isIdle: Bool {
         assertConfined()
-        return finished || parser.phase == .idle
+        return finished || (waiting == nil && parser.phase == .idle)
     }
 
     /// Limits for the requests that follow (configuration reload).
@@ -141,7 +165,7 @@ public final class HTTP1ServerSession: ConnectionSession {
         var rendered = 0
         var turnOver = false
         var turnStart: UInt64? = nil
-        while true {
+        while waiting == nil {
             if output.count >= Self.outputHighWaterBytes || answered >= Self.requestsPerTurn
                 || rendered >= Self.renderedBytesPerTurn || turnOver
             {
@@ -164,6 +188,11 @@ public final class HTTP1ServerSession: ConnectionSession {
             case .request(let request, let keepAlive):
                 completed = true
                 let response = handler.handle(request)
+                if let deferred = response.deferred {
+                    waiting = (deferred, request.version, request.method == "HEAD", keepAlive)
+                    pollAt = now &+ DeferredResponse.pollNanoseconds
+                    continue
+                }
                 answered += 1
                 rendered += response.body.count
                 // The clock is read only when pipelined input waits: not for the usual lone request.

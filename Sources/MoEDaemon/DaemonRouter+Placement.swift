@@ -1,3 +1,4 @@
+import Foundation
 import HTTPCore
 import JSONOutput
 import MoEPlacement
@@ -119,7 +120,7 @@ extension DaemonRouter {
     }
 
     /// Run-wide tokens per expert of layers sharing one expert count, in natural order.
-    struct LoadMatrix {
+    struct LoadMatrix: Sendable {
         let layers: [String]
         let tokens: [[UInt64]]
     }
@@ -191,8 +192,10 @@ extension DaemonRouter {
 
     /// `POST /v1/plan`: EPLB's outputs for the load matrix of the chosen layers, improved, with
     /// `predicted` figures for the current placement and the plan, and the plan as a placement
-    /// body ready for `PUT /v1/placement`.
-    func plan(_ request: HTTPRequest) -> HTTPResponse {
+    /// body ready for `PUT /v1/placement`. The body and the matrix are checked here; the planner
+    /// runs on `planQueue` and the answer is deferred to it, at most `maxConcurrentPlans` at once
+    /// (then 503 with `Retry-After`, RFC 9110 section 15.6.4).
+    func plan(_ request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let shape: PlanShape
         let chosen: [String]?
         do throws(PlacementError) {
@@ -224,6 +227,30 @@ extension DaemonRouter {
         }
         let (found, refusal) = loadMatrix(layers: chosen)
         guard let matrix = found else { return refusal ?? .error(500, "no load matrix") }
+        let limit = current.maxConcurrentPlans
+        guard plansRunning.add(1, ordering: .acquiringAndReleasing).newValue <= limit else {
+            plansRunning.subtract(1, ordering: .acquiringAndReleasing)
+            return .error(
+                503, "\(limit) plans are being computed (placement.max_concurrent_plans); retry later",
+                headers: ["retry-after": "1"])
+        }
+        let placement = self.placement
+        let deferred = DeferredResponse()
+        planQueue.async { [self] in
+            let response = Self.negotiateEncoding(
+                planAnswer(matrix: matrix, shape: shape, current: placement), request)
+            counters.recordRequest(routeIndex: Self.planRow, code: response.status)
+            plansRunning.subtract(1, ordering: .acquiringAndReleasing)
+            deferred.complete(response)
+        }
+        return .deferred(deferred)
+    }
+
+    /// The request counter's row of `POST /v1/plan`.
+    static let planRow = routes.match("/v1/plan").row
+
+    /// The planner's answer for a load matrix (run on `planQueue`).
+    private func planAnswer(matrix: LoadMatrix, shape: PlanShape, current: PlacementSpec?) -> HTTPResponse {
         let loads = matrix.tokens.map { $0.map { Double($0) } }
         let plans: [LayerPlan]
         do throws(PlacementError) {
@@ -231,7 +258,6 @@ extension DaemonRouter {
         } catch {
             return Self.refusal(error)
         }
-        let current = placementStore.withLock { $0 }
         let width = plans.map { $0.logicalCount.max() ?? 1 }.max() ?? 1
         var w = JSONWriter(capacity: 1024 + plans.count * shape.replicas * 12)
         w.beginObject()
@@ -285,6 +311,6 @@ extension DaemonRouter {
         w.endObject()
         w.endObject()
         w.endObject()
-        return Self.negotiateEncoding(.json(200, w.bytes + [0x0A]), request)
+        return .json(200, w.bytes + [0x0A])
     }
 }

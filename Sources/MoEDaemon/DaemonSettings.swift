@@ -175,6 +175,10 @@ public enum DaemonSettings {
             "placement.file", list: false,
             "JSON file with the expert placement (a PUT /v1/placement body) set at start when the state file holds none; empty for none.",
             get: { $0.placementFile }, set: { c, v throws(ConfigurationError) in c.placementFile = v.first ?? "" }),
+        int(
+            "placement.max_concurrent_plans",
+            "Most POST /v1/plan computations running at once, off the event loops, 1 to 64; more get 503 with Retry-After.",
+            \.maxConcurrentPlans),
         string(
             "auth_token_file", list: false,
             "File holding the bearer token POST and DELETE require (MOE_METRICSD_AUTH_TOKEN overrides it); empty for no authentication.",

@@ -78,6 +78,8 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: String?
     @Option(name: .long, help: "JSON file with the expert placement set at start when the state file holds none.")
     var placementFile: String?
+    @Option(name: .long, help: "Most POST /v1/plan computations at once, 1 to 64; more get 503.")
+    var placementMaxConcurrentPlans: String?
     @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).")
     var authTokenFile: String?
     @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: String?
@@ -112,6 +114,7 @@ struct MoEMetricsd: ParsableCommand {
             ("decoder.max_depth", decoderMaxDepth), ("metrics.per_expert_series", metricsPerExpertSeries),
             ("worker_ttl", workerTtl), ("layer_ttl", layerTtl), ("state_file", stateFile),
             ("snapshot_interval", snapshotInterval), ("placement.file", placementFile),
+            ("placement.max_concurrent_plans", placementMaxConcurrentPlans),
             ("auth_token_file", authTokenFile), ("auth_reads", authReads),
         ]
         for (key, value) in single { if let value { f[key] = [value] } }

@@ -334,6 +334,97 @@ import Testing
         #expect(!summary.isEmpty && summary.allSatisfy { $0["placement"] == nil })
     }
 
+    /// Posts 58 layers of 256 experts with skewed loads: the benchmark's large plan shape.
+    func postLarge(_ daemon: RunningDaemon) throws {
+        var rng = SplitMix64(seed: 14)
+        let lines = (0..<58).map { l -> String in
+            let counts = (0..<256).map { e in Int(rng.below(100)) + (e % 37 == l % 37 ? 5000 : 0) }
+            return #"{"layer":"big.\#(l)","expert_capacities":\#(counts),"total_tokens":\#(counts.reduce(0, +))}"#
+        }
+        let r = try curl(
+            "\(daemon.base)/v1/decisions",
+            ["-H", "Content-Type: application/x-ndjson", "--data-binary", lines.joined(separator: "\n")])
+        #expect(r.status == 200, "\(r.body)")
+    }
+
+    static let largePlan = #"{"num_replicas":288,"num_gpus":32,"num_nodes":4,"num_groups":8}"#
+
+    static func planRequest(_ body: String) -> String {
+        "POST /v1/plan HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
+    /// Whether the server has sent anything on `client`'s connection yet, without waiting.
+    static func hasAnswer(_ client: RawClient) -> Bool {
+        var byte: UInt8 = 0
+        return recv(client.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0
+    }
+
+    @Test(.needs("curl")) func aPlanDoesNotStallTheOtherConnectionsOfItsLoop() throws {
+        // One event loop: the plan's connection and the probes' share it.
+        let daemon = try RunningDaemon(["--http-event-loops", "1"])
+        defer { daemon.stop() }
+        try postLarge(daemon)
+        let address = "127.0.0.1:\(daemon.port)"
+        var overlapped = false
+        var plans = 0
+        for _ in 0..<3 where !overlapped {
+            plans += 1
+            let planner = try RawClient(address, timeoutSeconds: 60)
+            try planner.send(Self.planRequest(Self.largePlan))
+            // Probes on another connection, one after the other: with the plan on the loop, the
+            // first probe read after the plan request would wait for the whole plan.
+            let probe = try RawClient(address)
+            var answered = 0
+            while answered < 20 && !Self.hasAnswer(planner) {
+                try probe.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                let r = try probe.readResponse()
+                #expect(r.status == 200)
+                answered += 1
+            }
+            // The probes finished while the plan was still being computed.
+            overlapped = answered == 20 && !Self.hasAnswer(planner)
+            let plan = try planner.readResponse()
+            #expect(plan.status == 200, "\(String(decoding: plan.body, as: UTF8.self))")
+            let json = (try? JSONSerialization.jsonObject(with: Data(plan.body))) as? [String: Any] ?? [:]
+            #expect((json["physical_to_logical"] as? [[Int]])?.count == 58)
+        }
+        #expect(overlapped, "the plan was answered before 20 /healthz probes on another connection")
+        let counted = try curl("\(daemon.base)/metrics").body.split(separator: "\n").first {
+            $0.hasPrefix("moe_metricsd_http_requests_total{") && $0.contains("route=\"/v1/plan\"")
+                && $0.contains("code=\"200\"")
+        }
+        #expect(counted?.hasSuffix(" \(plans)") == true, "\(String(describing: counted))")
+    }
+
+    @Test(.needs("curl")) func plansPastTheLimitGet503AndH2AnswersDeferredPlans() throws {
+        let daemon = try RunningDaemon(["--placement-max-concurrent-plans", "1"])
+        defer { daemon.stop() }
+        try postLarge(daemon)
+        let address = "127.0.0.1:\(daemon.port)"
+        var refused = false
+        for _ in 0..<3 where !refused {
+            let first = try RawClient(address, timeoutSeconds: 60)
+            try first.send(Self.planRequest(Self.largePlan))
+            let second = try RawClient(address)
+            try second.send(Self.planRequest(Self.largePlan))
+            // Either may reach the daemon first; the other is refused if it comes while that one runs.
+            let answers = [try first.readResponse(), try second.readResponse()]
+            #expect(answers.contains { $0.status == 200 }, "\(answers.map(\.status))")
+            for r in answers where r.status != 200 {
+                #expect(r.status == 503)
+                #expect(r.headers["retry-after"] == "1")
+                let json = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] ?? [:]
+                #expect((json["error"] as? String ?? "").contains("placement.max_concurrent_plans"), "\(json)")
+                refused = true
+            }
+        }
+        #expect(refused, "a second plan was never refused while the first ran")
+        // Over h2c the deferred answer arrives on its stream too.
+        let h2 = try curl("\(daemon.base)/v1/plan", ["--http2-prior-knowledge", "--data-binary", Self.largePlan])
+        #expect(h2.status == 200, "\(h2.body)")
+        #expect((h2.json["physical_to_logical"] as? [[Int]])?.count == 58)
+    }
+
     @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
