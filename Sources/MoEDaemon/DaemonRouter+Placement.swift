@@ -85,11 +85,21 @@ extension DaemonRouter {
 
     // MARK: The load matrix
 
-    /// The chosen layers' run-wide token counts in natural order, all with the same expert count:
-    /// `?layers=a,b` (or the body's `layers`) chooses, unknown names are a 404, and layers of
-    /// different expert counts are a 409 that names them.
-    func loadMatrix(layers chosen: [String]?) -> (matrix: LoadMatrix?, refusal: HTTPResponse?) {
-        var snapshots = registry.snapshots()
+    /// The chosen layers' token counts in natural order, all with the same expert count, over the
+    /// run or, with `steps`, summed over each layer's newest `steps` buckets: `?layers=a,b` (or
+    /// the body's `layers`) chooses, unknown names are a 404, and layers of different expert
+    /// counts are a 409 that names them.
+    func loadMatrix(layers chosen: [String]?, steps: Int? = nil) -> (matrix: LoadMatrix?, refusal: HTTPResponse?) {
+        var snapshots: [LoadRow]
+        if let steps {
+            snapshots = registry.windows(steps: steps, now: clock(), workerTTL: nil).map {
+                LoadRow(layer: $0.layer, experts: $0.experts, expertTokens: $0.totals.expertTokens)
+            }
+        } else {
+            snapshots = registry.snapshots().map {
+                LoadRow(layer: $0.layer, experts: $0.experts, expertTokens: $0.expertTokens)
+            }
+        }
         if let chosen {
             let known = Set(snapshots.map(\.layer))
             if let missing = chosen.first(where: { !known.contains($0) }) {
@@ -119,7 +129,14 @@ extension DaemonRouter {
         return (LoadMatrix(layers: snapshots.map(\.layer), tokens: snapshots.map(\.expertTokens)), nil)
     }
 
-    /// Run-wide tokens per expert of layers sharing one expert count, in natural order.
+    /// One layer's tokens per expert, over the run or a window.
+    struct LoadRow {
+        let layer: String
+        let experts: Int
+        let expertTokens: [UInt64]
+    }
+
+    /// Tokens per expert of layers sharing one expert count, in natural order.
     struct LoadMatrix: Sendable {
         let layers: [String]
         let tokens: [[UInt64]]
@@ -137,10 +154,9 @@ extension DaemonRouter {
         guard ["json", "csv", "sglang"].contains(format) else {
             return .error(400, "format must be json, csv or sglang", field: "format")
         }
-        if request.queryParameter("steps") != nil {
-            return .error(400, "steps needs the per-step history, which this daemon does not keep", field: "steps")
-        }
-        let (found, refusal) = loadMatrix(layers: Self.layersParameter(request))
+        let (steps, stepsError) = steps(request)
+        if let stepsError { return stepsError }
+        let (found, refusal) = loadMatrix(layers: Self.layersParameter(request), steps: steps)
         guard let matrix = found else { return refusal ?? .error(500, "no load matrix") }
         switch format {
         case "csv":
@@ -162,7 +178,7 @@ extension DaemonRouter {
                 w.field("experts", matrix.tokens.first?.count ?? 0)
                 w.key("window")
                 w.beginObject()
-                w.field("steps", nil as Int?)
+                w.field("steps", steps)
                 w.endObject()
                 w.key("load")
             } else {
@@ -198,6 +214,7 @@ extension DaemonRouter {
     func plan(_ request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let shape: PlanShape
         let chosen: [String]?
+        let steps: Int?
         do throws(PlacementError) {
             let root = try JSONBody.object(request.body)
             try JSONBody.onlyKeys(root, ["num_replicas", "num_gpus", "num_nodes", "num_groups", "layers", "steps"])
@@ -210,9 +227,11 @@ extension DaemonRouter {
             shape = PlanShape(
                 replicas: replicas, gpus: gpus, nodes: try JSONBody.optionalInteger(root, "num_nodes") ?? 1,
                 groups: try JSONBody.optionalInteger(root, "num_groups") ?? 1)
-            if JSONBody.isPresent(root["steps"]) {
-                throw PlacementError(
-                    "steps needs the per-step history, which this daemon does not keep", field: "steps")
+            // `steps`: the newest N buckets of each layer; absent or null, the whole run.
+            let history = registry.configuration.clampedHistorySteps
+            steps = JSONBody.isPresent(root["steps"]) ? try JSONBody.optionalInteger(root, "steps") : nil
+            if let n = steps, !(1...history).contains(n) {
+                throw PlacementError("steps must be from 1 to \(history) (stats.history_steps)", field: "steps")
             }
             if let raw = root["layers"] {
                 guard let names = raw as? [String], !names.isEmpty else {
@@ -225,7 +244,7 @@ extension DaemonRouter {
         } catch {
             return Self.refusal(error)
         }
-        let (found, refusal) = loadMatrix(layers: chosen)
+        let (found, refusal) = loadMatrix(layers: chosen, steps: steps)
         guard let matrix = found else { return refusal ?? .error(500, "no load matrix") }
         let limit = current.maxConcurrentPlans
         guard plansRunning.add(1, ordering: .acquiringAndReleasing).newValue <= limit else {

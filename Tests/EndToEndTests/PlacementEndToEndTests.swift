@@ -272,10 +272,8 @@ import Testing
         return out
     }
 
-    @Test(.needs("curl")) func stepsWindowsAndTheSummaryCarryTheFigures() throws {
-        let daemon = try RunningDaemon()
-        defer { daemon.stop() }
-        // Each decision is its own step (10, 11, 12), from two workers that both send every step.
+    /// Each decision is its own step (10, 11, 12), from two workers that both send every step.
+    func postSteps(_ daemon: RunningDaemon) throws {
         for layer in Self.layers {
             var lines: [String] = []
             for (i, c) in (Self.counts[layer] ?? []).enumerated() {
@@ -291,6 +289,12 @@ import Testing
                 ["-H", "Content-Type: application/x-ndjson", "--data-binary", lines.joined(separator: "\n")])
             #expect(r.status == 200, "\(r.body)")
         }
+    }
+
+    @Test(.needs("curl")) func stepsWindowsAndTheSummaryCarryTheFigures() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try postSteps(daemon)
         let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
         let placements: [(String, [String: [Int]])] = [
             (#"{"ranks":4,"nodes":2}"#, ["layer.0": Array(0..<8), "layer.1": Array(0..<8)]),
@@ -332,6 +336,40 @@ import Testing
         #expect(try curl("\(daemon.base)/v1/layers/layer.0?steps=2").json["placement"] == nil)
         let summary = try curl("\(daemon.base)/v1/summary").json["layers"] as? [[String: Any]] ?? []
         #expect(!summary.isEmpty && summary.allSatisfy { $0["placement"] == nil })
+    }
+
+    @Test(.needs("curl")) func exportAndPlanOverAWindowOfSteps() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try postSteps(daemon)
+        let json = try curl("\(daemon.base)/v1/export/load?steps=2").json
+        #expect((json["window"] as? [String: Any])?["steps"] as? Int == 2)
+        #expect((json["load"] as? [Any])?.map(numbers) == Self.layers.map { Self.tokens($0, steps: [1, 2]) })
+        let csv = try curl("\(daemon.base)/v1/export/load?format=csv&steps=1&layers=layer.1").body
+        let expected = Self.tokens("layer.1", steps: [2]).enumerated().map { "layer.1,0,\($0),\(Int($1))" }
+        #expect(csv.split(separator: "\n").dropFirst().map(String.init) == expected)
+        let sglang = try curl("\(daemon.base)/v1/export/load?format=sglang&steps=3").json
+        #expect((sglang["logical_count"] as? [Any])?.map(numbers) == Self.layers.map(Self.tokens))
+        for bad in ["steps=0", "steps=513", "steps=x"] {
+            let r = try curl("\(daemon.base)/v1/export/load?\(bad)")
+            #expect(r.status == 400 && r.json["field"] as? String == "steps", "\(bad): \(r.body)")
+        }
+
+        #expect(try put(daemon, #"{"ranks":4,"nodes":2}"#).status == 200)
+        let plan = try curl(
+            "\(daemon.base)/v1/plan", ["--data-binary", #"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"steps":1}"#])
+        #expect(plan.status == 200, "\(plan.body)")
+        let maps = plan.json["physical_to_logical"] as? [[Int]] ?? []
+        let predicted = plan.json["predicted"] as? [[String: Any]] ?? []
+        #expect(maps.count == 2 && predicted.count == 2)
+        for (i, layer) in Self.layers.enumerated() where i < maps.count && i < predicted.count {
+            let window = Self.tokens(layer, steps: [2])
+            expectFigures(
+                predicted[i]["plan"], Self.rankLoads(window, map: maps[i], ranks: 4), nodes: 2, "\(layer) plan")
+            expectFigures(
+                predicted[i]["current"], Self.rankLoads(window, map: Array(0..<8), ranks: 4), nodes: 2,
+                "\(layer) current")
+        }
     }
 
     /// Posts 58 layers of 256 experts with skewed loads: the benchmark's large plan shape.
@@ -531,7 +569,8 @@ import Testing
             (#"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"num_groups":6}"#, 422, "multiple of num_groups (6)"),
             (#"{"num_gpus":4}"#, 422, "num_replicas is required"),
             (#"{"num_replicas":12,"num_gpus":4,"layers":["nope"]}"#, 404, "no such layer: nope"),
-            (#"{"num_replicas":12,"num_gpus":4,"steps":5}"#, 422, "steps"),
+            (#"{"num_replicas":12,"num_gpus":4,"steps":0}"#, 422, "steps must be from 1 to 512"),
+            (#"{"num_replicas":12,"num_gpus":4,"steps":"5"}"#, 422, "steps must be an integer"),
             ("{", 400, "malformed JSON"),
         ]
         for (body, status, message) in refusals {
