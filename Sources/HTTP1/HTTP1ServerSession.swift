@@ -214,6 +214,10 @@ public final class HTTP1ServerSession: ConnectionSession {
                 return .closeAfterWrite
             }
         }
+        // Input piling up behind a deferred answer is held like pipelined input behind a backed-up
+        // output: the transport stops reading (and offers a turn each pass, which returns at once)
+        // until the answer is sent, so a client cannot grow the buffer while a plan runs.
+        if waiting != nil && parser.bufferedByteCount >= Self.outputHighWaterBytes { hasBufferedInput = true }
         let newPhase = parser.phase
         if newPhase == .body && (phase != .body || completed) { bodyStart = now }
         if completed || newPhase != phase || newPhase == .body { anchor = now }

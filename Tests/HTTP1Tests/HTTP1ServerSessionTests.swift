@@ -450,6 +450,30 @@ final class DeferringHandler: HTTPHandler, @unchecked Sendable {
         #expect(!text.contains("/next"), "\(text)")
     }
 
+    @Test func inputPilingUpBehindADeferredAnswerStopsTheReading() {
+        let handler = DeferringHandler()
+        let session = HTTP1ServerSession(handler: handler, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let first = Array("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = first.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+        #expect(!session.hasBufferedInput)
+        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 * 1024)
+        var sent = 0
+        while !session.hasBufferedInput && sent < 4 * HTTP1ServerSession.outputHighWaterBytes {
+            _ = chunk.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+            sent += chunk.count
+        }
+        #expect(session.hasBufferedInput)
+        #expect(sent == HTTP1ServerSession.outputHighWaterBytes)
+        #expect(output.isEmpty)
+        // Once the answer is sent, the held input is parsed (here: a malformed request line, 400).
+        handler.pending.complete(HTTPResponse(status: 200, body: Array("slow".utf8)))
+        #expect(session.deadlineExpired(now: DeferredResponse.pollNanoseconds, output: &output) == .closeAfterWrite)
+        let text = String(decoding: output, as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(text.prefix(200))")
+        #expect(text.contains("HTTP/1.1 4"), "\(text.prefix(400))")
+    }
+
     @Test func theAnswersAfterADeferredOneFollowIt() {
         let handler = DeferringHandler()
         let session = HTTP1ServerSession(handler: handler, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
