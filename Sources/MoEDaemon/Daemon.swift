@@ -245,18 +245,40 @@ extension Daemon {
             logger.info("placement.file \(path) not applied: the state file held a placement")
             return true
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            logger.critical("placement.file \(path) cannot be read")
-            return false
-        }
-        do throws(PlacementError) {
-            router.placement = try router.checkedPlacement([UInt8](data))
+        do throws(ConfigurationError) {
+            guard let spec = try readPlacementFile(path) else { return true }
+            // What the file alone cannot tell: whether the placement fits the restored layers.
+            do throws(PlacementError) {
+                router.placement = try router.checkedPlacement(spec)
+            } catch {
+                throw ConfigurationError("placement.file \(path) is not a valid placement: \(error.description)")
+            }
         } catch {
-            logger.critical("placement.file \(path) is not a valid placement: \(error.description)")
+            logger.critical("\(error.message)")
             return false
         }
         logger.info("placement set from \(path)")
         return true
+    }
+
+    /// The placement `placement.file` names, read and decoded but not yet checked against any
+    /// layer; nil for an empty path. The error names the file and the rule that failed.
+    static func readPlacementFile(_ path: String) throws(ConfigurationError) -> PlacementSpec? {
+        guard !path.isEmpty else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("placement.file \(path) cannot be read")
+        }
+        do throws(PlacementError) {
+            return try PlacementSpec.decode([UInt8](data))
+        } catch {
+            throw ConfigurationError("placement.file \(path) is not a valid placement: \(error.description)")
+        }
+    }
+
+    /// `--check-config`'s check of `placement.file`: readable and a valid placement on its own
+    /// (whether it fits the layers is known only at start, after the state file is restored).
+    public static func checkPlacementFile(_ configuration: DaemonConfiguration) throws(ConfigurationError) {
+        _ = try readPlacementFile(configuration.placementFile)
     }
 }
 

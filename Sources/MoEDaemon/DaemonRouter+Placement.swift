@@ -28,7 +28,11 @@ extension DaemonRouter {
     /// A placement body decoded and checked against every known layer, as `PUT` and the
     /// `placement.file` setting take it.
     func checkedPlacement(_ body: [UInt8]) throws(PlacementError) -> PlacementSpec {
-        let spec = try PlacementSpec.decode(body)
+        try checkedPlacement(try PlacementSpec.decode(body))
+    }
+
+    /// `spec` when it fits every known layer; else the error naming the layer and the rule.
+    func checkedPlacement(_ spec: PlacementSpec) throws(PlacementError) -> PlacementSpec {
         for s in registry.snapshots() {
             do throws(PlacementError) {
                 try spec.placement(for: s.layer).check(experts: s.experts)

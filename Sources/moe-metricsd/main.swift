@@ -134,6 +134,7 @@ struct MoEMetricsd: ParsableCommand {
         }
         do {
             _ = try AuthToken.resolve(configuration, environment: ProcessInfo.processInfo.environment)
+            try Daemon.checkPlacementFile(configuration)
         } catch {
             FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
             throw ExitCode(2)

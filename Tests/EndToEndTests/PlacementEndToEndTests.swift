@@ -262,7 +262,14 @@ import Testing
             #expect(r.stderr.contains("placement.file \(path.path)"), "\(r.stderr)")
             #expect(r.stderr.contains(message), "\(content ?? "no file"): \(r.stderr)")
             #expect(!r.stderr.contains("listening on"), "\(r.stderr)")
+            // --check-config checks what the file alone can tell (not yet the layers).
+            guard extra.isEmpty else { continue }
+            let check = try run(binary, ["--check-config", "--placement-file", path.path], timeout: 30)
+            #expect(check.status == 2, "\(content ?? "no file"): \(check.stdout)")
+            #expect(check.stderr.contains(message), "\(content ?? "no file"): \(check.stderr)")
         }
+        let good = try run(binary, ["--check-config", "--placement-file", file.path], timeout: 30)
+        #expect(good.status == 0 && good.stdout.contains("placement.file = \(file.path)"), "\(good.stderr)")
     }
 
     /// Tokens per expert of the decisions at `indices` of `layer` (each decision is one step).
