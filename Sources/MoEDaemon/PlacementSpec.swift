@@ -49,9 +49,9 @@ struct PlacementSpec: Sendable, Equatable {
             throw PlacementError("ranks is required: a positive integer", field: "ranks")
         }
         let nodes = try JSONBody.optionalInteger(root, "nodes") ?? 1
-        let map = try root["physical_to_logical"].map { v throws(PlacementError) in
-            try JSONBody.integers(v, field: "physical_to_logical")
-        }
+        // `null` is the contiguous default, as `GET /v1/placement` and the state file write it.
+        let raw = root["physical_to_logical"]
+        let map = JSONBody.isPresent(raw) ? try JSONBody.integers(raw as Any, field: "physical_to_logical") : nil
         let standard = try ExpertPlacement(ranks: ranks, nodes: nodes, physicalToLogical: map)
         var layers: [String: ExpertPlacement] = [:]
         if let raw = root["layers"] {
