@@ -39,6 +39,11 @@ public final class HTTP1ServerSession: ConnectionSession {
         /// When the response started: the start of its total deadline.
         let since: UInt64
     }
+    /// A response another thread completes, and how to send it; later requests wait behind it,
+    /// since HTTP/1.1 answers in order (RFC 9112 section 9.3.2).
+    private var waiting: (response: DeferredResponse, version: HTTPVersion, headOnly: Bool, keepAlive: Bool)?
+    /// When to look for the waiting response next.
+    private var pollAt: UInt64 = 0
     #if DEBUG
     /// The thread of the first call; every later call must come from it.
     private var owner = ThreadOwner()
@@ -90,6 +95,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     public var deadline: UInt64? {
         assertConfined()
         if finished { return nil }
+        if waiting != nil { return pollAt }
         let limits = parser.limits
         if let streaming { return monotonicDeadline(after: limits.responseTimeoutSeconds, from: streaming.since) }
         switch phase {
@@ -107,6 +113,24 @@ public final class HTTP1ServerSession: ConnectionSession {
     public func deadlineExpired(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         if finished { return .closeAfterWrite }
+        if let w = waiting {
+            guard let response = w.response.result else {
+                pollAt = now &+ DeferredResponse.pollNanoseconds
+                return .keepOpen
+            }
+            waiting = nil
+            let keep = w.keepAlive && !shuttingDown
+            HTTP1ResponseEncoder.encode(
+                response, requestVersion: w.version, headOnly: w.headOnly, keepAlive: keep, date: dates.current,
+                into: &output)
+            if !keep {
+                finished = true
+                return .closeAfterWrite
+            }
+            // The idle timer starts at the end of this response; pipelined requests go on.
+            anchor = now
+            return process(now: now, output: &output)
+        }
         finished = true
         if streaming != nil {
             // The body has started: no status can replace it, so the connection is cut and the
@@ -128,7 +152,7 @@ public final class HTTP1ServerSession: ConnectionSession {
     public func beginShutdown(now: UInt64, output: inout [UInt8]) -> SessionDisposition {
         assertConfined()
         shuttingDown = true
-        if finished || (parser.phase == .idle && streaming == nil) {
+        if finished || (waiting == nil && parser.phase == .idle && streaming == nil) {
             finished = true
             return .closeAfterWrite
         }
@@ -138,7 +162,7 @@ public final class HTTP1ServerSession: ConnectionSession {
 
     public var isIdle: Bool {
         assertConfined()
-        return finished || (parser.phase == .idle && streaming == nil)
+        return finished || (waiting == nil && parser.phase == .idle && streaming == nil)
     }
 
     /// Limits for the requests that follow (configuration reload).
@@ -175,7 +199,7 @@ public final class HTTP1ServerSession: ConnectionSession {
         var rendered = 0
         var turnOver = false
         var turnStart: UInt64? = nil
-        while true {
+        while waiting == nil {
             if let current = streaming {
                 guard pump(current, output: &output) else {
                     // More once the output has drained: the transport calls back then.
@@ -211,6 +235,11 @@ public final class HTTP1ServerSession: ConnectionSession {
             case .request(let request, let keepAlive):
                 completed = true
                 let response = handler.handle(request)
+                if let deferred = response.deferred {
+                    waiting = (deferred, request.version, request.method == "HEAD", keepAlive)
+                    pollAt = now &+ DeferredResponse.pollNanoseconds
+                    continue
+                }
                 answered += 1
                 rendered += response.body.count
                 // The clock is read only when pipelined input waits: not for the usual lone request.
@@ -256,6 +285,10 @@ public final class HTTP1ServerSession: ConnectionSession {
             reserved = 0
             return .closeAfterWrite
         }
+        // Input piling up behind a deferred answer is held like pipelined input behind a backed-up
+        // output: the transport stops reading (and offers a turn each pass, which returns at once)
+        // until the answer is sent, so a client cannot grow the buffer while a plan runs.
+        if waiting != nil && parser.bufferedByteCount >= Self.outputHighWaterBytes { hasBufferedInput = true }
         let newPhase = parser.phase
         if newPhase == .body && (phase != .body || completed) { bodyStart = now }
         if completed || newPhase != phase || newPhase == .body { anchor = now }

@@ -50,6 +50,10 @@ public final class HTTP2ServerSession: ConnectionSession {
     var lastStream: HTTP2Stream?
     /// Streams whose request is complete (or rejected), in arrival order, answered after mem_recv.
     var ready: [Int32] = []
+    /// Streams whose response another thread completes (see `DeferredResponse`), looked for on
+    /// the session's deadline every `DeferredResponse.pollNanoseconds`, from `pollAt`.
+    private var waiting: [(stream: HTTP2Stream, response: DeferredResponse, isHead: Bool)] = []
+    private var pollAt: UInt64 = 0
     /// Response header buffers reused by every `submit` (see there).
     private var nvBytes: [UInt8] = []
     private var nvSpans: [NameValueSpan] = []
@@ -163,6 +167,7 @@ public final class HTTP2ServerSession: ConnectionSession {
             answerReadyStreams(session)
         }
         answerReadyStreams(session)
+        submitCompleted(session)
         drain(session, into: &output)
         return disposition(session)
     }
@@ -180,7 +185,7 @@ public final class HTTP2ServerSession: ConnectionSession {
         assertConfined()
         if failed { return nil }
         if streams.isEmpty { return monotonicDeadline(after: limits.idleTimeoutSeconds, from: idleSince) }
-        var earliest = UInt64.max
+        var earliest = waiting.isEmpty ? UInt64.max : pollAt
         for stream in streams.values { earliest = min(earliest, stream.deadline(limits)) }
         return earliest
     }
@@ -189,6 +194,7 @@ public final class HTTP2ServerSession: ConnectionSession {
         assertConfined()
         self.now = now
         guard let session, !failed else { return .closeAfterWrite }
+        submitCompleted(session)
         if streams.isEmpty {
             if now < monotonicDeadline(after: limits.idleTimeoutSeconds, from: idleSince) {
                 return disposition(session)
@@ -304,6 +310,13 @@ public final class HTTP2ServerSession: ConnectionSession {
                 response = handler.refusal(status: status, message: stream.rejectionMessage, headers: headers)
             } else if let request = makeRequest(stream) {
                 response = handler.handle(request)
+                if let deferred = response.deferred {
+                    // The request body is gone; the answer comes later (`submitCompleted`).
+                    release(stream)
+                    if waiting.isEmpty { pollAt = now &+ DeferredResponse.pollNanoseconds }
+                    waiting.append((stream, deferred, isHead))
+                    continue
+                }
             } else {
                 response = handler.refusal(
                     status: 400, message: "request without :method or :path", headers: HTTPHeaders())
@@ -328,6 +341,20 @@ public final class HTTP2ServerSession: ConnectionSession {
         if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
         return handler.precheck(
             HTTPRequest(method: method, path: path, query: stream.query, version: .http2, headers: headers, body: []))
+    }
+
+    /// Submits the deferred responses that are complete, on streams the client has not closed;
+    /// looks again in `DeferredResponse.pollNanoseconds` for the others.
+    private func submitCompleted(_ session: OpaquePointer) {
+        guard !waiting.isEmpty else { return }
+        waiting.removeAll { w in
+            guard self.stream(w.stream.id) === w.stream else { return true }
+            guard let response = w.response.result else { return false }
+            w.stream.anchor = now
+            submit(response, on: w.stream, isHead: w.isHead, session: session)
+            return true
+        }
+        pollAt = now &+ DeferredResponse.pollNanoseconds
     }
 
     private func makeRequest(_ stream: HTTP2Stream) -> HTTPRequest? {

@@ -15,6 +15,8 @@ public struct HTTPResponse {
     /// pieces as the client takes them (HTTP/1.1 chunked, HTTP/2 DATA under flow control), so the
     /// whole body never has to exist at once.
     public var source: (any HTTPBodySource)?
+    /// Set when the answer comes later (see `DeferredResponse`); the other fields then mean nothing.
+    public var deferred: DeferredResponse? = nil
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.status = status
@@ -92,8 +94,8 @@ public struct HTTPResponse {
 /// the answers the server gives without calling `handle`.
 ///
 /// Synchronous on purpose: the protocol layers call it on the connection's event-loop thread,
-/// so a handler must not block (ours take one short lock per layer). A handler that could block
-/// would have to be run elsewhere; none of ours needs to.
+/// so a handler must not block (ours take one short lock per layer). Work too long for the loop
+/// runs elsewhere, and the handler returns `HTTPResponse.deferred` for it.
 public protocol HTTPHandler: Sendable {
     func handle(_ request: HTTPRequest) -> HTTPResponse
 

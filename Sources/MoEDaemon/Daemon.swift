@@ -2,6 +2,7 @@ import Foundation
 import HTTPCore
 import HTTPServer
 import Logging
+import MoEPlacement
 import MoEStats
 import SessionCore
 import Synchronization
@@ -77,9 +78,10 @@ public enum Daemon {
             let p = Persistence(
                 file: file, router: router, logger: logger,
                 upToDate: FileManager.default.fileExists(atPath: file.path))
-            p.start(interval: configuration.snapshotIntervalSeconds)
             persistence = p
         }
+        guard loadPlacementFile(configuration.placementFile, into: router, logger: logger) else { return 2 }
+        persistence?.start(interval: configuration.snapshotIntervalSeconds)
 
         let addresses: [String]
         do {
@@ -168,6 +170,7 @@ extension Daemon {
         }
         if new.stateFile != old.stateFile { kept.append("state_file") }
         if new.snapshotIntervalSeconds != old.snapshotIntervalSeconds { kept.append("snapshot_interval") }
+        if new.placementFile != old.placementFile { kept.append("placement.file") }
         server.update(limits: new.http)
         router.update(settings: new.routerSettings(token: token))
         router.registry.update(configuration: new.statsConfiguration)
@@ -195,8 +198,22 @@ extension Daemon {
             return true
         }
         do throws(StateError) {
-            try router.registry.restore(from: bytes)
-            logger.info("restored \(router.registry.layerCount) layers from \(file.path)")
+            let saved = try LayerRegistry.readState(bytes)
+            // Checked before anything is applied, as the layers are: a file whose placement cannot
+            // be read is refused whole.
+            var placement: PlacementSpec? = nil
+            if let json = saved.placement {
+                do throws(PlacementError) {
+                    placement = try PlacementSpec.decode(json)
+                } catch {
+                    throw StateError(.inconsistent, "state file inconsistent: its placement: \(error.description)")
+                }
+            }
+            router.registry.restore(saved)
+            router.placement = placement
+            logger.info(
+                "restored \(router.registry.layerCount) layers\(placement == nil ? "" : " and the placement") from \(file.path)"
+            )
             return true
         } catch {
             guard discardCorrupt else {
@@ -215,6 +232,55 @@ extension Daemon {
                 return false
             }
         }
+    }
+}
+
+extension Daemon {
+    /// Sets the placement of `placement.file` (empty: none) unless the state file restored one;
+    /// false when the start must stop: the file cannot be read, or its placement is invalid or
+    /// does not fit a restored layer (the message names the rule and the layer, as a 422 would).
+    static func loadPlacementFile(_ path: String, into router: DaemonRouter, logger: Logger) -> Bool {
+        guard !path.isEmpty else { return true }
+        // A placement restored from the state file was set (or kept) at run time, after this
+        // file was written: it wins, so a restart does not undo a rebalance applied with PUT.
+        if router.placement != nil {
+            logger.info("placement.file \(path) not applied: the state file held a placement")
+            return true
+        }
+        do throws(ConfigurationError) {
+            guard let spec = try readPlacementFile(path) else { return true }
+            // What the file alone cannot tell: whether the placement fits the restored layers.
+            do throws(PlacementError) {
+                router.placement = try router.checkedPlacement(spec)
+            } catch {
+                throw ConfigurationError("placement.file \(path) is not a valid placement: \(error.description)")
+            }
+        } catch {
+            logger.critical("\(error.message)")
+            return false
+        }
+        logger.info("placement set from \(path)")
+        return true
+    }
+
+    /// The placement `placement.file` names, read and decoded but not yet checked against any
+    /// layer; nil for an empty path. The error names the file and the rule that failed.
+    static func readPlacementFile(_ path: String) throws(ConfigurationError) -> PlacementSpec? {
+        guard !path.isEmpty else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("placement.file \(path) cannot be read")
+        }
+        do throws(PlacementError) {
+            return try PlacementSpec.decode([UInt8](data))
+        } catch {
+            throw ConfigurationError("placement.file \(path) is not a valid placement: \(error.description)")
+        }
+    }
+
+    /// `--check-config`'s check of `placement.file`: readable and a valid placement on its own
+    /// (whether it fits the layers is known only at start, after the state file is restored).
+    public static func checkPlacementFile(_ configuration: DaemonConfiguration) throws(ConfigurationError) {
+        _ = try readPlacementFile(configuration.placementFile)
     }
 }
 
@@ -300,7 +366,7 @@ final class Persistence: @unchecked Sendable {
         // the next save writes again.
         let generation = router.generation
         if generation == savedGeneration { return .unchanged }
-        let bytes = router.registry.exportState()
+        let bytes = router.registry.exportState(placement: router.savedPlacement)
         do {
             try file.write(bytes)
             savedGeneration = generation

@@ -67,6 +67,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var stateFile: String = ""
     /// Seconds between two saves of the state file.
     public var snapshotIntervalSeconds: Double = 60
+    /// JSON file with the expert placement to serve from start (the body of `PUT /v1/placement`),
+    /// unless the state file restored one. Empty means none.
+    public var placementFile: String = ""
+    /// Most `POST /v1/plan` computations running at once (each off the event loops); more get 503.
+    public var maxConcurrentPlans: Int = 2
 
     /// File holding the bearer token that POST and DELETE require (the environment variable
     /// `MOE_METRICSD_AUTH_TOKEN` takes precedence). Never a command-line value: arguments are
@@ -97,6 +102,10 @@ extension DaemonConfiguration {
     public static let maxBufferBytes = 1 << 32
     /// The largest `http.max_buffered_bytes` (64 GiB).
     public static let maxBufferedBytes = 1 << 36
+
+    /// Largest `placement.max_concurrent_plans`: each plan holds a copy of its load matrix and a
+    /// thread while it runs.
+    public static let maxConcurrentPlansLimit = 64
 
     /// Checks the relations no single setting can check alone; throws the first problem found.
     public func validate() throws(ConfigurationError) {
@@ -200,6 +209,11 @@ extension DaemonConfiguration {
                 "layer_ttl: must be 0 (off) or a positive number of seconds up to 1e9, got \(layerTTLSeconds)")
         }
         try positive("snapshot_interval", snapshotIntervalSeconds)
+        if maxConcurrentPlans < 1 || maxConcurrentPlans > Self.maxConcurrentPlansLimit {
+            throw ConfigurationError(
+                "placement.max_concurrent_plans: must be 1 to \(Self.maxConcurrentPlansLimit), got \(maxConcurrentPlans)"
+            )
+        }
         try positive("decoder.max_decisions", maxDecisionsPerRequest, atMost: 1_000_000)
         try positive("decoder.max_assignments", maxAssignments, atMost: 100_000_000)
         try positive("decoder.max_depth", maxJSONDepth, atMost: 1_000)

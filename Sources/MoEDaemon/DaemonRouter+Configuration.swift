@@ -18,6 +18,8 @@ extension DaemonRouter {
         /// Largest body accepted after gzip content decoding (`http.max_body_bytes`), so a small
         /// compressed body cannot expand past the limit the transport enforces on the wire.
         public var maxBodyBytes = HTTPLimits().maxBodyBytes
+        /// Most plans computed at once (`placement.max_concurrent_plans`).
+        public var maxConcurrentPlans = 2
         public init() {}
     }
 }
@@ -67,6 +69,7 @@ extension DaemonConfiguration {
         r.decoderLimits.maxDepth = maxJSONDepth
         r.expertSeries = expertSeries
         r.maxBodyBytes = http.maxBodyBytes
+        r.maxConcurrentPlans = maxConcurrentPlans
         return r
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPCore
 import JSONOutput
 import MoEPlacement
@@ -13,14 +14,7 @@ extension DaemonRouter {
     func putPlacement(_ request: HTTPRequest) -> HTTPResponse {
         let spec: PlacementSpec
         do throws(PlacementError) {
-            spec = try PlacementSpec.decode(request.body)
-            for s in registry.snapshots() {
-                do throws(PlacementError) {
-                    try spec.placement(for: s.layer).check(experts: s.experts)
-                } catch {
-                    throw error.about(layer: s.layer)
-                }
-            }
+            spec = try checkedPlacement(request.body)
         } catch {
             return Self.refusal(error)
         }
@@ -29,6 +23,39 @@ extension DaemonRouter {
         var w = JSONWriter(capacity: 256)
         spec.writeJSON(&w)
         return .json(200, w.bytes + [0x0A])
+    }
+
+    /// A placement body decoded and checked against every known layer, as `PUT` and the
+    /// `placement.file` setting take it.
+    func checkedPlacement(_ body: [UInt8]) throws(PlacementError) -> PlacementSpec {
+        try checkedPlacement(try PlacementSpec.decode(body))
+    }
+
+    /// `spec` when it fits every known layer; else the error naming the layer and the rule.
+    func checkedPlacement(_ spec: PlacementSpec) throws(PlacementError) -> PlacementSpec {
+        for s in registry.snapshots() {
+            do throws(PlacementError) {
+                try spec.placement(for: s.layer).check(experts: s.experts)
+            } catch {
+                throw error.about(layer: s.layer)
+            }
+        }
+        return spec
+    }
+
+    /// The placement in force (nil: none), as the state file keeps it.
+    var placement: PlacementSpec? {
+        get { placementStore.withLock { $0 } }
+        set { placementStore.withLock { $0 = newValue } }
+    }
+
+    /// The placement as the state file saves it: the JSON `GET /v1/placement` answers, which
+    /// `PlacementSpec.decode` reads back; nil without a placement.
+    var savedPlacement: [UInt8]? {
+        guard let spec = placement else { return nil }
+        var w = JSONWriter(capacity: 256)
+        spec.writeJSON(&w)
+        return w.bytes
     }
 
     /// `GET /v1/placement`: the placement, or 404 when none is set.
@@ -53,29 +80,30 @@ extension DaemonRouter {
         return .error(status, error.description, field: error.field.isEmpty ? nil : error.field)
     }
 
-    /// A summary's `placement` field: the figures, `{"error": ...}` when the placement does not fit
-    /// the layer, or nothing without a placement.
+    /// The `placement` field of a layer's summary, window or step, for the tokens per expert of
+    /// that span; nil without a placement.
     func placementField(_ spec: PlacementSpec?, layer: String, tokens: [UInt64]) -> ((inout JSONWriter) -> Void)? {
         guard let spec else { return nil }
-        return { w in
-            w.key("placement")
-            switch spec.figures(layer: layer, tokens: tokens) {
-            case .success(let f): f.writeJSON(&w)
-            case .failure(let e):
-                w.beginObject()
-                w.field("error", e.message)
-                w.endObject()
-            }
-        }
+        return { w in spec.writeField(&w, layer: layer, tokens: tokens) }
     }
 
     // MARK: The load matrix
 
-    /// The chosen layers' run-wide token counts in natural order, all with the same expert count:
-    /// `?layers=a,b` (or the body's `layers`) chooses, unknown names are a 404, and layers of
-    /// different expert counts are a 409 that names them.
-    func loadMatrix(layers chosen: [String]?) -> (matrix: LoadMatrix?, refusal: HTTPResponse?) {
-        var snapshots = registry.snapshots()
+    /// The chosen layers' token counts in natural order, all with the same expert count, over the
+    /// run or, with `steps`, summed over each layer's newest `steps` buckets: `?layers=a,b` (or
+    /// the body's `layers`) chooses, unknown names are a 404, and layers of different expert
+    /// counts are a 409 that names them.
+    func loadMatrix(layers chosen: [String]?, steps: Int? = nil) -> (matrix: LoadMatrix?, refusal: HTTPResponse?) {
+        var snapshots: [LoadRow]
+        if let steps {
+            snapshots = registry.windows(steps: steps, now: clock(), workerTTL: nil).map {
+                LoadRow(layer: $0.layer, experts: $0.experts, expertTokens: $0.totals.expertTokens)
+            }
+        } else {
+            snapshots = registry.snapshots().map {
+                LoadRow(layer: $0.layer, experts: $0.experts, expertTokens: $0.expertTokens)
+            }
+        }
         if let chosen {
             let known = Set(snapshots.map(\.layer))
             if let missing = chosen.first(where: { !known.contains($0) }) {
@@ -105,8 +133,15 @@ extension DaemonRouter {
         return (LoadMatrix(layers: snapshots.map(\.layer), tokens: snapshots.map(\.expertTokens)), nil)
     }
 
-    /// Run-wide tokens per expert of layers sharing one expert count, in natural order.
-    struct LoadMatrix {
+    /// One layer's tokens per expert, over the run or a window.
+    struct LoadRow {
+        let layer: String
+        let experts: Int
+        let expertTokens: [UInt64]
+    }
+
+    /// Tokens per expert of layers sharing one expert count, in natural order.
+    struct LoadMatrix: Sendable {
         let layers: [String]
         let tokens: [[UInt64]]
     }
@@ -123,10 +158,9 @@ extension DaemonRouter {
         guard ["json", "csv", "sglang"].contains(format) else {
             return .error(400, "format must be json, csv or sglang", field: "format")
         }
-        if request.queryParameter("steps") != nil {
-            return .error(400, "steps needs the per-step history, which this daemon does not keep", field: "steps")
-        }
-        let (found, refusal) = loadMatrix(layers: Self.layersParameter(request))
+        let (steps, stepsError) = steps(request)
+        if let stepsError { return stepsError }
+        let (found, refusal) = loadMatrix(layers: Self.layersParameter(request), steps: steps)
         guard let matrix = found else { return refusal ?? .error(500, "no load matrix") }
         switch format {
         case "csv":
@@ -148,7 +182,7 @@ extension DaemonRouter {
                 w.field("experts", matrix.tokens.first?.count ?? 0)
                 w.key("window")
                 w.beginObject()
-                w.field("steps", nil as Int?)
+                w.field("steps", steps)
                 w.endObject()
                 w.key("load")
             } else {
@@ -178,10 +212,13 @@ extension DaemonRouter {
 
     /// `POST /v1/plan`: EPLB's outputs for the load matrix of the chosen layers, improved, with
     /// `predicted` figures for the current placement and the plan, and the plan as a placement
-    /// body ready for `PUT /v1/placement`.
-    func plan(_ request: HTTPRequest) -> HTTPResponse {
+    /// body ready for `PUT /v1/placement`. The body and the matrix are checked here; the planner
+    /// runs on `planQueue` and the answer is deferred to it, at most `maxConcurrentPlans` at once
+    /// (then 503 with `Retry-After`, RFC 9110 section 15.6.4).
+    func plan(_ request: HTTPRequest, settings current: Settings) -> HTTPResponse {
         let shape: PlanShape
         let chosen: [String]?
+        let steps: Int?
         do throws(PlacementError) {
             let root = try JSONBody.object(request.body)
             try JSONBody.onlyKeys(root, ["num_replicas", "num_gpus", "num_nodes", "num_groups", "layers", "steps"])
@@ -194,9 +231,11 @@ extension DaemonRouter {
             shape = PlanShape(
                 replicas: replicas, gpus: gpus, nodes: try JSONBody.optionalInteger(root, "num_nodes") ?? 1,
                 groups: try JSONBody.optionalInteger(root, "num_groups") ?? 1)
-            if JSONBody.isPresent(root["steps"]) {
-                throw PlacementError(
-                    "steps needs the per-step history, which this daemon does not keep", field: "steps")
+            // `steps`: the newest N buckets of each layer; absent or null, the whole run.
+            let history = registry.configuration.clampedHistorySteps
+            steps = JSONBody.isPresent(root["steps"]) ? try JSONBody.optionalInteger(root, "steps") : nil
+            if let n = steps, !(1...history).contains(n) {
+                throw PlacementError("steps must be from 1 to \(history) (stats.history_steps)", field: "steps")
             }
             if let raw = root["layers"] {
                 guard let names = raw as? [String], !names.isEmpty else {
@@ -209,8 +248,32 @@ extension DaemonRouter {
         } catch {
             return Self.refusal(error)
         }
-        let (found, refusal) = loadMatrix(layers: chosen)
+        let (found, refusal) = loadMatrix(layers: chosen, steps: steps)
         guard let matrix = found else { return refusal ?? .error(500, "no load matrix") }
+        let limit = current.maxConcurrentPlans
+        guard plansRunning.add(1, ordering: .acquiringAndReleasing).newValue <= limit else {
+            plansRunning.subtract(1, ordering: .acquiringAndReleasing)
+            return .error(
+                503, "\(limit) plans are being computed (placement.max_concurrent_plans); retry later",
+                headers: ["retry-after": "1"])
+        }
+        let placement = self.placement
+        let deferred = DeferredResponse()
+        planQueue.async { [self] in
+            let response = Self.negotiateEncoding(
+                planAnswer(matrix: matrix, shape: shape, current: placement), request)
+            counters.recordRequest(routeIndex: Self.planRow, code: response.status)
+            plansRunning.subtract(1, ordering: .acquiringAndReleasing)
+            deferred.complete(response)
+        }
+        return .deferred(deferred)
+    }
+
+    /// The request counter's row of `POST /v1/plan`.
+    static let planRow = routes.match("/v1/plan").row
+
+    /// The planner's answer for a load matrix (run on `planQueue`).
+    private func planAnswer(matrix: LoadMatrix, shape: PlanShape, current: PlacementSpec?) -> HTTPResponse {
         let loads = matrix.tokens.map { $0.map { Double($0) } }
         let plans: [LayerPlan]
         do throws(PlacementError) {
@@ -218,7 +281,6 @@ extension DaemonRouter {
         } catch {
             return Self.refusal(error)
         }
-        let current = placementStore.withLock { $0 }
         let width = plans.map { $0.logicalCount.max() ?? 1 }.max() ?? 1
         var w = JSONWriter(capacity: 1024 + plans.count * shape.replicas * 12)
         w.beginObject()
@@ -272,6 +334,6 @@ extension DaemonRouter {
         w.endObject()
         w.endObject()
         w.endObject()
-        return Self.negotiateEncoding(.json(200, w.bytes + [0x0A]), request)
+        return .json(200, w.bytes + [0x0A])
     }
 }

@@ -50,24 +50,22 @@ extension DaemonRouter {
         let (steps, stepsError) = steps(request)
         if let stepsError { return stepsError }
         let (now, ttl) = (clock(), current.workerTTLSeconds)
+        let spec = placement
         if let steps {
             guard let window = registry.window(name, steps: steps, now: now, workerTTL: ttl) else {
                 return .error(404, "no such layer: \(name)", field: "layer")
             }
             var w = JSONWriter(capacity: 1024 + window.experts * 24)
-            window.writeJSON(&w)
+            window.writeJSON(&w, extra: placementField(spec, layer: name, tokens: window.totals.expertTokens))
             return .json(200, w.bytes + [0x0A])
         }
         guard let snapshot = registry.snapshot(name) else {
             return .error(404, "no such layer: \(name)", field: "layer")
         }
         var w = JSONWriter(capacity: 1024 + snapshot.experts * 48)
-        snapshot.summary(window: window, now: now, workerTTL: ttl).writeJSON(&w)
-        let spec = placementStore.withLock { $0 }
-        guard let field = placementField(spec, layer: name, tokens: snapshot.expertTokens) else {
-            return .json(200, w.bytes + [0x0A])
-        }
-        return .json(200, JSONBody.appending(w.bytes, field) + [0x0A])
+        snapshot.summary(window: window, now: now, workerTTL: ttl).writeJSON(
+            &w, extra: placementField(spec, layer: name, tokens: snapshot.expertTokens))
+        return .json(200, w.bytes + [0x0A])
     }
 
     /// `GET /v1/layers/{layer}/history?last=N&experts=1`: the newest N buckets, oldest first.
@@ -87,7 +85,12 @@ extension DaemonRouter {
             return .error(404, "no such layer: \(name)", field: "layer")
         }
         var w = JSONWriter(capacity: 512 + history.buckets.count * (400 + (experts ? history.experts * 16 : 0)))
-        history.writeJSON(&w, experts: experts)
+        // With a placement, each step's rank figures, by the function of the run-wide ones.
+        let stepPlacement = placement.map { spec in
+            { (w: inout JSONWriter, totals: StepTotals) in spec.writeField(&w, layer: name, tokens: totals.expertTokens)
+            }
+        }
+        history.writeJSON(&w, experts: experts, extra: stepPlacement)
         return .json(200, w.bytes + [0x0A])
     }
 
@@ -135,13 +138,14 @@ extension DaemonRouter {
             let windows = registry.windows(steps: steps, now: now, workerTTL: ttl)
                 .sorted { LayerOrder.precedes($0.layer, $1.layer) }
             var w = JSONWriter(capacity: 1024 + windows.count * 2048)
-            WindowFleetSummary(steps: steps, windows: windows).writeJSON(&w)
+            WindowFleetSummary(steps: steps, windows: windows, placement: placement).writeJSON(&w)
             return .json(200, w.bytes + [0x0A])
         }
         let summaries = registry.snapshots().map { $0.summary(window: window, now: now, workerTTL: ttl) }
             .sorted { LayerOrder.precedes($0.layer, $1.layer) }
         // Streamed: the text is written as the client reads it (`SummaryBody`).
-        return HTTPResponse(status: 200, headers: HTTPResponse.jsonHeaders, source: SummaryBody(summaries))
+        return HTTPResponse(
+            status: 200, headers: HTTPResponse.jsonHeaders, source: SummaryBody(summaries, placement: placement))
     }
 
     // MARK: /metrics

@@ -22,6 +22,11 @@ public final class DaemonRouter: HTTPHandler, Sendable {
     private let changes = Atomic<UInt64>(0)
     /// The placement set by `PUT /v1/placement` (nil: none); read once per request that uses it.
     let placementStore = Mutex<PlacementSpec?>(nil)
+    /// Plans being computed; at most `Settings.maxConcurrentPlans`.
+    let plansRunning = Atomic<Int>(0)
+    /// Where plans run: never on an event loop, whose other connections would wait (a large
+    /// plan takes tens of milliseconds).
+    let planQueue = DispatchQueue(label: "moe-metricsd.plan", attributes: .concurrent)
     let openConnections: @Sendable () -> Int
     /// Bytes the server holds against its buffer budget, for `/metrics`.
     let bufferedBytes: @Sendable () -> Int
@@ -98,7 +103,7 @@ public final class DaemonRouter: HTTPHandler, Sendable {
             .get { r, request, _, _ in r.exportLoad(request) }),
         Route(
             "/v1/plan",
-            .post { r, request, _, _ in r.plan(request) }),
+            .post { r, request, _, s in r.plan(request, settings: s) }),
         Route(
             "/metrics",
             .get { r, request, _, s in r.metrics(request, settings: s) }),
@@ -134,7 +139,8 @@ public final class DaemonRouter: HTTPHandler, Sendable {
                     headers: ["allow": route.allow])
             }
         }
-        counters.recordRequest(routeIndex: row, code: response.status)
+        // A deferred answer is counted when it is complete, with its status.
+        if response.deferred == nil { counters.recordRequest(routeIndex: row, code: response.status) }
         return response
     }
 

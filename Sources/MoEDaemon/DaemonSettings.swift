@@ -190,6 +190,14 @@ public enum DaemonSettings {
             get: { $0.stateFile }, set: { c, v throws(ConfigurationError) in c.stateFile = v.first ?? "" }),
         double("snapshot_interval", "Seconds between two saves of the state file.", \.snapshotIntervalSeconds),
         string(
+            "placement.file", list: false,
+            "JSON file with the expert placement (a PUT /v1/placement body) set at start when the state file holds none; empty for none.",
+            get: { $0.placementFile }, set: { c, v throws(ConfigurationError) in c.placementFile = v.first ?? "" }),
+        int(
+            "placement.max_concurrent_plans",
+            "Most POST /v1/plan computations running at once, off the event loops, 1 to 64; more get 503 with Retry-After.",
+            \.maxConcurrentPlans),
+        string(
             "auth_token_file", list: false,
             "File holding the bearer token POST and DELETE require (MOE_METRICSD_AUTH_TOKEN overrides it); empty for no authentication.",
             get: { $0.authTokenFile }, set: { c, v throws(ConfigurationError) in c.authTokenFile = v.first ?? "" }),

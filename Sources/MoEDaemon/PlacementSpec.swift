@@ -26,6 +26,20 @@ struct PlacementSpec: Sendable, Equatable {
         return .success(placement.figures(tokens.map { Double($0) }))
     }
 
+    /// `"placement":` and the figures for a layer's tokens per expert (over the run, a window or
+    /// a step: one function for all three), or `{"error": ...}` when the placement does not fit
+    /// the layer.
+    func writeField(_ w: inout JSONWriter, layer: String, tokens: [UInt64]) {
+        w.key("placement")
+        switch figures(layer: layer, tokens: tokens) {
+        case .success(let f): f.writeJSON(&w)
+        case .failure(let e):
+            w.beginObject()
+            w.field("error", e.message)
+            w.endObject()
+        }
+    }
+
     /// Reads a body `{"ranks", "nodes", "physical_to_logical", "layers": {name: map}}`; the
     /// error is the field at fault and what is wrong with it.
     static func decode(_ body: [UInt8]) throws(PlacementError) -> PlacementSpec {
@@ -35,9 +49,9 @@ struct PlacementSpec: Sendable, Equatable {
             throw PlacementError("ranks is required: a positive integer", field: "ranks")
         }
         let nodes = try JSONBody.optionalInteger(root, "nodes") ?? 1
-        let map = try root["physical_to_logical"].map { v throws(PlacementError) in
-            try JSONBody.integers(v, field: "physical_to_logical")
-        }
+        // `null` is the contiguous default, as `GET /v1/placement` and the state file write it.
+        let raw = root["physical_to_logical"]
+        let map = JSONBody.isPresent(raw) ? try JSONBody.integers(raw as Any, field: "physical_to_logical") : nil
         let standard = try ExpertPlacement(ranks: ranks, nodes: nodes, physicalToLogical: map)
         var layers: [String: ExpertPlacement] = [:]
         if let raw = root["layers"] {

@@ -81,6 +81,8 @@ private func addSaturating(_ a: inout UInt64, _ b: UInt64) {
 struct WindowFleetSummary {
     let steps: Int
     let windows: [StepWindow]
+    /// Adds each window's `placement` figures.
+    var placement: PlacementSpec? = nil
 
     func writeJSON(_ w: inout JSONWriter) {
         var totals = FleetTotals()
@@ -105,7 +107,13 @@ struct WindowFleetSummary {
             numbers, rows: LayerMeasure.headlines.indices.filter { LayerMeasure.headlines[$0].inWindows }, into: &w)
         w.key("layers")
         w.beginArray()
-        for window in windows { window.writeJSON(&w) }
+        for window in windows {
+            window.writeJSON(
+                &w,
+                extra: placement.map { spec in
+                    { spec.writeField(&$0, layer: window.layer, tokens: window.totals.expertTokens) }
+                })
+        }
         w.endArray()
         w.endObject()
     }
@@ -151,13 +159,25 @@ struct FleetTotals {
 /// that saw ten tokens like one that saw ten million.
 struct FleetSummary {
     let summaries: [LayerSummary]
+    /// Adds each layer's `placement` figures.
+    let placement: PlacementSpec?
 
-    init(_ summaries: [LayerSummary]) { self.summaries = summaries }
+    init(_ summaries: [LayerSummary], placement: PlacementSpec? = nil) {
+        self.summaries = summaries
+        self.placement = placement
+    }
 
     func writeJSON(_ w: inout JSONWriter) {
         writeHead(&w)
-        for s in summaries { s.writeJSON(&w) }
+        for i in summaries.indices { writeLayer(i, &w) }
         writeTail(&w)
+    }
+
+    /// The `i`th layer's summary, with its `placement` figures when a placement is set.
+    func writeLayer(_ i: Int, _ w: inout JSONWriter) {
+        let s = summaries[i]
+        s.writeJSON(
+            &w, extra: placement.map { spec in { spec.writeField(&$0, layer: s.layer, tokens: s.expertTokenCounts) } })
     }
 
     /// Everything before the first layer: totals, spreads, and the opening of `layers`.
@@ -194,19 +214,21 @@ final class SummaryBody: HTTPBodySource {
     /// The next layer to write; -1 before the head.
     private var index = -1
 
-    init(_ summaries: [LayerSummary]) { fleet = FleetSummary(summaries) }
+    init(_ summaries: [LayerSummary], placement: PlacementSpec? = nil) {
+        fleet = FleetSummary(summaries, placement: placement)
+    }
 
     func next(into output: inout [UInt8], atMost: Int) -> Bool {
         if index < 0 {
             fleet.writeHead(&writer)
             index = 0
         }
-        let layers = fleet.summaries
-        while index < layers.count && writer.bytes.count < atMost {
-            layers[index].writeJSON(&writer)
+        let count = fleet.summaries.count
+        while index < count && writer.bytes.count < atMost {
+            fleet.writeLayer(index, &writer)
             index += 1
         }
-        let done = index == layers.count
+        let done = index == count
         if done { fleet.writeTail(&writer) }
         writer.moveBytes(into: &output)
         if done { output.append(UInt8(ascii: "\n")) }

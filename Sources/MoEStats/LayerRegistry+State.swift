@@ -1,5 +1,5 @@
-/// Persistence of the engine: every layer's state as bytes (`StateFormat`, version 2; version 1
-/// files, which have no step history, are still read), and back.
+/// Persistence of the engine: every layer's state as bytes (`StateFormat`, version 3; versions 1
+/// and 2, which have no placement and version 1 no step history, are still read), and back.
 ///
 /// The daemon writes these bytes to its state file (atomically) and hands them back on start;
 /// the module itself does no I/O. What is saved is everything a summary or `/metrics` is computed
@@ -8,37 +8,55 @@
 /// maximum, both ring buffers, capacity totals and EMA, MaxVio and dead-expert inputs, the worker
 /// table. Configuration is not saved: it comes from the configuration of the restarted daemon,
 /// except each layer's latency bucket bounds, which stay those its histogram was built with.
+/// The expert placement is saved beside the layers as bytes this module does not read (the
+/// daemon's JSON of `GET /v1/placement`), since the placement model lives above this module.
 extension LayerRegistry {
     /// The state of every layer as a state file of `version` (the current one unless a test asks
-    /// for version 1, which drops the step history), layers in name order, workers in name order
-    /// (the same state always gives the same bytes).
+    /// for an older one: version 1 drops the step history, versions 1 and 2 the placement),
+    /// layers in name order, workers in name order (the same state always gives the same bytes),
+    /// with `placement` (nil or empty: none) saved beside them.
     ///
     /// The states are copied under every layer's lock at once, as `snapshots()` copies them, so
     /// a batch is saved for all its layers or for none; the encoding happens after the locks are
     /// released. A layer created by a batch not yet applied (no decision yet) is left out.
-    public func exportState(version: UInt32? = nil) -> [UInt8] {
+    public func exportState(version: UInt32? = nil, placement: [UInt8]? = nil) -> [UInt8] {
         let images = withEveryLayerLocked { engine, s, _ -> LayerImage? in
             s.totalRoutings > 0 ? LayerImage(name: engine.name, copying: s) : nil
         }
-        return Self.encodeState(images, version: version ?? StateFormat.version)
+        return Self.encodeState(images, version: version ?? StateFormat.version, placement: placement ?? [])
     }
 
-    /// Replaces every layer with those of a state file made by `exportState()`.
+    /// Replaces every layer with those of a state file made by `exportState()`; returns the
+    /// placement saved with them (nil when none was).
     ///
     /// The whole file is read and checked before anything changes: on any error (wrong magic, a
     /// version this build does not read, a short file, a bad checksum, trailing bytes, values that contradict
     /// each other) this throws and the registry keeps exactly what it held. Caps (`maxLayers`,
     /// `maxExperts`, `maxWorkersPerLayer`) are not applied to restored layers, as lowering them at
     /// a reload removes nothing either.
-    public func restore(from bytes: [UInt8]) throws(StateError) {
-        let images = try Self.decodeState(bytes)
+    @discardableResult
+    public func restore(from bytes: [UInt8]) throws(StateError) -> [UInt8]? {
+        let saved = try Self.readState(bytes)
+        restore(saved)
+        return saved.placement
+    }
+
+    /// Replaces every layer with those of a state file read and checked by `readState`.
+    public func restore(_ saved: SavedState) {
         let c = configuration
         replaceLayers(
-            with: images.map {
+            with: saved.images.map {
                 LayerStatistics(
                     name: $0.name,
                     restoring: $0.makeState(historySteps: c.clampedHistorySteps, bucketSeconds: c.clampedBucketSeconds))
             })
+    }
+
+    /// Reads and checks a whole state file without changing anything, so that a caller can
+    /// check what it keeps beside the layers (the placement) before `restore(_:)` applies it.
+    public static func readState(_ bytes: [UInt8]) throws(StateError) -> SavedState {
+        let (images, placement) = try decodeStateFile(bytes)
+        return SavedState(images: images, placement: placement)
     }
 
     /// A registry holding the layers of a state file (see `restore(from:)`).
@@ -49,7 +67,9 @@ extension LayerRegistry {
 
     // MARK: - encoding
 
-    static func encodeState(_ images: [LayerImage], version: UInt32 = StateFormat.version) -> [UInt8] {
+    static func encodeState(
+        _ images: [LayerImage], version: UInt32 = StateFormat.version, placement: [UInt8] = []
+    ) -> [UInt8] {
         var payload = StateWriter()
         payload.u32(UInt32(images.count))
         for image in images {
@@ -57,6 +77,10 @@ extension LayerRegistry {
             payload.u64(0)
             image.encode(into: &payload, version: version)
             payload.patchU64(UInt64(payload.bytes.count - lengthAt - 8), at: lengthAt)
+        }
+        if version >= 3 {
+            payload.u64(UInt64(placement.count))
+            payload.bytes.append(contentsOf: placement)
         }
         var file = StateWriter()
         file.bytes.reserveCapacity(StateFormat.headerSize + payload.bytes.count)
@@ -69,6 +93,10 @@ extension LayerRegistry {
     }
 
     static func decodeState(_ bytes: [UInt8]) throws(StateError) -> [LayerImage] {
+        try decodeStateFile(bytes).images
+    }
+
+    static func decodeStateFile(_ bytes: [UInt8]) throws(StateError) -> (images: [LayerImage], placement: [UInt8]?) {
         let magic = StateFormat.magic
         guard bytes.count >= magic.count else {
             if bytes.elementsEqual(magic.prefix(bytes.count)) {
@@ -133,16 +161,37 @@ extension LayerRegistry {
             }
             images.append(image)
         }
+        var placement: [UInt8]? = nil
+        if version >= 3 {
+            r.context = "placement"
+            let length = try r.u64("placement length")
+            guard length <= UInt64(r.remaining) else {
+                throw StateError(
+                    .truncated, "state file truncated: placement of \(length) bytes, \(r.remaining) left")
+            }
+            if length > 0 { placement = Array(try r.raw(Int(length), "placement")) }
+        }
         guard r.remaining == 0 else {
             throw StateError(.inconsistent, "state file inconsistent: \(r.remaining) bytes after the last layer")
         }
-        return images
+        return (images, placement)
     }
 
     private static func hex(_ v: UInt32) -> String {
         let digits = String(v, radix: 16)
         return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
     }
+}
+
+/// A state file read whole and checked, not yet applied: its layers, and the placement saved
+/// beside them (nil when none was).
+public struct SavedState: Sendable {
+    let images: [LayerImage]
+    /// The placement's bytes as the daemon saved them (its JSON); this module does not read them.
+    public let placement: [UInt8]?
+
+    /// Each saved layer's name and expert count, in the file's order.
+    public var layers: [(name: String, experts: Int)] { images.map { ($0.name, $0.experts) } }
 }
 
 /// One layer's complete state as plain values: copied out of a `LayerState` under its lock (every

@@ -30,8 +30,9 @@ extension LayerSummary {
     /// Writes the summary as one JSON object, fields in the documented order (docs/api.md "Summary
     /// fields"): in each section its raw fields, then the rows of `LayerMeasure.all` placed in
     /// it, in table order. Nil values are written as `null`; JSONWriter writes any non-finite
-    /// double as `null` too, since RFC 8259 section 6 has no NaN or infinity.
-    public func writeJSON(_ w: inout JSONWriter) {
+    /// double as `null` too, since RFC 8259 section 6 has no NaN or infinity. `extra` writes
+    /// fields the layer's engine does not know (the daemon's placement figures) at the end.
+    public func writeJSON(_ w: inout JSONWriter, extra: ((inout JSONWriter) -> Void)? = nil) {
         w.beginObject()
         w.field("layer", layer)
         w.field("experts", experts)
@@ -109,6 +110,7 @@ extension LayerSummary {
         }
         w.endArray()
         w.endObject()
+        extra?(&w)
         w.endObject()
     }
 

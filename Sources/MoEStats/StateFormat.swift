@@ -1,4 +1,4 @@
-/// The state file's binary layout, version 2 (version 1 is still read). Written by `LayerRegistry.exportState()`, read by
+/// The state file's binary layout, version 3 (versions 1 and 2 are still read). Written by `LayerRegistry.exportState()`, read by
 /// `LayerRegistry.restore(from:)`.
 ///
 /// Why binary and not JSON: every double must come back bit for bit (a summary computed after a
@@ -13,7 +13,7 @@
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | magic, ASCII `MOESTATE` |
-/// | 8 | 4 | format version (UInt32), 2 (or 1) |
+/// | 8 | 4 | format version (UInt32), 3 (or 2, or 1) |
 /// | 12 | 8 | payload length in bytes (UInt64) |
 /// | 20 | 4 | CRC-32 (IEEE 802.3 polynomial, as zlib and PNG) of the payload (UInt32) |
 ///
@@ -48,11 +48,15 @@
 ///   (UInt64), worst decision MaxVio (double, negative for none), workers (UInt32), demand
 ///   decisions (UInt64), the worker-set words (UInt64 each), E token sums (UInt64), overflow
 ///   present (UInt8) + E overflows (UInt64)
+///
+/// From version 3, after the last layer record: the expert placement, its length in bytes
+/// (UInt64, 0 for none) and the bytes, the JSON `GET /v1/placement` answers (the daemon reads
+/// and checks it; this module only carries it).
 enum StateFormat {
     static let magic: [UInt8] = Array("MOESTATE".utf8)
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
     /// Versions this build reads.
-    static let readable: ClosedRange<UInt32> = 1...2
+    static let readable: ClosedRange<UInt32> = 1...3
     static let headerSize = 24
 }
 

@@ -30,8 +30,11 @@ extension StepTotals {
 
 extension LayerHistory {
     /// `GET /v1/layers/{layer}/history`: the buckets oldest first, each with the per-step rows of
-    /// the measure table; with `experts`, each bucket's per-expert arrays too.
-    public func writeJSON(_ w: inout JSONWriter, experts withExperts: Bool) {
+    /// the measure table; with `experts`, each bucket's per-expert arrays too; `extra` writes
+    /// fields of the step's sums that the engine does not know (the daemon's placement figures).
+    public func writeJSON(
+        _ w: inout JSONWriter, experts withExperts: Bool, extra: ((inout JSONWriter, StepTotals) -> Void)? = nil
+    ) {
         w.beginObject()
         w.field("layer", layer)
         w.field("experts", experts)
@@ -51,6 +54,7 @@ extension LayerHistory {
             w.field("workers_expected", expectedWorkers)
             w.field("complete", b.workers >= expectedWorkers)
             b.totals.writeFields(&w, layer: layer, experts: experts, rows: \.inSteps, withExperts: withExperts)
+            extra?(&w, b.totals)
             w.endObject()
         }
         w.endArray()
@@ -68,7 +72,8 @@ extension StepWindow {
 
     /// `GET /v1/layers/{layer}?steps=N`: the summary's fields that the buckets hold, computed over
     /// the window, in the summary's sections and order; the rest are left out (docs/api.md).
-    public func writeJSON(_ w: inout JSONWriter) {
+    /// `extra` writes fields the engine does not know (the daemon's placement figures) at the end.
+    public func writeJSON(_ w: inout JSONWriter, extra: ((inout JSONWriter) -> Void)? = nil) {
         let values = measures
         func rows(_ section: LayerMeasure.Section) {
             for (i, row) in LayerMeasure.all.enumerated() {
@@ -108,6 +113,7 @@ extension StepWindow {
             w.endObject()
         }
         w.field("nonfinite_losses", totals.nonfiniteLosses)
+        extra?(&w)
         w.endObject()
     }
 }

@@ -84,6 +84,10 @@ struct MoEMetricsd: ParsableCommand {
     @Option(name: .long, help: "State file, restored on start and saved periodically and on SIGTERM.") var stateFile:
         String?
     @Option(name: .long, help: "Seconds between two saves of the state file.") var snapshotInterval: String?
+    @Option(name: .long, help: "JSON file with the expert placement set at start when the state file holds none.")
+    var placementFile: String?
+    @Option(name: .long, help: "Most POST /v1/plan computations at once, 1 to 64; more get 503.")
+    var placementMaxConcurrentPlans: String?
     @Option(name: .long, help: "File holding the bearer token writes require (or set MOE_METRICSD_AUTH_TOKEN).")
     var authTokenFile: String?
     @Option(name: .long, help: "Require the token for reads too: true or false.") var authReads: String?
@@ -121,7 +125,9 @@ struct MoEMetricsd: ParsableCommand {
             ("decoder.max_decisions", decoderMaxDecisions), ("decoder.max_assignments", decoderMaxAssignments),
             ("decoder.max_depth", decoderMaxDepth), ("metrics.expert_series", metricsExpertSeries),
             ("worker_ttl", workerTtl), ("layer_ttl", layerTtl), ("state_file", stateFile),
-            ("snapshot_interval", snapshotInterval), ("auth_token_file", authTokenFile), ("auth_reads", authReads),
+            ("snapshot_interval", snapshotInterval), ("placement.file", placementFile),
+            ("placement.max_concurrent_plans", placementMaxConcurrentPlans),
+            ("auth_token_file", authTokenFile), ("auth_reads", authReads),
         ]
         for (key, value) in single { if let value { f[key] = [value] } }
         return f
@@ -140,6 +146,7 @@ struct MoEMetricsd: ParsableCommand {
         }
         do {
             _ = try AuthToken.resolve(configuration, environment: ProcessInfo.processInfo.environment)
+            try Daemon.checkPlacementFile(configuration)
         } catch {
             FileHandle.standardError.write(Data("moe-metricsd: invalid configuration: \(error.message)\n".utf8))
             throw ExitCode(2)

@@ -160,6 +160,316 @@ import Testing
         #expect(!(try curl("\(daemon.base)/metrics").body.contains("moe_rank_")))
     }
 
+    /// The rank figures of `layer` in `GET /v1/layers/{layer}` and its row of `GET /v1/layers`,
+    /// against those computed from the raw decisions for `map` on 4 ranks in 2 nodes.
+    func expectServed(_ daemon: RunningDaemon, _ layer: String, map: [Int], _ what: String) throws {
+        let expected = Self.rankLoads(Self.tokens(layer), map: map, ranks: 4)
+        expectFigures(try curl("\(daemon.base)/v1/layers/\(layer)").json["placement"], expected, nodes: 2, what)
+        let rows = try curl("\(daemon.base)/v1/layers").json["layers"] as? [[String: Any]] ?? []
+        let row = rows.first { $0["layer"] as? String == layer } ?? [:]
+        let peak = expected.max() ?? 0
+        #expect(row["worst_rank"] as? Int == expected.firstIndex(of: peak), "\(what): \(row)")
+        #expect(abs(number(row["rank_balancedness"]) - expected.reduce(0, +) / 4 / peak) <= 1e-9, "\(what): \(row)")
+    }
+
+    @Test(.needs("curl")) func thePlacementSurvivesARestartAndWinsOverTheFile() throws {
+        let dir = try temporaryDirectory("placement-state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let state = dir.appendingPathComponent("state.bin").path
+        let file = dir.appendingPathComponent("placement.json")
+        try Data(#"{"ranks":4,"nodes":2}"#.utf8).write(to: file)
+        let standard = [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5]
+        let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
+
+        let first = try RunningDaemon(["--state-file", state])
+        defer { first.stop() }
+        try post(first)
+        let body = #"{"ranks":4,"nodes":2,"physical_to_logical":\#(standard),"layers":{"layer.1":\#(hot)}}"#
+        #expect(try put(first, body).status == 200)
+        let before = try curl("\(first.base)/v1/placement").body
+        first.child.signal(SIGTERM)
+        #expect(first.child.waitForExit(timeout: 20) == 0, "\(first.child.log)")
+
+        // Restarted on the same state file, with a placement file too: the saved placement wins.
+        let second = try RunningDaemon(["--state-file", state, "--placement-file", file.path])
+        defer { second.stop() }
+        #expect(
+            second.child.waitForLine(timeout: 5) { $0.contains("restored 2 layers and the placement") ? true : nil }
+                == true, "\(second.child.log)")
+        #expect(try curl("\(second.base)/v1/placement").body == before)
+        try expectServed(second, "layer.0", map: standard, "layer.0 after the restart")
+        try expectServed(second, "layer.1", map: hot, "layer.1 after the restart")
+
+        // Cleared, the state file holds none: the next start serves the file's placement.
+        #expect(try curl("\(second.base)/v1/placement", ["-X", "DELETE"]).status == 200)
+        second.child.signal(SIGTERM)
+        #expect(second.child.waitForExit(timeout: 20) == 0, "\(second.child.log)")
+        let third = try RunningDaemon(["--state-file", state, "--placement-file", file.path])
+        defer { third.stop() }
+        let served = try curl("\(third.base)/v1/placement").json
+        #expect(served["ranks"] as? Int == 4 && served["nodes"] as? Int == 2, "\(served)")
+        #expect(served["physical_to_logical"] is NSNull)
+        for layer in Self.layers { try expectServed(third, layer, map: Array(0..<8), "\(layer) from the file") }
+
+        // Without the file, the cleared placement stays cleared.
+        third.child.signal(SIGTERM)
+        #expect(third.child.waitForExit(timeout: 20) == 0, "\(third.child.log)")
+        let fourth = try RunningDaemon(["--state-file", state])
+        defer { fourth.stop() }
+        #expect(try curl("\(fourth.base)/v1/placement").status == 404)
+        #expect(try curl("\(fourth.base)/v1/layers/layer.0").json["total_tokens"] as? Int == 72)
+    }
+
+    @Test(.needs("curl")) func aPlacementFileIsServedFromStartOrStopsIt() throws {
+        let dir = try temporaryDirectory("placement-file")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("placement.json")
+        try Data(#"{"ranks":4,"nodes":2,"physical_to_logical":[0,1,2,3,4,5,6,7,0,7,0,5]}"#.utf8).write(to: file)
+        let daemon = try RunningDaemon(["--placement-file", file.path])
+        defer { daemon.stop() }
+        let served = try curl("\(daemon.base)/v1/placement").json
+        #expect(served["physical_to_logical"] as? [Int] == [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5], "\(served)")
+        try post(daemon)
+        try expectServed(daemon, "layer.1", map: [0, 1, 2, 3, 4, 5, 6, 7, 0, 7, 0, 5], "layer.1 from the file")
+
+        // An invalid file stops the start with status 2 and a message naming the inconsistency.
+        let binary = try daemonBinary()
+        let state = dir.appendingPathComponent("state.bin").path
+        let saver = try RunningDaemon(["--state-file", state])
+        defer { saver.stop() }
+        try post(saver)
+        saver.child.signal(SIGTERM)
+        #expect(saver.child.waitForExit(timeout: 20) == 0, "\(saver.child.log)")
+        let cases: [(String?, [String], String)] = [
+            (#"{"ranks":4,"nodes":3}"#, [], "ranks (4) must be a multiple of nodes (3)"),
+            (
+                #"{"ranks":4,"physical_to_logical":[0,1,2,3,4,5,6,6]}"#, ["--state-file", state],
+                "layer layer.0: expert 7 has no slot"
+            ),
+            (
+                #"{"ranks":3}"#, ["--state-file", state],
+                "layer layer.0: the layer has 8 experts, not a multiple of ranks (3)"
+            ),
+            (#"{"ranks":4"#, [], "malformed JSON"),
+            (nil, [], "cannot be read"),
+        ]
+        for (content, extra, message) in cases {
+            let path = dir.appendingPathComponent("bad.json")
+            try? FileManager.default.removeItem(at: path)
+            if let content { try Data(content.utf8).write(to: path) }
+            let r = try run(binary, ["--listen", "127.0.0.1:0", "--placement-file", path.path] + extra, timeout: 30)
+            #expect(r.status == 2, "\(content ?? "no file"): \(r.stderr)")
+            #expect(r.stderr.contains("placement.file \(path.path)"), "\(r.stderr)")
+            #expect(r.stderr.contains(message), "\(content ?? "no file"): \(r.stderr)")
+            #expect(!r.stderr.contains("listening on"), "\(r.stderr)")
+            // --check-config checks what the file alone can tell (not yet the layers).
+            guard extra.isEmpty else { continue }
+            let check = try run(binary, ["--check-config", "--placement-file", path.path], timeout: 30)
+            #expect(check.status == 2, "\(content ?? "no file"): \(check.stdout)")
+            #expect(check.stderr.contains(message), "\(content ?? "no file"): \(check.stderr)")
+        }
+        let good = try run(binary, ["--check-config", "--placement-file", file.path], timeout: 30)
+        #expect(good.status == 0 && good.stdout.contains("placement.file = \(file.path)"), "\(good.stderr)")
+    }
+
+    /// Tokens per expert of the decisions at `indices` of `layer` (each decision is one step).
+    static func tokens(_ layer: String, steps indices: [Int]) -> [Double] {
+        var out = [Double](repeating: 0, count: 8)
+        for i in indices { for (e, c) in (counts[layer] ?? [])[i].enumerated() { out[e] += Double(c) } }
+        return out
+    }
+
+    /// Each decision is its own step (10, 11, 12), from two workers that both send every step.
+    func postSteps(_ daemon: RunningDaemon) throws {
+        for layer in Self.layers {
+            var lines: [String] = []
+            for (i, c) in (Self.counts[layer] ?? []).enumerated() {
+                let half = c.map { $0 / 2 }, rest = zip(c, c.map { $0 / 2 }).map { $0 - $1 }
+                for (worker, part) in [("w0", half), ("w1", rest)] {
+                    lines.append(
+                        #"{"layer":"\#(layer)","step":\#(10 + i),"worker":"\#(worker)","expert_capacities":\#(part),"total_tokens":\#(part.reduce(0, +))}"#
+                    )
+                }
+            }
+            let r = try curl(
+                "\(daemon.base)/v1/decisions",
+                ["-H", "Content-Type: application/x-ndjson", "--data-binary", lines.joined(separator: "\n")])
+            #expect(r.status == 200, "\(r.body)")
+        }
+    }
+
+    @Test(.needs("curl")) func stepsWindowsAndTheSummaryCarryTheFigures() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try postSteps(daemon)
+        let hot = [6, 0, 1, 2, 6, 3, 4, 5, 6, 7, 0, 1]
+        let placements: [(String, [String: [Int]])] = [
+            (#"{"ranks":4,"nodes":2}"#, ["layer.0": Array(0..<8), "layer.1": Array(0..<8)]),
+            (#"{"ranks":4,"nodes":2,"layers":{"layer.1":\#(hot)}}"#, ["layer.0": Array(0..<8), "layer.1": hot]),
+        ]
+        for (body, maps) in placements {
+            #expect(try put(daemon, body).status == 200)
+            for layer in Self.layers {
+                let map = maps[layer] ?? []
+                func expected(_ indices: [Int]) -> [Double] {
+                    Self.rankLoads(Self.tokens(layer, steps: indices), map: map, ranks: 4)
+                }
+                let history = try curl("\(daemon.base)/v1/layers/\(layer)/history?last=3").json
+                let steps = history["steps"] as? [[String: Any]] ?? []
+                #expect(steps.map { $0["step"] as? Int } == [10, 11, 12], "\(history)")
+                for (i, step) in steps.enumerated() {
+                    expectFigures(step["placement"], expected([i]), nodes: 2, "\(layer) step \(10 + i) of \(body)")
+                }
+                let window = try curl("\(daemon.base)/v1/layers/\(layer)?steps=2").json
+                expectFigures(window["placement"], expected([1, 2]), nodes: 2, "\(layer) ?steps=2 of \(body)")
+            }
+            let run = try curl("\(daemon.base)/v1/summary").json["layers"] as? [[String: Any]] ?? []
+            let windowed = try curl("\(daemon.base)/v1/summary?steps=1").json["layers"] as? [[String: Any]] ?? []
+            #expect(run.count == 2 && windowed.count == 2)
+            for (i, layer) in Self.layers.enumerated() where i < run.count && i < windowed.count {
+                let map = maps[layer] ?? []
+                expectFigures(
+                    run[i]["placement"], Self.rankLoads(Self.tokens(layer), map: map, ranks: 4), nodes: 2,
+                    "\(layer) in /v1/summary of \(body)")
+                expectFigures(
+                    windowed[i]["placement"], Self.rankLoads(Self.tokens(layer, steps: [2]), map: map, ranks: 4),
+                    nodes: 2, "\(layer) in /v1/summary?steps=1 of \(body)")
+            }
+        }
+        // Without a placement, none of them has the field.
+        #expect(try curl("\(daemon.base)/v1/placement", ["-X", "DELETE"]).status == 200)
+        let steps = try curl("\(daemon.base)/v1/layers/layer.0/history").json["steps"] as? [[String: Any]] ?? []
+        #expect(!steps.isEmpty && steps.allSatisfy { $0["placement"] == nil })
+        #expect(try curl("\(daemon.base)/v1/layers/layer.0?steps=2").json["placement"] == nil)
+        let summary = try curl("\(daemon.base)/v1/summary").json["layers"] as? [[String: Any]] ?? []
+        #expect(!summary.isEmpty && summary.allSatisfy { $0["placement"] == nil })
+    }
+
+    @Test(.needs("curl")) func exportAndPlanOverAWindowOfSteps() throws {
+        let daemon = try RunningDaemon()
+        defer { daemon.stop() }
+        try postSteps(daemon)
+        let json = try curl("\(daemon.base)/v1/export/load?steps=2").json
+        #expect((json["window"] as? [String: Any])?["steps"] as? Int == 2)
+        #expect((json["load"] as? [Any])?.map(numbers) == Self.layers.map { Self.tokens($0, steps: [1, 2]) })
+        let csv = try curl("\(daemon.base)/v1/export/load?format=csv&steps=1&layers=layer.1").body
+        let expected = Self.tokens("layer.1", steps: [2]).enumerated().map { "layer.1,0,\($0),\(Int($1))" }
+        #expect(csv.split(separator: "\n").dropFirst().map(String.init) == expected)
+        let sglang = try curl("\(daemon.base)/v1/export/load?format=sglang&steps=3").json
+        #expect((sglang["logical_count"] as? [Any])?.map(numbers) == Self.layers.map(Self.tokens))
+        for bad in ["steps=0", "steps=513", "steps=x"] {
+            let r = try curl("\(daemon.base)/v1/export/load?\(bad)")
+            #expect(r.status == 400 && r.json["field"] as? String == "steps", "\(bad): \(r.body)")
+        }
+
+        #expect(try put(daemon, #"{"ranks":4,"nodes":2}"#).status == 200)
+        let plan = try curl(
+            "\(daemon.base)/v1/plan", ["--data-binary", #"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"steps":1}"#])
+        #expect(plan.status == 200, "\(plan.body)")
+        let maps = plan.json["physical_to_logical"] as? [[Int]] ?? []
+        let predicted = plan.json["predicted"] as? [[String: Any]] ?? []
+        #expect(maps.count == 2 && predicted.count == 2)
+        for (i, layer) in Self.layers.enumerated() where i < maps.count && i < predicted.count {
+            let window = Self.tokens(layer, steps: [2])
+            expectFigures(
+                predicted[i]["plan"], Self.rankLoads(window, map: maps[i], ranks: 4), nodes: 2, "\(layer) plan")
+            expectFigures(
+                predicted[i]["current"], Self.rankLoads(window, map: Array(0..<8), ranks: 4), nodes: 2,
+                "\(layer) current")
+        }
+    }
+
+    /// Posts 58 layers of 256 experts with skewed loads: the benchmark's large plan shape.
+    func postLarge(_ daemon: RunningDaemon) throws {
+        var rng = SplitMix64(seed: 14)
+        let lines = (0..<58).map { l -> String in
+            let counts = (0..<256).map { e in Int(rng.below(100)) + (e % 37 == l % 37 ? 5000 : 0) }
+            return #"{"layer":"big.\#(l)","expert_capacities":\#(counts),"total_tokens":\#(counts.reduce(0, +))}"#
+        }
+        let r = try curl(
+            "\(daemon.base)/v1/decisions",
+            ["-H", "Content-Type: application/x-ndjson", "--data-binary", lines.joined(separator: "\n")])
+        #expect(r.status == 200, "\(r.body)")
+    }
+
+    static let largePlan = #"{"num_replicas":288,"num_gpus":32,"num_nodes":4,"num_groups":8}"#
+
+    static func planRequest(_ body: String) -> String {
+        "POST /v1/plan HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
+    /// Whether the server has sent anything on `client`'s connection yet, without waiting.
+    static func hasAnswer(_ client: RawClient) -> Bool {
+        var byte: UInt8 = 0
+        return recv(client.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0
+    }
+
+    @Test(.needs("curl")) func aPlanDoesNotStallTheOtherConnectionsOfItsLoop() throws {
+        // One event loop: the plan's connection and the probes' share it.
+        let daemon = try RunningDaemon(["--http-event-loops", "1"])
+        defer { daemon.stop() }
+        try postLarge(daemon)
+        let address = "127.0.0.1:\(daemon.port)"
+        var overlapped = false
+        var plans = 0
+        for _ in 0..<3 where !overlapped {
+            plans += 1
+            let planner = try RawClient(address, timeoutSeconds: 60)
+            try planner.send(Self.planRequest(Self.largePlan))
+            // Probes on another connection, one after the other: with the plan on the loop, the
+            // first probe read after the plan request would wait for the whole plan.
+            let probe = try RawClient(address)
+            var answered = 0
+            while answered < 20 && !Self.hasAnswer(planner) {
+                try probe.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                let r = try probe.readResponse()
+                #expect(r.status == 200)
+                answered += 1
+            }
+            // The probes finished while the plan was still being computed.
+            overlapped = answered == 20 && !Self.hasAnswer(planner)
+            let plan = try planner.readResponse()
+            #expect(plan.status == 200, "\(String(decoding: plan.body, as: UTF8.self))")
+            let json = (try? JSONSerialization.jsonObject(with: Data(plan.body))) as? [String: Any] ?? [:]
+            #expect((json["physical_to_logical"] as? [[Int]])?.count == 58)
+        }
+        #expect(overlapped, "the plan was answered before 20 /healthz probes on another connection")
+        let counted = try curl("\(daemon.base)/metrics").body.split(separator: "\n").first {
+            $0.hasPrefix("moe_metricsd_http_requests_total{") && $0.contains("route=\"/v1/plan\"")
+                && $0.contains("code=\"200\"")
+        }
+        #expect(counted?.hasSuffix(" \(plans)") == true, "\(String(describing: counted))")
+    }
+
+    @Test(.needs("curl")) func plansPastTheLimitGet503AndH2AnswersDeferredPlans() throws {
+        let daemon = try RunningDaemon(["--placement-max-concurrent-plans", "1"])
+        defer { daemon.stop() }
+        try postLarge(daemon)
+        let address = "127.0.0.1:\(daemon.port)"
+        var refused = false
+        for _ in 0..<3 where !refused {
+            let first = try RawClient(address, timeoutSeconds: 60)
+            try first.send(Self.planRequest(Self.largePlan))
+            let second = try RawClient(address)
+            try second.send(Self.planRequest(Self.largePlan))
+            // Either may reach the daemon first; the other is refused if it comes while that one runs.
+            let answers = [try first.readResponse(), try second.readResponse()]
+            #expect(answers.contains { $0.status == 200 }, "\(answers.map(\.status))")
+            for r in answers where r.status != 200 {
+                #expect(r.status == 503)
+                #expect(r.headers["retry-after"] == "1")
+                let json = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] ?? [:]
+                #expect((json["error"] as? String ?? "").contains("placement.max_concurrent_plans"), "\(json)")
+                refused = true
+            }
+        }
+        #expect(refused, "a second plan was never refused while the first ran")
+        // Over h2c the deferred answer arrives on its stream too.
+        let h2 = try curl("\(daemon.base)/v1/plan", ["--http2-prior-knowledge", "--data-binary", Self.largePlan])
+        #expect(h2.status == 200, "\(h2.body)")
+        #expect((h2.json["physical_to_logical"] as? [[Int]])?.count == 58)
+    }
+
     @Test(.needs("curl", "python3")) func exportInEveryFormat() throws {
         let daemon = try RunningDaemon()
         defer { daemon.stop() }
@@ -266,7 +576,8 @@ import Testing
             (#"{"num_replicas":12,"num_gpus":4,"num_nodes":2,"num_groups":6}"#, 422, "multiple of num_groups (6)"),
             (#"{"num_gpus":4}"#, 422, "num_replicas is required"),
             (#"{"num_replicas":12,"num_gpus":4,"layers":["nope"]}"#, 404, "no such layer: nope"),
-            (#"{"num_replicas":12,"num_gpus":4,"steps":5}"#, 422, "steps"),
+            (#"{"num_replicas":12,"num_gpus":4,"steps":0}"#, 422, "steps must be from 1 to 512"),
+            (#"{"num_replicas":12,"num_gpus":4,"steps":"5"}"#, 422, "steps must be an integer"),
             ("{", 400, "malformed JSON"),
         ]
         for (body, status, message) in refusals {

@@ -440,3 +440,79 @@ struct SessionRun {
     }
     #endif
 }
+
+/// Answers `/slow` later, through a `DeferredResponse` the test completes; others at once.
+final class DeferringHandler: HTTPHandler, @unchecked Sendable {
+    let pending = DeferredResponse()
+    func handle(_ request: HTTPRequest) -> HTTPResponse {
+        if request.path == "/slow" { return .deferred(pending) }
+        return HTTPResponse(status: 200, body: Array(request.path.utf8))
+    }
+}
+
+@Suite struct HTTP1DeferredResponseTests {
+    @Test func pipelinedRequestsWaitBehindADeferredAnswer() {
+        let handler = DeferringHandler()
+        let session = HTTP1ServerSession(handler: handler, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let requests = Array("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        #expect(requests.withUnsafeBytes { session.receive($0, now: 0, output: &output) } == .keepOpen)
+        // Nothing is sent while the answer is pending, and the request is in flight.
+        #expect(output.isEmpty)
+        #expect(!session.isIdle)
+        #expect(session.deadline == DeferredResponse.pollNanoseconds)
+        // Not complete yet at the poll: the session looks again later.
+        #expect(session.deadlineExpired(now: 5_000_000, output: &output) == .keepOpen)
+        #expect(output.isEmpty)
+        #expect(session.deadline == 5_000_000 + DeferredResponse.pollNanoseconds)
+        // A graceful stop waits for it.
+        #expect(session.beginShutdown(now: 5_000_000, output: &output) == .keepOpen)
+        handler.pending.complete(HTTPResponse(status: 201, body: Array("done".utf8)))
+        #expect(session.deadlineExpired(now: 6_000_000, output: &output) == .closeAfterWrite)
+        let text = String(decoding: output, as: UTF8.self)
+        // The deferred answer, in its place, and the connection closes for the stop; the
+        // pipelined request after it is not answered (it was never started).
+        #expect(text.hasPrefix("HTTP/1.1 201 Created\r\n"), "\(text)")
+        #expect(text.hasSuffix("done"), "\(text)")
+        #expect(text.contains("connection: close\r\n"), "\(text)")
+        #expect(!text.contains("/next"), "\(text)")
+    }
+
+    @Test func inputPilingUpBehindADeferredAnswerStopsTheReading() {
+        let handler = DeferringHandler()
+        let session = HTTP1ServerSession(handler: handler, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let first = Array("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = first.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+        #expect(!session.hasBufferedInput)
+        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 * 1024)
+        var sent = 0
+        while !session.hasBufferedInput && sent < 4 * HTTP1ServerSession.outputHighWaterBytes {
+            _ = chunk.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+            sent += chunk.count
+        }
+        #expect(session.hasBufferedInput)
+        #expect(sent == HTTP1ServerSession.outputHighWaterBytes)
+        #expect(output.isEmpty)
+        // Once the answer is sent, the held input is parsed (here: a malformed request line, 400).
+        handler.pending.complete(HTTPResponse(status: 200, body: Array("slow".utf8)))
+        #expect(session.deadlineExpired(now: DeferredResponse.pollNanoseconds, output: &output) == .closeAfterWrite)
+        let text = String(decoding: output, as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(text.prefix(200))")
+        #expect(text.contains("HTTP/1.1 4"), "\(text.prefix(400))")
+    }
+
+    @Test func theAnswersAfterADeferredOneFollowIt() {
+        let handler = DeferringHandler()
+        let session = HTTP1ServerSession(handler: handler, limits: HTTPLimits(), now: 0, dateCache: fixedDates())
+        var output: [UInt8] = []
+        let requests = Array("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        _ = requests.withUnsafeBytes { session.receive($0, now: 0, output: &output) }
+        handler.pending.complete(HTTPResponse(status: 200, body: Array("slow".utf8)))
+        #expect(session.deadlineExpired(now: DeferredResponse.pollNanoseconds, output: &output) == .keepOpen)
+        let text = String(decoding: output, as: UTF8.self)
+        let bodies = text.split(separator: "HTTP/1.1 ").map { $0.split(separator: "\r\n\r\n").last.map(String.init) }
+        #expect(bodies == ["slow", "/next"], "\(text)")
+        #expect(session.isIdle)
+    }
+}

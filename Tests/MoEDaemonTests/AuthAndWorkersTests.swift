@@ -197,4 +197,44 @@ final class TestClock: Sendable {
         #expect(try file.read() == nil)
         #expect(c.registry.layerCount == 0)
     }
+
+    @Test func thePlacementTravelsInTheStateFileAndABadOneRefusesTheWholeFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("state-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = StateFile(path: dir.appendingPathComponent("state.bin").path)
+        let a = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
+        #expect(a.handle(.make("POST", "/v1/decisions", body: decision([3, 1, 2, 2]))).status == 200)
+        #expect(
+            a.handle(.make("PUT", "/v1/placement", body: #"{"ranks":2,"physical_to_logical":[0,1,2,3,0,0]}"#)).status
+                == 200)
+        try file.write(a.registry.exportState(placement: a.savedPlacement))
+        let b = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
+        #expect(Daemon.restore(from: file, into: b, discardCorrupt: false, logger: Logger(label: "t")))
+        #expect(b.placement == a.placement)
+        #expect(b.handle(.make("GET", "/v1/layers/l0")).text == a.handle(.make("GET", "/v1/layers/l0")).text)
+        // The contiguous default is saved as `"physical_to_logical": null` and read back as it.
+        #expect(a.handle(.make("PUT", "/v1/placement", body: #"{"ranks":2,"nodes":2}"#)).status == 200)
+        try file.write(a.registry.exportState(placement: a.savedPlacement))
+        #expect(
+            a.savedPlacement.map { String(decoding: $0, as: UTF8.self) }?.contains(#""physical_to_logical":null"#)
+                == true)
+        let contiguous = DaemonRouter(
+            configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"), clock: { 5 })
+        #expect(Daemon.restore(from: file, into: contiguous, discardCorrupt: false, logger: Logger(label: "t")))
+        #expect(contiguous.placement == a.placement && contiguous.placement?.nodes == 2)
+        // What GET answers, PUT takes.
+        let got = a.handle(.make("GET", "/v1/placement")).text
+        #expect(contiguous.handle(.make("PUT", "/v1/placement", body: got)).status == 200)
+
+        // A placement that does not decode: nothing is restored, and the file is left as it is.
+        let bad = a.registry.exportState(placement: Array(#"{"ranks":0}"#.utf8))
+        try file.write(bad)
+        let c = DaemonRouter(configuration: DaemonConfiguration(), version: "t", logger: Logger(label: "t"))
+        #expect(!Daemon.restore(from: file, into: c, discardCorrupt: false, logger: Logger(label: "t")))
+        #expect(c.registry.layerCount == 0 && c.placement == nil)
+        #expect(try file.read() == bad)
+    }
 }

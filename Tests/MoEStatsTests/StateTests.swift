@@ -162,7 +162,7 @@ import Testing
 
     @Test func emptyRegistryRoundTripsAndRestoreReplacesEveryLayer() throws {
         let empty = LayerRegistry(configuration: StatsConfiguration()).exportState()
-        #expect(empty.count == StateFormat.headerSize + 4)
+        #expect(empty.count == StateFormat.headerSize + 4 + 8)
         let r = try Self.populated()
         try r.restore(from: empty)
         #expect(r.layerCount == 0)
@@ -176,7 +176,7 @@ import Testing
     @Test func headerLayout() throws {
         let bytes = try Self.populated().exportState()
         #expect(Array(bytes[0..<8]) == Array("MOESTATE".utf8))
-        #expect(Array(bytes[8..<12]) == [2, 0, 0, 0])
+        #expect(Array(bytes[8..<12]) == [3, 0, 0, 0])
         var r = StateReader(bytes, from: 12)
         let length = try r.u64("length")
         let crc = try r.u32("crc")
@@ -255,10 +255,10 @@ import Testing
         #expect(Self.refusal(Array("MOESTATX".utf8) + [UInt8](repeating: 0, count: 30))?.kind == .notAStateFile)
         #expect(Self.refusal([0xFF])?.kind == .notAStateFile)
         var newer = try Self.populated().exportState()
-        newer[8] = 3
+        newer[8] = 4
         let error = Self.refusal(newer)
         #expect(error?.kind == .unsupportedVersion)
-        #expect(error?.message.contains("version 3") == true)
+        #expect(error?.message.contains("version 4") == true)
         newer[8] = 0
         #expect(Self.refusal(newer)?.kind == .unsupportedVersion)
     }

@@ -97,6 +97,38 @@ import Testing
         #expect(v1.count < original.exportState().count)
     }
 
+    @Test func aVersionTwoFileStillLoadsWithoutPlacement() throws {
+        let original = try Self.populated()
+        let v2 = original.exportState(version: 2, placement: Array("ignored".utf8))
+        #expect(Array(v2[8..<12]) == [2, 0, 0, 0])
+        let restored = LayerRegistry(configuration: original.configuration)
+        #expect(try restored.restore(from: v2) == nil)
+        #expect(restored.exportState() == original.exportState())
+        // Version 3 is version 2 and the placement's length and bytes after the last layer.
+        #expect(original.exportState().count == v2.count + 8)
+    }
+
+    @Test func thePlacementIsCarriedWholeBesideTheLayers() throws {
+        let original = try Self.populated()
+        let placement = Array(#"{"ranks":4,"nodes":1}"#.utf8)
+        let bytes = original.exportState(placement: placement)
+        #expect(Array(bytes[8..<12]) == [3, 0, 0, 0])
+        let saved = try LayerRegistry.readState(bytes)
+        #expect(saved.placement == placement)
+        #expect(saved.layers.map(\.name) == original.snapshots().map(\.layer).sorted())
+        // Reading changes nothing; restoring applies the layers and hands the placement back.
+        let restored = LayerRegistry(configuration: original.configuration)
+        #expect(restored.layerCount == 0)
+        #expect(try restored.restore(from: bytes) == placement)
+        #expect(restored.exportState(placement: placement) == bytes)
+        #expect(try LayerRegistry.readState(original.exportState()).placement == nil)
+        // A placement longer than what follows is a truncated file, whatever the checksum says.
+        var payload = Array(bytes[StateFormat.headerSize...])
+        let at = payload.count - placement.count - 8
+        payload[at] = UInt8(placement.count + 1)
+        #expect(StateTests.refusal(StateTests.withValidHeader(payload))?.kind == .truncated)
+    }
+
     @Test func inconsistentHistoriesAreRefused() throws {
         let images = try LayerRegistry.decodeState(try Self.populated().exportState())
         let layer = try #require(images.first { $0.name == "L0" })
