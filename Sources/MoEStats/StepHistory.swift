@@ -27,13 +27,16 @@ struct BucketTotals: Sendable, Equatable {
     static let empty = Int64.min
 }
 
-/// The newest buckets of one layer in a preallocated ring: recording is O(experts) and allocates
-/// nothing once the ring exists (only a new multiple of 64 workers, or the first `expert_demand`,
-/// grows a table once).
+/// The newest buckets of one layer in a ring: recording is O(experts) and allocates nothing once
+/// the ring has its slots (a new multiple of 64 workers, or the first `expert_demand`, grows a
+/// table once).
 ///
-/// Bucket `k` lives in slot `k mod capacity`; a slot still holding an older key is cleared when
-/// its new key first arrives, so a gap of steps costs nothing. The kept buckets are those whose
-/// key is within `capacity` of the newest; a decision for an older key is counted as late only.
+/// Bucket `k` lives in slot `(k - anchor) mod capacity`, the anchor being the first key seen, so
+/// consecutive steps fill the slots in order and the per-expert table, the bulk of the memory
+/// (`capacity x experts` counts), grows by doubling with the steps seen instead of being taken
+/// whole for a layer that has had a few. A slot still holding an older key is cleared when its new
+/// key first arrives, so a gap of steps costs nothing. The kept buckets are those whose key is
+/// within `capacity` of the newest; a decision for an older key is counted as late only.
 struct StepHistory: Sendable {
     let capacity: Int
     let experts: Int
@@ -46,10 +49,13 @@ struct StepHistory: Sendable {
     var lateDecisions: UInt64 = 0
     /// Decisions without a `step` in a layer bucketed by step (counted in the run totals only).
     var unbucketedDecisions: UInt64 = 0
+    /// The key that maps to slot 0; nil before the first bucketed decision.
+    private(set) var anchor: Int64?
     private(set) var buckets: [BucketTotals]
-    /// `capacity x experts` token sums, slot-major.
-    private(set) var expertTokens: [UInt64]
-    /// `capacity x experts` sums of demand minus served; empty until the layer's first demand.
+    /// Token sums, slot-major, for the slots in use so far (`experts` per slot; at most
+    /// `capacity` slots).
+    private(set) var expertTokens: [UInt64] = []
+    /// Sums of demand minus served, laid out as `expertTokens`; empty until the layer's first demand.
     private(set) var expertOverflow: [UInt64] = []
     /// Words of 64 worker bits per slot; bit 0 stands for decisions of no (or an untracked) worker.
     private(set) var workerWords = 1
@@ -61,15 +67,30 @@ struct StepHistory: Sendable {
         self.experts = experts
         self.bucketSeconds = bucketSeconds
         buckets = Array(repeating: BucketTotals(), count: capacity)
-        expertTokens = Array(repeating: 0, count: capacity * experts)
         workerBits = Array(repeating: 0, count: capacity)
     }
 
-    /// The slot of `key` in a ring of `capacity` slots.
+    /// The slot of `key` (any key once there is an anchor; wrapping, so the mapping stays one
+    /// to one for keys within `capacity` of each other wherever they lie).
     @inline(__always)
-    static func slot(of key: Int64, capacity: Int) -> Int {
-        let m = key % Int64(capacity)
+    func slot(of key: Int64) -> Int {
+        let m = (key &- (anchor ?? key)) % Int64(capacity)
         return Int(m < 0 ? m + Int64(capacity) : m)
+    }
+
+    /// Makes room in the per-expert tables for slot `s`, doubling what they hold (at most
+    /// `capacity` slots, so a ring that has filled never grows again).
+    @inline(__always)
+    private mutating func ensureStorage(_ s: Int) {
+        if expertTokens.count < (s + 1) * experts { grow(toHold: s + 1) }
+    }
+
+    private mutating func grow(toHold slots: Int) {
+        let held = expertTokens.count / experts
+        let target = Swift.min(capacity, Swift.max(slots, held * 2, 8))
+        let more = (target - held) * experts
+        expertTokens.append(contentsOf: repeatElement(0, count: more))
+        if !expertOverflow.isEmpty { expertOverflow.append(contentsOf: repeatElement(0, count: more)) }
     }
 
     /// The bucket key of a decision: its step, or its arrival interval; nil when it has none (no
@@ -100,7 +121,9 @@ struct StepHistory: Sendable {
         } else {
             newest = key
         }
-        let s = Self.slot(of: key, capacity: capacity)
+        if anchor == nil { anchor = key }
+        let s = slot(of: key)
+        ensureStorage(s)
         if buckets[s].key != key { clear(s, for: key) }
         return s
     }
@@ -152,7 +175,7 @@ struct StepHistory: Sendable {
             }
             if let demand = d.expertDemand {
                 b.demandDecisions = b.demandDecisions.addingSaturated(1)
-                if expertOverflow.isEmpty { expertOverflow = Array(repeating: 0, count: capacity * experts) }
+                if expertOverflow.isEmpty { expertOverflow = Array(repeating: 0, count: expertTokens.count) }
                 demand.withUnsafeBufferPointer { demand in
                     expertOverflow.withUnsafeMutableBufferPointer { o in
                         // Validated: demand[i] >= counts[i].
@@ -183,7 +206,7 @@ struct StepHistory: Sendable {
         out.reserveCapacity(Swift.min(n, capacity))
         var k = top
         for _ in 0..<capacity {
-            let s = Self.slot(of: k, capacity: capacity)
+            let s = slot(of: k)
             if buckets[s].key == k && buckets[s].decisions > 0 {
                 out.append(s)
                 if out.count == n { break }
@@ -236,7 +259,7 @@ struct StepHistory: Sendable {
         guard let top = newest else { return nil }
         var k = top
         for _ in 0..<capacity {
-            let s = Self.slot(of: k, capacity: capacity)
+            let s = slot(of: k)
             if buckets[s].key == k && buckets[s].decisions > 0 && Int(buckets[s].workers) >= expected { return s }
             if k == Int64.min { break }
             k -= 1
@@ -418,6 +441,8 @@ extension StepHistory {
         self.init(capacity: capacity, experts: experts, bucketSeconds: image.bucketSeconds)
         bucketing = image.bucketing
         newest = image.newest
+        // The oldest bucket kept anchors the ring (buckets come oldest first).
+        anchor = image.buckets.first?.totals.key ?? image.newest
         lateDecisions = image.lateDecisions
         unbucketedDecisions = image.unbucketedDecisions
         if image.workerWords > 1 { widenWorkerSets(to: image.workerWords) }
@@ -425,12 +450,13 @@ extension StepHistory {
             guard let n = newest else { break }
             let (age, overflow) = n.subtractingReportingOverflow(b.totals.key)
             if overflow || age >= Int64(capacity) { continue }
-            let s = Self.slot(of: b.totals.key, capacity: capacity)
+            let s = slot(of: b.totals.key)
+            ensureStorage(s)
             buckets[s] = b.totals
             for (i, word) in b.workerBits.enumerated() { workerBits[s * workerWords + i] = word }
             for i in 0..<experts { expertTokens[s * experts + i] = b.expertTokens[i] }
             if let overflow = b.expertOverflow {
-                if expertOverflow.isEmpty { expertOverflow = Array(repeating: 0, count: capacity * experts) }
+                if expertOverflow.isEmpty { expertOverflow = Array(repeating: 0, count: expertTokens.count) }
                 for i in 0..<experts { expertOverflow[s * experts + i] = overflow[i] }
             }
         }

@@ -47,6 +47,37 @@ import Testing
         return out
     }
 
+    /// The per-expert table grows with the steps seen (doubling), not to the ring's size at the
+    /// first decision; a step older than the first one still finds its own slot; a full ring holds
+    /// every bucket's own counts.
+    @Test func theTableGrowsWithTheStepsSeen() throws {
+        var h = StepHistory(capacity: 512, experts: 256, bucketSeconds: 10)
+        func record(_ step: Int64, _ count: UInt64 = 1) throws {
+            let d = decision(Array(repeating: count, count: 256), tokens: 256 * count, dropped: 0, lbl: nil)
+            let key = h.key(step: step, now: 0)
+            let slot = key.flatMap { h.slot(for: $0) }
+            let s = try #require(slot)
+            h.add(d, to: s, maxViolation: 0, workerBit: 0)
+        }
+        try record(5000)
+        #expect(h.expertTokens.count <= 8 * 256)
+        for step in Int64(5001)..<5100 { try record(step) }
+        #expect(h.expertTokens.count <= 2 * 100 * 256)
+        try record(4990, 3)
+        let slots = h.newestSlots(512)
+        #expect(slots.count == 101)
+        #expect(h.bucket(slots[0]).key == 4990)
+        #expect(h.bucket(slots[0]).totals.expertTokens == Array(repeating: 3, count: 256))
+        for step in Int64(5100)..<6000 { try record(step, UInt64(step % 7)) }
+        #expect(h.expertTokens.count == 512 * 256)
+        let full = h.newestSlots(512)
+        #expect(full.map { h.bucket($0).key } == Array(Int64(5488)..<6000))
+        for s in full {
+            let b = h.bucket(s)
+            #expect(b.totals.expertTokens == Array(repeating: UInt64(b.key % 7), count: 256))
+        }
+    }
+
     static func registry(history: Int = 512, expected: Int? = nil) -> LayerRegistry {
         var c = StatsConfiguration()
         c.historySteps = history
