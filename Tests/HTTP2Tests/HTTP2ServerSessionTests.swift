@@ -1,4 +1,5 @@
 import CNGHTTP2
+import Foundation
 import HTTP2
 import HTTPCore
 import Synchronization
@@ -135,6 +136,48 @@ func bytes(_ n: Int, seed: UInt8 = 7) -> [UInt8] {
         #expect(a.status == 201)
         #expect(a.body == body)
         #expect(handler.handled.withLock { $0 } == 1)
+    }
+
+    /// A deferred answer: the other streams are answered meanwhile, the session asks to be woken
+    /// every poll interval, and the answer goes out on its stream once another thread completes it.
+    @Test func aDeferredAnswerIsSentOnceCompleted() throws {
+        final class Deferring: HTTPHandler {
+            let pending = Mutex<DeferredResponse?>(nil)
+            func handle(_ request: HTTPRequest) -> HTTPResponse {
+                guard request.path == "/later" else { return HTTPResponse(status: 200, body: Array("now".utf8)) }
+                let d = DeferredResponse()
+                pending.withLock { $0 = d }
+                return .deferred(d)
+            }
+        }
+        let handler = Deferring()
+        var pipe = H2Pipe(handler: handler)
+        let later = pipe.client.request("POST", "/later", body: bytes(100))
+        let now = pipe.client.request("GET", "/now")
+        pipe.run()
+        #expect(pipe.client.responses[now]?.status == 200)
+        #expect(pipe.client.responses[later] == nil)
+        let deferred = try #require(handler.pending.withLock { $0 })
+        #expect(pipe.server.deadline == pipe.now + DeferredResponse.pollNanoseconds)
+
+        // Not complete yet: the poll sends nothing and asks again.
+        pipe.now += DeferredResponse.pollNanoseconds
+        var out: [UInt8] = []
+        #expect(pipe.server.deadlineExpired(now: pipe.now, output: &out) == .keepOpen)
+        #expect(out.isEmpty)
+        #expect(pipe.server.deadline == pipe.now + DeferredResponse.pollNanoseconds)
+
+        let worker = Thread { deferred.complete(HTTPResponse(status: 201, body: Array("planned".utf8))) }
+        worker.start()
+        while deferred.result == nil { usleep(1_000) }
+        pipe.now += DeferredResponse.pollNanoseconds
+        #expect(pipe.server.deadlineExpired(now: pipe.now, output: &out) == .keepOpen)
+        pipe.client.input(out)
+        pipe.run()
+        let r = try #require(pipe.client.responses[later])
+        #expect(r.status == 201)
+        #expect(r.body == Array("planned".utf8))
+        #expect(pipe.server.isIdle)
     }
 
     @Test func manyConcurrentStreamsAreAllAnswered() throws {
