@@ -78,10 +78,10 @@ let package = Package(
         ),
         // What the test targets share: the `.needs(tool)` trait for those that drive curl, nghttp,
         // promtool, ..., the raw socket client and a seeded generator.
-        .target(name: "TestTools", path: "Tests/TestTools"),
+        .target(name: "TestTools", dependencies: ["HTTPCore"], path: "Tests/TestTools"),
         .testTarget(name: "MoEStatsTests", dependencies: ["MoEStats", "JSONOutput", "TestTools"]),
         .testTarget(name: "MoEPlacementTests", dependencies: ["MoEPlacement", "TestTools"]),
-        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore"]),
+        .testTarget(name: "HTTP1Tests", dependencies: ["HTTP1", "HTTPCore", "SessionCore", "TestTools"]),
         .testTarget(
             name: "HTTP2Tests",
             dependencies: ["HTTP2", "HTTPCore", "SessionCore", "CNGHTTP2", "HTTPServer", "TestTools"]),

@@ -337,10 +337,19 @@ public final class HTTP2ServerSession: ConnectionSession {
     /// fields stay with the stream for the request that may follow.
     func precheck(_ stream: HTTP2Stream) -> HTTPResponse? {
         guard let method = stream.method, let path = stream.path else { return nil }
+        return handler.precheck(
+            HTTPRequest(
+                method: method, path: path, query: stream.query, version: .http2, headers: Self.headers(of: stream),
+                body: []))
+    }
+
+    /// The request's fields. nghttp2 refuses upper-case field names (RFC 9113 section 8.2.1):
+    /// nothing to fold. Routes that read Host see the same value over both protocols (RFC 9113
+    /// section 8.3.1: :authority replaces Host).
+    private static func headers(of stream: HTTP2Stream) -> HTTPHeaders {
         var headers = HTTPHeaders(lowercasedFields: stream.headers)
         if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
-        return handler.precheck(
-            HTTPRequest(method: method, path: path, query: stream.query, version: .http2, headers: headers, body: []))
+        return headers
     }
 
     /// Submits the deferred responses that are complete, on streams the client has not closed;
@@ -359,12 +368,8 @@ public final class HTTP2ServerSession: ConnectionSession {
 
     private func makeRequest(_ stream: HTTP2Stream) -> HTTPRequest? {
         guard let method = stream.method, let path = stream.path else { return nil }
-        // nghttp2 refuses upper-case field names (RFC 9113 section 8.2.1): nothing to fold.
-        var headers = HTTPHeaders(lowercasedFields: stream.headers)
+        let headers = Self.headers(of: stream)
         stream.headers = []
-        // Routes that read Host see the same value over both protocols (RFC 9113 section 8.3.1:
-        // :authority replaces Host).
-        if let authority = stream.authority, !stream.hasHost { headers.add("host", authority) }
         let body = stream.body
         stream.body = []
         return HTTPRequest(

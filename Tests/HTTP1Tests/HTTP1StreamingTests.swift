@@ -1,26 +1,8 @@
 import HTTP1
 import HTTPCore
 import SessionCore
+import TestTools
 import Testing
-
-/// A body of `total` bytes written in pieces as asked; remembers what it wrote and how often it
-/// was asked.
-final class CountingSource: HTTPBodySource {
-    let total: Int
-    private(set) var produced: [UInt8] = []
-    private(set) var calls = 0
-
-    init(total: Int) { self.total = total }
-
-    func next(into output: inout [UInt8], atMost: Int) -> Bool {
-        calls += 1
-        let n = min(atMost, total - produced.count)
-        let piece = [UInt8](repeating: UInt8(truncatingIfNeeded: calls &* 37), count: n)
-        produced += piece
-        output += piece
-        return produced.count < total
-    }
-}
 
 /// Streams `total` bytes for every path but `/small`.
 final class StreamingHandler: HTTPHandler, @unchecked Sendable {

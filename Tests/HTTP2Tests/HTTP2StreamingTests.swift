@@ -2,34 +2,17 @@ import CNGHTTP2
 import HTTP2
 import HTTPCore
 import SessionCore
+import TestTools
 import Testing
-
-/// A body of `total` bytes written in pieces as asked; remembers what it wrote.
-final class PieceSource: HTTPBodySource {
-    let total: Int
-    private(set) var produced: [UInt8] = []
-    private(set) var calls = 0
-
-    init(total: Int) { self.total = total }
-
-    func next(into output: inout [UInt8], atMost: Int) -> Bool {
-        calls += 1
-        let n = min(atMost, total - produced.count)
-        let piece = [UInt8](repeating: UInt8(truncatingIfNeeded: calls &* 41), count: n)
-        produced += piece
-        output += piece
-        return produced.count < total
-    }
-}
 
 /// A streamed body over HTTP/2: DATA as the client's window allows, generated a piece at a time.
 @Suite struct HTTP2StreamingTests {
     final class Handler: HTTPHandler, @unchecked Sendable {
         let total: Int
-        var sources: [PieceSource] = []
+        var sources: [CountingSource] = []
         init(total: Int) { self.total = total }
         func handle(_ request: HTTPRequest) -> HTTPResponse {
-            let source = PieceSource(total: total)
+            let source = CountingSource(total: total)
             sources.append(source)
             return HTTPResponse(status: 200, headers: ["content-type": "text/plain"], source: source)
         }
