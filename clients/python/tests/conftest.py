@@ -92,6 +92,16 @@ class StubServer:
 
 
 @pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium for one test, driven over DevTools (see devtools.py)."""
+    from devtools import DevTools  # imported here: it needs Chromium only when a test asks for it
+
+    tools = DevTools(str(tmp_path / "profile"))
+    yield tools
+    tools.close()
+
+
+@pytest.fixture
 def stub() -> Any:
     server = StubServer()
     yield server

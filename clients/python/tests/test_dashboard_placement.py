@@ -16,7 +16,8 @@ from typing import Dict, List
 import pytest
 
 from conftest import Daemon, daemon_binary
-from test_dashboard_steps import browser, cell_text, open_page, rendered, wait_for  # noqa: F401 - fixture
+from devtools import wait_for
+from test_dashboard_steps import cell_text, rendered
 
 RANKS, NODES, EXPERTS = 4, 2, 8
 COUNTS: Dict[str, List[List[int]]] = {
@@ -60,16 +61,16 @@ def placed():
     process.stop()
 
 
-def test_rank_columns_appear_with_a_placement(placed, browser):  # noqa: F811 - pytest fixture
+def test_rank_columns_appear_with_a_placement(placed, browser):
     # No placement yet: no rank columns.
-    session = open_page(browser, placed.url + "/?refresh=0")
+    session = browser.open_page(placed.url + "/?refresh=0")
     rendered(browser, session, "run")
     assert browser.evaluate(session, "document.querySelector('th[data-key=rankbal]') === null")
     assert browser.evaluate(session, "document.querySelector('th[data-key=worstrank]') === null")
 
     body = {"ranks": RANKS, "nodes": NODES, "layers": {"pl.2.moe": HOT_MAP}}
     assert put(placed, "/v1/placement", json.dumps(body)) == 200
-    session = open_page(browser, placed.url + "/?refresh=0")
+    session = browser.open_page(placed.url + "/?refresh=0")
     rendered(browser, session, "run")
     for layer in COUNTS:
         loads = rank_loads(layer)
@@ -91,10 +92,10 @@ HOVER = """(function () {
 })()"""
 
 
-def test_the_heatmap_coloured_by_rank(placed, browser):  # noqa: F811 - pytest fixture
+def test_the_heatmap_coloured_by_rank(placed, browser):
     body = {"ranks": RANKS, "nodes": NODES, "layers": {"pl.2.moe": HOT_MAP}}
     assert put(placed, "/v1/placement", json.dumps(body)) == 200
-    session = open_page(browser, placed.url + "/?refresh=0&mode=rank")
+    session = browser.open_page(placed.url + "/?refresh=0&mode=rank")
     rendered(browser, session, "run")
     wait_for(browser, session, "document.body.dataset.heatColumns === 'ranks'")
     assert browser.evaluate(session, "state.geometry.experts") == RANKS

@@ -2,7 +2,7 @@
 
 Four workers post 300 steps of six layers; layer `dec.3.moe` collapses at step 220 onto three
 experts, and one worker has not yet sent the last step. The tests drive the page through the
-DevTools protocol (see test_dashboard_token.py), pick windows and click layers as a user would, and
+DevTools protocol (see devtools.py), pick windows and click layers as a user would, and
 read back what was drawn: table cells, the sparklines' SVG paths and canvas pixels. Every expected
 value is computed here from the decisions posted, never read back from the daemon.
 
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from conftest import Daemon, daemon_binary
-from test_dashboard_token import DevTools
+from devtools import DevTools, wait_for
 
 LAYERS, EXPERTS, WORKERS, STEPS = 6, 32, 4, 300
 TOKENS, TOP_K = 512, 2
@@ -117,36 +117,6 @@ def stepped(posted):
     process.stop()
 
 
-@pytest.fixture
-def browser(tmp_path):
-    tools = DevTools(str(tmp_path / "profile"))
-    yield tools
-    tools.close()
-
-
-def open_page(tools: DevTools, url: str, width: int = 1280, height: int = 1000) -> str:
-    target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    tools.send("Page.enable", session=session)
-    tools.send("Runtime.enable", session=session)
-    tools.send("Emulation.setDeviceMetricsOverride",
-               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
-    tools.send("Page.navigate", {"url": url}, session=session)
-    return session
-
-
-def wait_for(tools: DevTools, session: str, expression: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = tools.evaluate(session, expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"page never satisfied {expression!r}; body: "
-                                 + str(tools.evaluate(session, "JSON.stringify(document.body.dataset)")))
-        time.sleep(0.1)
-
-
 def rendered(tools: DevTools, session: str, steps: str) -> None:
     wait_for(tools, session, f"document.body.dataset.render === 'ok' && document.body.dataset.steps === '{steps}'"
                              " && !state.busy")
@@ -221,7 +191,7 @@ def is_light(rgb: tuple) -> bool:
 
 
 def test_every_number_and_the_heatmap_follow_the_window(stepped, posted, browser):
-    session = open_page(browser, stepped.url + "/?refresh=0")
+    session = browser.open_page(stepped.url + "/?refresh=0")
     rendered(browser, session, "run")
     per_step = step_counts(posted, COLLAPSED)
     row = [layer_name(i) for i in range(LAYERS)].index(COLLAPSED)
@@ -266,7 +236,7 @@ def sparkline_points(browser: DevTools, session: str, layer: str) -> List[tuple]
 
 
 def test_sparklines_draw_maxvio_step_by_step(stepped, posted, browser):
-    session = open_page(browser, stepped.url + "/?refresh=0")
+    session = browser.open_page(stepped.url + "/?refresh=0")
     rendered(browser, session, "run")
     height = 22
     for layer in (COLLAPSED, layer_name(0)):
@@ -291,7 +261,7 @@ def test_sparklines_draw_maxvio_step_by_step(stepped, posted, browser):
 
 
 def test_a_click_on_a_layer_opens_its_experts_by_step(stepped, posted, browser):
-    session = open_page(browser, stepped.url + "/?refresh=0")
+    session = browser.open_page(stepped.url + "/?refresh=0")
     rendered(browser, session, "run")
     assert browser.evaluate(session, "document.getElementById('detail').hidden")
     click(browser, session, "document.querySelector('tr[data-layer=%s] td')" % json.dumps(COLLAPSED))
@@ -344,7 +314,7 @@ def test_a_click_on_a_layer_opens_its_experts_by_step(stepped, posted, browser):
 
 
 def test_screenshot_of_a_collapse(stepped, browser, tmp_path):
-    session = open_page(browser, stepped.url + "/?refresh=0&layer=" + COLLAPSED, width=1280, height=900)
+    session = browser.open_page(stepped.url + "/?refresh=0&layer=" + COLLAPSED, width=1280, height=900)
     rendered(browser, session, "run")
     wait_for(browser, session, "document.body.dataset.detailSteps === '%d'" % STEPS)
     height = browser.evaluate(session, "Math.ceil(document.documentElement.scrollHeight)")
