@@ -157,15 +157,25 @@ import Testing
         }
     }
 
-    @Test(.needs("curl", "promtool")) func metricsPassPromtoolInBothCodings() throws {
+    /// Every choice of `metrics.expert_series` gives an exposition promtool accepts.
+    @Test(.needs("curl", "promtool"), arguments: ["all", "top:1", "none"])
+    func metricsPassPromtoolInBothCodings(expertSeries: String) throws {
         let promtool = try tool("promtool")
-        let daemon = try RunningDaemon()
+        let daemon = try RunningDaemon(["--metrics-expert-series", expertSeries])
         defer { daemon.stop() }
         try postAll(daemon)
         _ = try curl("\(daemon.base)/v1/layers/nope")
         let plain = try curl("\(daemon.base)/metrics")
         #expect(plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
         #expect(plain.body.contains("moe_routing_tokens_total{layer=\"l0\"} 34\n"))
+        let expertLines = plain.body.split(separator: "\n").filter { $0.hasPrefix("moe_expert_tokens_total{") }
+        switch expertSeries {
+        case "none": #expect(expertLines.isEmpty)
+        case "top:1":
+            #expect(!expertLines.isEmpty && expertLines.allSatisfy { $0.contains(",load=\"") })
+            #expect(expertLines.contains { $0.contains(",load=\"most\"}") })
+        default: #expect(!expertLines.isEmpty && !expertLines.contains { $0.contains(",load=") })
+        }
         let check = try run(promtool, ["check", "metrics"], stdin: Data(plain.body.utf8))
         #expect(check.status == 0)
         #expect(check.stdout.isEmpty && check.stderr.isEmpty, "promtool said: \(check.stdout)\(check.stderr)")
